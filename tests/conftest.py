@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny data roots written on the fly, and the path of the read-only shared faces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+ORL = SHARED / "faces" / "orl"
+
+# Settings that make a training run take seconds on two cores.
+TINY = ["model.depth=18", "model.width=0.125", "data.image_size=32", "train.batch_size=8",
+        "tracking.wandb.mode=disabled", "train.progress=false", "data.num_workers=0"]
+
+
+def write_image(path: Path, seed: int = 0, size=(20, 20), mode: str = "RGB", fmt: str = "JPEG") -> Path:
+    """A small random picture in ``mode``, saved as ``fmt``."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+def write_f25_root(root: Path, labels: dict[str, int], pairs: list[str] | None = None, test_pairs=None) -> Path:
+    """An F25-style root whose train labels.txt maps file -> class id, with ver_data pairs if given."""
+    images = root / "cls_data" / "train" / "images"
+    for i, name in enumerate(labels):
+        write_image(images / name, seed=i)
+    (root / "cls_data" / "train" / "labels.txt").write_text("".join(f"{n} {c}\n" for n, c in labels.items()))
+    if pairs is not None:
+        names = {token for line in pairs + (test_pairs or []) for token in line.split()[:2]}
+        for i, name in enumerate(sorted(names)):
+            write_image(root / "ver_data" / name, seed=100 + i)
+        (root / "val_pairs.txt").write_text("".join(line + "\n" for line in pairs))
+    if test_pairs is not None:
+        (root / "test_pairs.txt").write_text("".join(line + "\n" for line in test_pairs))
+    return root
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m helpers ARGS`` in a subprocess, exactly as a user runs it (costs a torch import)."""
+    return subprocess.run([sys.executable, "-m", "helpers", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A small demo root at 32x32 pixels, shared by the tests that train."""
+    from helpers.demo_data import make_demo_data
+
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    make_demo_data(root, identities=12, images_per_identity=6, verification_identities=8, seed=0, size=32)
+    return root
+
+
+@pytest.fixture
+def orl() -> Path:
+    if not ORL.is_dir():
+        pytest.skip("../shared/faces/orl is not here")
+    return ORL
+
+
+def call_cli(capsys, *args) -> tuple[int, str, str]:
+    """The command line in this process: (exit status, stdout, stderr); cheaper than :func:`run_cli`."""
+    from helpers.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -1,0 +1,168 @@
+"""Margin heads: ArcFace and its family, each turning identity classification into a metric.
+
+Every head holds one trainable weight row per class (per sub-centre), compares
+L2-normalised embeddings with L2-normalised rows by cosine, and moves only the
+target class's logit by a margin before scaling by ``s``. The numeric guards:
+
+* logits are computed in fp32 with autocast off: fp16 cannot hold
+  ``s * cos`` differences finely enough and overflows in the exponent of CE;
+* ``sin θ`` comes from ``1 - cos² θ`` clamped away from zero, and ``θ`` from a
+  clamped ``acos``, so gradients stay finite at ``cos θ = ±1``;
+* past ``θ = π - m`` the ArcFace target stops being monotonic in ``θ``; there it
+  falls back to ``cos θ - m·sin(π - m)`` (the standard form), so a sample
+  pointing away from its class is still pulled towards it;
+* ``easy_margin`` applies the margin only where ``cos θ > 0``.
+
+A label of -1 marks a sample with no class (used only as a negative): its row
+gets no margin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_EPS = 1e-7
+
+
+class MarginHead(nn.Module):
+    """Shared machinery: the class weights, fp32 cosines, scaling, and the target-logit swap.
+
+    ``margin_scale`` (0..1) multiplies every margin; the engine raises it from
+    0 to 1 over ``loss.margin_warmup_epochs``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, s: float = 30.0, rows_per_class: int = 1):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.s = s
+        self.rows_per_class = rows_per_class
+        self.margin_scale = 1.0
+        self.weight = nn.Parameter(torch.empty(out_features * rows_per_class, in_features))
+        nn.init.xavier_uniform_(self.weight)
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Cosine of each embedding with each class (best sub-centre), shape (batch, classes), in fp32 or wider."""
+        dtype = torch.promote_types(embeddings.dtype, torch.float32)
+        cos = F.linear(F.normalize(embeddings.to(dtype), dim=1), F.normalize(self.weight.to(dtype), dim=1))
+        if self.rows_per_class > 1:
+            cos = cos.view(-1, self.out_features, self.rows_per_class).amax(dim=2)
+        return cos
+
+    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
+        """The unscaled target-class logit for target cosines ``cos`` (no margin here)."""
+        return cos
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            cos = self.cosine(embeddings)
+            if labels is None:
+                return self.s * cos
+            labels = labels.view(-1, 1)
+            has_class = labels >= 0
+            index = labels.clamp_min(0)
+            target = cos.gather(1, index)
+            target = torch.where(has_class, self.target_logit(target), target)
+            return self.s * cos.scatter(1, index, target)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, s={self.s}"
+
+
+class ArcMarginProduct(MarginHead):
+    """ArcFace (Deng et al., 2019): target logit ``s·cos(θ + m)``.
+
+    ``weight`` has shape ``(out_features, in_features)``; ``forward(embeddings,
+    labels)`` returns scaled logits, and ``s·cos θ`` without labels.
+    """
+
+    def __init__(self, in_features: int, out_features: int, s: float = 30.0, m: float = 0.35,
+                 easy_margin: bool = False, subcenters: int = 1):
+        super().__init__(in_features, out_features, s, rows_per_class=subcenters)
+        self.m = m
+        self.easy_margin = easy_margin
+
+    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
+        m = self.m * self.margin_scale
+        sin = torch.sqrt((1.0 - cos * cos).clamp_min(_EPS))
+        shifted = cos * math.cos(m) - sin * math.sin(m)  # cos(θ + m)
+        if self.easy_margin:
+            return torch.where(cos > 0, shifted, cos)
+        return torch.where(cos > math.cos(math.pi - m), shifted, cos - m * math.sin(math.pi - m))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, m={self.m}, easy_margin={self.easy_margin}, subcenters={self.rows_per_class}"
+
+
+class CosMarginProduct(MarginHead):
+    """CosFace (Wang et al., 2018): target logit ``s·(cos θ - m)``."""
+
+    def __init__(self, in_features: int, out_features: int, s: float = 30.0, m: float = 0.35):
+        super().__init__(in_features, out_features, s)
+        self.m = m
+
+    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
+        return cos - self.m * self.margin_scale
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, m={self.m}"
+
+
+class CombinedMarginProduct(MarginHead):
+    """The combined margin of InsightFace: target logit ``s·(cos(m1·θ + m2) - m3)``.
+
+    All three margins apply at once (m1 = 1, m3 = 0 is ArcFace; m1 = 1, m2 = 0
+    is CosFace). Where ``m1·θ + m2`` passes π the cosine would turn back up, so
+    the target continues as ``cos θ`` minus the penalty it had at that point:
+    continuous and still decreasing in θ.
+    """
+
+    def __init__(self, in_features: int, out_features: int, s: float = 30.0, m1: float = 1.0, m2: float = 0.3,
+                 m3: float = 0.2):
+        super().__init__(in_features, out_features, s)
+        self.m1, self.m2, self.m3 = m1, m2, m3
+
+    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
+        scale = self.margin_scale
+        m1 = 1.0 + (self.m1 - 1.0) * scale
+        m2, m3 = self.m2 * scale, self.m3 * scale
+        theta = torch.acos(cos.clamp(-1.0 + _EPS, 1.0 - _EPS))
+        theta_max = min((math.pi - m2) / m1, math.pi)
+        penalty_at_max = math.cos(theta_max) - (math.cos(m1 * theta_max + m2) - m3)
+        inside = torch.cos(m1 * theta + m2) - m3
+        return torch.where(theta <= theta_max, inside, cos - penalty_at_max)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, m1={self.m1}, m2={self.m2}, m3={self.m3}"
+
+
+def build_head(kind: str, in_features: int, classes: int, s: float, m: float, easy_margin: bool = False,
+               m1: float = 1.0, m2: float = 0.3, m3: float = 0.2, subcenters: int = 3) -> MarginHead:
+    """The margin head named by ``loss.type``: arcface, cosface, combined or subcenter (ArcFace over k sub-centres)."""
+    if kind == "arcface":
+        return ArcMarginProduct(in_features, classes, s=s, m=m, easy_margin=easy_margin)
+    if kind == "subcenter":
+        return ArcMarginProduct(in_features, classes, s=s, m=m, easy_margin=easy_margin, subcenters=subcenters)
+    if kind == "cosface":
+        return CosMarginProduct(in_features, classes, s=s, m=m)
+    if kind == "combined":
+        return CombinedMarginProduct(in_features, classes, s=s, m1=m1, m2=m2, m3=m3)
+    raise ValueError(f"unknown margin head {kind!r}")
+
+
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over margin logits, where a label of -1 means "no class: a negative only".
+
+    A negative's target is a fixed background logit of 0 (a cosine of 0 with
+    every class, scaled), so its loss ``log(1 + Σ exp(logits))`` pushes it away
+    from every class centre. Computed without branching on the data, so it
+    never waits for the device.
+    """
+    has_class = labels >= 0
+    labelled = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")
+    background = torch.logsumexp(F.pad(logits, (0, 1)), dim=1)  # the padded column is the 0 logit
+    return torch.where(has_class, labelled, background).mean()

@@ -61,6 +61,22 @@ def _train(args) -> int:
     return 0
 
 
+def _model_summary(args) -> int:
+    from .config import load_config
+    from .summary import model_summary, summary_lines, write_model_arch
+
+    summary = model_summary(load_config(args.config, args.set or []), args.classes)
+    if args.write:
+        write_model_arch(summary, args.write)
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "printed_model"}, indent=2))
+    else:
+        print("\n".join(summary_lines(summary)))
+        if args.write:
+            print(f"wrote {args.write}")
+    return 1 if args.strict and not summary["within_budget"] else 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -132,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any")
     train.add_argument("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser")
     train.set_defaults(run=_train)
+
+    summary = commands.add_parser("model-summary", help="parameter counts, the 30 M budget check, FLOPs",
+                                  description="Count the parameters of a configuration's model per part (backbone, "
+                                              "embedding, margin head), check the assignment's 30 M budget, and "
+                                              "report the final feature-map size and forward FLOPs per image.")
+    summary.add_argument("--config", help="YAML config file (the seed defaults when none is given)")
+    summary.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one dotted key")
+    summary.add_argument("--classes", type=_positive_int, default=8631,
+                         help="identities the margin head covers (default 8631, the course data)")
+    summary.add_argument("--json", action="store_true", help="print one JSON object")
+    summary.add_argument("--strict", action="store_true", help="exit 1 when over the parameter budget")
+    summary.add_argument("--write", metavar="PATH", help="also write the table and printed model (model_arch.txt)")
+    summary.set_defaults(run=_model_summary)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""Checkpoint files: atomic writes, safe loads, and the RNG states that make resume exact.
+
+A checkpoint is a dict of tensors and plain values (numbers, strings, lists,
+dicts), so it loads with ``torch.load(weights_only=True)``: a file that holds
+any other pickled object is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+FORMAT = "hw2p2-checkpoint"
+VERSION = 1
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Write a file through ``write(handle)`` so that a crash leaves either the old file or the new one.
+
+    The bytes go to a temporary file beside the target, are flushed to disk,
+    and the temporary file is renamed over the target; the folder is synced so
+    the rename itself survives a power cut.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return  # some file systems do not let a folder be opened; the rename is done anyway
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write` for text (CSV, JSON, YAML outputs)."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Save a training state atomically (see :func:`atomic_write`)."""
+    state = {"format": FORMAT, "version": VERSION, **state}
+    atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything but plain tensor state."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
+        raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or another kind of file)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} holds pickled Python objects besides tensors and plain values; refusing to load it, "
+                        "since unpickling them could run arbitrary code") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or another kind of file: "
+                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not a checkpoint written by this toolkit (no '{FORMAT}' marker)")
+    return state
+
+
+def rng_state() -> dict:
+    """Every RNG state a run touches (Python, NumPy, torch CPU, CUDA), as plain values and tensors."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,664 @@
+"""The training engine: one loop from a laptop CPU to several GPUs under torchrun.
+
+What it guarantees:
+
+* the margin head's weights are in the optimiser (checked, not assumed);
+* checkpoints are written atomically; ``best.pt`` is chosen by val EER, the grade;
+* resume is exact: data order and augmentation are functions of (seed, epoch,
+  batch), every other state is in the checkpoint, and a run resumed mid-epoch
+  continues at the right batch;
+* a step with a non-finite loss or gradient is skipped and counted, without
+  a per-step wait on the device; too many in a row stop the run, keeping the
+  last good checkpoint;
+* ``train.max_minutes`` lays the schedule over a time budget and ends with a
+  final evaluation and valid checkpoints before the budget is spent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .augment import AugmentConfig, BatchAugment
+from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import dump_config, load_config
+from .data import FaceImages, class_names, collate, open_data, training_set
+from .errors import UserError
+from .evaluation import EvalSettings, classify, verify_pairs
+from .margins import margin_loss
+from .model import FaceModel, build_face_model
+from .schedule import LRSchedule
+from .tracking import Tracker
+
+# On the CPU a host sync costs nothing; on a GPU the non-finite counter is read every few steps instead.
+_SYNC_EVERY_CUDA = 16
+
+
+class TrainingStopped(UserError):
+    """The run stopped itself (non-finite steps); the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on the CPU); a no-op without torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """CUDA, then MPS, then the CPU; ``name`` (cpu, cuda, cuda:N, mps) overrides."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device is {name} but no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("train.device is mps but MPS is not available")
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """The speed settings a run uses: autocast dtype, memory format, compilation, fused optimiser kernels."""
+
+    amp: torch.dtype | None
+    channels_last: bool
+    compile: bool
+    fused: bool
+
+
+def fast_path(train: dict, device: torch.device) -> FastPath:
+    """Resolve the ``auto`` speed settings for ``device`` (the choices are measured in BENCHMARKS.md).
+
+    On CUDA: bf16 autocast where the GPU has it (fp16 with loss scaling
+    otherwise), channels_last, fused optimisers. On the CPU: fp32 and NCHW,
+    which the benchmark found fastest there.
+    """
+    cuda = device.type == "cuda"
+    amp = train["amp"]
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "none"
+    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    channels_last = cuda if train["channels_last"] == "auto" else train["channels_last"]
+    return FastPath(dtype, channels_last, train["compile"], fused=cuda)
+
+
+def default_workers(setting, device: torch.device) -> int:
+    """``data.num_workers: auto``: decoding is cheap next to a CPU step, so CPU runs keep their cores for the model."""
+    if setting != "auto":
+        return setting
+    cores = os.cpu_count() or 1
+    if device.type == "cpu":
+        return 0 if cores <= 2 else 2
+    return min(8, cores)
+
+
+def make_optimizer(optim: dict, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (nesterov), Adam or AdamW over every trainable parameter, the margin head's included.
+
+    With ``optim.no_decay_bn_bias`` BatchNorm weights and all biases (every
+    1-D parameter) get no weight decay.
+    """
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if optim["no_decay_bn_bias"] and parameter.ndim <= 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": optim["weight_decay"]}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    extra = {"fused": True} if fused else {}
+    if optim["name"] == "sgd":
+        momentum = optim["momentum"]
+        optimizer = torch.optim.SGD(groups, lr=optim["lr"], momentum=momentum,
+                                    nesterov=optim["nesterov"] and momentum > 0, **extra)
+    elif optim["name"] == "adam":
+        optimizer = torch.optim.Adam(groups, lr=optim["lr"], betas=tuple(optim["betas"]), **extra)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), **extra)
+    check_optimizer_covers(optimizer, model)
+    return optimizer
+
+
+def check_optimizer_covers(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """Fail loudly if a trainable parameter (say, the ArcFace class weights) is missing from the optimiser."""
+    seen = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        raise RuntimeError(f"parameters missing from the optimiser: {', '.join(missing)}")
+
+
+def step_seed(seed: int, epoch: int, batch: int = 0, rank: int = 0, purpose: int = 0) -> int:
+    """A well-mixed seed for one use (0: a batch's augmentation and dropout, 1: an epoch's order)."""
+    return int(np.random.SeedSequence([purpose, seed, epoch, batch, rank]).generate_state(1)[0])
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The order of one epoch: a permutation that depends only on (seed, epoch).
+
+    The epoch is cut to a whole number of global batches, sharded across
+    ranks, and can start at any batch, which is how a mid-epoch resume lands
+    on the batch it stopped at.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def batches(self) -> int:
+        """Batches per rank per epoch."""
+        return self.size // (self.batch_size * self.world)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(step_seed(self.seed, self.epoch, purpose=1))
+        order = torch.randperm(self.size, generator=generator)[: self.batches * self.batch_size * self.world]
+        mine = order[self.rank::self.world]
+        return iter(mine[self.start_batch * self.batch_size:].tolist())
+
+    def __len__(self) -> int:
+        return (self.batches - self.start_batch) * self.batch_size
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run left its files, and its best val EER (None without val pairs)."""
+
+    run_dir: Path
+    best_eer: float | None
+    epochs: float
+    last: dict
+
+
+def run_directory(cfg: dict) -> Path:
+    return Path(cfg["run"]["out_dir"]) / (cfg["run"]["name"] or "run")
+
+
+def prepare_run(config_path: str | Path | None = None, overrides: list[str] = (),
+                resume: str | None = None) -> tuple[dict, dict | None]:
+    """The configuration to run and the checkpoint to resume from (None for a fresh run).
+
+    ``resume="auto"`` continues the run folder's ``last.pt`` when there is one
+    and starts fresh otherwise (what a notebook rerun after a disconnect wants);
+    a path resumes that checkpoint. A resumed run keeps the checkpoint's
+    configuration; ``overrides`` still apply (to extend ``train.epochs``, say).
+    """
+    cfg = load_config(config_path, overrides)
+    path = None
+    if resume == "auto":
+        candidate = run_directory(cfg) / "last.pt"
+        path = candidate if candidate.is_file() else None
+    elif resume:
+        path = Path(resume)
+    if path is None:
+        last = run_directory(cfg) / "last.pt"
+        if last.exists() and not resume:
+            raise UserError(f"{run_directory(cfg)} already holds a run (last.pt); pass --resume auto to continue "
+                            "it, or set run.name to start another")
+        return cfg, None
+    state = load_checkpoint(path)
+    return load_config(None, overrides, base=state["config"]), state
+
+
+class Trainer:
+    """Holds a run's model, optimiser and position; :meth:`fit` trains to the end of the epochs or the budget."""
+
+    def __init__(self, cfg: dict, state: dict | None = None, init_from: str | Path | None = None):
+        self.cfg = cfg
+        self.dist = init_distributed()
+        train = cfg["train"]
+        self.device = pick_device(train["device"], self.dist.local_rank)
+        self.speed = fast_path(train, self.device)
+        if train["deterministic"]:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(train["seed"])
+        self.run_dir = run_directory(cfg)
+        self.quiet_progress = not (train["progress"] is True or (train["progress"] == "auto" and sys.stderr.isatty()))
+
+        data_cfg = cfg["data"]
+        if data_cfg["root"] is None:
+            raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
+                            "`python -m helpers demo-data data/demo`)")
+        self.data = open_data(data_cfg["root"], data_cfg["layout"])
+        self.train_set = training_set(self.data, data_cfg["singletons"], data_cfg["max_train_images"],
+                                      train["seed"], classes=state["classes"] if state else None)
+        self.classes = self.train_set.classes
+        self.workers = default_workers(data_cfg["num_workers"], self.device)
+
+        model = build_face_model(cfg, len(self.classes))
+        if state is not None:
+            model.load_state_dict(state["model"])
+        elif init_from or cfg["run"]["init_from"]:
+            load_weights(model, init_from or cfg["run"]["init_from"], self.classes, announce=self.dist.main)
+        model.to(self.device)
+        if self.speed.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model: FaceModel = model  # the plain module: what checkpoints and evaluation use
+        self.optimizer = make_optimizer(cfg["optim"], model, fused=self.speed.fused)
+        self.forward = model
+        if self.dist.world > 1:
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.speed.compile:
+            self.forward = torch.compile(self.forward)
+
+        fp16 = self.speed.amp == torch.float16
+        # One loss-scaling path for every precision: it skips non-finite steps on the device.
+        # Outside fp16 the scale stays 1, which leaves gradients bit for bit as they are.
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0 ** 16 if fp16 else 1.0,
+                                           growth_interval=2000 if fp16 else 2 ** 30)
+        self.fp16 = fp16
+        self.augment = BatchAugment(AugmentConfig.from_config(cfg["augment"]), data_cfg["image_size"])
+        self.sampler = EpochSampler(len(self.train_set.paths), train["batch_size"], train["seed"],
+                                    self.dist.rank, self.dist.world)
+        if self.sampler.batches < train["accumulate"]:
+            raise UserError(f"{len(self.train_set.paths)} training images make fewer than "
+                            f"{train['accumulate']} batch(es) of {train['batch_size']} per process; "
+                            "lower train.batch_size")
+        self.loader = torch.utils.data.DataLoader(
+            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg["image_size"]),
+            batch_size=train["batch_size"], sampler=self.sampler, num_workers=self.workers, collate_fn=collate,
+            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
+            generator=torch.Generator())
+        self.steps_per_epoch = self.sampler.batches // train["accumulate"]
+        self.schedule = LRSchedule(cfg["sched"], cfg["optim"]["lr"], train["epochs"])
+
+        # Position and bookkeeping; a resumed run takes them from the checkpoint.
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.best_eer: float | None = None
+        self.best_epoch: float | None = None
+        self.elapsed_before = 0.0
+        self.planned_epochs = float(train["epochs"])
+        self.nonfinite_total = 0
+        self.skipped_total = 0
+        self.last_eval: dict = {}
+        self.eval_seconds = 0.0
+        run_id = None
+        if state is not None:
+            self._restore(state)
+            run_id = state.get("wandb_run_id")
+        self.tracker = None
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
+            self.tracker = Tracker(self.run_dir, cfg, run_id=run_id, name=self.run_dir.name)
+            if state is not None:
+                self.tracker.truncate(self.step)
+        self._bad_run = torch.zeros((), device=self.device)
+        self._bad_total = torch.zeros((), device=self.device)
+
+    # ------------------------------------------------------------------ state
+
+    def _restore(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.best_eer, self.best_epoch = state["best_eer"], state["best_epoch"]
+        self.elapsed_before = state["elapsed_seconds"]
+        self.planned_epochs = state["planned_epochs"]
+        self.nonfinite_total = state["nonfinite_steps"]
+        self.skipped_total = state["skipped_images"]
+        self.last_eval = state["val"]
+        self.eval_seconds = state["eval_seconds"]
+        set_rng_state(state["rng"])
+
+    def state_dict(self) -> dict:
+        """Everything a resume needs, as tensors and plain values."""
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(),
+            "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch, "batch": self.batch,
+                           "world": self.dist.world},
+            "rng": rng_state(), "classes": self.classes, "config": self.cfg,
+            "best_eer": self.best_eer, "best_epoch": self.best_epoch, "val": self.last_eval,
+            "wandb_run_id": self.tracker.run_id if self.tracker else None,
+            "elapsed_seconds": self.elapsed(), "planned_epochs": self.planned_epochs,
+            "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total,
+            "eval_seconds": self.eval_seconds,
+            "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+
+    def save(self, best: bool = False) -> None:
+        if not self.dist.main:
+            return
+        state = self.state_dict()
+        save_checkpoint(state, self.run_dir / "last.pt")
+        if best:
+            save_checkpoint(state, self.run_dir / "best.pt")
+
+    # ------------------------------------------------------------------ time budget
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self._started if hasattr(self, "_started") else 0.0)
+
+    @property
+    def budget(self) -> float:
+        return self.cfg["train"]["max_minutes"] * 60.0
+
+    def reserve(self) -> float:
+        """Seconds kept back for the final evaluation and checkpoint: the slowest evaluation seen, with margin."""
+        return 1.25 * self.eval_seconds + min(5.0, 0.05 * self.budget)
+
+    def out_of_time(self) -> bool:
+        return bool(self.budget) and self.elapsed() + self.reserve() >= self.budget
+
+    def total_epochs(self, position: float) -> float:
+        """How long the schedule thinks the run is: ``train.epochs``, or what fits the budget at the pace so far."""
+        epochs = float(self.cfg["train"]["epochs"])
+        if not self.budget:
+            return epochs
+        elapsed = self.elapsed()
+        if self._steps_this_process >= 10 and elapsed > min(10.0, 0.05 * self.budget):
+            usable = max(self.budget - self.reserve(), 1.0)
+            self.planned_epochs = min(epochs, position * usable / elapsed)
+        return self.planned_epochs
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self) -> TrainResult:
+        """Train until ``train.epochs`` or the time budget, evaluating each ``train.eval_every`` epochs.
+
+        A fresh run first evaluates the untrained model: the curves start from
+        chance, and a time budget learns what the last evaluation will cost.
+        """
+        train = self.cfg["train"]
+        self._started = time.perf_counter()
+        self._steps_this_process = 0
+        self._stopped = False
+        last_record = None
+        try:
+            if self.step == 0 and self.batch == 0 and self.epoch == 0:
+                last_record = self._end_of_stretch({}, evaluate=True)
+            while self.epoch < train["epochs"] and not self.out_of_time():
+                stats = self._train_epoch()
+                finished_epoch = self.batch == 0
+                evaluate = not finished_epoch or self.epoch % train["eval_every"] == 0 or self.epoch >= train["epochs"]
+                last_record = self._end_of_stretch(stats, evaluate)
+                if self._stopped:
+                    break
+            if last_record is None and self.dist.main:
+                print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {train['epochs']}, "
+                      f"{self.elapsed() / 60:.1f} of {train['max_minutes'] or '-'} minutes)")
+        finally:
+            if self.tracker is not None:
+                self.tracker.summarise(EER=self.best_eer, best_epoch=self.best_epoch)
+                self.tracker.finish()
+        return TrainResult(self.run_dir, self.best_eer, self.position(), last_record or {})
+
+    def position(self) -> float:
+        return self.epoch + self.batch / max(self.sampler.batches, 1)
+
+    def _train_epoch(self) -> dict:
+        train = self.cfg["train"]
+        accumulate = train["accumulate"]
+        self.model.train()
+        self.sampler.set_epoch(self.epoch, self.batch)
+        sums = {k: torch.zeros((), device=self.device) for k in ("loss", "correct", "seen", "norm")}
+        steps = 0
+        images = 0
+        wait = 0.0
+        self._stopped = False
+        began = time.perf_counter()
+        bar = tqdm(total=self.sampler.batches, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
+                   disable=self.quiet_progress or not self.dist.main, leave=False, dynamic_ncols=True)
+        iterator = iter(self.loader)
+        while self.batch < self.sampler.batches:
+            if self.batch % accumulate == 0 and self.out_of_time():
+                self._stopped = True
+                break
+            t0 = time.perf_counter()
+            batch = next(iterator)
+            wait += time.perf_counter() - t0
+            self._note_skipped(batch)
+            boundary = (self.batch + 1) % accumulate == 0
+            loss, correct = self._forward_backward(batch, boundary)
+            sums["loss"] += loss * len(batch.labels)
+            sums["correct"] += correct
+            sums["seen"] += len(batch.labels)
+            images += len(batch.labels)
+            self.batch += 1
+            if boundary:
+                sums["norm"] += self._optimizer_step()
+                steps += 1
+                self.step += 1
+                self._steps_this_process += 1
+                every = train["checkpoint_every_steps"]
+                if every and self.step % every == 0 and self.batch < self.sampler.batches:
+                    self.save()
+            bar.update(1)
+            if self.batch % 20 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{float(sums['loss'] / sums['seen'].clamp_min(1)):.3f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        bar.close()
+        del iterator
+        seconds = time.perf_counter() - began
+        self._check_nonfinite(force=True)
+        if self.batch >= self.sampler.batches:
+            self.epoch, self.batch = self.epoch + 1, 0
+        totals = torch.stack([sums["loss"], sums["correct"], sums["seen"], sums["norm"]]).double()
+        if self.dist.world > 1:
+            dist.all_reduce(totals)
+            images *= self.dist.world
+        loss_sum, correct, seen, norm_sum = totals.tolist()
+        return {"train_loss": loss_sum / seen if seen else float("nan"),
+                "train_acc": correct / seen if seen else float("nan"),
+                "grad_norm": norm_sum / (steps * self.dist.world) if steps else float("nan"),
+                "images_per_s": images / seconds if seconds > 0 else float("nan"),
+                "data_wait": wait / seconds if seconds > 0 else float("nan"),
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _note_skipped(self, batch) -> None:
+        if not batch.skipped:
+            return
+        if self.cfg["data"]["strict"]:
+            first = batch.skipped[0]
+            raise UserError(f"{first.path}: {first.reason} (data.strict is true; set it false to skip bad images)")
+        for item in batch.skipped:
+            if self.dist.main:
+                print(f"warning: skipped {item.path}: {item.reason}", file=sys.stderr)
+        self.skipped_total += len(batch.skipped)
+        if len(batch.labels) < 2:
+            raise UserError(f"a training batch had {len(batch.labels)} readable image(s); "
+                            "run `python -m helpers check-data` and fix the data")
+
+    def _forward_backward(self, batch, boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        train = self.cfg["train"]
+        seed = step_seed(train["seed"], self.epoch, self.batch, self.dist.rank)
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # dropout draws from the global generator
+        images = batch.images.to(self.device, non_blocking=True)
+        labels = batch.labels.to(self.device, non_blocking=True)
+        x = self.augment(images, generator)
+        if self.speed.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self._set_margin_scale()
+        sync = boundary or self.dist.world == 1
+        context = self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") else nullcontext()
+        with context:
+            with torch.autocast(self.device.type, dtype=self.speed.amp, enabled=self.speed.amp is not None):
+                logits = self.forward(x, labels)
+            loss = margin_loss(logits, labels)
+            self.scaler.scale(loss / train["accumulate"]).backward()
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == labels).sum()
+        return loss.detach(), correct
+
+    def _set_margin_scale(self) -> None:
+        warmup = self.cfg["loss"]["margin_warmup_epochs"]
+        self.model.head.margin_scale = min(1.0, self.position() / warmup) if warmup > 0 else 1.0
+
+    def _optimizer_step(self) -> torch.Tensor:
+        position = self.epoch + (self.batch / self.sampler.batches)
+        lr = self.schedule.lr(position, self.total_epochs(position))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg["train"]["grad_clip"]
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
+        bad = (~torch.isfinite(norm)).float()
+        self._bad_run = (self._bad_run + bad) * bad
+        self._bad_total += bad
+        self.scaler.step(self.optimizer)
+        self.scaler.update(None if self.fp16 else 1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._check_nonfinite()
+        return torch.where(bad > 0, torch.zeros_like(norm), norm)
+
+    def _check_nonfinite(self, force: bool = False) -> None:
+        if not force and self.device.type == "cuda" and self.step % _SYNC_EVERY_CUDA:
+            return
+        run, total = int(self._bad_run.item()), int(self._bad_total.item())
+        self.nonfinite_total += total
+        self._bad_total.zero_()
+        limit = self.cfg["train"]["max_nonfinite_steps"]
+        if run >= limit:
+            raise TrainingStopped(f"training stopped: {run} steps in a row had a non-finite loss or gradient "
+                                  f"(lr {self.optimizer.param_groups[0]['lr']:.3g} may be too high, or try "
+                                  f"train.grad_clip); {self.run_dir / 'last.pt'} holds the last good state")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def eval_settings(self) -> EvalSettings:
+        return EvalSettings(device=self.device, batch_size=2 * self.cfg["train"]["batch_size"], workers=self.workers,
+                            image_size=self.cfg["data"]["image_size"], amp=self.speed.amp,
+                            channels_last=self.speed.channels_last, tta=self.cfg["train"]["eval_tta"],
+                            progress=not self.quiet_progress)
+
+    def _evaluate(self) -> dict:
+        """Val verification and dev top-1 on rank 0; the val EER is shared with every rank."""
+        result: dict = {}
+        if self.dist.main:
+            settings = self.eval_settings()
+            if self.data.val_pairs:
+                metrics = verify_pairs(self.model, self.data, settings)
+                result.update(val_eer=metrics["eer"], val_auc=metrics["auc"], val_accuracy=metrics["accuracy"],
+                              val_threshold=metrics["threshold"], val_tar_at_far=metrics["tar_at_far"])
+            dev = self.data.dev
+            if dev is not None and dev.labels:
+                index = {name: i for i, name in enumerate(self.classes)}
+                known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
+                if known:
+                    paths, labels = zip(*known)
+                    accuracy = classify(self.model, paths, labels, settings)
+                    result.update(dev_top1=accuracy["top1"], dev_top5=accuracy["top5"])
+        if self.dist.world > 1:
+            shared = [result]
+            dist.broadcast_object_list(shared, src=0)
+            result = shared[0]
+        return result
+
+    def _end_of_stretch(self, stats: dict, evaluate: bool) -> dict:
+        record = {"epoch": round(self.position(), 4), "step": self.step, **stats,
+                  "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total}
+        best = False
+        if evaluate:
+            started = time.perf_counter()
+            metrics = self._evaluate()
+            self.eval_seconds = max(self.eval_seconds, time.perf_counter() - started)
+            record.update(metrics)
+            record["evaluated"] = True
+            self.last_eval = {k: v for k, v in metrics.items() if k.startswith("val_")}
+            eer = metrics.get("val_eer")
+            if eer is not None:
+                self.schedule.observe(eer)
+                if self.best_eer is None or eer < self.best_eer:
+                    self.best_eer, self.best_epoch, best = eer, record["epoch"], True
+            elif self.best_eer is None:
+                best = True  # without val pairs the latest model is the best we can tell
+        record["elapsed_s"] = round(self.elapsed(), 2)
+        record["time"] = datetime.datetime.now().isoformat(timespec="seconds")
+        if self.dist.main:
+            self.tracker.log(record)
+            self.save(best=best)
+            print(format_record(record, self.cfg["train"]["epochs"]), flush=True)
+        return record
+
+
+def format_record(record: dict, epochs: int) -> str:
+    """One line per epoch for the log."""
+    parts = [f"epoch {record['epoch']:g}/{epochs}"]
+    if "train_loss" in record:
+        parts += [f"loss {record['train_loss']:.4f}", f"acc {record['train_acc']:.3f}", f"lr {record['lr']:.2e}",
+                  f"{record['images_per_s']:.0f} img/s", f"data-wait {100 * record['data_wait']:.0f}%"]
+    else:
+        parts.append("before training")
+    if record.get("val_eer") is not None:
+        parts.append(f"val EER {record['val_eer']:.4f} AUC {record['val_auc']:.4f}")
+    if record.get("dev_top1") is not None:
+        parts.append(f"dev top-1 {record['dev_top1']:.3f}")
+    if record.get("nonfinite_steps"):
+        parts.append(f"skipped steps {record['nonfinite_steps']}")
+    parts.append(f"{record['elapsed_s'] / 60:.1f} min")
+    return " | ".join(parts)
+
+
+def load_weights(model: FaceModel, path: str | Path, classes: list[str], announce: bool = True) -> None:
+    """Start from another run's weights (the fine-tune phases); the margin head too when the classes match."""
+    state = load_checkpoint(path)
+    weights = state["model"]
+    same_classes = state.get("classes") == classes
+    if not same_classes:
+        weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
+    try:
+        model.load_state_dict(weights, strict=same_classes)
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit this model (model.* settings differ): "
+                        f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}") from None
+    if announce:
+        note = "" if same_classes else " (margin head left fresh: the classes differ)"
+        print(f"initialised from {path}{note}")
+
+
+def train(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
+          init_from: str | Path | None = None) -> TrainResult:
+    """Train from a config file plus ``KEY=VALUE`` overrides; ``resume`` is ``auto`` or a checkpoint path."""
+    cfg, state = prepare_run(config_path, overrides, resume)
+    if state is not None and init_from:
+        raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
+    trainer = Trainer(cfg, state=state, init_from=init_from)
+    try:
+        return trainer.fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

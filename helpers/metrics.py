@@ -1,0 +1,97 @@
+"""Verification metrics with the course's EER definition.
+
+The graders compute the EER from ``sklearn.metrics.roc_curve``: the point of
+the ROC polyline where FPR = 1 - TPR, found by linear interpolation. The ROC
+is non-decreasing and the line FPR + TPR = 1 decreasing, so they cross exactly
+once; :func:`compute_eer` finds that segment and interpolates along it, which
+gives the value the graders' root finder converges to, and a threshold
+interpolated the same way. EER is a fraction in [0, 1] everywhere in this
+project (multiply by 100 for the percent some terms print).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from .errors import UserError
+
+FAR_TARGETS = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def _validated(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if scores.shape != labels.shape:
+        raise UserError(f"got {scores.size} scores but {labels.size} labels")
+    if not np.all(np.isfinite(scores)):
+        raise UserError(f"{int(np.sum(~np.isfinite(scores)))} score(s) are NaN or infinite; the EER is undefined")
+    if not np.all((labels == 0) | (labels == 1)):
+        raise UserError("labels must be 0 (different people) or 1 (same person)")
+    if labels.min(initial=1) == labels.max(initial=0):
+        raise UserError("labels hold only one class; the EER needs both same-person and different-person pairs")
+    return scores, labels.astype(np.int64)
+
+
+def compute_eer(scores, labels) -> tuple[float, float]:
+    """``(eer, threshold)``: the equal error rate as a fraction, and the score threshold where it occurs.
+
+    Higher scores must mean "more likely the same person" (cosine similarity).
+    """
+    scores, labels = _validated(scores, labels)
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    return _eer_from_roc(fpr, tpr, thresholds)
+
+
+def _eer_from_roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    gap = fpr + tpr - 1.0  # < 0 before the crossing, >= 0 from it on
+    i = int(np.argmax(gap >= 0))  # first vertex on or past the line; vertex 0 is (0, 0), so i >= 1
+    t = gap[i] / (gap[i] - gap[i - 1]) if gap[i] != gap[i - 1] else 0.0
+    eer = fpr[i] - t * (fpr[i] - fpr[i - 1])
+    upper = thresholds[i - 1] if np.isfinite(thresholds[i - 1]) else thresholds[i]
+    threshold = thresholds[i] + t * (upper - thresholds[i])
+    return float(eer), float(threshold)
+
+
+def verification_metrics(scores, labels, bootstrap: int = 0, seed: int = 0) -> dict:
+    """EER, its threshold, ROC AUC, best accuracy, TAR at FAR 1e-4..1e-1, and optionally a bootstrap 95 % EER interval.
+
+    ``tar_at_far[far]`` is the highest TPR with FPR <= far (0 when no
+    threshold reaches it). ``bootstrap`` resamples the pairs that many times.
+    """
+    scores, labels = _validated(scores, labels)
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
+    eer, threshold = _eer_from_roc(fpr, tpr, thresholds)
+    positives = int(labels.sum())
+    negatives = int(labels.size - positives)
+    correct = tpr * positives + (1.0 - fpr) * negatives
+    best = int(np.argmax(correct))
+    result = {
+        "eer": eer,
+        "threshold": threshold,
+        "auc": float(roc_auc_score(labels, scores)),
+        "accuracy": float(correct[best] / labels.size),
+        "accuracy_threshold": float(thresholds[best]) if np.isfinite(thresholds[best]) else float(scores.max()),
+        "tar_at_far": {f"{far:g}": float(tpr[fpr <= far].max(initial=0.0)) for far in FAR_TARGETS},
+        "pairs": int(labels.size),
+        "positives": positives,
+        "negatives": negatives,
+    }
+    if bootstrap:
+        result["eer_ci95"] = bootstrap_eer(scores, labels, bootstrap, seed)
+    return result
+
+
+def bootstrap_eer(scores, labels, rounds: int = 1000, seed: int = 0) -> list[float]:
+    """A 95 % percentile interval of the EER over ``rounds`` resamplings of the pairs (each keeping both classes)."""
+    scores, labels = _validated(scores, labels)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    values = []
+    for _ in range(rounds):
+        # Resample each class separately so every round keeps both classes.
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        fpr, tpr, thresholds = roc_curve(labels[idx], scores[idx])
+        values.append(_eer_from_roc(fpr, tpr, thresholds)[0])
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [float(low), float(high)]

@@ -1,0 +1,258 @@
+"""The training engine: files a run leaves, exact resume after SIGKILL, torchrun, the guards, the time budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import engine
+from helpers.checkpoint import load_checkpoint, save_checkpoint
+from helpers.config import load_config
+from helpers.engine import EpochSampler, Trainer, TrainingStopped, train
+from helpers.errors import UserError
+from helpers.tracking import offline_runs, offline_summary, read_metrics
+
+from conftest import ROOT, TINY, call_cli
+
+
+def _sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def _run_args(demo_root, out, name, *extra):
+    return TINY + [f"data.root={demo_root}", f"run.out_dir={out}", f"run.name={name}", *extra]
+
+
+def test_training_writes_its_files_and_learns(demo_root, tmp_path, capsys):
+    args = _run_args(demo_root, tmp_path, "learn", "train.epochs=4", "optim.name=adam", "optim.lr=0.005",
+                     "tracking.wandb.mode=offline")
+    code, out, err = call_cli(capsys, "train", "--config", ROOT / "config.yaml", *_sets(args))
+    assert code == 0, err
+    run = tmp_path / "learn"
+    assert {"last.pt", "best.pt", "metrics.jsonl", "config.yaml"} <= {p.name for p in run.iterdir()}
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4]
+    for record in records[1:]:
+        assert {"epoch", "train_loss", "lr", "images_per_s", "val_eer", "val_auc", "data_wait"} <= set(record)
+        assert 0.0 <= record["val_eer"] <= 1.0
+    before, best = records[0]["val_eer"], min(r["val_eer"] for r in records[1:])
+    assert best < before - 0.1, (before, best)
+    assert load_config(run / "config.yaml")["optim"]["lr"] == 0.005
+    best_state = load_checkpoint(run / "best.pt")
+    assert best_state["best_eer"] == pytest.approx(best) and best_state["classes"] == [str(i) for i in range(12)]
+    # The W&B offline run carries the best val EER under the course's key.
+    (wandb_run,) = offline_runs(run)
+    assert offline_summary(wandb_run)["EER"] == pytest.approx(best)
+
+
+def test_existing_run_is_not_overwritten_and_resume_auto_continues(demo_root, tmp_path):
+    args = _run_args(demo_root, tmp_path, "again", "train.epochs=1")
+    train(None, args)
+    with pytest.raises(UserError, match="already holds a run"):
+        train(None, args)
+    result = train(None, args + ["train.epochs=2"], resume="auto")
+    assert result.epochs == 2
+    assert [r["epoch"] for r in read_metrics(tmp_path / "again" / "metrics.jsonl")] == [0, 1, 2]
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key in a:
+        x, y = a[key], b[key]
+        if isinstance(x, torch.Tensor):
+            if not torch.equal(x, y):
+                return False
+        elif isinstance(x, dict):
+            if not _state_equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(demo_root, tmp_path):
+    # Dropout and the stronger augmentations make the test sensitive to every random draw.
+    common = ["train.deterministic=true", "train.epochs=4", "train.checkpoint_every_steps=1", "optim.name=adamw",
+              "model.dropout=0.2", "augment.color_jitter=0.2", "augment.erasing=0.3", "sched.name=cosine",
+              "sched.warmup_epochs=1"]
+    cmd = [sys.executable, "-m", "helpers", "train"]
+    straight = subprocess.run(cmd + _sets(_run_args(demo_root, tmp_path, "straight", *common)), cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr
+
+    killed_args = _sets(_run_args(demo_root, tmp_path, "killed", *common))
+    process = subprocess.Popen(cmd + killed_args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if last.exists():
+                state = torch.load(last, weights_only=True)
+                if state["epoch"] >= 1 and 0 < state["batch"]:
+                    break
+            time.sleep(0.02)
+        assert process.poll() is None, "the run finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    at_kill = torch.load(last, weights_only=True)
+    assert at_kill["batch"] > 0 or at_kill["epoch"] >= 1
+
+    resumed = subprocess.run(cmd + killed_args + ["--resume", "auto"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert _state_equal(a["model"], b["model"])
+    assert _state_equal(a["optimizer"]["state"], b["optimizer"]["state"])
+    assert (a["epoch"], a["step"], a["best_eer"]) == (b["epoch"], b["step"], b["best_eer"])
+    straight_curve = [r["val_eer"] for r in read_metrics(tmp_path / "straight" / "metrics.jsonl")]
+    resumed_curve = [r["val_eer"] for r in read_metrics(tmp_path / "killed" / "metrics.jsonl")]
+    assert straight_curve[-1] == resumed_curve[-1]
+
+
+def test_torchrun_two_cpu_processes(demo_root, tmp_path):
+    args = _sets(_run_args(demo_root, tmp_path, "ddp", "train.epochs=2", "train.batch_size=4"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "helpers", "train", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1, 2]  # one record per epoch: rank 0 alone writes
+    assert result.stdout.count("epoch 2/2") == 1  # and prints
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert state["data_order"]["world"] == 2 and state["step"] == 2 * (72 // 8)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_shards_cleanly():
+    whole = list(EpochSampler(50, 4, seed=3))
+    assert whole == list(EpochSampler(50, 4, seed=3)) and len(whole) == 48 and len(set(whole)) == 48
+    sampler = EpochSampler(50, 4, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) != whole
+    ranks = [list(EpochSampler(50, 4, seed=3, rank=r, world=2)) for r in (0, 1)]
+    assert not set(ranks[0]) & set(ranks[1]) and len(ranks[0]) == len(ranks[1]) == 24
+    late = EpochSampler(50, 4, seed=3)
+    late.set_epoch(0, start_batch=5)
+    assert list(late) == whole[20:] and len(late) == 28
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused(tmp_path, demo_root, capsys):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "hw2p2-checkpoint", "payload": Path("/etc")}, evil)
+    with pytest.raises(UserError, match="refusing to load it"):
+        load_checkpoint(evil)
+    code, _, err = call_cli(capsys, "train", "--resume", evil, *_sets(_run_args(demo_root, tmp_path, "x")))
+    assert code == 1 and "refusing to load it" in err and "Traceback" not in err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"model": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(UserError, match="not a checkpoint written by this toolkit"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"value": torch.tensor([1.0])}, path)
+
+    def crash(obj, handle):
+        handle.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        save_checkpoint({"value": torch.tensor([2.0])}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["value"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_unknown_config_key_is_refused_by_the_cli(capsys):
+    code, _, err = call_cli(capsys, "train", "--set", "optim.learning_rate=0.1")
+    assert code == 1 and "unknown config key 'optim.learning_rate'" in err
+
+
+def test_missing_data_root_is_explained(capsys):
+    code, _, err = call_cli(capsys, "train")
+    assert code == 1 and "data.root is not set" in err
+
+
+def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monkeypatch):
+    cfg = load_config(overrides=_run_args(demo_root, tmp_path, "nan", "train.epochs=3", "train.max_nonfinite_steps=3"))
+    trainer = Trainer(cfg)
+    real = engine.margin_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        loss = real(logits, labels)
+        return loss * float("nan") if calls["n"] == 2 or calls["n"] > 11 else loss
+
+    monkeypatch.setattr(engine, "margin_loss", poisoned)
+    with pytest.raises(TrainingStopped, match="3 steps in a row had a non-finite"):
+        trainer.fit()
+    records = read_metrics(tmp_path / "nan" / "metrics.jsonl")
+    assert records[-1]["epoch"] == 1 and records[-1]["nonfinite_steps"] == 1
+    state = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert state["epoch"] == 1 and state["batch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bad_training_image_is_skipped_or_fatal_when_strict(demo_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    victim = sorted((root / "cls_data" / "train" / "images").iterdir())[3]
+    victim.write_bytes(b"")
+    result = train(None, _run_args(root, tmp_path, "lenient", "train.epochs=1"))
+    assert read_metrics(result.run_dir / "metrics.jsonl")[-1]["skipped_images"] >= 1
+    assert victim.name in capsys.readouterr().err
+    with pytest.raises(UserError, match=f"{victim.name}: empty .*data.strict"):
+        train(None, _run_args(root, tmp_path, "strict", "train.epochs=1", "data.strict=true"))
+
+
+def test_init_from_loads_weights_for_fine_tuning(demo_root, tmp_path):
+    first = train(None, _run_args(demo_root, tmp_path, "phase1", "train.epochs=1"))
+    phase2 = load_config(overrides=_run_args(demo_root, tmp_path, "phase2", "train.epochs=1",
+                                             f"run.init_from={first.run_dir / 'best.pt'}"))
+    trainer = Trainer(phase2)
+    source = load_checkpoint(first.run_dir / "best.pt")["model"]
+    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in source.items())
+
+
+def test_accumulation_steps_the_optimiser_once_per_group(demo_root, tmp_path):
+    result = train(None, _run_args(demo_root, tmp_path, "accum", "train.epochs=1", "train.accumulate=2"))
+    state = load_checkpoint(result.run_dir / "last.pt")
+    assert state["step"] == (72 // 8) // 2
+
+
+def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path):
+    args = _run_args(demo_root, tmp_path, "budget", "train.epochs=1000", "train.max_minutes=0.25",
+                     "sched.name=cosine", "optim.lr=0.01")
+    started = time.perf_counter()
+    result = train(None, args)
+    took = time.perf_counter() - started
+    assert took < 0.25 * 60 + 5  # the budget covers the whole run, start-up included up to a few seconds
+    assert 1 < result.epochs < 1000
+    for name in ("last.pt", "best.pt"):
+        state = load_checkpoint(result.run_dir / name)
+        assert state["config"]["train"]["max_minutes"] == 0.25
+    records = read_metrics(result.run_dir / "metrics.jsonl")
+    assert records[-1]["lr"] < 0.25 * 0.01  # the cosine was laid over the budget and has nearly finished
+    again = train(None, args, resume="auto")  # resume honours the budget already spent
+    assert again.epochs == pytest.approx(result.epochs)

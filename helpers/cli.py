@@ -77,6 +77,87 @@ def _model_summary(args) -> int:
     return 1 if args.strict and not summary["within_budget"] else 0
 
 
+def _evaluate(args) -> int:
+    from .evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
+                                 bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"checkpoint {result['checkpoint']} on {result['data_root']}" + (" (flip TTA)" if args.tta else ""))
+    if "eer" in result:
+        interval = (f" (95 % CI {result['eer_ci95'][0]:.4f}-{result['eer_ci95'][1]:.4f})"
+                    if "eer_ci95" in result else "")
+        print(f"val pairs {result['pairs']}: EER {result['eer']:.4f}{interval} at threshold "
+              f"{result['threshold']:.4f}, AUC {result['auc']:.4f}, best accuracy {result['accuracy']:.4f}")
+        print("TAR at FAR " + ", ".join(f"{far}: {tar:.4f}" for far, tar in result["tar_at_far"].items()))
+    if "top1" in result:
+        print(f"dev classification: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
+              f"({result['dev_images']} images)")
+    if "rank1" in result:
+        print(f"1:N identification against {result['gallery_identities']} identities: rank-1 "
+              f"{result['rank1']:.4f}, rank-5 {result['rank5']:.4f}")
+    for path in result.get("plots", []):
+        print(f"wrote {path}")
+    return 0
+
+
+def _submit(args) -> int:
+    from .submission import as_json, describe, make_submission
+
+    result = make_submission(args.checkpoint, args.out, args.data_root, fmt=args.format, tta=args.tta,
+                             device=args.device, kaggle_competition=args.kaggle_competition, message=args.message,
+                             progress=_progress(args))
+    print(as_json(result) if args.json else "\n".join(describe(result)))
+    return 0
+
+
+def _score(args) -> int:
+    from .submission import score_submission
+
+    print(f"EER {score_submission(args.submission, args.answers):.6f}")
+    return 0
+
+
+def _verify(args) -> int:
+    from .evaluation import compare_images
+
+    if len(args.images) % 2:
+        raise UserError("verify takes images in pairs: A1 B1 [A2 B2 ...]")
+    rows, threshold = compare_images(args.checkpoint, args.images, tta=args.tta, device=args.device)
+    for a, b, score in rows:
+        verdict = "" if threshold is None else ("  same person" if score >= threshold else "  different people")
+        print(f"{score:+.4f}  {a}  {b}{verdict}")
+    if threshold is not None:
+        print(f"(decision threshold {threshold:.4f}: the val EER threshold stored with the checkpoint)")
+    return 0
+
+
+def _embed(args) -> int:
+    from .evaluation import embed_folder
+
+    count = embed_folder(args.checkpoint, args.folder, args.out, tta=args.tta, device=args.device)
+    print(f"wrote {count} embeddings to {args.out}")
+    return 0
+
+
+def _bundle(args) -> int:
+    from .bundle import build_bundle
+
+    result = build_bundle(args.run, args.notebook, args.out, acknowledgement=args.acknowledgement, readme=args.readme,
+                          submissions=args.submission, checkpoint_json=args.checkpoint_json,
+                          kaggle_score=args.kaggle_score)
+    print(f"wrote {result.path} with {len(result.members)} files: {', '.join(result.members)}")
+    for line in result.missing:
+        print(f"  not included: {line}")
+    return 0
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "json", False) and sys.stderr.isatty()
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -108,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=_positive_int, default=112, help="image side in pixels (default 112)")
     demo.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same data")
     demo.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    demo.set_defaults(run=_demo_data)
+    demo.set_defaults(handler=_demo_data)
 
     prep = commands.add_parser("prepare-folder", help="turn a folder-per-identity collection into the HW2P2 layout",
                                description="Turn SRC/<person>/<images> into an HW2P2 data root at OUT, with "
@@ -126,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--test-pairs", type=_positive_int, default=1000, help="test pairs to draw (default 1000)")
     prep.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     prep.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    prep.set_defaults(run=_prepare_folder)
+    prep.set_defaults(handler=_prepare_folder)
 
     check = commands.add_parser("check-data", help="count and check a data root",
                                 description="Count classes, images and pairs of a data root and list every "
@@ -135,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--layout", choices=("auto", "f24", "f25"), default="auto", help="force a layout")
     check.add_argument("--workers", type=_positive_int, default=None, help="decoding threads (default: all cores)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.set_defaults(run=_check_data)
+    check.set_defaults(handler=_check_data)
 
     train = commands.add_parser("train", help="train a model",
                                 description="Train from a YAML config (the seed defaults when none is given) "
@@ -147,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="PATH|auto",
                        help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any")
     train.add_argument("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser")
-    train.set_defaults(run=_train)
+    train.set_defaults(handler=_train)
 
     summary = commands.add_parser("model-summary", help="parameter counts, the 30 M budget check, FLOPs",
                                   description="Count the parameters of a configuration's model per part (backbone, "
@@ -160,15 +241,87 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--json", action="store_true", help="print one JSON object")
     summary.add_argument("--strict", action="store_true", help="exit 1 when over the parameter budget")
     summary.add_argument("--write", metavar="PATH", help="also write the table and printed model (model_arch.txt)")
-    summary.set_defaults(run=_model_summary)
+    summary.set_defaults(handler=_model_summary)
+
+    evaluate = commands.add_parser("evaluate", help="verification, classification and identification metrics",
+                                   description="Evaluate a checkpoint: EER, threshold, AUC, accuracy and TAR at "
+                                               "FAR on val_pairs.txt; dev top-1/top-5; 1:N identification of dev "
+                                               "images against per-identity train means; optional plots.")
+    _checkpoint_arguments(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--plots", metavar="DIR", help="write roc.png, det.png, scores.png, hardest_pairs.png "
+                                                         "and training_curves.png here")
+    evaluate.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                          help="also a bootstrap 95%% interval of the EER from N resamplings")
+    evaluate.set_defaults(handler=_evaluate)
+
+    submit = commands.add_parser("submit", help="write the Kaggle submission CSV",
+                                 description="Score every line of test_pairs.txt, in file order, and write the "
+                                             "submission after checking its rows, IDs and values.")
+    _checkpoint_arguments(submit)
+    submit.add_argument("--out", default="submission.csv", help="CSV to write (default submission.csv)")
+    submit.add_argument("--format", choices=("scores", "binary"), default="scores",
+                        help="scores: ID,Label cosine (the EER leaderboard); binary: id,predicted 0/1")
+    submit.add_argument("--kaggle-competition", metavar="NAME", help="also submit with the kaggle tool")
+    submit.add_argument("--message", default="hw2p2 helpers submission", help="Kaggle submission message")
+    submit.add_argument("--json", action="store_true", help="print one JSON object")
+    submit.set_defaults(handler=_submit)
+
+    score = commands.add_parser("score", help="the EER of a submission against an answer key",
+                                description="Compute a submission's EER against one 0/1 per line (the demo and "
+                                            "prepared roots write theirs beside the root as ROOT.test_labels.txt).")
+    score.add_argument("submission", help="submission CSV (ID,Label scores)")
+    score.add_argument("answers", help="answer key: one 0/1 per line, in test_pairs.txt order")
+    score.set_defaults(handler=_score)
+
+    verify = commands.add_parser("verify", help="same person or not, for pairs of image files",
+                                 description="Print the cosine similarity of each pair of images and the "
+                                             "decision at the val EER threshold stored with the checkpoint.")
+    verify.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
+    verify.add_argument("images", nargs="+", help="A1 B1 [A2 B2 ...]")
+    verify.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    verify.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    verify.set_defaults(handler=_verify)
+
+    embed = commands.add_parser("embed", help="embeddings of a folder of images",
+                                description="Write the unit-norm embeddings of every image in a folder to an "
+                                            ".npz file (arrays 'names' and 'embeddings').")
+    embed.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
+    embed.add_argument("folder", help="folder of images")
+    embed.add_argument("--out", required=True, help="the .npz file to write")
+    embed.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    embed.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    embed.set_defaults(handler=_embed)
+
+    bundle = commands.add_parser("bundle", help="build the Autolab hand-in zip",
+                                 description="Build the Autolab hand-in: acknowledgement, README.txt, model_arch.txt, "
+                                             "model metadata, the notebook, submissions, config and metrics, W&B "
+                                             "summaries found offline. Refuses without the acknowledgement flag "
+                                             "and when any file carries a Kaggle or W&B key.")
+    bundle.add_argument("--run", required=True, help="the run folder (holding best.pt)")
+    bundle.add_argument("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to hand in")
+    bundle.add_argument("--out", default="HW2P2_final_submission.zip", help="zip to write")
+    bundle.add_argument("--acknowledgement", default="acknowledgement.txt", help="the acknowledgement file")
+    bundle.add_argument("--readme", default="README.txt", help="the implementation notes")
+    bundle.add_argument("--submission", action="append", help="submission CSV(s) (default: RUN/submission*.csv)")
+    bundle.add_argument("--checkpoint-json", help="checkpoint_submission.json (default: RUN/checkpoint_submission.json)")
+    bundle.add_argument("--kaggle-score", type=float, help="your best Kaggle score, to record it")
+    bundle.set_defaults(handler=_bundle)
     return parser
+
+
+def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
+    command.add_argument("--data-root", help="data root (default: the one the checkpoint trained on)")
+    command.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ image and renormalises.
 
 from __future__ import annotations
 
+import io
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import normalize
-from .data import FaceData, FaceImages, Pair, collate
+from .checkpoint import load_checkpoint
+from .data import FaceData, FaceImages, Pair, collate, load_image, open_data
+from .device import default_workers, fast_path, pick_device
 from .errors import UserError
 from .metrics import verification_metrics
+from .model import FaceModel, build_face_model
 
 
 @dataclass(frozen=True)
@@ -153,3 +157,147 @@ def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch
     return {"rank1": float((ranked[:, 0] == probe_labels).float().mean()) if len(probes) else float("nan"),
             "rank5": float((ranked == probe_labels[:, None]).any(dim=1).float().mean()) if len(probes) else float("nan"),
             "probes": int(len(probes)), "identities": int(len(identities))}
+
+
+def restore_model(state: dict, device: torch.device) -> FaceModel:
+    """The trained FaceModel of a checkpoint, in eval mode on ``device``."""
+    model = build_face_model(state["config"], len(state["classes"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, device: str = "auto",
+                    tta: bool = False, batch_size: int | None = None, workers: int | str = "auto",
+                    progress: bool = False, need_data: bool = True):
+    """A checkpoint's model, its state, its data root (``data_root`` or the one it trained on) and eval settings."""
+    state = load_checkpoint(checkpoint)
+    cfg = state["config"]
+    device = pick_device(device)
+    speed = fast_path(cfg["train"], device)
+    model = restore_model(state, device)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    settings = EvalSettings(device=device, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
+                            workers=default_workers(workers, device), image_size=cfg["data"]["image_size"],
+                            amp=speed.amp, channels_last=speed.channels_last, tta=tta, progress=progress)
+    data = None
+    if need_data:
+        root = data_root or cfg["data"]["root"]
+        if root is None:
+            raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
+        data = open_data(root, cfg["data"]["layout"] if data_root is None else "auto")
+    return model, state, data, settings
+
+
+def hardest_pairs(pairs: Sequence[Pair], scores: np.ndarray, labels: np.ndarray, threshold: float, count: int = 4):
+    """Indices of the worst errors at ``threshold``: highest-scored different-person pairs, lowest-scored same-person."""
+    order = np.argsort(scores)
+    accepts = [i for i in order[::-1] if labels[i] == 0 and scores[i] >= threshold][:count]
+    rejects = [i for i in order if labels[i] == 1 and scores[i] < threshold][:count]
+    return [(i, "false accept") for i in accepts] + [(i, "false reject") for i in rejects]
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, tta: bool = False,
+                        device: str = "auto", bootstrap: int = 0, gallery_per_identity: int = 10,
+                        plots_dir: str | Path | None = None, progress: bool = False) -> dict:
+    """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, 1:N identification, plots."""
+    from . import plots
+    from .tracking import read_metrics
+
+    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress)
+    result: dict = {"checkpoint": str(checkpoint), "data_root": str(data.root), "tta": tta}
+    verification = None
+    if data.val_pairs:
+        verification = verify_pairs(model, data, settings, bootstrap=bootstrap)
+        result.update({k: v for k, v in verification.items() if k not in ("scores", "labels")})
+    index = {name: i for i, name in enumerate(state["classes"])}
+    dev = data.dev
+    if dev is not None and dev.labels:
+        known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
+        if known:
+            paths, labels = zip(*known)
+            accuracy = classify(model, paths, labels, settings)
+            result.update(top1=accuracy["top1"], top5=accuracy["top5"], dev_images=accuracy["images"])
+            if data.train is not None and data.train.labels:
+                result.update(_identification(model, data, index, paths, labels, settings, gallery_per_identity))
+    if plots_dir is not None:
+        plots_dir = Path(plots_dir)
+        written = []
+        if verification is not None:
+            scores, labels = verification["scores"], verification["labels"]
+            usable = np.isfinite(scores)
+            eer, threshold = verification["eer"], verification["threshold"]
+            plots.roc_figure(scores[usable], labels[usable], eer, plots_dir / "roc.png")
+            plots.det_figure(scores[usable], labels[usable], eer, plots_dir / "det.png")
+            plots.score_histogram_figure(scores[usable], labels[usable], threshold, plots_dir / "scores.png")
+            chosen = hardest_pairs(data.val_pairs, np.where(usable, scores, np.nan), labels, threshold)
+            if chosen:
+                first = [load_image(data.ver_path(data.val_pairs[i].a), settings.image_size) for i, _ in chosen]
+                second = [load_image(data.ver_path(data.val_pairs[i].b), settings.image_size) for i, _ in chosen]
+                plots.hardest_pairs_figure([a.permute(1, 2, 0).numpy() for a in first],
+                                           [b.permute(1, 2, 0).numpy() for b in second],
+                                           [float(scores[i]) for i, _ in chosen], [kind for _, kind in chosen],
+                                           plots_dir / "hardest_pairs.png")
+            written += ["roc.png", "det.png", "scores.png"] + (["hardest_pairs.png"] if chosen else [])
+        records = read_metrics(Path(checkpoint).parent / "metrics.jsonl")
+        if records:
+            plots.training_curves_figure(records, plots_dir / "training_curves.png")
+            written.append("training_curves.png")
+        result["plots"] = [str(plots_dir / name) for name in written]
+    return result
+
+
+def _identification(model, data: FaceData, index: dict, probe_paths, probe_labels, settings, per_identity: int) -> dict:
+    """Rank-1/5 of dev images against per-identity mean embeddings of up to ``per_identity`` train images."""
+    taken: dict[str, int] = {}
+    gallery_paths, gallery_labels = [], []
+    for path, label in zip(data.train.paths, data.train.labels):
+        if label in index and taken.get(label, 0) < per_identity:
+            taken[label] = taken.get(label, 0) + 1
+            gallery_paths.append(path)
+            gallery_labels.append(index[label])
+    gallery, _ = embed_images(model, gallery_paths, settings, desc="gallery")
+    probes, _ = embed_images(model, list(probe_paths), settings, desc="probes")
+    found = identify(gallery, gallery_labels, probes, probe_labels)
+    return {"rank1": found["rank1"], "rank5": found["rank5"], "gallery_identities": found["identities"]}
+
+
+def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bool = False, device: str = "auto"):
+    """Cosine similarity of consecutive image pairs, and the checkpoint's stored val EER threshold (or None)."""
+    model, state, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False)
+    paths = [Path(p) for p in images]
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"image {path} does not exist")
+    embeddings, skipped = embed_images(model, paths, settings)
+    if skipped:
+        raise UserError(f"{skipped[0].path}: {skipped[0].reason}")
+    rows = [(str(paths[i]), str(paths[i + 1]), float(embeddings[i] @ embeddings[i + 1]))
+            for i in range(0, len(paths), 2)]
+    same_tta = tta == state["config"]["train"]["eval_tta"]
+    threshold = state.get("val", {}).get("val_threshold") if same_tta else None
+    return rows, threshold
+
+
+def embed_folder(checkpoint: str | Path, folder: str | Path, out: str | Path, tta: bool = False,
+                 device: str = "auto") -> int:
+    """Write the embeddings of every image in ``folder`` to ``out`` (.npz: names, embeddings); returns the count."""
+    from .checkpoint import atomic_write
+    from .data import is_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder")
+    paths = sorted(p for p in folder.rglob("*") if is_image(p))
+    if not paths:
+        raise UserError(f"{folder} holds no images")
+    model, _, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False)
+    embeddings, skipped = embed_images(model, paths, settings)
+    keep = torch.isfinite(embeddings).all(dim=1).numpy()
+    names = np.array([p.relative_to(folder).as_posix() for p in paths])[keep]
+    for item in skipped:
+        print(f"warning: skipped {item.path}: {item.reason}")
+    buffer = io.BytesIO()
+    np.savez(buffer, names=names, embeddings=embeddings.numpy()[keep])
+    atomic_write(out, lambda handle: handle.write(buffer.getvalue()))
+    return int(keep.sum())

@@ -59,8 +59,20 @@ def demo_root(tmp_path_factory) -> Path:
     from helpers.demo_data import make_demo_data
 
     root = tmp_path_factory.mktemp("demo") / "demo"
-    make_demo_data(root, identities=12, images_per_identity=6, verification_identities=8, seed=0, size=32)
+    make_demo_data(root, identities=12, images_per_identity=6, verification_identities=20, seed=0, size=32,
+                   difficulty=0.5)  # milder nuisances: a few seconds of training must show learning
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo_root, tmp_path_factory) -> Path:
+    """A run folder holding a briefly trained tiny model (best.pt, last.pt, metrics.jsonl)."""
+    from helpers.engine import train
+
+    out = tmp_path_factory.mktemp("runs")
+    result = train(None, TINY + [f"data.root={demo_root}", f"run.out_dir={out}", "run.name=trained",
+                                 "train.epochs=6", "optim.name=adam", "optim.lr=0.005"])
+    return result.run_dir
 
 
 @pytest.fixture

@@ -1,0 +1,142 @@
+"""The Autolab hand-in zip: what the course asks for, built offline, never with a credential inside.
+
+Members: ``acknowledgement.txt`` (the flag must be set), ``README.txt``,
+``model_arch.txt``, ``model_metadata_<timestamp>.json``, the notebook, the
+submission CSV(s), the run's ``config.yaml`` and ``metrics.jsonl``,
+``checkpoint_submission.json`` when there is one, and ``wandb_summaries.json``
+(the offline W&B runs found, best EER first). What needs a login (online W&B
+exports, the Kaggle score) is listed in ``MISSING.txt`` instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import atomic_write, load_checkpoint
+from .errors import UserError
+
+ACKNOWLEDGED = re.compile(r"^\s*ACKNOWLEDGED\s*=\s*True\s*$", re.MULTILINE)
+# Patterns of secrets a hand-in must never carry.
+CREDENTIALS = [
+    (re.compile(r'"key"\s*:\s*"[0-9a-f]{32}"'), "a Kaggle API key (kaggle.json)"),
+    (re.compile(r"KAGGLE_KEY\s*[=:]\s*['\"]?[0-9a-f]{32}"), "a Kaggle API key (KAGGLE_KEY)"),
+    (re.compile(r"WANDB_API_KEY\s*[=:]\s*['\"]?[0-9a-z_-]*[0-9a-f]{40}"), "a W&B API key (WANDB_API_KEY)"),
+    (re.compile(r"login\(\s*(?:key\s*=\s*)?['\"][0-9a-z_-]*[0-9a-f]{40}['\"]"), "a W&B API key (wandb.login)"),
+    (re.compile(r"machine\s+api\.wandb\.ai\s+login\s+\S+\s+password\s+\S+"), "a W&B API key (.netrc)"),
+]
+SECRET_FILES = {"kaggle.json", ".netrc", "netrc"}
+SKIP_SCAN_SUFFIXES = {".pt", ".wandb", ".png", ".jpg", ".zip"}
+
+
+@dataclass
+class BundleResult:
+    path: Path
+    members: list[str]
+    missing: list[str]
+
+
+def find_credentials(name: str, data: bytes) -> str | None:
+    """What secret a file holds, or None."""
+    if Path(name).name in SECRET_FILES:
+        return f"is a credentials file ({Path(name).name})"
+    text = data.decode("utf-8", errors="ignore")
+    for pattern, what in CREDENTIALS:
+        if pattern.search(text):
+            return f"holds {what}"
+    return None
+
+
+def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "HW2P2_final_submission.zip",
+                 acknowledgement: str | Path = "acknowledgement.txt", readme: str | Path = "README.txt",
+                 submissions: list[str | Path] | None = None, checkpoint_json: str | Path | None = None,
+                 kaggle_score: float | None = None) -> BundleResult:
+    """Assemble the hand-in zip at ``out`` (atomically), refusing on a missing flag or any credential."""
+    from .summary import model_summary, summary_lines
+    from .tracking import offline_runs, offline_summary
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist")
+    checkpoint = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    if not checkpoint.is_file():
+        raise UserError(f"{run_dir} holds no best.pt or last.pt: train first")
+    acknowledgement, readme, notebook = Path(acknowledgement), Path(readme), Path(notebook)
+    for required in (acknowledgement, readme, notebook):
+        if not required.is_file():
+            raise UserError(f"{required} does not exist; the hand-in needs it")
+    if not ACKNOWLEDGED.search(acknowledgement.read_text(errors="replace")):
+        raise UserError(f"{acknowledgement} does not say 'ACKNOWLEDGED = True': read the academic integrity "
+                        "policy and set the flag in the notebook before handing in")
+
+    members: dict[str, bytes] = {
+        "acknowledgement.txt": acknowledgement.read_bytes(),
+        "README.txt": readme.read_bytes(),
+        notebook.name: notebook.read_bytes(),
+    }
+    state = load_checkpoint(checkpoint)
+    summary = model_summary(state["config"], len(state["classes"]))
+    members["model_arch.txt"] = ("\n".join(summary_lines(summary)) + "\n\n" + summary["printed_model"] + "\n").encode()
+    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+    members[f"model_metadata_{stamp}.json"] = json.dumps(
+        {"trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+         "architecture": summary["architecture"], "checkpoint": checkpoint.name,
+         "best_val_eer": state.get("best_eer"), "model": summary["printed_model"]}, indent=2).encode()
+    for name in ("config.yaml", "metrics.jsonl"):
+        if (run_dir / name).is_file():
+            members[name] = (run_dir / name).read_bytes()
+    csvs = [Path(p) for p in submissions] if submissions else sorted(run_dir.glob("submission*.csv"))
+    for csv in csvs:
+        if not csv.is_file():
+            raise UserError(f"submission {csv} does not exist")
+        members[csv.name] = csv.read_bytes()
+    checkpoint_json = Path(checkpoint_json) if checkpoint_json else run_dir / "checkpoint_submission.json"
+    if checkpoint_json.is_file():
+        members["checkpoint_submission.json"] = checkpoint_json.read_bytes()
+
+    missing = []
+    if not csvs:
+        missing.append("no submission CSV: run `python -m helpers submit` first")
+    summaries = []
+    for run_file in offline_runs(run_dir):
+        try:
+            summaries.append({"run": run_file.parent.name, **offline_summary(run_file)})
+        except (OSError, ValueError) as error:
+            missing.append(f"W&B run {run_file.parent.name} could not be read ({error})")
+    if summaries:
+        summaries.sort(key=lambda s: s.get("EER") if isinstance(s.get("EER"), (int, float)) else float("inf"))
+        members["wandb_summaries.json"] = json.dumps(summaries, indent=2).encode()
+    missing.append("online W&B run exports: they need a W&B login; offline summaries are in wandb_summaries.json"
+                   if summaries else "W&B run exports: no offline W&B run found in the run folder")
+    if kaggle_score is not None:
+        members["kaggle_score.txt"] = f"{kaggle_score}\n".encode()
+    else:
+        missing.append("best Kaggle score: pass --kaggle-score (fetching it needs a Kaggle login)")
+    members["MISSING.txt"] = ("What this offline bundle could not include:\n"
+                              + "".join(f"- {line}\n" for line in missing)).encode()
+
+    _refuse_credentials(members, run_dir)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    atomic_write(out, lambda handle: handle.write(buffer.getvalue()))
+    return BundleResult(Path(out), list(members), missing)
+
+
+def _refuse_credentials(members: dict[str, bytes], run_dir: Path) -> None:
+    """Stop on any secret in what is packed, or lying anywhere in the run folder."""
+    for name, data in members.items():
+        found = find_credentials(name, data)
+        if found:
+            raise UserError(f"refusing to build the hand-in: {name} {found}; remove it and try again")
+    for path in sorted(run_dir.rglob("*")):
+        if path.is_file() and path.suffix not in SKIP_SCAN_SUFFIXES and path.stat().st_size < 20_000_000:
+            found = find_credentials(path.name, path.read_bytes())
+            if found:
+                raise UserError(f"refusing to build the hand-in: {path} {found}; remove it and try again")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .data import BadImageError, Problem, class_names, load_image, scan_root
+from .data import BadImageError, ImageReader, Problem, class_names, scan_root
 
 
 @dataclass
@@ -68,7 +68,7 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
         images[split.name] = len(split)
         for i, path in enumerate(split.paths):
             where = split.origins[i] if split.origins else _relative(path, data.root)
-            if not path.is_file():
+            if not data.reader.exists(path):
                 problems.append(Problem(where, f"{_relative(path, data.root)} does not exist"))
             else:
                 to_decode[path] = _relative(path, data.root)
@@ -77,7 +77,7 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
             if unknown:
                 warnings.append(Problem(f"cls_data/{split.name}", f"{len(unknown)} class id(s) have no training "
                                         f"images (e.g. {unknown[0]})"))
-        if split.origins:
+        if split.origins:  # a labels.txt: are there images it does not list?
             folder = data.root / "cls_data" / split.name / "images"
             listed = set(split.paths)
             unlisted = [p for p in sorted(folder.iterdir()) if p.is_file() and p not in listed]
@@ -103,22 +103,22 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
                 if name in ver_names:
                     continue
                 ver_names.add(name)
-                if not path.is_file():
+                if not data.reader.exists(path):
                     problems.append(Problem(f"{kind}_pairs.txt:{pair.line}", f"{name} does not exist in ver_data/"))
                 else:
                     to_decode[path] = _relative(path, data.root)
     if data.train is None and data.val_pairs is None:
         problems.append(Problem(str(data.root), "holds neither cls_data/<split> nor val_pairs.txt"))
-    problems += _decode_all(to_decode, workers, progress)
+    problems += _decode_all(data.reader, to_decode, workers, progress)
     return DataReport(data.root, data.layout, classes, images, len(ver_names), pair_counts, problems, warnings)
 
 
-def _decode_all(paths: dict[Path, str], workers: int | None, progress: bool) -> list[Problem]:
+def _decode_all(reader: ImageReader, paths: dict[Path, str], workers: int | None, progress: bool) -> list[Problem]:
     """Decode every image fully (a truncated JPEG only shows when decoded), in parallel threads."""
 
     def check(path: Path) -> Problem | None:
         try:
-            load_image(path)
+            reader.load(path)
         except BadImageError as error:
             return Problem(paths[path], error.reason)
         return None

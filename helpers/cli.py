@@ -158,6 +158,14 @@ def _progress(args) -> bool:
     return not getattr(args, "json", False) and sys.stderr.isatty()
 
 
+def _pack_data(args) -> int:
+    from .packed import pack_root
+
+    counts = pack_root(args.root, args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out}: " + ", ".join(f"{name} {count} images" for name, count in counts.items()))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -213,10 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Count classes, images and pairs of a data root and list every "
                                             "problem; exit 0 when clean, 1 otherwise.")
     check.add_argument("root", help="the data root (the folder holding cls_data/ and ver_data/)")
-    check.add_argument("--layout", choices=("auto", "f24", "f25"), default="auto", help="force a layout")
+    check.add_argument("--layout", choices=("auto", "f24", "f25", "packed"), default="auto", help="force a layout")
     check.add_argument("--workers", type=_positive_int, default=None, help="decoding threads (default: all cores)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=_check_data)
+
+    pack = commands.add_parser("pack-data", help="pack a data root's images into one file per split",
+                               description="Write a copy of ROOT whose splits are packed: one file of JPEG bytes "
+                                           "plus an index per split (and for ver_data), which the data layer "
+                                           "reads like folders; for slow or networked file systems.")
+    pack.add_argument("root", help="the data root to pack")
+    pack.add_argument("out", help="folder to create")
+    pack.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    pack.set_defaults(handler=_pack_data)
 
     train = commands.add_parser("train", help="train a model",
                                 description="Train from a YAML config (the seed defaults when none is given) "

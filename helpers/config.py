@@ -37,7 +37,7 @@ AUTO_BOOL = "auto|bool"
 SCHEMA: dict[str, dict[str, Any]] = {
     "data": {
         "root": Key(None, "path"),
-        "layout": Key("auto", "str", ("auto", "f24", "f25")),
+        "layout": Key("auto", "str", ("auto", "f24", "f25", "packed")),
         "num_workers": Key("auto", "int|auto", low=0),
         "strict": Key(False, "bool"),
         "image_size": Key(112, "int", low=16),

@@ -19,7 +19,7 @@ import io
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -28,9 +28,10 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from .errors import UserError
+from .packed import PackedImages
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff", ".gif"})
-LAYOUTS = ("auto", "f24", "f25")
+LAYOUTS = ("auto", "f24", "f25", "packed")
 SPLITS = ("train", "dev", "test")
 PAIR_FILES = {"val": "val_pairs.txt", "test": "test_pairs.txt"}
 
@@ -89,9 +90,18 @@ class FaceData:
     test: ClassSplit | None
     val_pairs: list[Pair] | None
     test_pairs: list[Pair] | None
+    reader: "ImageReader" = None
+
+    def __post_init__(self):
+        if self.reader is None:
+            self.reader = ImageReader()
 
     def ver_path(self, name: str) -> Path:
         return ver_image_path(self.root, name)
+
+    def load(self, path: Path, size: int | None = None) -> torch.Tensor:
+        """One image of this root (from its file or its pack) as a 3xHxW uint8 tensor."""
+        return self.reader.load(path, size)
 
 
 # ----------------------------------------------------------------------------- paths
@@ -119,7 +129,7 @@ def find_data_root(root: str | Path) -> Path:
     if _is_data_root(root):
         return root
     found = sorted({p.parent for pattern in ("*/cls_data", "*/ver_data", "*/*/cls_data", "*/*/ver_data")
-                    for p in root.glob(pattern) if p.is_dir()})
+                    for p in root.glob(pattern) if p.is_dir() and _is_data_root(p.parent)})
     if len(found) == 1:
         return found[0]
     if not found:
@@ -128,26 +138,27 @@ def find_data_root(root: str | Path) -> Path:
 
 
 def _is_data_root(path: Path) -> bool:
-    return (path / "cls_data").is_dir() or (path / "ver_data").is_dir()
+    return (path / "cls_data").is_dir() or (path / "ver_data").is_dir() or (path / "ver_data.json").is_file()
 
 
 def detect_layout(root: Path, layout: str = "auto") -> str | None:
-    """``f24`` or ``f25`` for the classification folders under ``root``, None when there are none."""
+    """``f24``, ``f25`` or ``packed`` for the classification data under ``root``, None when there is none."""
     if layout not in LAYOUTS:
         raise UserError(f"data.layout must be one of {', '.join(LAYOUTS)}, not '{layout}'")
     train = root / "cls_data" / "train"
-    if not train.is_dir():
+    if (root / "cls_data" / "train.json").is_file():
+        found = "packed"
+    elif (train / "images").is_dir():
+        found = "f25"
+    elif train.is_dir():
+        found = "f24"
+    else:
         if layout != "auto":
             raise UserError(f"data.layout is {layout} but {train} does not exist")
         return None
-    f25 = (train / "images").is_dir()
-    if layout == "auto":
-        return "f25" if f25 else "f24"
-    if layout == "f25" and not f25:
-        raise UserError(f"data.layout is f25 but {train / 'images'} does not exist (is it the f24 layout?)")
-    if layout == "f24" and f25:
-        raise UserError(f"data.layout is f24 but {train} holds images/ (the f25 layout)")
-    return layout
+    if layout not in ("auto", found):
+        raise UserError(f"data.layout is {layout} but {root / 'cls_data'} holds the {found} layout")
+    return found
 
 
 def ver_image_path(root: Path, name: str) -> Path:
@@ -245,9 +256,25 @@ def _is_int(text: str) -> bool:
 # ----------------------------------------------------------------------------- splits
 
 
-def read_split(root: Path, layout: str, split: str) -> tuple[ClassSplit | None, list[Problem]]:
-    """One classification split of a data root, or None when the root has no such split."""
+def read_split(root: Path, layout: str, split: str, reader: "ImageReader | None" = None
+               ) -> tuple[ClassSplit | None, list[Problem]]:
+    """One classification split of a data root, or None when the root has no such split.
+
+    A packed split registers its pack with ``reader`` and lists virtual paths
+    under ``cls_data/<split>/images/``.
+    """
     folder = root / "cls_data" / split
+    if layout == "packed":
+        index = root / "cls_data" / f"{split}.json"
+        if not index.is_file():
+            return None, []
+        pack = PackedImages.open(index)
+        if reader is not None:
+            reader.add(folder / "images", pack)
+        names = pack.names()
+        labels = [pack.labels[name] for name in names]
+        return ClassSplit(split, [folder / "images" / name for name in names],
+                          labels if all(label is not None for label in labels) else None), []
     if layout == "f24":
         if not folder.is_dir():
             return None, []
@@ -286,10 +313,13 @@ def scan_root(root: str | Path, layout: str = "auto") -> tuple[FaceData, list[Pr
     """Parse a data root, collecting every problem in the text files instead of stopping at the first."""
     root = find_data_root(root)
     layout = detect_layout(root, layout)
+    reader = ImageReader()
+    if (root / "ver_data.json").is_file():
+        reader.add(root / "ver_data", PackedImages.open(root / "ver_data.json"))
     problems: list[Problem] = []
     splits = {}
     for split in SPLITS:
-        splits[split], found = read_split(root, layout, split) if layout else (None, [])
+        splits[split], found = read_split(root, layout, split, reader) if layout else (None, [])
         problems += found
     pairs = {}
     for kind, name in PAIR_FILES.items():
@@ -299,7 +329,7 @@ def scan_root(root: str | Path, layout: str = "auto") -> tuple[FaceData, list[Pr
             problems += found
         else:
             pairs[kind] = None
-    data = FaceData(root, layout, splits["train"], splits["dev"], splits["test"], pairs["val"], pairs["test"])
+    data = FaceData(root, layout, splits["train"], splits["dev"], splits["test"], pairs["val"], pairs["test"], reader)
     return data, problems
 
 
@@ -357,13 +387,44 @@ def _decode_with_pil(data: bytes, where: str) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
+class ImageReader:
+    """Reads an image's bytes from its file, or from the pack holding its folder (see packed.py).
+
+    Picklable, so loader workers get their own copy (each opens its own pack descriptor).
+    """
+
+    def __init__(self):
+        self.packs: list[tuple[Path, PackedImages]] = []
+
+    def add(self, folder: Path, pack: PackedImages) -> None:
+        self.packs.append((folder, pack))
+
+    def _locate(self, path: Path):
+        for folder, pack in self.packs:
+            if path.is_relative_to(folder):
+                return pack, path.relative_to(folder).as_posix()
+        return None, None
+
+    def exists(self, path: Path) -> bool:
+        pack, name = self._locate(path)
+        return name in pack if pack is not None else path.is_file()
+
+    def __call__(self, path: Path) -> bytes:
+        pack, name = self._locate(path)
+        try:
+            return pack.read(name) if pack is not None else path.read_bytes()
+        except KeyError:
+            raise BadImageError(str(path), "is not in its pack") from None
+        except OSError as error:
+            raise BadImageError(str(path), f"cannot be read ({error.strerror or error})") from None
+
+    def load(self, path: Path, size: int | None = None) -> torch.Tensor:
+        return decode_rgb(self(path), size, where=str(path))
+
+
 def load_image(path: Path, size: int | None = None) -> torch.Tensor:
     """Read one image file as a 3xHxW uint8 RGB tensor (see :func:`decode_rgb`)."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise BadImageError(str(path), f"cannot be read ({error.strerror or error})") from None
-    return decode_rgb(data, size, where=str(path))
+    return ImageReader().load(Path(path), size)
 
 
 class Skipped(NamedTuple):
@@ -390,27 +451,23 @@ class FaceImages(torch.utils.data.Dataset):
     the consumer counts it or stops, as ``data.strict`` says.
     """
 
-    def __init__(self, items: Sequence, labels: Sequence[int] | None = None, image_size: int | None = 112,
-                 read_bytes: Callable[[object], bytes] | None = None):
-        self.items = list(items)
-        self.labels = list(labels) if labels is not None else [-1] * len(self.items)
-        if len(self.labels) != len(self.items):
-            raise ValueError("items and labels differ in length")
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None = None, image_size: int | None = 112,
+                 reader: ImageReader | None = None):
+        self.paths = [Path(p) for p in paths]
+        self.labels = list(labels) if labels is not None else [-1] * len(self.paths)
+        if len(self.labels) != len(self.paths):
+            raise ValueError("paths and labels differ in length")
         self.image_size = image_size
-        self.read_bytes = read_bytes
+        self.reader = reader or ImageReader()
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.paths)
 
     def __getitem__(self, index: int):
-        item = self.items[index]
         try:
-            if self.read_bytes is None:
-                image = load_image(Path(item), self.image_size)
-            else:
-                image = decode_rgb(self.read_bytes(item), self.image_size, where=str(item))
+            image = self.reader.load(self.paths[index], self.image_size)
         except BadImageError as error:
-            return Skipped(str(item), str(error))
+            return Skipped(str(self.paths[index]), error.reason)
         return image, self.labels[index], index
 
 

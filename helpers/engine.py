@@ -243,7 +243,7 @@ class Trainer:
                             f"{train['accumulate']} batch(es) of {train['batch_size']} per process; "
                             "lower train.batch_size")
         self.loader = torch.utils.data.DataLoader(
-            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg["image_size"]),
+            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg["image_size"], reader=self.data.reader),
             batch_size=train["batch_size"], sampler=self.sampler, num_workers=self.workers, collate_fn=collate,
             drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
             generator=torch.Generator())
@@ -528,7 +528,7 @@ class Trainer:
                 known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
                 if known:
                     paths, labels = zip(*known)
-                    accuracy = classify(self.model, paths, labels, settings)
+                    accuracy = classify(self.model, paths, labels, settings, reader=self.data.reader)
                     result.update(dev_top1=accuracy["top1"], dev_top5=accuracy["top5"])
         if self.dist.world > 1:
             shared = [result]

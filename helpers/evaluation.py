@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .augment import normalize
 from .checkpoint import load_checkpoint
-from .data import FaceData, FaceImages, Pair, collate, load_image, open_data
+from .data import FaceData, FaceImages, ImageReader, Pair, collate, open_data
 from .device import default_workers, fast_path, pick_device
 from .errors import UserError
 from .metrics import verification_metrics
@@ -42,9 +42,10 @@ class EvalSettings:
     progress: bool = False
 
 
-def image_loader(items: Sequence, settings: EvalSettings, labels=None, read_bytes=None) -> torch.utils.data.DataLoader:
+def image_loader(paths: Sequence[Path], settings: EvalSettings, reader: ImageReader | None = None
+                 ) -> torch.utils.data.DataLoader:
     """A loader of uint8 images in order, no shuffling."""
-    dataset = FaceImages(items, labels, settings.image_size, read_bytes=read_bytes)
+    dataset = FaceImages(paths, None, settings.image_size, reader=reader)
     return torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=False,
                                        num_workers=settings.workers, collate_fn=collate,
                                        pin_memory=settings.device.type == "cuda",
@@ -52,16 +53,16 @@ def image_loader(items: Sequence, settings: EvalSettings, labels=None, read_byte
 
 
 @torch.no_grad()
-def embed_images(model, items: Sequence, settings: EvalSettings, desc: str = "embedding",
-                 read_bytes=None) -> tuple[torch.Tensor, list]:
-    """Unit-norm embeddings (N x D, float32, CPU) of ``items``, and the images that could not be read.
+def embed_images(model, paths: Sequence[Path], settings: EvalSettings, desc: str = "embedding",
+                 reader: ImageReader | None = None) -> tuple[torch.Tensor, list]:
+    """Unit-norm embeddings (N x D, float32, CPU) of ``paths``, and the images that could not be read.
 
     Rows of unreadable images are NaN, so anything computed from them is
     visibly undefined rather than silently wrong.
     """
     was_training = model.training
     model.eval()
-    loader = image_loader(items, settings, read_bytes=read_bytes)
+    loader = image_loader(paths, settings, reader)
     out = None
     skipped = []
     autocast = (torch.autocast(settings.device.type, dtype=settings.amp) if settings.amp is not None
@@ -80,12 +81,12 @@ def embed_images(model, items: Sequence, settings: EvalSettings, desc: str = "em
                     embeddings = F.normalize(embeddings + model.embed(images.flip(3)), dim=1)
             embeddings = embeddings.float().cpu()
             if out is None:
-                out = torch.full((len(items), embeddings.shape[1]), float("nan"))
+                out = torch.full((len(paths), embeddings.shape[1]), float("nan"))
             out[batch.indices] = embeddings
     finally:
         model.train(was_training)
     if out is None:
-        raise UserError(f"none of the {len(items)} images could be read (first: {skipped[0].path}: {skipped[0].reason})"
+        raise UserError(f"none of the {len(paths)} images could be read (first: {skipped[0].path}: {skipped[0].reason})"
                         if skipped else "there are no images to embed")
     return out, skipped
 
@@ -107,7 +108,7 @@ def score_pairs(model, data: FaceData, pairs: Sequence[Pair], settings: EvalSett
                 desc: str = "pairs") -> tuple[np.ndarray, list]:
     """Scores of ``pairs`` (unique images embedded once) and the unreadable images."""
     paths, index = pair_images(data, pairs)
-    embeddings, skipped = embed_images(model, paths, settings, desc=desc)
+    embeddings, skipped = embed_images(model, paths, settings, desc=desc, reader=data.reader)
     return pair_scores(embeddings, index, pairs), skipped
 
 
@@ -127,9 +128,10 @@ def verify_pairs(model, data: FaceData, settings: EvalSettings, bootstrap: int =
 
 
 @torch.no_grad()
-def classify(model, items: Sequence, labels: Sequence[int], settings: EvalSettings, desc: str = "dev") -> dict:
+def classify(model, paths: Sequence[Path], labels: Sequence[int], settings: EvalSettings, desc: str = "dev",
+             reader: ImageReader | None = None) -> dict:
     """Top-1 and top-5 accuracy of the margin head's plain cosine logits on labelled images."""
-    embeddings, _ = embed_images(model, items, settings, desc=desc)
+    embeddings, _ = embed_images(model, paths, settings, desc=desc, reader=reader)
     usable = torch.isfinite(embeddings).all(dim=1)
     targets = torch.as_tensor(list(labels))[usable]
     logits = model.head.cosine(embeddings[usable].to(settings.device)).cpu()
@@ -216,7 +218,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
         known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
         if known:
             paths, labels = zip(*known)
-            accuracy = classify(model, paths, labels, settings)
+            accuracy = classify(model, paths, labels, settings, reader=data.reader)
             result.update(top1=accuracy["top1"], top5=accuracy["top5"], dev_images=accuracy["images"])
             if data.train is not None and data.train.labels:
                 result.update(_identification(model, data, index, paths, labels, settings, gallery_per_identity))
@@ -232,8 +234,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
             plots.score_histogram_figure(scores[usable], labels[usable], threshold, plots_dir / "scores.png")
             chosen = hardest_pairs(data.val_pairs, np.where(usable, scores, np.nan), labels, threshold)
             if chosen:
-                first = [load_image(data.ver_path(data.val_pairs[i].a), settings.image_size) for i, _ in chosen]
-                second = [load_image(data.ver_path(data.val_pairs[i].b), settings.image_size) for i, _ in chosen]
+                first = [data.load(data.ver_path(data.val_pairs[i].a), settings.image_size) for i, _ in chosen]
+                second = [data.load(data.ver_path(data.val_pairs[i].b), settings.image_size) for i, _ in chosen]
                 plots.hardest_pairs_figure([a.permute(1, 2, 0).numpy() for a in first],
                                            [b.permute(1, 2, 0).numpy() for b in second],
                                            [float(scores[i]) for i, _ in chosen], [kind for _, kind in chosen],
@@ -256,8 +258,8 @@ def _identification(model, data: FaceData, index: dict, probe_paths, probe_label
             taken[label] = taken.get(label, 0) + 1
             gallery_paths.append(path)
             gallery_labels.append(index[label])
-    gallery, _ = embed_images(model, gallery_paths, settings, desc="gallery")
-    probes, _ = embed_images(model, list(probe_paths), settings, desc="probes")
+    gallery, _ = embed_images(model, gallery_paths, settings, desc="gallery", reader=data.reader)
+    probes, _ = embed_images(model, list(probe_paths), settings, desc="probes", reader=data.reader)
     found = identify(gallery, gallery_labels, probes, probe_labels)
     return {"rank1": found["rank1"], "rank5": found["rank5"], "gallery_identities": found["identities"]}
 

@@ -159,7 +159,7 @@ def _write_class_predictions(model, state, data, settings, path: Path) -> None:
 
     from .evaluation import embed_images
 
-    embeddings, skipped = embed_images(model, data.test.paths, settings, desc="test images")
+    embeddings, skipped = embed_images(model, data.test.paths, settings, desc="test images", reader=data.reader)
     if skipped:
         raise UserError(f"cannot classify every test image: {skipped[0].path}: {skipped[0].reason}")
     with torch.no_grad():

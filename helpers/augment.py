@@ -102,9 +102,8 @@ class BatchAugment:
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch, _, height, width = images.shape
         theta = self._affine(batch, height, width, generator).to(images.device)
-        grid = F.affine_grid(theta, [batch, 3, self.size, self.size], align_corners=False)
-        out = F.grid_sample(images.float().div_(255.0), grid, mode="bilinear", padding_mode="border",
-                            align_corners=False)
+        out = F.grid_sample(images.float().div_(255.0), _grid(theta, self.size), mode="bilinear",
+                            padding_mode="border", align_corners=False)
         if self.aug.color_jitter:
             out = self._jitter(out, generator)
         if self.aug.grayscale:
@@ -187,6 +186,21 @@ def crop_boxes(batch: int, height: int, width: int, scale, ratio, generator=None
     top = torch.where(any_fit, top, (height - h) // 2)
     left = torch.where(any_fit, left, (width - w) // 2)
     return top, left, h, w
+
+
+def _grid(theta: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.affine_grid(theta, [B, C, size, size], align_corners=False)`` by broadcasting.
+
+    The same numbers as affine_grid's batched matmul, several times faster on a CPU.
+    """
+    base = (torch.arange(size, device=theta.device, dtype=theta.dtype) * 2 + 1) / size - 1  # pixel centres
+    xs, ys = base.view(1, 1, size), base.view(1, size, 1)
+    t = theta.view(-1, 6, 1, 1)
+    grid = torch.empty(theta.shape[0], size, size, 2, device=theta.device, dtype=theta.dtype)
+    # Writing each coordinate straight into its strided slot avoids a stack (a full extra copy).
+    torch.add(t[:, 0] * xs, t[:, 1] * ys + t[:, 2], out=grid[..., 0])
+    torch.add(t[:, 3] * xs, t[:, 4] * ys + t[:, 5], out=grid[..., 1])
+    return grid
 
 
 def _central_fallback(height: int, width: int, ratio) -> tuple[int, int]:

@@ -31,6 +31,7 @@ CREDENTIALS = [
     (re.compile(r"machine\s+api\.wandb\.ai\s+login\s+\S+\s+password\s+\S+"), "a W&B API key (.netrc)"),
 ]
 SECRET_FILES = {"kaggle.json", ".netrc", "netrc"}
+CHECKPOINT_CUTOFF = 0.09  # the checkpoint milestone's val EER bar
 SKIP_SCAN_SUFFIXES = {".pt", ".wandb", ".png", ".jpg", ".zip"}
 
 
@@ -140,3 +141,28 @@ def _refuse_credentials(members: dict[str, bytes], run_dir: Path) -> None:
             found = find_credentials(path.name, path.read_bytes())
             if found:
                 raise UserError(f"refusing to build the hand-in: {path} {found}; remove it and try again")
+
+
+def write_checkpoint_submission(path: str | Path, val_eer: float | None, parameters: int, quiz_score: int,
+                                quiz_total: int, kaggle_username: str = "") -> dict:
+    """The checkpoint milestone's ``checkpoint_submission.json`` (written atomically); returns its content."""
+    from .checkpoint import atomic_write_text
+
+    record = {"val_eer": val_eer, "meets_cutoff": val_eer is not None and val_eer <= CHECKPOINT_CUTOFF,
+              "cutoff": CHECKPOINT_CUTOFF, "parameters": parameters, "quiz_score": quiz_score,
+              "quiz_total": quiz_total, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
+              "kaggle_username": kaggle_username or None}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def write_acknowledgement(acknowledged: bool, path: str | Path, template: str | Path = "acknowledgement.txt") -> Path:
+    """The acknowledgement for a hand-in: the template's text with its flag line set to ``acknowledged``."""
+    from .checkpoint import atomic_write_text
+
+    template = Path(template)
+    text = template.read_text() if template.is_file() else "ACKNOWLEDGED = False\n"
+    flag = f"ACKNOWLEDGED = {bool(acknowledged)}"
+    text, count = re.subn(r"^\s*ACKNOWLEDGED\s*=.*$", flag, text, flags=re.MULTILINE)
+    atomic_write_text(path, text if count else text.rstrip("\n") + f"\n\n{flag}\n")
+    return Path(path)

@@ -166,6 +166,33 @@ def _pack_data(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from . import bench
+
+    if args.what == "train":
+        result = bench.bench_train(args.config, args.set or [], device=args.device, batch_size=args.batch_size,
+                                   classes=args.classes, steps=args.steps)
+    elif args.what == "data":
+        result = bench.bench_data(args.data_root, workers=args.workers, batch_size=args.batch_size or 64,
+                                  images=args.images, device="auto" if args.device == "auto" else args.device)
+    else:
+        result = bench.bench_eval(args.config, args.set or [], checkpoint=args.checkpoint, data_root=args.data_root,
+                                  device=args.device, batch_size=args.batch_size, tta=args.tta)
+    print(json.dumps(result, indent=2) if args.json else bench.table(result))
+    return 0
+
+
+def _sweep(args) -> int:
+    from .sweep import parse_assignment, parse_parameter, run_sweep
+
+    grid = dict(parse_assignment(item) for item in args.grid or [])
+    fixed = dict(parse_parameter(item) for item in args.param or [])
+    table = run_sweep(args.notebook, grid, args.out, fixed, progress=sys.stderr.isatty())
+    print(table.to_string(index=False))
+    print(f"wrote {args.out}/results.csv, results.md and eer.png")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -324,6 +351,39 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--checkpoint-json", help="checkpoint_submission.json (default: RUN/checkpoint_submission.json)")
     bundle.add_argument("--kaggle-score", type=float, help="your best Kaggle score, to record it")
     bundle.set_defaults(handler=_bundle)
+
+    bench = commands.add_parser("bench", help="measure training, data loading and evaluation speed",
+                                description="train: images/s and FLOPs utilisation of the plain training step "
+                                            "against the engine's fast step, same model and batch. data: decode + "
+                                            "augmentation images/s per worker, naive loader against the project's, "
+                                            "with JPEG decoding alone as the ceiling. eval: embeddings/s and the "
+                                            "time to score the val and test pairs.")
+    bench.add_argument("what", choices=("train", "data", "eval"))
+    bench.add_argument("--config", help="YAML config (default: the seed, ResNet-34 + ArcFace)")
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one dotted key")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    bench.add_argument("--batch-size", type=_positive_int, help="batch size (default: the config's)")
+    bench.add_argument("--classes", type=_positive_int, default=8631, help="train: margin-head classes")
+    bench.add_argument("--steps", type=_positive_int, help="train: timed steps per path")
+    bench.add_argument("--data-root", help="data, eval: a data root (default: generated demo faces)")
+    bench.add_argument("--workers", type=int, default=0, help="data: loader workers (0: in this process)")
+    bench.add_argument("--images", type=_positive_int, default=2000, help="data: images to load")
+    bench.add_argument("--checkpoint", help="eval: a checkpoint (default: an untrained model of the config)")
+    bench.add_argument("--tta", action="store_true", help="eval: flip test-time augmentation")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(handler=_bench)
+
+    sweep = commands.add_parser("sweep", help="run a notebook over a grid of parameters with papermill",
+                                description="Execute the notebook once per combination of --grid values (each in "
+                                            "its own run folder; finished combinations are skipped, unfinished "
+                                            "ones resume) and write results.csv, results.md and eer.png.")
+    sweep.add_argument("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to run")
+    sweep.add_argument("--grid", action="append", metavar="NAME=V1,V2",
+                       help="a notebook parameter and its values (repeatable; every combination runs)")
+    sweep.add_argument("--param", action="append", metavar="NAME=VALUE",
+                       help="a notebook parameter fixed for every run (repeatable)")
+    sweep.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
+    sweep.set_defaults(handler=_sweep)
     return parser
 
 

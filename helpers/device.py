@@ -61,3 +61,20 @@ def default_workers(setting, device: torch.device) -> int:
     if device.type == "cpu":
         return 0 if cores <= 2 else 2
     return min(8, cores)
+
+
+def describe_environment() -> dict:
+    """Where this runs (Colab, Kaggle or local), with the device, GPU name and memory when there is one."""
+    import platform
+    import sys
+
+    where = ("colab" if "google.colab" in sys.modules else
+             "kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "local")
+    device = pick_device()
+    info = {"platform": where, "python": platform.python_version(), "torch": torch.__version__,
+            "device": str(device), "cpu_cores": os.cpu_count()}
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        info.update(gpu=properties.name, gpu_memory_gib=round(properties.total_memory / 2 ** 30, 1),
+                    gpus=torch.cuda.device_count(), bf16=torch.cuda.is_bf16_supported())
+    return info

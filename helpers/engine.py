@@ -34,7 +34,7 @@ from .augment import AugmentConfig, BatchAugment
 from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import dump_config, load_config
 from .data import FaceImages, collate, open_data, training_set
-from .device import default_workers, fast_path, pick_device
+from .device import FastPath, default_workers, fast_path, pick_device
 from .errors import UserError
 from .evaluation import EvalSettings, classify, verify_pairs
 from .margins import margin_loss
@@ -143,6 +143,63 @@ class EpochSampler(torch.utils.data.Sampler):
         return (self.batches - self.start_batch) * self.batch_size
 
 
+class TrainStep:
+    """One training step on the fast path; the engine and ``bench train`` both run exactly this.
+
+    uint8 images are augmented in a batch on the device, the forward pass runs
+    under autocast in the chosen memory format, the loss is scaled (fp16) and
+    gradients clipped over every parameter, head included. Non-finite steps are
+    skipped by the loss scaler and counted in device tensors, so nothing here
+    waits for the device.
+    """
+
+    def __init__(self, model: FaceModel, forward, optimizer: torch.optim.Optimizer, speed: FastPath,
+                 augment: BatchAugment, device: torch.device, accumulate: int = 1, grad_clip: float = 0.0):
+        self.model, self.forward, self.optimizer = model, forward, optimizer
+        self.speed, self.augment, self.device = speed, augment, device
+        self.accumulate, self.grad_clip = accumulate, grad_clip
+        self.fp16 = speed.amp == torch.float16
+        # One loss-scaling path for every precision: it skips non-finite steps on the device.
+        # Outside fp16 the scale stays 1, which leaves gradients bit for bit as they are.
+        self.scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 16 if self.fp16 else 1.0,
+                                           growth_interval=2000 if self.fp16 else 2 ** 30)
+        self.bad_run = torch.zeros((), device=device)  # non-finite steps in a row
+        self.bad_total = torch.zeros((), device=device)  # since last read
+
+    def forward_backward(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None,
+                         sync: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment, forward, backward one batch; returns the loss and the correct count (device tensors)."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        x = self.augment(images, generator)
+        if self.speed.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        context = self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") else nullcontext()
+        with context:
+            with torch.autocast(self.device.type, dtype=self.speed.amp, enabled=self.speed.amp is not None):
+                logits = self.forward(x, labels)
+            loss = margin_loss(logits, labels)
+            self.scaler.scale(loss / self.accumulate).backward()
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == labels).sum()
+        return loss.detach(), correct
+
+    def optimizer_step(self, lr: float) -> torch.Tensor:
+        """Apply the accumulated gradients at ``lr``; returns the gradient norm (0 for a skipped step)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              self.grad_clip if self.grad_clip > 0 else math.inf)
+        bad = (~torch.isfinite(norm)).float()
+        self.bad_run = (self.bad_run + bad) * bad
+        self.bad_total += bad
+        self.scaler.step(self.optimizer)
+        self.scaler.update(None if self.fp16 else 1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        return torch.where(bad > 0, torch.zeros_like(norm), norm)
+
+
 @dataclass
 class TrainResult:
     """Where a finished run left its files, and its best val EER (None without val pairs)."""
@@ -229,13 +286,9 @@ class Trainer:
         if self.speed.compile:
             self.forward = torch.compile(self.forward)
 
-        fp16 = self.speed.amp == torch.float16
-        # One loss-scaling path for every precision: it skips non-finite steps on the device.
-        # Outside fp16 the scale stays 1, which leaves gradients bit for bit as they are.
-        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0 ** 16 if fp16 else 1.0,
-                                           growth_interval=2000 if fp16 else 2 ** 30)
-        self.fp16 = fp16
-        self.augment = BatchAugment(AugmentConfig.from_config(cfg["augment"]), data_cfg["image_size"])
+        self.stepper = TrainStep(model, self.forward, self.optimizer, self.speed,
+                                 BatchAugment(AugmentConfig.from_config(cfg["augment"]), data_cfg["image_size"]),
+                                 self.device, train["accumulate"], train["grad_clip"])
         self.sampler = EpochSampler(len(self.train_set.paths), train["batch_size"], train["seed"],
                                     self.dist.rank, self.dist.world)
         if self.sampler.batches < train["accumulate"]:
@@ -271,14 +324,12 @@ class Trainer:
             self.tracker = Tracker(self.run_dir, cfg, run_id=run_id, name=self.run_dir.name)
             if state is not None:
                 self.tracker.truncate(self.step)
-        self._bad_run = torch.zeros((), device=self.device)
-        self._bad_total = torch.zeros((), device=self.device)
 
     # ------------------------------------------------------------------ state
 
     def _restore(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.stepper.scaler.load_state_dict(state["scaler"])
         self.schedule.load_state_dict(state["schedule"])
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.best_eer, self.best_epoch = state["best_eer"], state["best_epoch"]
@@ -294,7 +345,7 @@ class Trainer:
         """Everything a resume needs, as tensors and plain values."""
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(),
+            "scaler": self.stepper.scaler.state_dict(), "schedule": self.schedule.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch, "batch": self.batch,
                            "world": self.dist.world},
@@ -451,54 +502,25 @@ class Trainer:
                             "run `python -m helpers check-data` and fix the data")
 
     def _forward_backward(self, batch, boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        train = self.cfg["train"]
-        seed = step_seed(train["seed"], self.epoch, self.batch, self.dist.rank)
-        generator = torch.Generator().manual_seed(seed)
+        seed = step_seed(self.cfg["train"]["seed"], self.epoch, self.batch, self.dist.rank)
         torch.manual_seed(seed)  # dropout draws from the global generator
-        images = batch.images.to(self.device, non_blocking=True)
-        labels = batch.labels.to(self.device, non_blocking=True)
-        x = self.augment(images, generator)
-        if self.speed.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        self._set_margin_scale()
-        sync = boundary or self.dist.world == 1
-        context = self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") else nullcontext()
-        with context:
-            with torch.autocast(self.device.type, dtype=self.speed.amp, enabled=self.speed.amp is not None):
-                logits = self.forward(x, labels)
-            loss = margin_loss(logits, labels)
-            self.scaler.scale(loss / train["accumulate"]).backward()
-        with torch.no_grad():
-            correct = (logits.argmax(dim=1) == labels).sum()
-        return loss.detach(), correct
-
-    def _set_margin_scale(self) -> None:
         warmup = self.cfg["loss"]["margin_warmup_epochs"]
         self.model.head.margin_scale = min(1.0, self.position() / warmup) if warmup > 0 else 1.0
+        return self.stepper.forward_backward(batch.images, batch.labels, torch.Generator().manual_seed(seed),
+                                             sync=boundary or self.dist.world == 1)
 
     def _optimizer_step(self) -> torch.Tensor:
         position = self.epoch + (self.batch / self.sampler.batches)
-        lr = self.schedule.lr(position, self.total_epochs(position))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.scaler.unscale_(self.optimizer)
-        clip = self.cfg["train"]["grad_clip"]
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
-        bad = (~torch.isfinite(norm)).float()
-        self._bad_run = (self._bad_run + bad) * bad
-        self._bad_total += bad
-        self.scaler.step(self.optimizer)
-        self.scaler.update(None if self.fp16 else 1.0)
-        self.optimizer.zero_grad(set_to_none=True)
+        norm = self.stepper.optimizer_step(self.schedule.lr(position, self.total_epochs(position)))
         self._check_nonfinite()
-        return torch.where(bad > 0, torch.zeros_like(norm), norm)
+        return norm
 
     def _check_nonfinite(self, force: bool = False) -> None:
         if not force and self.device.type == "cuda" and self.step % _SYNC_EVERY_CUDA:
             return
-        run, total = int(self._bad_run.item()), int(self._bad_total.item())
+        run, total = int(self.stepper.bad_run.item()), int(self.stepper.bad_total.item())
         self.nonfinite_total += total
-        self._bad_total.zero_()
+        self.stepper.bad_total.zero_()
         limit = self.cfg["train"]["max_nonfinite_steps"]
         if run >= limit:
             raise TrainingStopped(f"training stopped: {run} steps in a row had a non-finite loss or gradient "
@@ -559,13 +581,14 @@ class Trainer:
         if self.dist.main:
             self.tracker.log(record)
             self.save(best=best)
-            print(format_record(record, self.cfg["train"]["epochs"]), flush=True)
+            total = f"~{self.planned_epochs:.1f}" if self.budget else str(self.cfg["train"]["epochs"])
+            print(format_record(record, total), flush=True)
         return record
 
 
-def format_record(record: dict, epochs: int) -> str:
-    """One line per epoch for the log."""
-    parts = [f"epoch {record['epoch']:g}/{epochs}"]
+def format_record(record: dict, total: str) -> str:
+    """One line per epoch for the log; ``total`` is the planned length (an estimate under a time budget)."""
+    parts = [f"epoch {record['epoch']:g}/{total}"]
     if "train_loss" in record:
         parts += [f"loss {record['train_loss']:.4f}", f"acc {record['train_acc']:.3f}", f"lr {record['lr']:.2e}",
                   f"{record['images_per_s']:.0f} img/s", f"data-wait {100 * record['data_wait']:.0f}%"]

@@ -186,3 +186,21 @@ def series_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], xl
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return save(figure, path)
+
+
+def augmentation_figures(data, image_size: int, augment_config, count: int = 16, seed: int = 0) -> tuple[Figure, Figure]:
+    """A grid of training images with their identities, and the same images after training augmentation."""
+    import torch
+
+    from .augment import BatchAugment, denormalize
+
+    generator = np.random.default_rng(seed)
+    picks = sorted(generator.choice(len(data.train.paths), size=min(count, len(data.train.paths)), replace=False))
+    images = torch.stack([data.load(data.train.paths[i], image_size) for i in picks])
+    titles = [str(data.train.labels[i]) if data.train.labels else "" for i in picks]
+    augmented = BatchAugment(augment_config, image_size)(images, torch.Generator().manual_seed(seed))
+    originals = image_grid_figure([im.permute(1, 2, 0).numpy() for im in images], titles)
+    originals.suptitle("training images (class id above each)")
+    changed = image_grid_figure([im.permute(1, 2, 0).numpy() for im in denormalize(augmented)], titles)
+    changed.suptitle("the same images after training augmentation")
+    return originals, changed

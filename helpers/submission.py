@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import kaggle
 from .checkpoint import atomic_write_text
 from .errors import UserError
 from .metrics import compute_eer
@@ -97,27 +95,6 @@ def score_submission(path: str | Path, answers: str | Path) -> float:
     return compute_eer(values, labels)[0]
 
 
-def kaggle_submit(path: Path, competition: str, message: str) -> str:
-    """Submit through the kaggle command-line tool; returns what happened, in one sentence.
-
-    The key is never read, printed or written here: the tool finds it itself.
-    """
-    tool = shutil.which("kaggle")
-    if tool is None:
-        return "not submitted to Kaggle: the kaggle command is not installed (pip install kaggle)"
-    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
-    has_env = bool(os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
-    if not has_env and not (config_dir / "kaggle.json").is_file():
-        return (f"not submitted to Kaggle: no credentials ({config_dir / 'kaggle.json'} is missing and "
-                "KAGGLE_USERNAME/KAGGLE_KEY are not set)")
-    completed = subprocess.run([tool, "competitions", "submit", "-c", competition, "-f", str(path), "-m", message],
-                               capture_output=True, text=True, timeout=600)
-    if completed.returncode != 0:
-        reason = (completed.stderr or completed.stdout).strip().splitlines()
-        return f"Kaggle refused the submission: {reason[-1] if reason else 'no reason given'}"
-    return f"submitted {path} to Kaggle competition {competition}"
-
-
 def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", data_root: str | Path | None = None,
                     fmt: str = "scores", tta: bool = False, device: str = "auto", kaggle_competition: str | None = None,
                     message: str = "hw2p2 helpers submission", progress: bool = False) -> SubmissionResult:
@@ -149,7 +126,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
         result.classification_path = Path(out).with_name(Path(out).stem + "_classification.csv")
         _write_class_predictions(model, state, data, settings, result.classification_path)
     if kaggle_competition:
-        result.messages.append(kaggle_submit(Path(out), kaggle_competition, message))
+        result.messages.append(kaggle.submit(out, kaggle_competition, message))
     return result
 
 

@@ -125,3 +125,12 @@ def test_rotation_is_bounded(degrees):
     theta = augment._affine(500, 8, 8, torch.Generator().manual_seed(0))
     angles = torch.atan2(theta[:, 1, 0], theta[:, 1, 1]).abs()
     assert float(angles.max()) <= math.radians(degrees) + 1e-6
+
+
+def test_broadcast_grid_equals_affine_grid():
+    import torch.nn.functional as F
+
+    from helpers.augment import _grid
+
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(_grid(theta, 9), F.affine_grid(theta, [5, 3, 9, 9], align_corners=False), atol=1e-6)

@@ -14,7 +14,8 @@ from helpers.data import Pair, open_data
 from helpers.errors import UserError
 from helpers.evaluation import EvalSettings, open_checkpoint, pair_images, score_pairs
 from helpers.prepare import answer_key_path
-from helpers.submission import kaggle_submit, read_submission, score_submission, submission_frame
+from helpers import kaggle
+from helpers.submission import read_submission, score_submission, submission_frame
 
 from conftest import call_cli
 
@@ -135,15 +136,23 @@ def test_read_submission_checks_ids(tmp_path):
         read_submission(path)
 
 
-def test_kaggle_submit_explains_why_not(tmp_path, monkeypatch):
+def test_kaggle_explains_why_not_and_never_shows_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert "not installed" in kaggle_submit(tmp_path / "s.csv", "comp", "msg")
+    assert "not installed" in kaggle.submit(tmp_path / "s.csv", "comp", "msg")
     tool = tmp_path / "kaggle"
-    tool.write_text("#!/bin/sh\necho submitted\n")
+    tool.write_text("#!/bin/sh\necho \"$@\" > " + str(tmp_path / "args.txt") + "\n")
     tool.chmod(0o755)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nowhere"))
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
-    assert "no credentials" in kaggle_submit(tmp_path / "s.csv", "comp", "msg")
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    assert "no Kaggle credentials" in kaggle.submit(tmp_path / "s.csv", "comp", "msg")
+    with pytest.raises(UserError, match="no Kaggle credentials"):
+        kaggle.download("comp", tmp_path / "data")
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef0123456789abcdef")
+    said = kaggle.submit(tmp_path / "s.csv", "comp", "msg")
+    assert said.startswith("submitted") and "0123456789abcdef" not in said
+    assert (tmp_path / "args.txt").read_text().split()[:4] == ["competitions", "submit", "-c", "comp"]
 
 
 def test_verify_and_embed(trained_run, demo_root, tmp_path, capsys):
@@ -199,3 +208,27 @@ def test_bundle_refuses_without_acknowledgement_or_with_a_key(trained_run, tmp_p
     (run / "notes.md").write_text("export WANDB_API_KEY=0123456789abcdef0123456789abcdef01234567\n")
     code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path))
     assert code == 1 and "W&B API key" in err
+
+
+def test_acknowledgement_and_checkpoint_record(tmp_path):
+    from helpers.bundle import ACKNOWLEDGED, write_acknowledgement, write_checkpoint_submission
+
+    from conftest import ROOT
+
+    written = write_acknowledgement(True, tmp_path / "ack.txt", template=ROOT / "acknowledgement.txt")
+    text = written.read_text()
+    assert ACKNOWLEDGED.search(text) and "academic integrity" in text and "= False" not in text
+    assert not ACKNOWLEDGED.search(write_acknowledgement(False, tmp_path / "no.txt", ROOT / "acknowledgement.txt")
+                                   .read_text())
+    record = write_checkpoint_submission(tmp_path / "c.json", 0.08, 25_966_400, 4, 5, "student")
+    assert json.loads((tmp_path / "c.json").read_text()) == record
+    assert record["meets_cutoff"] and record["quiz_score"] == 4 and record["kaggle_username"] == "student"
+
+
+def test_quiz_grading():
+    from helpers import quiz
+
+    perfect = {i: q.answer for i, q in enumerate(quiz.QUESTIONS, 1)}
+    assert quiz.grade(perfect)[0] == len(quiz.QUESTIONS)
+    score, lines = quiz.grade({1: "A", 2: ""})
+    assert score == 0 and "wrong (you said a)" in lines[0] and "not answered" in lines[1]

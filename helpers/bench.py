@@ -1,0 +1,283 @@
+"""``bench``: measured speed of the training step, the data path and evaluation, side by side in one process.
+
+``bench train`` runs the same model and batch through (a) the plain path the
+assignment describes (fp32, NCHW, eager, a ``.item()`` loss read every step,
+the stock optimiser) and (b) the engine's own step (:class:`TrainStep` with the
+device's fast-path settings), and relates both to the device's measured matmul
+throughput. ``bench data`` compares the starter notebook's loader (PIL, per-image
+transforms, float tensors out of the workers) with the project's (decode to
+uint8, augment in batches on the device), against JPEG decoding alone.
+``bench eval`` times embedding extraction and pair scoring.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from .augment import AugmentConfig, BatchAugment, normalize, seed_train_transform
+from .config import load_config
+from .data import FaceImages, collate, decode_rgb, open_data
+from .device import fast_path, pick_device
+from .engine import TrainStep, make_optimizer
+from .evaluation import EvalSettings, embed_images, pair_images, score_pairs
+from .model import build_face_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None,
+                 seconds: float = 1.0) -> float:
+    """Measured dense matmul throughput of ``device`` in FLOP/s: the peak that utilisation is measured against."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or count < 3:
+        a @ b
+        count += 1
+        if count % 4 == 0:
+            _sync(device)
+    _sync(device)
+    return 2 * size ** 3 * count / (time.perf_counter() - started)
+
+
+def training_flops_per_image(model, image_size: int, classes: int) -> float:
+    """Training FLOPs per image: three times the forward pass (backward costs about twice forward), head included."""
+    was = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size), torch.zeros(1, dtype=torch.long))
+    model.train(was)
+    return 3.0 * counter.get_total_flops()
+
+
+def _time_steps(step, device: torch.device, warmup: int, steps: int, batch: int) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch * steps / (time.perf_counter() - started)
+
+
+def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int | None = None,
+                classes: int = 8631, steps: int | None = None, warmup: int | None = None) -> dict:
+    """Images/s and model-FLOPs utilisation of the plain step and of the engine's fast step."""
+    cfg = load_config(config, overrides)
+    device = pick_device(device)
+    batch = batch_size or cfg["train"]["batch_size"]
+    size = cfg["data"]["image_size"]
+    steps = steps or (20 if device.type == "cuda" else 4)
+    warmup = warmup if warmup is not None else (5 if device.type == "cuda" else 1)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, classes, (batch,), generator=generator)
+    speed = fast_path(cfg["train"], device)
+    peak_fp32 = matmul_flops(device, torch.float32)
+    peak_fast = peak_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
+
+    torch.manual_seed(0)
+    plain_model = build_face_model(cfg, classes)
+    flops = training_flops_per_image(plain_model, size, classes)
+    plain_model.to(device)
+    plain_optimizer = make_optimizer(cfg["optim"], plain_model)
+    plain_images, plain_labels = images.to(device), labels.to(device)
+
+    def plain_step():
+        logits = plain_model(normalize(plain_images), plain_labels)
+        loss = F.cross_entropy(logits, plain_labels)
+        loss.item()  # the per-step read a typical loop does for its progress bar
+        plain_optimizer.zero_grad()
+        loss.backward()
+        plain_optimizer.step()
+
+    plain = _time_steps(plain_step, device, warmup, steps, batch)
+    del plain_model, plain_optimizer
+
+    torch.manual_seed(0)
+    model = build_face_model(cfg, classes).to(device)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if speed.compile else model
+    stepper = TrainStep(model, forward, make_optimizer(cfg["optim"], model, fused=speed.fused), speed,
+                        BatchAugment(AugmentConfig.from_config(cfg["augment"]), size), device)
+    lr = cfg["optim"]["lr"]
+
+    def fast_step():
+        stepper.forward_backward(images, labels, generator)
+        stepper.optimizer_step(lr)
+
+    fast = _time_steps(fast_step, device, warmup + (2 if speed.compile else 0), steps, batch)
+    return {
+        "device": _device_name(device), "batch_size": batch, "image_size": size, "classes": classes,
+        "fast_path": {"amp": str(speed.amp).replace("torch.", "") if speed.amp else "none",
+                      "channels_last": speed.channels_last, "compile": speed.compile, "fused_optimizer": speed.fused},
+        "train_gflops_per_image": flops / 1e9,
+        "peak_tflops_fp32": peak_fp32 / 1e12, "peak_tflops_fast": peak_fast / 1e12,
+        "plain_images_per_s": plain, "fast_images_per_s": fast,
+        "plain_mfu": plain * flops / peak_fp32, "fast_mfu": fast * flops / peak_fast,
+        "speedup": fast / plain,
+    }
+
+
+class _NaiveImages(torch.utils.data.Dataset):
+    """The starter notebook's dataset: PIL open, per-image torchvision transforms, float tensors out."""
+
+    def __init__(self, paths, size: int):
+        self.paths = paths
+        self.transform = seed_train_transform(size)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        with Image.open(self.paths[index]) as image:
+            return self.transform(image.convert("RGB")), 0
+
+
+def bench_data(data_root=None, workers: int = 0, batch_size: int = 64, images: int = 2000,
+               image_size: int = 112, device: str = "cpu") -> dict:
+    """Images/s per loader worker: the naive loader against the project's, with JPEG decoding alone as the ceiling.
+
+    The naive loader's workers decode with PIL, apply the per-image torchvision
+    transforms and ship float tensors. The project's workers decode to uint8
+    and ship those; crop, flip and normalisation happen in batches on the
+    training device, measured apart (``device_augment_images_per_s``). On the
+    CPU everything runs with one torch thread, so "per worker" means per core;
+    ``one_core_images_per_s`` is the project's loading and augmentation on one
+    shared core, what a CPU-only machine pays.
+    """
+    device = pick_device(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            if data_root is None:
+                from .demo_data import make_demo_data
+
+                data_root = make_demo_data(Path(scratch) / "demo", identities=max(2, images // 9 + 1),
+                                           images_per_identity=10, verification_identities=2, size=image_size,
+                                           val_pairs=2, test_pairs=2).root
+            data = open_data(data_root)
+            paths = data.train.paths[:images]
+            shared = dict(batch_size=batch_size, num_workers=workers, persistent_workers=False)
+
+            naive_loader = torch.utils.data.DataLoader(_NaiveImages(paths, image_size), **shared)
+            naive = _throughput(lambda: [x for x, _ in naive_loader], len(paths))
+
+            project_loader = torch.utils.data.DataLoader(FaceImages(paths, None, image_size, reader=data.reader),
+                                                         collate_fn=collate, pin_memory=device.type == "cuda",
+                                                         **shared)
+            batches = []
+            project = _throughput(lambda: batches.extend(batch.images for batch in project_loader), len(paths))
+
+            augment = BatchAugment(AugmentConfig(), image_size)
+            on_device = [images_.to(device) for images_ in batches]
+
+            def augment_all():
+                for images_ in on_device:
+                    augment(images_)
+                _sync(device)
+
+            augment_all()  # warm up
+            augmented = _throughput(augment_all, len(paths))
+
+            blobs = [data.reader(p) for p in paths]
+            decode = _throughput(lambda: [decode_rgb(blob) for blob in blobs], len(paths))
+    finally:
+        torch.set_num_threads(threads)
+    per = max(workers, 1)
+    one_core = 1.0 / (per / project + 1.0 / augmented)
+    return {"images": len(paths), "workers": workers, "batch_size": batch_size, "augment_device": str(device),
+            "naive_images_per_s": naive / per, "project_images_per_s": project / per,
+            "decode_only_images_per_s": decode, "device_augment_images_per_s": augmented,
+            "one_core_images_per_s": one_core, "one_core_speedup": one_core / (naive / per),
+            "speedup": project / naive}
+
+
+def _throughput(run, count: int) -> float:
+    started = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - started)
+
+
+def bench_eval(config=None, overrides=(), checkpoint=None, data_root=None, device: str = "auto",
+               batch_size: int | None = None, tta: bool = False) -> dict:
+    """Embeddings/s at evaluation, and the end-to-end time to score the val and test pairs."""
+    from .evaluation import open_checkpoint
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if checkpoint is not None:
+            model, _, data, settings = open_checkpoint(checkpoint, data_root, device, tta, batch_size=batch_size)
+        else:
+            cfg = load_config(config, overrides)
+            device_ = pick_device(device)
+            speed = fast_path(cfg["train"], device_)
+            model = build_face_model(cfg, 100).to(device_).eval()
+            if speed.channels_last:
+                model.to(memory_format=torch.channels_last)
+            if data_root is None:
+                data_root = _eval_demo(Path(scratch), cfg["data"]["image_size"])
+            data = open_data(data_root)
+            settings = EvalSettings(device=device_, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
+                                    image_size=cfg["data"]["image_size"], amp=speed.amp,
+                                    channels_last=speed.channels_last, tta=tta)
+        paths, _ = pair_images(data, (data.val_pairs or []) + (data.test_pairs or []))
+        embed_images(model, paths[: settings.batch_size], settings, reader=data.reader)  # warm up
+        started = time.perf_counter()
+        embed_images(model, paths, settings, reader=data.reader)
+        embed_rate = len(paths) / (time.perf_counter() - started)
+        timings = {}
+        for kind, pairs in (("val", data.val_pairs), ("test", data.test_pairs)):
+            if pairs:
+                started = time.perf_counter()
+                score_pairs(model, data, pairs, settings)
+                timings[kind] = (len(pairs), time.perf_counter() - started)
+    return {"device": _device_name(settings.device), "tta": tta, "unique_images": len(paths),
+            "embeddings_per_s": embed_rate,
+            **{f"{kind}_pairs": n for kind, (n, _) in timings.items()},
+            **{f"{kind}_seconds": t for kind, (_, t) in timings.items()}}
+
+
+def _eval_demo(scratch: Path, size: int) -> Path:
+    from .demo_data import make_demo_data
+
+    return make_demo_data(scratch / "demo", identities=2, images_per_identity=4, verification_identities=100,
+                          size=size, val_pairs=600, test_pairs=600).root
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def table(result: dict) -> str:
+    """A two-column text table of a bench result, the ratio first."""
+    lines = []
+    if "speedup" in result:
+        lines.append(f"{'speedup':<28}{result['speedup']:.2f}x")
+    for key, value in result.items():
+        if key == "speedup":
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
+        lines.append(f"{key:<28}{value}")
+    return "\n".join(lines)

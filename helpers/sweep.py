@@ -1,0 +1,118 @@
+"""``sweep``: one papermill run of a notebook per combination of parameters, and a table of the results.
+
+Each combination gets its own run folder and executed notebook under the
+sweep folder. A combination whose run already finished is skipped; one that
+stopped part-way is run again, and the notebook resumes its training from
+``last.pt``. The results (parameters, best val EER, AUC, time) go to
+``results.csv``, ``results.md`` and ``eer.png``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .checkpoint import atomic_write_text
+from .errors import UserError
+from .tracking import read_metrics
+
+DONE = "sweep_result.json"
+
+
+def parse_assignment(text: str) -> tuple[str, list]:
+    """``lr=0.1,0.01`` to ``("lr", [0.1, 0.01])``, each value read as YAML (numbers, true/false, strings)."""
+    name, sep, values = text.partition("=")
+    if not sep or not name.strip() or not values.strip():
+        raise UserError(f"expected NAME=VALUE[,VALUE...], got '{text}'")
+    return name.strip(), [yaml.safe_load(value) for value in values.split(",")]
+
+
+def parse_parameter(text: str) -> tuple[str, object]:
+    """``epochs=2`` to ``("epochs", 2)``: the whole value read as YAML (so lists keep their commas)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise UserError(f"expected NAME=VALUE, got '{text}'")
+    try:
+        return name.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise UserError(f"cannot read the value of {name.strip()}: '{value}'") from None
+
+
+def combination_name(combination: dict) -> str:
+    """A folder name for one combination, e.g. ``lr=0.1_loss_m=0.35``."""
+    text = "_".join(f"{key}={value}" for key, value in combination.items())
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", text)
+
+
+def run_sweep(notebook: str | Path, grid: dict[str, list], out: str | Path, fixed: dict | None = None,
+              progress: bool = False) -> pd.DataFrame:
+    """Run ``notebook`` once per combination of ``grid`` (plus ``fixed`` parameters) and tabulate the results."""
+    import papermill
+
+    notebook, out = Path(notebook), Path(out)
+    if not notebook.is_file():
+        raise UserError(f"notebook {notebook} does not exist")
+    if not grid:
+        raise UserError("give at least one --grid NAME=VALUES")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for values in itertools.product(*grid.values()):
+        combination = dict(zip(grid, values))
+        name = combination_name(combination)
+        run_dir = out / name
+        done = run_dir / DONE
+        if not done.is_file():
+            parameters = {**(fixed or {}), **combination, "out_dir": str(out), "run_name": name}
+            started = time.perf_counter()
+            try:
+                papermill.execute_notebook(str(notebook), str(out / f"{name}.ipynb"), parameters=parameters,
+                                           progress_bar=progress, cwd=str(notebook.parent.resolve()))
+            except papermill.PapermillExecutionError as error:
+                raise UserError(f"the run {name} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
+                                f"(see {out / (name + '.ipynb')})") from None
+            record = {**combination, "seconds": time.perf_counter() - started}
+            atomic_write_text(done, json.dumps(record))
+        record = json.loads(done.read_text())
+        rows.append({"run": name, **record, **_best(run_dir)})
+    table = pd.DataFrame(rows)
+    write_results(table, out)
+    return table
+
+
+def _best(run_dir: Path) -> dict:
+    evaluated = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("val_eer") is not None]
+    if not evaluated:
+        return {"val_eer": None, "val_auc": None, "epochs": None}
+    best = min(evaluated, key=lambda r: r["val_eer"])
+    return {"val_eer": best["val_eer"], "val_auc": best.get("val_auc"), "epochs": evaluated[-1]["epoch"]}
+
+
+def write_results(table: pd.DataFrame, out: Path) -> None:
+    """results.csv, results.md (a Markdown table) and eer.png (val EER per run)."""
+    from .plots import series_figure
+
+    atomic_write_text(out / "results.csv", table.to_csv(index=False))
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    lines = [header, rule] + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    scored = table.dropna(subset=["val_eer"])
+    figure = series_figure({"best val EER": (list(range(len(scored))), list(scored["val_eer"]))},
+                           "run", "best val EER", "Sweep: best val EER per run")
+    axis = figure.axes[0]
+    axis.set_xticks(range(len(scored)), list(scored["run"]), rotation=30, ha="right", fontsize=7)
+    from .plots import save
+
+    save(figure, out / "eer.png")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 10 else f"{value:.0f}"
+    return str(value)

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import AugmentConfig, BatchAugment, normalize, seed_train_transform
 from .config import load_config
-from .data import FaceImages, collate, decode_rgb, open_data
+from .data import FaceImages, collate, decode_batch, decode_rgb, open_data
 from .device import fast_path, pick_device
 from .engine import TrainStep, make_optimizer
 from .evaluation import EvalSettings, embed_images, pair_images, score_pairs
@@ -157,7 +157,9 @@ def bench_data(data_root=None, workers: int = 0, batch_size: int = 64, images: i
     The naive loader's workers decode with PIL, apply the per-image torchvision
     transforms and ship float tensors. The project's workers decode to uint8
     and ship those; crop, flip and normalisation happen in batches on the
-    training device, measured apart (``device_augment_images_per_s``). On the
+    training device, measured apart (``device_augment_images_per_s``), as is
+    batched decoding on the device (``device_decode_images_per_s``, nvJPEG on a
+    GPU, for ``data.decode: device``). On the
     CPU everything runs with one torch thread, so "per worker" means per core;
     ``one_core_images_per_s`` is the project's loading and augmentation on one
     shared core, what a CPU-only machine pays.
@@ -199,13 +201,26 @@ def bench_data(data_root=None, workers: int = 0, batch_size: int = 64, images: i
 
             blobs = [data.reader(p) for p in paths]
             decode = _throughput(lambda: [decode_rgb(blob) for blob in blobs], len(paths))
+
+            encoded = FaceImages(paths, None, image_size, reader=data.reader, encoded=True)
+            raw_batches = [collate([encoded[i] for i in range(start, min(start + batch_size, len(paths)))])
+                           for start in range(0, len(paths), batch_size)]
+
+            def decode_on_device():
+                for raw in raw_batches:
+                    decode_batch(raw, device, image_size, paths)
+                _sync(device)
+
+            decode_on_device()  # warm up (nvJPEG initialises on first use)
+            device_decode = _throughput(decode_on_device, len(paths))
     finally:
         torch.set_num_threads(threads)
     per = max(workers, 1)
     one_core = 1.0 / (per / project + 1.0 / augmented)
     return {"images": len(paths), "workers": workers, "batch_size": batch_size, "augment_device": str(device),
             "naive_images_per_s": naive / per, "project_images_per_s": project / per,
-            "decode_only_images_per_s": decode, "device_augment_images_per_s": augmented,
+            "decode_only_images_per_s": decode, "device_decode_images_per_s": device_decode,
+            "device_augment_images_per_s": augmented,
             "one_core_images_per_s": one_core, "one_core_speedup": one_core / (naive / per),
             "speedup": project / naive}
 

@@ -39,6 +39,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "root": Key(None, "path"),
         "layout": Key("auto", "str", ("auto", "f24", "f25", "packed")),
         "num_workers": Key("auto", "int|auto", low=0),
+        "decode": Key("auto", "str", ("auto", "workers", "device")),
         "strict": Key(False, "bool"),
         "image_size": Key(112, "int", low=16),
         "max_train_images": Key(0, "int", low=0),
@@ -145,8 +146,11 @@ def all_keys(schema: dict = SCHEMA, prefix: str = "") -> list[str]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> dict:
-    """The defaults (or ``base``), updated by the YAML file at ``path``, then by ``KEY=VALUE`` overrides; validated."""
-    cfg = copy.deepcopy(base) if base is not None else defaults()
+    """The defaults, updated by ``base`` (a checkpoint's configuration), the YAML file at ``path``, then
+    ``KEY=VALUE`` overrides; validated. Keys newer than ``base`` keep their defaults."""
+    cfg = defaults()
+    if base is not None:
+        _merge(cfg, base, SCHEMA, prefix="", source="the checkpoint's configuration")
     if path is not None:
         path = Path(path)
         try:

@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from .errors import UserError
@@ -452,36 +452,91 @@ class FaceImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None = None, image_size: int | None = 112,
-                 reader: ImageReader | None = None):
+                 reader: ImageReader | None = None, encoded: bool = False):
         self.paths = [Path(p) for p in paths]
         self.labels = list(labels) if labels is not None else [-1] * len(self.paths)
         if len(self.labels) != len(self.paths):
             raise ValueError("paths and labels differ in length")
         self.image_size = image_size
         self.reader = reader or ImageReader()
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
+        """``(image, label, index)``; with ``encoded``, a JPEG stays as its bytes for the device to decode."""
+        path = self.paths[index]
         try:
-            image = self.reader.load(self.paths[index], self.image_size)
+            if self.encoded:
+                data = self.reader(path)
+                if data[:2] == b"\xff\xd8":
+                    return torch.frombuffer(bytearray(data), dtype=torch.uint8), self.labels[index], index
+                image = decode_rgb(data, self.image_size, where=str(path))
+            else:
+                image = self.reader.load(path, self.image_size)
         except BadImageError as error:
-            return Skipped(str(self.paths[index]), error.reason)
+            return Skipped(str(path), error.reason)
         return image, self.labels[index], index
 
 
 def collate(items: list) -> Batch:
-    """Stack the loaded images of a batch and set aside the skipped ones."""
+    """Stack the loaded images of a batch and set aside the skipped ones.
+
+    Still-encoded images (1-D byte tensors, see ``FaceImages(encoded=True)``)
+    stay a list, for :func:`decode_batch` on the training device.
+    """
     loaded = [item for item in items if not isinstance(item, Skipped)]
     skipped = [item for item in items if isinstance(item, Skipped)]
-    if not loaded:
-        empty = torch.empty(0, dtype=torch.long)
-        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), empty, empty, skipped)
-    images = torch.stack([image for image, _, _ in loaded])
     labels = torch.tensor([label for _, label, _ in loaded], dtype=torch.long)
     indices = torch.tensor([index for _, _, index in loaded], dtype=torch.long)
+    if not loaded:
+        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), labels, indices, skipped)
+    images = [image for image, _, _ in loaded]
+    if all(image.dim() == 3 for image in images):
+        images = torch.stack(images)
     return Batch(images, labels, indices, skipped)
+
+
+def decode_batch(batch: Batch, device: torch.device, size: int, paths: Sequence[Path]) -> Batch:
+    """Decode a batch's still-encoded JPEGs on ``device`` in one call (nvJPEG on a GPU) and stack it there.
+
+    An image the batched call cannot decode is found by decoding one by one;
+    it leaves the batch as :class:`Skipped`, like a bad image met in a worker.
+    """
+    if isinstance(batch.images, torch.Tensor):
+        return batch
+    encoded = [i for i, image in enumerate(batch.images) if image.dim() == 1]
+    decoded = dict(zip(encoded, _decode_jpegs([batch.images[i] for i in encoded], device)))
+    images, keep, skipped = [], [], list(batch.skipped)
+    for i, image in enumerate(batch.images):
+        if i in decoded and decoded[i] is None:
+            skipped.append(Skipped(str(paths[int(batch.indices[i])]), "not a readable image"))
+            continue
+        image = decoded.get(i, image).to(device, non_blocking=True)
+        if tuple(image.shape[-2:]) != (size, size):
+            image = TF.resize(image, [size, size], antialias=True)
+        images.append(image)
+        keep.append(i)
+    keep = torch.tensor(keep, dtype=torch.long)
+    stacked = torch.stack(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8, device=device)
+    return Batch(stacked, batch.labels[keep], batch.indices[keep], skipped)
+
+
+def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    if not data:
+        return []
+    try:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        pass
+    out = []
+    for blob in data:
+        try:
+            out.append(decode_jpeg(blob, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            out.append(None)
+    return out
 
 
 @dataclass

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .augment import AugmentConfig, BatchAugment
 from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import dump_config, load_config
-from .data import FaceImages, collate, open_data, training_set
+from .data import FaceImages, collate, decode_batch, open_data, training_set
 from .device import FastPath, default_workers, fast_path, pick_device
 from .errors import UserError
 from .evaluation import EvalSettings, classify, verify_pairs
@@ -295,8 +295,10 @@ class Trainer:
             raise UserError(f"{len(self.train_set.paths)} training images make fewer than "
                             f"{train['accumulate']} batch(es) of {train['batch_size']} per process; "
                             "lower train.batch_size")
+        self.decode_on_device = data_cfg["decode"] == "device"
         self.loader = torch.utils.data.DataLoader(
-            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg["image_size"], reader=self.data.reader),
+            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg["image_size"], reader=self.data.reader,
+                       encoded=self.decode_on_device),
             batch_size=train["batch_size"], sampler=self.sampler, num_workers=self.workers, collate_fn=collate,
             drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
             generator=torch.Generator())
@@ -449,6 +451,8 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(iterator)
             wait += time.perf_counter() - t0
+            if self.decode_on_device:
+                batch = decode_batch(batch, self.device, self.cfg["data"]["image_size"], self.train_set.paths)
             self._note_skipped(batch)
             boundary = (self.batch + 1) % accumulate == 0
             loss, correct = self._forward_backward(batch, boundary)
@@ -533,7 +537,7 @@ class Trainer:
         return EvalSettings(device=self.device, batch_size=2 * self.cfg["train"]["batch_size"], workers=self.workers,
                             image_size=self.cfg["data"]["image_size"], amp=self.speed.amp,
                             channels_last=self.speed.channels_last, tta=self.cfg["train"]["eval_tta"],
-                            progress=not self.quiet_progress)
+                            progress=not self.quiet_progress, decode_on_device=self.decode_on_device)
 
     def _evaluate(self) -> dict:
         """Val verification and dev top-1 on rank 0; the val EER is shared with every rank."""

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from .augment import normalize
 from .checkpoint import load_checkpoint
-from .data import FaceData, FaceImages, ImageReader, Pair, collate, open_data
+from .config import load_config
+from .data import FaceData, FaceImages, ImageReader, Pair, collate, decode_batch, open_data
 from .device import default_workers, fast_path, pick_device
 from .errors import UserError
 from .metrics import verification_metrics
@@ -40,12 +41,13 @@ class EvalSettings:
     channels_last: bool = False
     tta: bool = False
     progress: bool = False
+    decode_on_device: bool = False
 
 
 def image_loader(paths: Sequence[Path], settings: EvalSettings, reader: ImageReader | None = None
                  ) -> torch.utils.data.DataLoader:
     """A loader of uint8 images in order, no shuffling."""
-    dataset = FaceImages(paths, None, settings.image_size, reader=reader)
+    dataset = FaceImages(paths, None, settings.image_size, reader=reader, encoded=settings.decode_on_device)
     return torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=False,
                                        num_workers=settings.workers, collate_fn=collate,
                                        pin_memory=settings.device.type == "cuda",
@@ -69,6 +71,7 @@ def embed_images(model, paths: Sequence[Path], settings: EvalSettings, desc: str
                 else nullcontext())
     try:
         for batch in tqdm(loader, desc=desc, disable=not settings.progress, unit="batch", leave=False):
+            batch = decode_batch(batch, settings.device, settings.image_size, loader.dataset.paths)
             skipped += batch.skipped
             if not len(batch.indices):
                 continue
@@ -173,7 +176,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
                     progress: bool = False, need_data: bool = True):
     """A checkpoint's model, its state, its data root (``data_root`` or the one it trained on) and eval settings."""
     state = load_checkpoint(checkpoint)
-    cfg = state["config"]
+    cfg = state["config"] = load_config(base=state["config"])  # checkpoints from older versions gain new keys
     device = pick_device(device)
     speed = fast_path(cfg["train"], device)
     model = restore_model(state, device)
@@ -181,7 +184,8 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
         model.to(memory_format=torch.channels_last)
     settings = EvalSettings(device=device, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
                             workers=default_workers(workers, device), image_size=cfg["data"]["image_size"],
-                            amp=speed.amp, channels_last=speed.channels_last, tta=tta, progress=progress)
+                            amp=speed.amp, channels_last=speed.channels_last, tta=tta, progress=progress,
+                            decode_on_device=cfg["data"]["decode"] == "device")
     data = None
     if need_data:
         root = data_root or cfg["data"]["root"]

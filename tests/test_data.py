@@ -176,3 +176,19 @@ def test_training_set_singleton_policies_and_cap(tmp_path):
     assert negatives.classes == ["1", "3"] and negatives.labels == [0, 0, -1, 1, 1]
     capped = training_set(data, "keep", max_images=3, seed=1)
     assert len(capped.paths) == 3 and capped.paths == training_set(data, "keep", max_images=3, seed=1).paths
+
+
+def test_device_decoding_matches_worker_decoding_and_skips_bad_jpegs(tmp_path):
+    from helpers.data import decode_batch
+
+    paths = [write_image(tmp_path / f"{i}.jpg", seed=i, size=(24, 24)) for i in range(3)]
+    paths.append(write_image(tmp_path / "x.png", seed=9, size=(30, 20), fmt="PNG"))  # not a JPEG: decoded in the worker
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(paths[0].read_bytes()[:300])
+    paths.insert(1, broken)
+    encoded = FaceImages(paths, [0, 1, 2, 3, 4], image_size=24, encoded=True)
+    plain = FaceImages(paths, [0, 1, 2, 3, 4], image_size=24)
+    batch = decode_batch(collate([encoded[i] for i in range(5)]), torch.device("cpu"), 24, paths)
+    reference = collate([plain[i] for i in range(5)])
+    assert torch.equal(batch.images, reference.images) and batch.labels.tolist() == [0, 2, 3, 4]
+    assert [s.path for s in batch.skipped] == [str(broken)] == [s.path for s in reference.skipped]

@@ -256,3 +256,11 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path):
     assert records[-1]["lr"] < 0.25 * 0.01  # the cosine was laid over the budget and has nearly finished
     again = train(None, args, resume="auto")  # resume honours the budget already spent
     assert again.epochs == pytest.approx(result.epochs)
+
+
+def test_decoding_on_the_device_trains_the_same_model(demo_root, tmp_path):
+    a = train(None, _run_args(demo_root, tmp_path, "workers", "train.epochs=1", "train.deterministic=true"))
+    b = train(None, _run_args(demo_root, tmp_path, "device", "train.epochs=1", "train.deterministic=true",
+                              "data.decode=device"))
+    wa, wb = load_checkpoint(a.run_dir / "last.pt")["model"], load_checkpoint(b.run_dir / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa) and a.best_eer == b.best_eer

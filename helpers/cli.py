@@ -193,6 +193,21 @@ def _sweep(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from pathlib import Path
+
+    from .report import markdown_table, write_report
+
+    runs = {Path(run).name: run for run in args.runs}
+    missing = [run for run in args.runs if not (Path(run) / "metrics.jsonl").is_file()]
+    if missing:
+        raise UserError(f"{missing[0]} holds no metrics.jsonl: is it a run folder?")
+    table = write_report(runs, args.out)
+    print(markdown_table(table), end="")
+    print(f"wrote {args.out}/report.csv, report.md and eer_over_time.png")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -384,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a notebook parameter fixed for every run (repeatable)")
     sweep.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
     sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser("report", help="compare finished runs: a table and val EER against time",
+                                 description="One row per run folder (best and final val EER, AUC, images/s, "
+                                             "epochs, minutes), written as report.csv and report.md, and a plot "
+                                             "of val EER against elapsed time (eer_over_time.png).")
+    report.add_argument("runs", nargs="+", help="run folders (each holding metrics.jsonl)")
+    report.add_argument("--out", default="runs/report", help="folder for the report (default runs/report)")
+    report.set_defaults(handler=_report)
     return parser
 
 

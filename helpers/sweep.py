@@ -3,7 +3,7 @@
 Each combination gets its own run folder and executed notebook under the
 sweep folder. A combination whose run already finished is skipped; one that
 stopped part-way is run again, and the notebook resumes its training from
-``last.pt``. The results (parameters, best val EER, AUC, time) go to
+``last.pt``. The results (parameters, best val EER, AUC, speed, time) go to
 ``results.csv``, ``results.md`` and ``eer.png``.
 """
 
@@ -20,7 +20,7 @@ import yaml
 
 from .checkpoint import atomic_write_text
 from .errors import UserError
-from .tracking import read_metrics
+from .report import markdown_table, run_summary
 
 DONE = "sweep_result.json"
 
@@ -79,40 +79,20 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out: str | Path, fixe
             record = {**combination, "seconds": time.perf_counter() - started}
             atomic_write_text(done, json.dumps(record))
         record = json.loads(done.read_text())
-        rows.append({"run": name, **record, **_best(run_dir)})
+        rows.append({"run": name, **record, **run_summary(run_dir)})
     table = pd.DataFrame(rows)
     write_results(table, out)
     return table
 
 
-def _best(run_dir: Path) -> dict:
-    evaluated = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("val_eer") is not None]
-    if not evaluated:
-        return {"val_eer": None, "val_auc": None, "epochs": None}
-    best = min(evaluated, key=lambda r: r["val_eer"])
-    return {"val_eer": best["val_eer"], "val_auc": best.get("val_auc"), "epochs": evaluated[-1]["epoch"]}
-
-
 def write_results(table: pd.DataFrame, out: Path) -> None:
-    """results.csv, results.md (a Markdown table) and eer.png (val EER per run)."""
-    from .plots import series_figure
+    """results.csv, results.md (a Markdown table) and eer.png (best val EER per run)."""
+    from .plots import save, series_figure
 
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    lines = [header, rule] + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
-    scored = table.dropna(subset=["val_eer"])
-    figure = series_figure({"best val EER": (list(range(len(scored))), list(scored["val_eer"]))},
+    atomic_write_text(out / "results.md", markdown_table(table))
+    scored = table.dropna(subset=["best_val_eer"])
+    figure = series_figure({"best val EER": (list(range(len(scored))), list(scored["best_val_eer"]))},
                            "run", "best val EER", "Sweep: best val EER per run")
-    axis = figure.axes[0]
-    axis.set_xticks(range(len(scored)), list(scored["run"]), rotation=30, ha="right", fontsize=7)
-    from .plots import save
-
+    figure.axes[0].set_xticks(range(len(scored)), list(scored["run"]), rotation=30, ha="right", fontsize=7)
     save(figure, out / "eer.png")
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:.0f}"
-    return str(value)

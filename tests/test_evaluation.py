@@ -232,3 +232,12 @@ def test_quiz_grading():
     assert quiz.grade(perfect)[0] == len(quiz.QUESTIONS)
     score, lines = quiz.grade({1: "A", 2: ""})
     assert score == 0 and "wrong (you said a)" in lines[0] and "not answered" in lines[1]
+
+
+def test_report_compares_runs(trained_run, tmp_path, capsys):
+    code, out, _ = call_cli(capsys, "report", trained_run, "--out", tmp_path / "report")
+    assert code == 0 and "| trained |" in out
+    table = pd.read_csv(tmp_path / "report" / "report.csv")
+    assert table.loc[0, "best_val_eer"] <= table.loc[0, "final_val_eer"] and table.loc[0, "images_per_s"] > 0
+    assert (tmp_path / "report" / "eer_over_time.png").read_bytes().startswith(PNG)
+    assert call_cli(capsys, "report", tmp_path, "--out", tmp_path / "r2")[0] == 1

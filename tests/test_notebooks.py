@@ -62,7 +62,7 @@ def test_two_point_sweep_tabulates_both_runs(demo_root, tmp_path, capsys):
     assert code == 0, err
     table = pd.read_csv(out / "results.csv")
     assert list(table["run"]) == ["lr=0.01", "lr=0.002"]
-    assert table["val_eer"].between(0, 1).all() and (table["seconds"] > 0).all()
+    assert table["best_val_eer"].between(0, 1).all() and (table["seconds"] > 0).all()
     for run in table["run"]:
         assert (out / f"{run}.ipynb").is_file()
         assert {"best.pt", "submission.csv", "metrics.jsonl"} <= {p.name for p in (out / run).iterdir()}

@@ -19,7 +19,8 @@ def _demo_data(args) -> int:
 
     summary = make_demo_data(args.out, identities=args.identities, images_per_identity=args.images_per_identity,
                              verification_identities=args.verification_identities, layout=args.layout,
-                             seed=args.seed, size=args.image_size, overwrite=args.overwrite)
+                             seed=args.seed, size=args.image_size, val_pairs=args.val_pairs,
+                             test_pairs=args.test_pairs, overwrite=args.overwrite)
     print("\n".join(summary.lines()))
     return 0
 
@@ -235,10 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--images-per-identity", type=_positive_int, default=12, help="images per identity (default 12)")
     demo.add_argument("--verification-identities", type=_positive_int, default=60,
                       help="identities for the verification pairs, disjoint from training (default 60)")
-    demo.add_argument("--layout", choices=("f25", "f24"), default="f25", help="folder layout (default f25)")
-    demo.add_argument("--image-size", type=_positive_int, default=112, help="image side in pixels (default 112)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same data")
-    demo.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _layout_writer_arguments(demo)
     demo.set_defaults(handler=_demo_data)
 
     prep = commands.add_parser("prepare-folder", help="turn a folder-per-identity collection into the HW2P2 layout",
@@ -249,14 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--verification-identities", type=_count_or_fraction, default=0.2, metavar="N|FRACTION",
                       help="people held out for verification: a count, or a fraction of those with two or more "
                            "images (default 0.2)")
-    prep.add_argument("--layout", choices=("f25", "f24"), default="f25", help="folder layout (default f25)")
-    prep.add_argument("--image-size", type=_positive_int, default=112, help="image side in pixels (default 112)")
     prep.add_argument("--dev-fraction", type=float, default=0.1, help="share of each person's images for dev")
     prep.add_argument("--test-fraction", type=float, default=0.0, help="share of each person's images for a test split")
-    prep.add_argument("--val-pairs", type=_positive_int, default=1000, help="val pairs to draw (default 1000)")
-    prep.add_argument("--test-pairs", type=_positive_int, default=1000, help="test pairs to draw (default 1000)")
-    prep.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    prep.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _layout_writer_arguments(prep)
     prep.set_defaults(handler=_prepare_folder)
 
     check = commands.add_parser("check-data", help="count and check a data root",
@@ -281,9 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train from a YAML config (the seed defaults when none is given) "
                                             "plus KEY=VALUE overrides; writes last.pt, best.pt (lowest val EER), "
                                             "metrics.jsonl and config.yaml into run.out_dir/run.name.")
-    train.add_argument("--config", help="YAML config file (see config.yaml for every key)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override one dotted key, e.g. --set optim.lr=0.01 (repeatable)")
+    _config_arguments(train)
     train.add_argument("--resume", metavar="PATH|auto",
                        help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any")
     train.add_argument("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser")
@@ -293,8 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Count the parameters of a configuration's model per part (backbone, "
                                               "embedding, margin head), check the assignment's 30 M budget, and "
                                               "report the final feature-map size and forward FLOPs per image.")
-    summary.add_argument("--config", help="YAML config file (the seed defaults when none is given)")
-    summary.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one dotted key")
+    _config_arguments(summary)
     summary.add_argument("--classes", type=_positive_int, default=8631,
                          help="identities the margin head covers (default 8631, the course data)")
     summary.add_argument("--json", action="store_true", help="print one JSON object")
@@ -374,8 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "with JPEG decoding alone as the ceiling. eval: embeddings/s and the "
                                             "time to score the val and test pairs.")
     bench.add_argument("what", choices=("train", "data", "eval"))
-    bench.add_argument("--config", help="YAML config (default: the seed, ResNet-34 + ArcFace)")
-    bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one dotted key")
+    _config_arguments(bench)
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     bench.add_argument("--batch-size", type=_positive_int, help="batch size (default: the config's)")
     bench.add_argument("--classes", type=_positive_int, default=8631, help="train: margin-head classes")
@@ -408,6 +397,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="runs/report", help="folder for the report (default runs/report)")
     report.set_defaults(handler=_report)
     return parser
+
+
+def _config_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--config", help="YAML config file (the seed recipe when none is given; see config.yaml)")
+    command.add_argument("--set", action="append", metavar="KEY=VALUE",
+                         help="override one dotted key, e.g. --set optim.lr=0.01 (repeatable)")
+
+
+def _layout_writer_arguments(command: argparse.ArgumentParser) -> None:
+    """The options of the commands that write a data root."""
+    command.add_argument("--layout", choices=("f25", "f24"), default="f25", help="folder layout (default f25)")
+    command.add_argument("--image-size", type=_positive_int, default=112, help="image side in pixels (default 112)")
+    command.add_argument("--val-pairs", type=_positive_int, default=1000, help="val pairs to draw (default 1000)")
+    command.add_argument("--test-pairs", type=_positive_int, default=1000, help="test pairs to draw (default 1000)")
+    command.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same data")
+    command.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
 def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:

@@ -44,6 +44,8 @@ from .tracking import Tracker
 
 # On the CPU a host sync costs nothing; on a GPU the non-finite counter is read every few steps instead.
 _SYNC_EVERY_CUDA = 16
+# Under torchrun with a time budget, rank 0's clock is shared every this many optimiser steps.
+_SHARE_CLOCK_EVERY = 8
 
 
 class TrainingStopped(UserError):
@@ -315,6 +317,7 @@ class Trainer:
         self.skipped_total = 0
         self.last_eval: dict = {}
         self.eval_seconds = 0.0
+        self._shared_clock: float | None = None
         run_id = None
         if state is not None:
             self._restore(state)
@@ -381,15 +384,31 @@ class Trainer:
         """Seconds kept back for the final evaluation and checkpoint: the slowest evaluation seen, with margin."""
         return 1.25 * self.eval_seconds + min(5.0, 0.05 * self.budget)
 
-    def out_of_time(self) -> bool:
-        return bool(self.budget) and self.elapsed() + self.reserve() >= self.budget
+    def clock(self, refresh: bool = True) -> float:
+        """Elapsed seconds as every rank agrees on them.
+
+        One process reads its own clock. Under torchrun, rank 0's clock is
+        broadcast when ``refresh`` is set (every few steps), so that every rank
+        takes the same time-budget decisions: the same lr, the same last step.
+        """
+        if self.dist.world == 1:
+            return self.elapsed()
+        if refresh or self._shared_clock is None:
+            value = torch.tensor([self.elapsed()], dtype=torch.float64,
+                                 device=self.device if self.device.type == "cuda" else "cpu")
+            dist.broadcast(value, src=0)
+            self._shared_clock = float(value.item())
+        return self._shared_clock
+
+    def out_of_time(self, refresh: bool = True) -> bool:
+        return bool(self.budget) and self.clock(refresh) + self.reserve() >= self.budget
 
     def total_epochs(self, position: float) -> float:
         """How long the schedule thinks the run is: ``train.epochs``, or what fits the budget at the pace so far."""
         epochs = float(self.cfg["train"]["epochs"])
         if not self.budget:
             return epochs
-        elapsed = self.elapsed()
+        elapsed = self.clock(refresh=False)
         if self._steps_this_process >= 10 and elapsed > min(10.0, 0.05 * self.budget):
             usable = max(self.budget - self.reserve(), 1.0)
             self.planned_epochs = min(epochs, position * usable / elapsed)
@@ -445,7 +464,7 @@ class Trainer:
                    disable=self.quiet_progress or not self.dist.main, leave=False, dynamic_ncols=True)
         iterator = iter(self.loader)
         while self.batch < self.sampler.batches:
-            if self.batch % accumulate == 0 and self.out_of_time():
+            if self.batch % accumulate == 0 and self.out_of_time(refresh=self.step % _SHARE_CLOCK_EVERY == 0):
                 self._stopped = True
                 break
             t0 = time.perf_counter()
@@ -540,8 +559,9 @@ class Trainer:
                             progress=not self.quiet_progress, decode_on_device=self.decode_on_device)
 
     def _evaluate(self) -> dict:
-        """Val verification and dev top-1 on rank 0; the val EER is shared with every rank."""
+        """Val verification and dev top-1 on rank 0; the results, and what they cost, are shared with every rank."""
         result: dict = {}
+        started = time.perf_counter()
         if self.dist.main:
             settings = self.eval_settings()
             if self.data.val_pairs:
@@ -556,10 +576,12 @@ class Trainer:
                     paths, labels = zip(*known)
                     accuracy = classify(self.model, paths, labels, settings, reader=self.data.reader)
                     result.update(dev_top1=accuracy["top1"], dev_top5=accuracy["top5"])
+        seconds = time.perf_counter() - started
         if self.dist.world > 1:
-            shared = [result]
+            shared = [(result, seconds)]
             dist.broadcast_object_list(shared, src=0)
-            result = shared[0]
+            result, seconds = shared[0]
+        self.eval_seconds = max(self.eval_seconds, seconds)
         return result
 
     def _end_of_stretch(self, stats: dict, evaluate: bool) -> dict:
@@ -567,9 +589,7 @@ class Trainer:
                   "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total}
         best = False
         if evaluate:
-            started = time.perf_counter()
             metrics = self._evaluate()
-            self.eval_seconds = max(self.eval_seconds, time.perf_counter() - started)
             record.update(metrics)
             record["evaluated"] = True
             self.last_eval = {k: v for k, v in metrics.items() if k.startswith("val_")}

@@ -125,9 +125,9 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(demo_root, tmp_path)
 def test_torchrun_two_cpu_processes(demo_root, tmp_path):
     args = _sets(_run_args(demo_root, tmp_path, "ddp", "train.epochs=2", "train.batch_size=4"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "helpers", "train", *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600, env=env)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "helpers",
+               "train"]
+    result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]  # one record per epoch: rank 0 alone writes
@@ -135,6 +135,15 @@ def test_torchrun_two_cpu_processes(demo_root, tmp_path):
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["data_order"]["world"] == 2 and state["step"] == 2 * (72 // 8)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+    # Under a time budget every rank must take the same decisions, or the job hangs or drifts apart.
+    budget = _sets(_run_args(demo_root, tmp_path, "ddp_budget", "train.epochs=1000", "train.batch_size=4",
+                             "train.max_minutes=0.2", "sched.name=cosine"))
+    started = time.perf_counter()
+    result = subprocess.run(command + budget, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.perf_counter() - started < 0.2 * 60 + 30  # the budget plus two processes' start-up
+    assert load_checkpoint(tmp_path / "ddp_budget" / "last.pt")["epoch"] >= 1
 
 
 def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_shards_cleanly():

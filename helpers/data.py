@@ -4,7 +4,8 @@ Layouts (detected from the folders, or forced with ``data.layout``):
 
 * ``f24``: ``cls_data/{train,dev}/<identity>/*.jpg``, one folder per identity;
 * ``f25`` (also S25/S26): ``cls_data/{train,dev,test}/images/*.jpg`` with a
-  ``labels.txt`` of ``file class_id`` lines beside ``images/`` (test may have none).
+  ``labels.txt`` of ``file class_id`` lines beside ``images/`` (test may have none);
+* ``packed``: what ``pack-data`` writes, one file of image bytes per split (packed.py).
 
 Verification images live flat in ``ver_data/``; ``val_pairs.txt`` holds
 ``imgA imgB label`` lines and ``test_pairs.txt`` ``imgA imgB`` lines.
@@ -414,7 +415,7 @@ class ImageReader:
         try:
             return pack.read(name) if pack is not None else path.read_bytes()
         except KeyError:
-            raise BadImageError(str(path), "is not in its pack") from None
+            raise BadImageError(str(path), "missing from its pack") from None
         except OSError as error:
             raise BadImageError(str(path), f"cannot be read ({error.strerror or error})") from None
 

@@ -322,6 +322,9 @@ class Trainer:
         if state is not None:
             self._restore(state)
             run_id = state.get("wandb_run_id")
+            if self.dist.main:
+                print(f"resuming {self.run_dir} at epoch {self.position():.2f} with its saved configuration "
+                      f"(--set overrides still apply)")
         self.tracker = None
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

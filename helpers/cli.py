@@ -53,10 +53,9 @@ def _train(args) -> int:
 
     from .engine import train
 
-    overrides = list(args.set or [])
-    if args.config and not any(item.startswith("run.name=") for item in overrides):
-        overrides.insert(0, f"run.name={Path(args.config).stem}")  # a run folder per config file by default
-    result = train(args.config, overrides, resume=args.resume, init_from=args.init_from)
+    # Without a run.name, each config file gets its own run folder, named after it.
+    result = train(args.config, args.set or [], resume=args.resume, init_from=args.init_from,
+                   default_name=Path(args.config).stem if args.config else None)
     best = "n/a (no val pairs)" if result.best_eer is None else f"{result.best_eer:.4f}"
     print(f"done: {result.run_dir} (best val EER {best}; best.pt, last.pt, metrics.jsonl)")
     return 0

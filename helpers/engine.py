@@ -216,16 +216,19 @@ def run_directory(cfg: dict) -> Path:
     return Path(cfg["run"]["out_dir"]) / (cfg["run"]["name"] or "run")
 
 
-def prepare_run(config_path: str | Path | None = None, overrides: list[str] = (),
-                resume: str | None = None) -> tuple[dict, dict | None]:
+def prepare_run(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
+                default_name: str | None = None) -> tuple[dict, dict | None]:
     """The configuration to run and the checkpoint to resume from (None for a fresh run).
 
     ``resume="auto"`` continues the run folder's ``last.pt`` when there is one
     and starts fresh otherwise (what a notebook rerun after a disconnect wants);
     a path resumes that checkpoint. A resumed run keeps the checkpoint's
     configuration; ``overrides`` still apply (to extend ``train.epochs``, say).
+    ``default_name`` names the run folder when the configuration does not.
     """
     cfg = load_config(config_path, overrides)
+    if cfg["run"]["name"] is None and default_name:
+        cfg["run"]["name"] = default_name
     path = None
     if resume == "auto":
         candidate = run_directory(cfg) / "last.pt"
@@ -649,9 +652,9 @@ def load_weights(model: FaceModel, path: str | Path, classes: list[str], announc
 
 
 def train(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
-          init_from: str | Path | None = None) -> TrainResult:
+          init_from: str | Path | None = None, default_name: str | None = None) -> TrainResult:
     """Train from a config file plus ``KEY=VALUE`` overrides; ``resume`` is ``auto`` or a checkpoint path."""
-    cfg, state = prepare_run(config_path, overrides, resume)
+    cfg, state = prepare_run(config_path, overrides, resume, default_name)
     if state is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
     trainer = Trainer(cfg, state=state, init_from=init_from)

@@ -273,3 +273,14 @@ def test_decoding_on_the_device_trains_the_same_model(demo_root, tmp_path):
                               "data.decode=device"))
     wa, wb = load_checkpoint(a.run_dir / "last.pt")["model"], load_checkpoint(b.run_dir / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa) and a.best_eer == b.best_eer
+
+
+def test_run_folder_is_named_after_the_config_file_unless_named(demo_root, tmp_path, capsys):
+    config = tmp_path / "my_recipe.yaml"
+    config.write_text(f"run:\n  out_dir: {tmp_path}\ntrain:\n  epochs: 1\n")
+    tiny = _sets([item for item in TINY] + [f"data.root={demo_root}"])
+    assert call_cli(capsys, "train", "--config", config, *tiny)[0] == 0
+    assert (tmp_path / "my_recipe" / "best.pt").is_file()
+    config.write_text(f"run:\n  out_dir: {tmp_path}\n  name: chosen\ntrain:\n  epochs: 1\n")
+    assert call_cli(capsys, "train", "--config", config, *tiny)[0] == 0
+    assert (tmp_path / "chosen" / "best.pt").is_file()

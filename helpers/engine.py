@@ -436,12 +436,17 @@ class Trainer:
         try:
             if self.step == 0 and self.batch == 0 and self.epoch == 0:
                 last_record = self._end_of_stretch({}, evaluate=True)
-            while self.epoch < train["epochs"] and not self.out_of_time():
+            while self.epoch < train["epochs"]:
+                if self.out_of_time():
+                    if last_record is not None:
+                        self.save()  # the budget ran out after the last save: last.pt must say it is spent
+                    break
                 stats = self._train_epoch()
-                finished_epoch = self.batch == 0
-                evaluate = not finished_epoch or self.epoch % train["eval_every"] == 0 or self.epoch >= train["epochs"]
-                last_record = self._end_of_stretch(stats, evaluate)
-                if self._stopped:
+                # Decided before evaluating and saving, so that last.pt holds at least the elapsed time that
+                # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
+                done = self._stopped or self.epoch >= train["epochs"] or self.out_of_time()
+                last_record = self._end_of_stretch(stats, evaluate=done or self.epoch % train["eval_every"] == 0)
+                if done:
                     break
             if last_record is None and self.dist.main:
                 print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {train['epochs']}, "

@@ -267,6 +267,25 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path):
     assert again.epochs == pytest.approx(result.epochs)
 
 
+def test_a_budget_spent_just_after_a_save_is_not_trained_on_at_resume(demo_root, tmp_path, monkeypatch):
+    # Slow disks make this real: the budget runs out while last.pt is being written. The stale elapsed time
+    # inside last.pt must not let a resume of the finished run train another step.
+    args = _run_args(demo_root, tmp_path, "late", "train.epochs=1000", "train.max_minutes=0.1")
+    save = Trainer.save
+
+    def save_then_stall(self, best=False):
+        save(self, best)
+        if self.epoch == 1 and not getattr(self, "_stalled", False):
+            self._stalled = True
+            time.sleep(max(0.0, self.budget - self.elapsed()) + 0.5)
+
+    monkeypatch.setattr(Trainer, "save", save_then_stall)
+    result = train(None, args)
+    assert result.epochs == 1
+    again = train(None, args, resume="auto")
+    assert again.epochs == 1
+
+
 def test_decoding_on_the_device_trains_the_same_model(demo_root, tmp_path):
     a = train(None, _run_args(demo_root, tmp_path, "workers", "train.epochs=1", "train.deterministic=true"))
     b = train(None, _run_args(demo_root, tmp_path, "device", "train.epochs=1", "train.deterministic=true",

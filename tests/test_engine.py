@@ -271,12 +271,12 @@ def test_a_budget_spent_just_after_a_save_is_not_trained_on_at_resume(demo_root,
     # Slow disks make this real: the budget runs out while last.pt is being written. The stale elapsed time
     # inside last.pt must not let a resume of the finished run train another step.
     args = _run_args(demo_root, tmp_path, "late", "train.epochs=1000", "train.max_minutes=0.1")
-    save = Trainer.save
+    save, stalled = Trainer.save, []
 
     def save_then_stall(self, best=False):
         save(self, best)
-        if self.epoch == 1 and not getattr(self, "_stalled", False):
-            self._stalled = True
+        if self.epoch == 1 and not stalled:
+            stalled.append(True)
             time.sleep(max(0.0, self.budget - self.elapsed()) + 0.5)
 
     monkeypatch.setattr(Trainer, "save", save_then_stall)

@@ -105,3 +105,18 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def model_weights(state: dict, which: str | None = None, source: str | Path = "the checkpoint") -> dict:
+    """The model weights a checkpoint grades, or ``which`` of them: ``raw`` (trained) or ``ema`` (averaged).
+
+    Checkpoints written before weight averaging hold the trained weights only.
+    """
+    which = which or state.get("graded", "raw")
+    if which == "raw":
+        return state["model"]
+    if which != "ema":
+        raise UserError(f"unknown weights '{which}'; use raw or ema")
+    if not state.get("ema"):
+        raise UserError(f"{source} holds no averaged weights (it was trained with train.ema 0); use --weights raw")
+    return state["ema"]["weights"]

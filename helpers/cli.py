@@ -57,7 +57,8 @@ def _train(args) -> int:
     result = train(args.config, args.set or [], resume=args.resume, init_from=args.init_from,
                    default_name=Path(args.config).stem if args.config else None)
     best = "n/a (no val pairs)" if result.best_eer is None else f"{result.best_eer:.4f}"
-    print(f"done: {result.run_dir} (best val EER {best}; best.pt, last.pt, metrics.jsonl)")
+    weights = "averaged (EMA)" if result.graded == "ema" else "trained"
+    print(f"done: {result.run_dir} (best.pt: {weights} weights, val EER {best}; last.pt, metrics.jsonl)")
     return 0
 
 
@@ -81,11 +82,13 @@ def _evaluate(args) -> int:
     from .evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
-                                 bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args))
+                                 bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
+                                 weights=args.weights)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"checkpoint {result['checkpoint']} on {result['data_root']}" + (" (flip TTA)" if args.tta else ""))
+    print(f"checkpoint {result['checkpoint']} ({result['weights']} weights) on {result['data_root']}"
+          + (" (flip TTA)" if args.tta else ""))
     if "eer" in result:
         interval = (f" (95 % CI {result['eer_ci95'][0]:.4f}-{result['eer_ci95'][1]:.4f})"
                     if "eer_ci95" in result else "")
@@ -108,7 +111,7 @@ def _submit(args) -> int:
 
     result = make_submission(args.checkpoint, args.out, args.data_root, fmt=args.format, tta=args.tta,
                              device=args.device, kaggle_competition=args.kaggle_competition, message=args.message,
-                             progress=_progress(args))
+                             progress=_progress(args), weights=args.weights)
     print(as_json(result) if args.json else "\n".join(describe(result)))
     return 0
 
@@ -271,8 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model",
                                 description="Train from a YAML config (the seed defaults when none is given) "
-                                            "plus KEY=VALUE overrides; writes last.pt, best.pt (lowest val EER), "
-                                            "metrics.jsonl and config.yaml into run.out_dir/run.name.")
+                                            "plus KEY=VALUE overrides; writes last.pt, best.pt (the weights "
+                                            "train.select grades: lowest val EER by default), metrics.jsonl and "
+                                            "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt "
+                                            "and best_ema.pt).")
     _config_arguments(train)
     train.add_argument("--resume", metavar="PATH|auto",
                        help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any")
@@ -419,6 +424,8 @@ def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--data-root", help="data root (default: the one the checkpoint trained on)")
     command.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    command.add_argument("--weights", choices=("raw", "ema"),
+                         help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
 
 
 def main(argv: list[str] | None = None) -> int:

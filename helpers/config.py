@@ -110,6 +110,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "max_nonfinite_steps": Key(20, "int", low=1),
         "eval_every": Key(1, "int", low=1),
         "eval_tta": Key(False, "bool"),
+        "ema": Key(0.0, "float", low=0.0, high=1.0),
+        "select": Key("auto", "str", ("auto", "best", "ema_best", "last", "ema_last")),
         "progress": Key("auto", AUTO_BOOL),
     },
     "run": {
@@ -270,6 +272,9 @@ def validate(cfg: dict) -> None:
         raise UserError(f"config key 'train.device' must be auto, cpu, cuda, cuda:N or mps, not '{device}'")
     if cfg["train"]["amp"] == "fp16" and device == "cpu":
         raise UserError("config key 'train.amp' cannot be fp16 on the CPU; use bf16 or none")
+    if cfg["train"]["select"].startswith("ema_") and not cfg["train"]["ema"]:
+        raise UserError(f"config key 'train.select' is {cfg['train']['select']} but train.ema is 0 (no averaged "
+                        "weights); set train.ema (e.g. 0.999) or select best or last")
     if cfg["loss"]["easy_margin"] and cfg["loss"]["type"] not in ("arcface", "subcenter"):
         raise UserError("config key 'loss.easy_margin' applies to arcface and subcenter only")
     name = cfg["run"]["name"]

@@ -3,7 +3,8 @@
 What it guarantees:
 
 * the margin head's weights are in the optimiser (checked, not assumed);
-* checkpoints are written atomically; ``best.pt`` is chosen by val EER, the grade;
+* checkpoints are written atomically; ``best.pt`` is chosen by val EER, the grade
+  (``train.select``), from the trained weights or, with ``train.ema``, their moving average;
 * resume is exact: data order and augmentation are functions of (seed, epoch,
   batch), every other state is in the checkpoint, and a run resumed mid-epoch
   continues at the right batch;
@@ -31,7 +32,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .augment import AugmentConfig, BatchAugment
-from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .averaging import WeightAverage
+from .checkpoint import atomic_write_text, load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
 from .config import dump_config, load_config
 from .data import FaceImages, collate, decode_batch, open_data, training_set
 from .device import FastPath, default_workers, fast_path, pick_device
@@ -40,6 +42,7 @@ from .evaluation import EvalSettings, classify, verify_pairs
 from .margins import margin_loss
 from .model import FaceModel, build_face_model
 from .schedule import LRSchedule
+from .selection import Evaluation, Selection, resolve_select
 from .tracking import Tracker
 
 # On the CPU a host sync costs nothing; on a GPU the non-finite counter is read every few steps instead.
@@ -204,12 +207,13 @@ class TrainStep:
 
 @dataclass
 class TrainResult:
-    """Where a finished run left its files, and its best val EER (None without val pairs)."""
+    """Where a finished run left its files, and the val EER of what best.pt holds (None without val pairs)."""
 
     run_dir: Path
     best_eer: float | None
     epochs: float
     last: dict
+    graded: str = "raw"  # the weights best.pt grades: raw (trained) or ema (averaged)
 
 
 def run_directory(cfg: dict) -> Path:
@@ -283,6 +287,10 @@ class Trainer:
         if self.speed.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model: FaceModel = model  # the plain module: what checkpoints and evaluation use
+        # The moving average lives on rank 0 only: under torchrun the ranks hold the same weights, and rank 0
+        # alone evaluates and saves.
+        self.average = WeightAverage(model, train["ema"]) if train["ema"] and self.dist.main else None
+        self.selection = Selection(resolve_select(train), ("raw", "ema") if train["ema"] else ("raw",))
         self.optimizer = make_optimizer(cfg["optim"], model, fused=self.speed.fused)
         self.forward = model
         if self.dist.world > 1:
@@ -312,13 +320,10 @@ class Trainer:
 
         # Position and bookkeeping; a resumed run takes them from the checkpoint.
         self.epoch, self.batch, self.step = 0, 0, 0
-        self.best_eer: float | None = None
-        self.best_epoch: float | None = None
         self.elapsed_before = 0.0
         self.planned_epochs = float(train["epochs"])
         self.nonfinite_total = 0
         self.skipped_total = 0
-        self.last_eval: dict = {}
         self.eval_seconds = 0.0
         self._shared_clock: float | None = None
         run_id = None
@@ -343,25 +348,42 @@ class Trainer:
         self.stepper.scaler.load_state_dict(state["scaler"])
         self.schedule.load_state_dict(state["schedule"])
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
-        self.best_eer, self.best_epoch = state["best_eer"], state["best_epoch"]
+        self.selection.load_state_dict(state["selection"] if "selection" in state else Selection.legacy_state(state))
+        if self.average is not None and state.get("ema"):  # else the average starts now (train.ema newly set)
+            self.average.load_state_dict(state["ema"])
         self.elapsed_before = state["elapsed_seconds"]
         self.planned_epochs = state["planned_epochs"]
         self.nonfinite_total = state["nonfinite_steps"]
         self.skipped_total = state["skipped_images"]
-        self.last_eval = state["val"]
         self.eval_seconds = state["eval_seconds"]
         set_rng_state(state["rng"])
 
-    def state_dict(self) -> dict:
-        """Everything a resume needs, as tensors and plain values."""
+    @property
+    def best_eer(self) -> float | None:
+        """The val EER of the weights best.pt holds."""
+        graded = self.selection.graded
+        return None if graded is None else graded.eer
+
+    @property
+    def best_epoch(self) -> float | None:
+        graded = self.selection.graded
+        return None if graded is None else graded.epoch
+
+    def state_dict(self, name: str = "last.pt") -> dict:
+        """Everything a resume needs, as tensors and plain values, for the checkpoint file ``name``.
+
+        ``model`` holds the trained weights and ``ema`` the averaged ones (or None); ``graded`` says which
+        of them the file stands for, and ``val`` holds their val metrics from the evaluation it was saved at.
+        """
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "ema": self.average.state_dict() if self.average is not None else None, **self._graded_fields(name),
             "scaler": self.stepper.scaler.state_dict(), "schedule": self.schedule.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch, "batch": self.batch,
                            "world": self.dist.world},
             "rng": rng_state(), "classes": self.classes, "config": self.cfg,
-            "best_eer": self.best_eer, "best_epoch": self.best_epoch, "val": self.last_eval,
+            "best_eer": self.best_eer, "best_epoch": self.best_epoch, "selection": self.selection.state_dict(),
             "wandb_run_id": self.tracker.run_id if self.tracker else None,
             "elapsed_seconds": self.elapsed(), "planned_epochs": self.planned_epochs,
             "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total,
@@ -369,13 +391,18 @@ class Trainer:
             "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
         }
 
-    def save(self, best: bool = False) -> None:
+    def _graded_fields(self, name: str) -> dict:
+        graded, evaluation = self.selection.holds(name)
+        return {"graded": graded, "val": evaluation.metrics if evaluation is not None else {}}
+
+    def save(self, best: tuple[str, ...] | list[str] = ()) -> None:
+        """Write last.pt, and the best files (best.pt, best_raw.pt, best_ema.pt) named in ``best``."""
         if not self.dist.main:
             return
         state = self.state_dict()
         save_checkpoint(state, self.run_dir / "last.pt")
-        if best:
-            save_checkpoint(state, self.run_dir / "best.pt")
+        for name in best:
+            save_checkpoint({**state, **self._graded_fields(name)}, self.run_dir / name)
 
     # ------------------------------------------------------------------ time budget
 
@@ -455,7 +482,7 @@ class Trainer:
             if self.tracker is not None:
                 self.tracker.summarise(EER=self.best_eer, best_epoch=self.best_epoch)
                 self.tracker.finish()
-        return TrainResult(self.run_dir, self.best_eer, self.position(), last_record or {})
+        return TrainResult(self.run_dir, self.best_eer, self.position(), last_record or {}, self.selection.arm)
 
     def position(self) -> float:
         return self.epoch + self.batch / max(self.sampler.batches, 1)
@@ -546,6 +573,8 @@ class Trainer:
     def _optimizer_step(self) -> torch.Tensor:
         position = self.epoch + (self.batch / self.sampler.batches)
         norm = self.stepper.optimizer_step(self.schedule.lr(position, self.total_epochs(position)))
+        if self.average is not None:
+            self.average.update(self.model)
         self._check_nonfinite()
         return norm
 
@@ -569,16 +598,24 @@ class Trainer:
                             channels_last=self.speed.channels_last, tta=self.cfg["train"]["eval_tta"],
                             progress=not self.quiet_progress, decode_on_device=self.decode_on_device)
 
-    def _evaluate(self) -> dict:
-        """Val verification and dev top-1 on rank 0; the results, and what they cost, are shared with every rank."""
+    def _evaluate(self) -> tuple[dict, dict[str, Evaluation]]:
+        """Val verification of each arm and dev top-1 on rank 0; the results, and what they cost, are shared with
+        every rank. Returns the record's fields (the EMA's with an ``_ema`` suffix) and each arm's evaluation."""
         result: dict = {}
+        evaluations: dict[str, Evaluation] = {}
         started = time.perf_counter()
         if self.dist.main:
             settings = self.eval_settings()
             if self.data.val_pairs:
-                metrics = verify_pairs(self.model, self.data, settings)
-                result.update(val_eer=metrics["eer"], val_auc=metrics["auc"], val_accuracy=metrics["accuracy"],
-                              val_threshold=metrics["threshold"], val_tar_at_far=metrics["tar_at_far"])
+                arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
+                for arm, model in arms.items():
+                    metrics = verify_pairs(model, self.data, settings)
+                    fields = {"val_eer": metrics["eer"], "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"],
+                              "val_threshold": metrics["threshold"], "val_tar_at_far": metrics["tar_at_far"]}
+                    evaluations[arm] = Evaluation(arm, round(self.position(), 4), metrics["eer"], fields,
+                                                  metrics["scores"])
+                    suffix = "" if arm == "raw" else f"_{arm}"
+                    result.update({key + suffix: value for key, value in fields.items()})
             dev = self.data.dev
             if dev is not None and dev.labels:
                 index = {name: i for i, name in enumerate(self.classes)}
@@ -589,28 +626,23 @@ class Trainer:
                     result.update(dev_top1=accuracy["top1"], dev_top5=accuracy["top5"])
         seconds = time.perf_counter() - started
         if self.dist.world > 1:
-            shared = [(result, seconds)]
+            shared = [(result, evaluations, seconds)]
             dist.broadcast_object_list(shared, src=0)
-            result, seconds = shared[0]
+            result, evaluations, seconds = shared[0]
         self.eval_seconds = max(self.eval_seconds, seconds)
-        return result
+        return result, evaluations
 
     def _end_of_stretch(self, stats: dict, evaluate: bool) -> dict:
         record = {"epoch": round(self.position(), 4), "step": self.step, **stats,
                   "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total}
-        best = False
+        best: list[str] = []
         if evaluate:
-            metrics = self._evaluate()
+            metrics, evaluations = self._evaluate()
             record.update(metrics)
             record["evaluated"] = True
-            self.last_eval = {k: v for k, v in metrics.items() if k.startswith("val_")}
-            eer = metrics.get("val_eer")
-            if eer is not None:
-                self.schedule.observe(eer)
-                if self.best_eer is None or eer < self.best_eer:
-                    self.best_eer, self.best_epoch, best = eer, record["epoch"], True
-            elif self.best_eer is None:
-                best = True  # without val pairs the latest model is the best we can tell
+            if "raw" in evaluations:
+                self.schedule.observe(evaluations["raw"].eer)  # the lr follows the weights it trains
+            best = self.selection.observe(evaluations)
         record["elapsed_s"] = round(self.elapsed(), 2)
         record["time"] = datetime.datetime.now().isoformat(timespec="seconds")
         if self.dist.main:
@@ -631,6 +663,8 @@ def format_record(record: dict, total: str) -> str:
         parts.append("before training")
     if record.get("val_eer") is not None:
         parts.append(f"val EER {record['val_eer']:.4f} AUC {record['val_auc']:.4f}")
+    if record.get("val_eer_ema") is not None:
+        parts.append(f"EMA val EER {record['val_eer_ema']:.4f}")
     if record.get("dev_top1") is not None:
         parts.append(f"dev top-1 {record['dev_top1']:.3f}")
     if record.get("nonfinite_steps"):
@@ -642,7 +676,7 @@ def format_record(record: dict, total: str) -> str:
 def load_weights(model: FaceModel, path: str | Path, classes: list[str], announce: bool = True) -> None:
     """Start from another run's weights (the fine-tune phases); the margin head too when the classes match."""
     state = load_checkpoint(path)
-    weights = state["model"]
+    weights = model_weights(state, source=path)
     same_classes = state.get("classes") == classes
     if not same_classes:
         weights = {k: v for k, v in weights.items() if not k.startswith("head.")}

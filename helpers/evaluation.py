@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import normalize
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, model_weights
 from .config import load_config
 from .data import FaceData, FaceImages, ImageReader, Pair, collate, decode_batch, open_data
 from .device import default_workers, fast_path, pick_device
@@ -164,22 +164,28 @@ def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch
             "probes": int(len(probes)), "identities": int(len(identities))}
 
 
-def restore_model(state: dict, device: torch.device) -> FaceModel:
-    """The trained FaceModel of a checkpoint, in eval mode on ``device``."""
+def restore_model(state: dict, device: torch.device, weights: str | None = None,
+                  source: str | Path = "the checkpoint") -> FaceModel:
+    """A checkpoint's FaceModel, in eval mode on ``device``: the weights it grades, or ``weights`` (raw, ema)."""
     model = build_face_model(state["config"], len(state["classes"]))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(model_weights(state, weights, source))
     return model.to(device).eval()
 
 
 def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, device: str = "auto",
                     tta: bool = False, batch_size: int | None = None, workers: int | str = "auto",
-                    progress: bool = False, need_data: bool = True):
-    """A checkpoint's model, its state, its data root (``data_root`` or the one it trained on) and eval settings."""
+                    progress: bool = False, need_data: bool = True, weights: str | None = None):
+    """A checkpoint's model, its state, its data root (``data_root`` or the one it trained on) and eval settings.
+
+    ``weights`` picks the trained (raw) or averaged (ema) weights over the ones the checkpoint grades.
+    """
     state = load_checkpoint(checkpoint)
     cfg = state["config"] = load_config(base=state["config"])  # checkpoints from older versions gain new keys
+    if weights is not None and weights != state.get("graded", "raw"):
+        state["val"] = {}  # the stored val threshold belongs to the other weights
     device = pick_device(device)
     speed = fast_path(cfg["train"], device)
-    model = restore_model(state, device)
+    model = restore_model(state, device, weights, checkpoint)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     settings = EvalSettings(device=device, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
@@ -205,13 +211,19 @@ def hardest_pairs(pairs: Sequence[Pair], scores: np.ndarray, labels: np.ndarray,
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, tta: bool = False,
                         device: str = "auto", bootstrap: int = 0, gallery_per_identity: int = 10,
-                        plots_dir: str | Path | None = None, progress: bool = False) -> dict:
-    """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, 1:N identification, plots."""
+                        plots_dir: str | Path | None = None, progress: bool = False,
+                        weights: str | None = None) -> dict:
+    """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, 1:N identification, plots.
+
+    ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated.
+    """
     from . import plots
     from .tracking import read_metrics
 
-    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress)
-    result: dict = {"checkpoint": str(checkpoint), "data_root": str(data.root), "tta": tta}
+    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
+                                                   weights=weights)
+    result: dict = {"checkpoint": str(checkpoint), "data_root": str(data.root), "tta": tta,
+                    "weights": weights or state.get("graded", "raw")}
     verification = None
     if data.val_pairs:
         verification = verify_pairs(model, data, settings, bootstrap=bootstrap)

@@ -97,12 +97,17 @@ def score_submission(path: str | Path, answers: str | Path) -> float:
 
 def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", data_root: str | Path | None = None,
                     fmt: str = "scores", tta: bool = False, device: str = "auto", kaggle_competition: str | None = None,
-                    message: str = "hw2p2 helpers submission", progress: bool = False) -> SubmissionResult:
-    """Score ``test_pairs.txt`` with a checkpoint and write the submission (and class predictions when there is a test split)."""
+                    message: str = "hw2p2 helpers submission", progress: bool = False,
+                    weights: str | None = None) -> SubmissionResult:
+    """Score ``test_pairs.txt`` with a checkpoint and write the submission (and class predictions when there is a test split).
+
+    ``weights`` (raw or ema) overrides which of the checkpoint's weights are used.
+    """
     from .evaluation import open_checkpoint, score_pairs, verify_pairs
     from .prepare import answer_key_path
 
-    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress)
+    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
+                                                   weights=weights)
     if not data.test_pairs:
         raise UserError(f"{data.root} has no test_pairs.txt to submit on")
     scores, skipped = score_pairs(model, data, data.test_pairs, settings, desc="test pairs")

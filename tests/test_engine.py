@@ -273,8 +273,8 @@ def test_a_budget_spent_just_after_a_save_is_not_trained_on_at_resume(demo_root,
     args = _run_args(demo_root, tmp_path, "late", "train.epochs=1000", "train.max_minutes=0.1")
     save, stalled = Trainer.save, []
 
-    def save_then_stall(self, best=False):
-        save(self, best)
+    def save_then_stall(self, *args, **kwargs):
+        save(self, *args, **kwargs)
         if self.epoch == 1 and not stalled:
             stalled.append(True)
             time.sleep(max(0.0, self.budget - self.elapsed()) + 0.5)

@@ -110,6 +110,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "max_nonfinite_steps": Key(20, "int", low=1),
         "eval_every": Key(1, "int", low=1),
         "eval_tta": Key(False, "bool"),
+        "eval_bootstrap": Key(1000, "int", low=0),
         "ema": Key(0.0, "float", low=0.0, high=1.0),
         "select": Key("auto", "str", ("auto", "best", "ema_best", "last", "ema_last")),
         "progress": Key("auto", AUTO_BOOL),

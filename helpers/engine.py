@@ -18,6 +18,7 @@ What it guarantees:
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import sys
@@ -42,7 +43,7 @@ from .evaluation import EvalSettings, classify, verify_pairs
 from .margins import margin_loss
 from .model import FaceModel, build_face_model
 from .schedule import LRSchedule
-from .selection import Evaluation, Selection, resolve_select
+from .selection import Evaluation, Selection, report_lines, resolve_select
 from .tracking import Tracker
 
 # On the CPU a host sync costs nothing; on a GPU the non-finite counter is read every few steps instead.
@@ -475,6 +476,8 @@ class Trainer:
                 last_record = self._end_of_stretch(stats, evaluate=done or self.epoch % train["eval_every"] == 0)
                 if done:
                     break
+            if last_record is not None and self.dist.main:
+                self._report_selection()
             if last_record is None and self.dist.main:
                 print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {train['epochs']}, "
                       f"{self.elapsed() / 60:.1f} of {train['max_minutes'] or '-'} minutes)")
@@ -483,6 +486,14 @@ class Trainer:
                 self.tracker.summarise(EER=self.best_eer, best_epoch=self.best_epoch)
                 self.tracker.finish()
         return TrainResult(self.run_dir, self.best_eer, self.position(), last_record or {}, self.selection.arm)
+
+    def _report_selection(self) -> None:
+        """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""
+        labels = np.array([pair.label for pair in self.data.val_pairs])
+        report = self.selection.report(labels, self.cfg["train"]["eval_bootstrap"])
+        if report is not None:
+            atomic_write_text(self.run_dir / "selection.json", json.dumps(report, indent=2) + "\n")
+            print("\n".join(report_lines(report)), flush=True)
 
     def position(self) -> float:
         return self.epoch + self.batch / max(self.sampler.batches, 1)
@@ -609,9 +620,11 @@ class Trainer:
             if self.data.val_pairs:
                 arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
                 for arm, model in arms.items():
-                    metrics = verify_pairs(model, self.data, settings)
+                    metrics = verify_pairs(model, self.data, settings, bootstrap=self.cfg["train"]["eval_bootstrap"])
                     fields = {"val_eer": metrics["eer"], "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"],
                               "val_threshold": metrics["threshold"], "val_tar_at_far": metrics["tar_at_far"]}
+                    if "eer_ci95" in metrics:
+                        fields["val_eer_low"], fields["val_eer_high"] = metrics["eer_ci95"]
                     evaluations[arm] = Evaluation(arm, round(self.position(), 4), metrics["eer"], fields,
                                                   metrics["scores"])
                     suffix = "" if arm == "raw" else f"_{arm}"
@@ -661,10 +674,11 @@ def format_record(record: dict, total: str) -> str:
                   f"{record['images_per_s']:.0f} img/s", f"data-wait {100 * record['data_wait']:.0f}%"]
     else:
         parts.append("before training")
-    if record.get("val_eer") is not None:
-        parts.append(f"val EER {record['val_eer']:.4f} AUC {record['val_auc']:.4f}")
-    if record.get("val_eer_ema") is not None:
-        parts.append(f"EMA val EER {record['val_eer_ema']:.4f}")
+    for suffix, name in (("", "val EER"), ("_ema", "EMA val EER")):
+        if record.get("val_eer" + suffix) is not None:
+            low = record.get("val_eer_low" + suffix)
+            interval = f" [{low:.3f}, {record['val_eer_high' + suffix]:.3f}]" if low is not None else ""
+            parts.append(f"{name} {record['val_eer' + suffix]:.4f}{interval} AUC {record['val_auc' + suffix]:.4f}")
     if record.get("dev_top1") is not None:
         parts.append(f"dev top-1 {record['dev_top1']:.3f}")
     if record.get("nonfinite_steps"):

@@ -85,13 +85,66 @@ def verification_metrics(scores, labels, bootstrap: int = 0, seed: int = 0) -> d
 def bootstrap_eer(scores, labels, rounds: int = 1000, seed: int = 0) -> list[float]:
     """A 95 % percentile interval of the EER over ``rounds`` resamplings of the pairs (each keeping both classes)."""
     scores, labels = _validated(scores, labels)
+    low, high = np.percentile(_resampled_eers([scores], labels, rounds, seed)[0], [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def paired_bootstrap_eer(scores_a, scores_b, labels, rounds: int = 1000, seed: int = 0) -> dict:
+    """``EER(a) - EER(b)`` on the same pairs, and its 95 % interval over resamplings that draw both alike.
+
+    The paired test for "is model a better than model b on these pairs": an
+    interval that excludes 0 says the difference is larger than the pairs'
+    sampling noise; overlapping single intervals cannot say that.
+    """
+    scores_a, labels = _validated(scores_a, labels)
+    scores_b, _ = _validated(scores_b, labels)
+    eers = _resampled_eers([scores_a, scores_b], labels, rounds, seed)
+    low, high = np.percentile(eers[0] - eers[1], [2.5, 97.5])
+    return {"difference": compute_eer(scores_a, labels)[0] - compute_eer(scores_b, labels)[0],
+            "ci95": [float(low), float(high)]}
+
+
+def _resampled_eers(score_sets: list[np.ndarray], labels: np.ndarray, rounds: int, seed: int) -> np.ndarray:
+    """The EER of each score set (rows) under the same ``rounds`` bootstrap resamplings of the pairs (columns).
+
+    A resampling is a count of draws per pair; each class is drawn separately
+    so every round keeps both. Rounds are done in blocks, as matrices.
+    """
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    values = []
-    for _ in range(rounds):
-        # Resample each class separately so every round keeps both classes.
-        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-        fpr, tpr, thresholds = roc_curve(labels[idx], scores[idx])
-        values.append(_eer_from_roc(fpr, tpr, thresholds)[0])
-    low, high = np.percentile(values, [2.5, 97.5])
-    return [float(low), float(high)]
+    out = np.empty((len(score_sets), rounds))
+    block = max(1, 2_000_000 // labels.size)  # a few tens of MB of counts at a time
+    for start in range(0, rounds, block):
+        size = min(block, rounds - start)
+        counts = np.zeros((size, labels.size))
+        for members in (pos, neg):
+            draws = members[rng.integers(0, members.size, (size, members.size))]
+            flat = (draws + labels.size * np.arange(size)[:, None]).ravel()
+            counts += np.bincount(flat, minlength=size * labels.size).reshape(size, labels.size)
+        for row, scores in enumerate(score_sets):
+            out[row, start:start + size] = weighted_eers(scores, labels, counts)
+    return out
+
+
+def weighted_eers(scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The EER of the pairs repeated ``counts[r]`` times, for each row ``r`` of counts, without repeating them.
+
+    The same ROC polyline ``roc_curve`` draws (one vertex per distinct score,
+    from (0, 0)) and the same crossing as :func:`compute_eer`; vertices of
+    scores drawn zero times repeat their neighbour, which leaves the line as it is.
+    """
+    order = np.argsort(-scores, kind="stable")
+    ends = np.append(np.flatnonzero(np.diff(scores[order])), scores.size - 1)  # last pair of each distinct score
+    weights = counts[:, order]
+    tp = np.cumsum(weights * (labels[order] == 1), axis=1)[:, ends]
+    fp = np.cumsum(weights, axis=1)[:, ends] - tp
+    start = np.zeros((len(counts), 1))
+    tpr = np.hstack([start, tp / tp[:, -1:]])
+    fpr = np.hstack([start, fp / fp[:, -1:]])
+    gap = fpr + tpr - 1.0
+    i = np.argmax(gap >= 0, axis=1)  # first vertex on or past the line; vertex 0 is (0, 0), so i >= 1
+    rows = np.arange(len(counts))
+    after, before = gap[rows, i], gap[rows, i - 1]
+    step = after - before
+    t = np.divide(after, step, out=np.zeros_like(after), where=step != 0)
+    return fpr[rows, i] - t * (fpr[rows, i] - fpr[rows, i - 1])

@@ -7,6 +7,12 @@ names what best.pt holds: the evaluation with the lowest val EER of one arm
 ``ema_last``); ``auto`` is ``ema_best`` when the EMA is on and ``best``
 otherwise. With two arms the run also keeps ``best_raw.pt`` and
 ``best_ema.pt``, so that every candidate can be scored on the test pairs.
+
+The lowest of dozens of evaluations on one set of val pairs is partly luck.
+At the end of a run :meth:`Selection.report` compares best.pt's weights with
+every other candidate (each arm's latest and best evaluation) by a paired
+bootstrap on the same val pairs: a 95 % interval of the EER difference that
+holds 0 means the val pairs cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .metrics import paired_bootstrap_eer
 
 ARMS = ("raw", "ema")
 # train.select -> (arm, which evaluation of it)
@@ -81,6 +89,34 @@ class Selection:
             files += [f"best_{arm}.pt" for arm in improved]
         return files
 
+    def report(self, labels: np.ndarray, rounds: int) -> dict | None:
+        """best.pt's evaluation against each other candidate, by a paired bootstrap of ``rounds`` resamplings.
+
+        None when nothing can be compared (no val pairs, or no resamplings asked for).
+        """
+        graded = self.graded
+        if graded is None or graded.scores is None or not rounds:
+            return None
+        roles: dict[tuple, list] = {}
+        for role, table in (("last", self.latest), ("best", self.best)):
+            for arm in self.arms:
+                candidate = table.get(arm)
+                if candidate is not None and candidate.scores is not None:
+                    roles.setdefault((candidate.arm, candidate.epoch), [candidate, []])[1].append(role)
+        comparisons = []
+        for (arm, epoch), (candidate, role) in roles.items():
+            if (arm, epoch) == (graded.arm, graded.epoch):
+                continue
+            usable = np.isfinite(graded.scores) & np.isfinite(candidate.scores)
+            test = paired_bootstrap_eer(graded.scores[usable], candidate.scores[usable], labels[usable], rounds)
+            low, high = test["ci95"]
+            comparisons.append({"weights": arm, "role": " and ".join(role), "epoch": epoch, "val_eer": candidate.eer,
+                                "difference": test["difference"], "difference_ci95": test["ci95"],
+                                "distinguishable": not low <= 0.0 <= high})
+        return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, "val_eer": graded.eer,
+                "val_eer_ci95": [graded.metrics.get("val_eer_low"), graded.metrics.get("val_eer_high")],
+                "bootstrap_rounds": rounds, "comparisons": comparisons}
+
     def holds(self, name: str) -> tuple[str, Evaluation | None]:
         """The arm a checkpoint file grades, and the evaluation its weights had: last.pt, best.pt, best_ARM.pt."""
         if name == "best.pt":
@@ -105,3 +141,18 @@ class Selection:
             return {"best": {}, "latest": {}}
         best = {"arm": "raw", "epoch": checkpoint["best_epoch"], "eer": checkpoint["best_eer"], "metrics": {}}
         return {"best": {"raw": best}, "latest": {}}
+
+
+def report_lines(report: dict) -> list[str]:
+    """The end-of-run comparison for the log: one line for best.pt, one per other candidate."""
+    low, high = report["val_eer_ci95"]
+    interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None else ""
+    lines = [f"best.pt ({report['select']}): {ARM_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
+             f"val EER {report['val_eer']:.4f}{interval}"]
+    for item in report["comparisons"]:
+        low, high = item["difference_ci95"]
+        verdict = "distinguishable" if item["distinguishable"] else "within the noise of the val pairs"
+        lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} (epoch {item['epoch']:g}, val EER "
+                     f"{item['val_eer']:.4f}): difference {item['difference']:+.4f}, paired 95 % CI "
+                     f"{low:+.4f} to {high:+.4f}: {verdict}")
+    return lines

@@ -174,3 +174,26 @@ def test_selecting_averaged_weights_needs_the_average():
         load_config(overrides=["train.select=ema_best"])
     assert resolve_select(load_config(overrides=["train.ema=0.99"])["train"]) == "ema_best"
     assert resolve_select(load_config()["train"]) == "best"
+
+
+def test_each_evaluation_records_its_interval_and_the_run_ends_with_a_paired_comparison(ema_run):
+    result, _ = ema_run
+    records = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("evaluated")]
+    for record in records:
+        for suffix in ("", "_ema"):
+            assert record["val_eer_low" + suffix] <= record["val_eer" + suffix] <= record["val_eer_high" + suffix]
+            assert record["val_eer_high" + suffix] - record["val_eer_low" + suffix] > 0  # 300 pairs are noisy
+    report = json.loads((result.run_dir / "selection.json").read_text())
+    graded = min(records, key=lambda r: r["val_eer_ema"])
+    assert (report["weights"], report["epoch"], report["val_eer"]) == ("ema", graded["epoch"], graded["val_eer_ema"])
+    assert report["val_eer_ci95"] == [graded["val_eer_low_ema"], graded["val_eer_high_ema"]]
+    by_epoch = {r["epoch"]: r for r in records}
+    compared = {(c["weights"], c["epoch"]) for c in report["comparisons"]}
+    last = records[-1]["epoch"]
+    # The trained weights at the end are always a candidate; so are the EMA's unless best.pt holds them.
+    assert ("raw", last) in compared and (("ema", last) in compared) == (graded["epoch"] != last)
+    for item in report["comparisons"]:
+        eer = by_epoch[item["epoch"]]["val_eer" + ("" if item["weights"] == "raw" else "_ema")]
+        assert item["val_eer"] == eer and item["difference"] == pytest.approx(graded["val_eer_ema"] - eer)
+        low, high = item["difference_ci95"]
+        assert low <= item["difference"] <= high and item["distinguishable"] == (not low <= 0 <= high)

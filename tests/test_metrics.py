@@ -97,3 +97,33 @@ def test_verification_metrics_against_brute_force():
     low, high = metrics["eer_ci95"]
     assert low <= metrics["eer"] <= high and high - low < 0.2
     assert metrics["positives"] + metrics["negatives"] == 600
+
+
+def test_weighted_eers_equal_the_eer_of_the_repeated_pairs():
+    from helpers.metrics import weighted_eers
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.normal(size=300) + labels, 1)  # many ties
+    counts = rng.integers(0, 3, (25, 300))
+    counts[:, np.flatnonzero(labels == 1)[0]] += 1  # every row keeps both classes
+    counts[:, np.flatnonzero(labels == 0)[0]] += 1
+    direct = [compute_eer(np.repeat(scores, row), np.repeat(labels, row))[0] for row in counts]
+    assert weighted_eers(scores, labels, counts.astype(float)) == pytest.approx(direct, abs=1e-12)
+
+
+def test_paired_bootstrap_tells_a_real_difference_from_noise():
+    from helpers.metrics import paired_bootstrap_eer
+
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 2, 1000)
+    base = rng.normal(size=1000) + 1.0 * labels
+    same = paired_bootstrap_eer(base, base, labels, rounds=300)
+    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
+    better = base + 1.5 * labels  # the same pairs, better separated
+    test = paired_bootstrap_eer(better, base, labels, rounds=300)
+    assert test["difference"] == pytest.approx(compute_eer(better, labels)[0] - compute_eer(base, labels)[0])
+    assert test["ci95"][0] <= test["difference"] <= test["ci95"][1] < 0
+    jittered = base + rng.normal(scale=0.05, size=1000)  # no real difference
+    low, high = paired_bootstrap_eer(jittered, base, labels, rounds=300)["ci95"]
+    assert low < 0 < high and high - low < 0.03  # pairing removes the noise both share

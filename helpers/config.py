@@ -95,7 +95,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "patience": Key(5, "int", low=0),
     },
     "train": {
-        "epochs": Key(100, "int", low=1),
+        "epochs": Key(None, "int", low=1),
         "batch_size": Key(64, "int", low=1),
         "amp": Key("auto", "str", ("auto", "none", "fp16", "bf16")),
         "channels_last": Key("auto", AUTO_BOOL),

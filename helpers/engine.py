@@ -12,7 +12,8 @@ What it guarantees:
   a per-step wait on the device; too many in a row stop the run, keeping the
   last good checkpoint;
 * ``train.max_minutes`` lays the schedule over a time budget and ends with a
-  final evaluation and valid checkpoints before the budget is spent.
+  final evaluation and valid checkpoints before the budget is spent; the
+  number of epochs then follows the budget, up to ``train.epochs`` if set.
 """
 
 from __future__ import annotations
@@ -50,6 +51,22 @@ from .tracking import Tracker
 _SYNC_EVERY_CUDA = 16
 # Under torchrun with a time budget, rank 0's clock is shared every this many optimiser steps.
 _SHARE_CLOCK_EVERY = 8
+# The seed recipe's length: what a run trains when neither train.epochs nor a time budget says.
+SEED_EPOCHS = 100
+
+
+def epoch_limit(train: dict) -> float:
+    """The most epochs a run trains: ``train.epochs`` when set; unset, none under ``train.max_minutes`` (the
+    budget ends the run) and the seed's 100 without a budget."""
+    if train["epochs"] is not None:
+        return float(train["epochs"])
+    return math.inf if train["max_minutes"] else float(SEED_EPOCHS)
+
+
+def budget_epochs(limit: float, position: float, elapsed: float, usable: float) -> float:
+    """How long a budgeted run will be: the epochs it reaches when ``usable`` seconds are spent at the pace of
+    ``position`` epochs in ``elapsed`` seconds, within ``limit``. The lr schedule is laid over this length."""
+    return min(limit, position * usable / elapsed)
 
 
 class TrainingStopped(UserError):
@@ -317,12 +334,14 @@ class Trainer:
             drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
             generator=torch.Generator())
         self.steps_per_epoch = self.sampler.batches // train["accumulate"]
-        self.schedule = LRSchedule(cfg["sched"], cfg["optim"]["lr"], train["epochs"])
+        self.epoch_limit = epoch_limit(train)
+        # step and multistep count epochs of a train.epochs-long run (the seed's when unset), stretched to a budget
+        self.schedule = LRSchedule(cfg["sched"], cfg["optim"]["lr"], train["epochs"] or SEED_EPOCHS)
 
         # Position and bookkeeping; a resumed run takes them from the checkpoint.
         self.epoch, self.batch, self.step = 0, 0, 0
         self.elapsed_before = 0.0
-        self.planned_epochs = float(train["epochs"])
+        self.planned_epochs = float(train["epochs"] or SEED_EPOCHS)  # under a budget, until its pace is known
         self.nonfinite_total = 0
         self.skipped_total = 0
         self.eval_seconds = 0.0
@@ -438,20 +457,19 @@ class Trainer:
         return bool(self.budget) and self.clock(refresh) + self.reserve() >= self.budget
 
     def total_epochs(self, position: float) -> float:
-        """How long the schedule thinks the run is: ``train.epochs``, or what fits the budget at the pace so far."""
-        epochs = float(self.cfg["train"]["epochs"])
+        """How long the schedule thinks the run is: its epoch limit, or what fits the budget at the pace so far."""
         if not self.budget:
-            return epochs
+            return self.epoch_limit
         elapsed = self.clock(refresh=False)
         if self._steps_this_process >= 10 and elapsed > min(10.0, 0.05 * self.budget):
             usable = max(self.budget - self.reserve(), 1.0)
-            self.planned_epochs = min(epochs, position * usable / elapsed)
+            self.planned_epochs = budget_epochs(self.epoch_limit, position, elapsed, usable)
         return self.planned_epochs
 
     # ------------------------------------------------------------------ training
 
     def fit(self) -> TrainResult:
-        """Train until ``train.epochs`` or the time budget, evaluating each ``train.eval_every`` epochs.
+        """Train until the epoch limit or the time budget, evaluating each ``train.eval_every`` epochs.
 
         A fresh run first evaluates the untrained model: the curves start from
         chance, and a time budget learns what the last evaluation will cost.
@@ -464,7 +482,7 @@ class Trainer:
         try:
             if self.step == 0 and self.batch == 0 and self.epoch == 0:
                 last_record = self._end_of_stretch({}, evaluate=True)
-            while self.epoch < train["epochs"]:
+            while self.epoch < self.epoch_limit:
                 if self.out_of_time():
                     if last_record is not None:
                         self.save()  # the budget ran out after the last save: last.pt must say it is spent
@@ -472,14 +490,15 @@ class Trainer:
                 stats = self._train_epoch()
                 # Decided before evaluating and saving, so that last.pt holds at least the elapsed time that
                 # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
-                done = self._stopped or self.epoch >= train["epochs"] or self.out_of_time()
+                done = self._stopped or self.epoch >= self.epoch_limit or self.out_of_time()
                 last_record = self._end_of_stretch(stats, evaluate=done or self.epoch % train["eval_every"] == 0)
                 if done:
                     break
             if last_record is not None and self.dist.main:
                 self._report_selection()
             if last_record is None and self.dist.main:
-                print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {train['epochs']}, "
+                limit = "-" if math.isinf(self.epoch_limit) else f"{self.epoch_limit:g}"
+                print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {limit}, "
                       f"{self.elapsed() / 60:.1f} of {train['max_minutes'] or '-'} minutes)")
         finally:
             if self.tracker is not None:
@@ -661,7 +680,7 @@ class Trainer:
         if self.dist.main:
             self.tracker.log(record)
             self.save(best=best)
-            total = f"~{self.planned_epochs:.1f}" if self.budget else str(self.cfg["train"]["epochs"])
+            total = f"~{self.planned_epochs:.1f}" if self.budget else f"{self.epoch_limit:g}"
             print(format_record(record, total), flush=True)
         return record
 

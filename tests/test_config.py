@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.config import all_keys, defaults, dump_config, load_config
+from helpers.engine import epoch_limit
 from helpers.errors import UserError
 
 from conftest import ROOT
@@ -29,7 +30,8 @@ def test_seed_values():
     assert (cfg["loss"]["type"], cfg["loss"]["s"], cfg["loss"]["m"], cfg["loss"]["easy_margin"]) == ("arcface", 30.0, 0.35, False)
     assert (cfg["optim"]["name"], cfg["optim"]["lr"], cfg["optim"]["momentum"], cfg["optim"]["weight_decay"],
             cfg["optim"]["nesterov"]) == ("sgd", 0.001, 0.9, 1e-4, True)
-    assert cfg["train"]["batch_size"] == 64 and cfg["train"]["epochs"] == 100
+    # The seed trains 100 epochs; train.epochs is unset so that a time budget is not cut short by default.
+    assert cfg["train"]["batch_size"] == 64 and cfg["train"]["epochs"] is None and epoch_limit(cfg["train"]) == 100
     assert cfg["augment"]["crop_scale"] == [0.9, 1.0] and cfg["augment"]["flip"] == 0.5
 
 

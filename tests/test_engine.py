@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import torch
 from helpers import engine
 from helpers.checkpoint import load_checkpoint, save_checkpoint
 from helpers.config import load_config
-from helpers.engine import EpochSampler, Trainer, TrainingStopped, train
+from helpers.engine import EpochSampler, Trainer, TrainingStopped, budget_epochs, epoch_limit, train
 from helpers.errors import UserError
 from helpers.tracking import offline_runs, offline_summary, read_metrics
 
@@ -265,6 +266,44 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path):
     assert records[-1]["lr"] < 0.25 * 0.01  # the cosine was laid over the budget and has nearly finished
     again = train(None, args, resume="auto")  # resume honours the budget already spent
     assert again.epochs == pytest.approx(result.epochs)
+
+
+def test_epochs_follow_the_budget_unless_train_epochs_caps_them():
+    assert epoch_limit({"epochs": None, "max_minutes": 40.0}) == math.inf  # the budget decides
+    assert epoch_limit({"epochs": 30, "max_minutes": 40.0}) == 30  # a cap set on purpose
+    assert epoch_limit({"epochs": None, "max_minutes": 0.0}) == 100  # the seed's length
+    assert epoch_limit({"epochs": 7, "max_minutes": 0.0}) == 7
+    # 2 epochs took 60 s, 600 s are usable: the run will be 20 epochs long, unless capped.
+    assert budget_epochs(math.inf, 2.0, 60.0, 600.0) == 20.0 and budget_epochs(12, 2.0, 60.0, 600.0) == 12
+
+
+def test_a_budgeted_run_fills_its_budget_and_ends_its_schedule_there(demo_root, tmp_path, monkeypatch):
+    # A fake clock: each optimiser step takes one second, nothing else takes time, and 2 s are kept for the
+    # final evaluation. A 30 s budget is then 28 steps: 3 epochs of 9 steps and one more step.
+    clock = {"now": 0.0}
+    step = Trainer._optimizer_step
+
+    def one_second_step(self):
+        clock["now"] += 1.0
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", one_second_step)
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: self.elapsed_before + clock["now"])
+    monkeypatch.setattr(Trainer, "reserve", lambda self: 2.0)
+    common = ["train.max_minutes=0.5", "sched.name=cosine", "optim.lr=0.01", "train.eval_every=100",
+              "train.eval_bootstrap=0"]
+
+    filled = train(None, _run_args(demo_root, tmp_path, "filled", *common))  # train.epochs unset
+    assert clock["now"] == 28 and filled.epochs == pytest.approx(28 / 9)
+    lr = {r["epoch"]: r["lr"] for r in read_metrics(filled.run_dir / "metrics.jsonl") if "lr" in r}
+    # From the 10th step on, the cosine is laid over the 28 usable seconds, and it ends with them.
+    assert lr[2] == pytest.approx(0.005 * (1 + math.cos(math.pi * 18 / 28)))
+    assert lr[round(28 / 9, 4)] == pytest.approx(0.0, abs=1e-12)
+
+    clock["now"] = 0.0
+    capped = train(None, _run_args(demo_root, tmp_path, "capped", "train.epochs=2", *common))
+    assert clock["now"] == 18 and capped.epochs == 2  # the cap ends the run, and its schedule, first
+    assert read_metrics(capped.run_dir / "metrics.jsonl")[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_a_budget_spent_just_after_a_save_is_not_trained_on_at_resume(demo_root, tmp_path, monkeypatch):

@@ -110,7 +110,7 @@ def hardest_pairs_figure(images_a: Sequence, images_b: Sequence, scores: Sequenc
 
 
 def training_curves_figure(records: list[dict], path=None) -> Figure:
-    """Train loss, learning rate and val EER per epoch, from a run's metrics.jsonl."""
+    """Train loss, learning rate and val EER per epoch (and the EMA's val EER), from a run's metrics.jsonl."""
     trained = [r for r in records if r.get("train_loss") is not None]
     evaluated = [r for r in records if r.get("val_eer") is not None]
     figure = Figure(figsize=(12, 3.4))
@@ -119,7 +119,13 @@ def training_curves_figure(records: list[dict], path=None) -> Figure:
     loss_ax.set_title("train loss")
     lr_ax.plot([r["epoch"] for r in trained], [r["lr"] for r in trained], marker=".", color="C1")
     lr_ax.set_title("learning rate (end of epoch)")
-    eer_ax.plot([r["epoch"] for r in evaluated], [r["val_eer"] for r in evaluated], marker=".", color="C2")
+    eer_ax.plot([r["epoch"] for r in evaluated], [r["val_eer"] for r in evaluated], marker=".", color="C2",
+                label="trained weights")
+    averaged = [r for r in evaluated if r.get("val_eer_ema") is not None]
+    if averaged:  # train.ema: the moving average's curve beside the trained weights'
+        eer_ax.plot([r["epoch"] for r in averaged], [r["val_eer_ema"] for r in averaged], marker=".", color="C4",
+                    label="EMA weights")
+        eer_ax.legend(fontsize=8)
     eer_ax.set_title("val EER (lower is better)")
     for ax in (loss_ax, lr_ax, eer_ax):
         ax.set_xlabel("epoch")

@@ -197,3 +197,16 @@ def test_each_evaluation_records_its_interval_and_the_run_ends_with_a_paired_com
         assert item["val_eer"] == eer and item["difference"] == pytest.approx(graded["val_eer_ema"] - eer)
         low, high = item["difference_ci95"]
         assert low <= item["difference"] <= high and item["distinguishable"] == (not low <= 0 <= high)
+
+
+def test_report_and_curves_show_the_average_beside_the_trained_weights(ema_run, tmp_path):
+    from helpers.plots import training_curves_figure
+    from helpers.report import run_summary
+
+    result, _ = ema_run
+    records = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("evaluated")]
+    summary = run_summary(result.run_dir)
+    assert summary["best_val_eer_ema"] == min(r["val_eer_ema"] for r in records)
+    assert summary["final_val_eer_ema"] == records[-1]["val_eer_ema"]
+    eer_axes = training_curves_figure(records).axes[2]
+    assert [line.get_label() for line in eer_axes.get_lines()] == ["trained weights", "EMA weights"]

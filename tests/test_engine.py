@@ -124,7 +124,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(demo_root, tmp_path)
 
 
 def test_torchrun_two_cpu_processes(demo_root, tmp_path):
-    args = _sets(_run_args(demo_root, tmp_path, "ddp", "train.epochs=2", "train.batch_size=4"))
+    args = _sets(_run_args(demo_root, tmp_path, "ddp", "train.epochs=2", "train.batch_size=4", "train.ema=0.9"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "helpers",
                "train"]
@@ -136,6 +136,8 @@ def test_torchrun_two_cpu_processes(demo_root, tmp_path):
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["data_order"]["world"] == 2 and state["step"] == 2 * (72 // 8)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # Rank 0 keeps the moving average of the weights every rank shares, one update per step.
+    assert state["ema"]["updates"] == state["step"] and (tmp_path / "ddp" / "best_ema.pt").is_file()
 
     # Under a time budget every rank must take the same decisions, or the job hangs or drifts apart.
     budget = _sets(_run_args(demo_root, tmp_path, "ddp_budget", "train.epochs=1000", "train.batch_size=4",

@@ -1,7 +1,8 @@
 """An exponential moving average (EMA) of a model's weights, kept beside the trained weights.
 
-Built on ``torch.optim.swa_utils.AveragedModel`` with torch's EMA update.
-Two choices are ours:
+Built on ``torch.optim.swa_utils``: ``AveragedModel`` holds the averaged copy
+and its update count, ``get_ema_multi_avg_fn`` does the averaging. Two
+choices are ours:
 
 * **Warmup.** The decay after ``n`` averaged steps is ``min(decay, (1 + n) / (10 + n))``:
   early on the average follows the recent weights (a plain 0.999 would keep
@@ -35,9 +36,9 @@ class WeightAverage:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
-        # n_averaged stays on the CPU (AveragedModel puts it there when no device is given), so reading it
-        # for the warmup never waits for a GPU.
-        self.averaged = AveragedModel(model, multi_avg_fn=self._average, use_buffers=True)
+        # AveragedModel holds the averaged copy and its update count; the count stays on the CPU (no device is
+        # given), so reading it never waits for a GPU.
+        self.averaged = AveragedModel(model, use_buffers=True)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -49,18 +50,26 @@ class WeightAverage:
         """How many optimiser steps have been averaged in."""
         return int(self.averaged.n_averaged)
 
-    def update(self, model: torch.nn.Module) -> None:
-        """Fold the model's current weights into the average (the first update copies them)."""
-        self.averaged.update_parameters(model)
-
     @torch.no_grad()
-    def _average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], count) -> None:
-        # AveragedModel calls this once per (device, dtype) group, before counting the update.
-        if averaged[0].is_floating_point():
-            get_ema_multi_avg_fn(warmed_up_decay(self.decay, self.updates))(averaged, current, count)
+    def update(self, model: torch.nn.Module) -> None:
+        """Fold the model's current weights and BatchNorm statistics into the average (the first update copies them).
+
+        Not ``AveragedModel.update_parameters``: it copies its CPU update count to the model's device at every
+        call, a blocking copy that would make every optimiser step on a GPU wait for the device.
+        """
+        mine = [*self.module.parameters(), *self.module.buffers()]
+        theirs = [tensor.detach() for tensor in (*model.parameters(), *model.buffers())]
+        if self.updates == 0:
+            for average, current in zip(mine, theirs):
+                average.copy_(current)
         else:
-            for mine, theirs in zip(averaged, current):
-                mine.copy_(theirs)
+            floats = [i for i, tensor in enumerate(mine) if tensor.is_floating_point()]
+            ema = get_ema_multi_avg_fn(warmed_up_decay(self.decay, self.updates))
+            ema([mine[i] for i in floats], [theirs[i] for i in floats], self.updates)
+            for average, current in zip(mine, theirs):
+                if not average.is_floating_point():  # BatchNorm's step counter: a count, copied
+                    average.copy_(current)
+        self.averaged.n_averaged += 1
 
     def state_dict(self) -> dict:
         """The averaged weights (keys as in the model's own state dict) and the update count."""

@@ -105,8 +105,9 @@ class Selection:
                     roles.setdefault((candidate.arm, candidate.epoch), [candidate, []])[1].append(role)
         comparisons = []
         for (arm, epoch), (candidate, role) in roles.items():
-            if (arm, epoch) == (graded.arm, graded.epoch):
-                continue
+            if (arm, epoch) == (graded.arm, graded.epoch) or np.array_equal(candidate.scores, graded.scores,
+                                                                              equal_nan=True):
+                continue  # the same weights (before its first update the average is the trained model)
             usable = np.isfinite(graded.scores) & np.isfinite(candidate.scores)
             test = paired_bootstrap_eer(graded.scores[usable], candidate.scores[usable], labels[usable], rounds)
             low, high = test["ci95"]

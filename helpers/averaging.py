@@ -10,7 +10,7 @@ choices are ours:
   evaluation of a short run would grade it), and it settles to ``decay`` after
   about ``9 / (1 - decay)`` steps. Until then it spans roughly the last tenth
   of the steps taken.
-* **BatchNorm statistics are averaged with the weights** (``use_buffers=True``).
+* **BatchNorm statistics are averaged with the weights** (AveragedModel's ``use_buffers=True``).
   The running mean and variance describe the activations of the weights they
   were measured with; averaging them over the same window as the weights is the
   cheap, consistent estimate for the averaged weights. Copying the live

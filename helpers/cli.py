@@ -80,15 +80,17 @@ def _model_summary(args) -> int:
 
 def _evaluate(args) -> int:
     from .evaluation import evaluate_checkpoint
+    from .score_norm import norm_words
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
                                  bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
-                                 weights=args.weights)
+                                 weights=args.weights, score_norm=_score_norm(args))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    notes = ", ".join(note for note in ("flip TTA" if args.tta else "", norm_words(result["score_norm"])) if note)
     print(f"checkpoint {result['checkpoint']} ({result['weights']} weights) on {result['data_root']}"
-          + (" (flip TTA)" if args.tta else ""))
+          + (f" ({notes})" if notes else ""))
     if "eer" in result:
         interval = (f" (95 % CI {result['eer_ci95'][0]:.4f}-{result['eer_ci95'][1]:.4f})"
                     if "eer_ci95" in result else "")
@@ -111,7 +113,7 @@ def _submit(args) -> int:
 
     result = make_submission(args.checkpoint, args.out, args.data_root, fmt=args.format, tta=args.tta,
                              device=args.device, kaggle_competition=args.kaggle_competition, message=args.message,
-                             progress=_progress(args), weights=args.weights)
+                             progress=_progress(args), weights=args.weights, score_norm=_score_norm(args))
     print(as_json(result) if args.json else "\n".join(describe(result)))
     return 0
 
@@ -128,12 +130,17 @@ def _verify(args) -> int:
 
     if len(args.images) % 2:
         raise UserError("verify takes images in pairs: A1 B1 [A2 B2 ...]")
-    rows, threshold = compare_images(args.checkpoint, args.images, tta=args.tta, device=args.device)
+    norm = _score_norm(args)
+    rows, threshold = compare_images(args.checkpoint, args.images, tta=args.tta, device=args.device, score_norm=norm,
+                                      weights=args.weights)
     for a, b, score in rows:
         verdict = "" if threshold is None else ("  same person" if score >= threshold else "  different people")
         print(f"{score:+.4f}  {a}  {b}{verdict}")
     if threshold is not None:
         print(f"(decision threshold {threshold:.4f}: the val EER threshold stored with the checkpoint)")
+    elif norm.method != "none":
+        print("(AS-norm scores, no decision: the threshold stored with the checkpoint is for raw cosines; "
+              "evaluate --score-norm as-norm gives the val EER threshold of these scores)")
     return 0
 
 
@@ -155,6 +162,15 @@ def _bundle(args) -> int:
     for line in result.missing:
         print(f"  not included: {line}")
     return 0
+
+
+def _score_norm(args):
+    """The score normalisation the options ask for; a cohort size without AS-norm is a mistake, not a no-op."""
+    from .score_norm import DEFAULT_COHORT_SIZE, ScoreNorm
+
+    if args.score_norm == "none" and args.cohort_size is not None:
+        raise UserError("--cohort-size applies only with --score-norm as-norm")
+    return ScoreNorm(args.score_norm, DEFAULT_COHORT_SIZE if args.cohort_size is None else args.cohort_size)
 
 
 def _progress(args) -> bool:
@@ -334,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("images", nargs="+", help="A1 B1 [A2 B2 ...]")
     verify.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     verify.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _score_norm_arguments(verify)
     verify.set_defaults(handler=_verify)
 
     embed = commands.add_parser("embed", help="embeddings of a folder of images",
@@ -426,6 +443,17 @@ def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     command.add_argument("--weights", choices=("raw", "ema"),
                          help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
+    _score_norm_arguments(command)
+
+
+def _score_norm_arguments(command: argparse.ArgumentParser) -> None:
+    """The options of the commands that score pairs."""
+    command.add_argument("--score-norm", choices=("none", "as-norm"), default="none",
+                         help="none: raw cosine; as-norm: adaptive score normalisation against the checkpoint's "
+                              "own class centres (the margin head's rows)")
+    command.add_argument("--cohort-size", type=int, metavar="K",
+                         help="as-norm: the K most similar class centres per image (default 300; all of them "
+                              "when the head has fewer classes)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,9 @@
 
 Each unique image is embedded once, however many pairs name it. Embeddings
 are unit vectors, so a pair's score is their dot product, the cosine
-similarity. Flip test-time augmentation adds the embedding of the mirrored
-image and renormalises.
+similarity, or that cosine normalised against the class centres
+(``EvalSettings.score_norm``, see :mod:`helpers.score_norm`). Flip test-time
+augmentation adds the embedding of the mirrored image and renormalises.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from .device import default_workers, fast_path, pick_device
 from .errors import UserError
 from .metrics import verification_metrics
 from .model import FaceModel, build_face_model
+from .score_norm import ScoreNorm, pair_scores as score_rows
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How to run the model for evaluation."""
+    """How to run the model for evaluation, and how pair scores are made from its embeddings."""
 
     device: torch.device = torch.device("cpu")
     batch_size: int = 128
@@ -42,6 +44,7 @@ class EvalSettings:
     tta: bool = False
     progress: bool = False
     decode_on_device: bool = False
+    score_norm: ScoreNorm = ScoreNorm()
 
 
 def image_loader(paths: Sequence[Path], settings: EvalSettings, reader: ImageReader | None = None
@@ -100,11 +103,11 @@ def pair_images(data: FaceData, pairs: Sequence[Pair]) -> tuple[list[Path], dict
     return [data.ver_path(name) for name in names], {name: i for i, name in enumerate(names)}
 
 
-def pair_scores(embeddings: torch.Tensor, index: dict[str, int], pairs: Sequence[Pair]) -> np.ndarray:
-    """Cosine similarity of each pair, in pair-file order."""
-    a = embeddings[[index[pair.a] for pair in pairs]]
-    b = embeddings[[index[pair.b] for pair in pairs]]
-    return (a * b).sum(dim=1).numpy().astype(np.float64)
+def pair_scores(embeddings: torch.Tensor, index: dict[str, int], pairs: Sequence[Pair],
+                score_norm: ScoreNorm = ScoreNorm(), head=None) -> np.ndarray:
+    """Score of each pair, in pair-file order: cosine similarity, or AS-norm against ``head``'s class centres."""
+    return score_rows(embeddings, [index[pair.a] for pair in pairs], [index[pair.b] for pair in pairs],
+                      score_norm, head)
 
 
 def score_pairs(model, data: FaceData, pairs: Sequence[Pair], settings: EvalSettings,
@@ -112,7 +115,7 @@ def score_pairs(model, data: FaceData, pairs: Sequence[Pair], settings: EvalSett
     """Scores of ``pairs`` (unique images embedded once) and the unreadable images."""
     paths, index = pair_images(data, pairs)
     embeddings, skipped = embed_images(model, paths, settings, desc=desc, reader=data.reader)
-    return pair_scores(embeddings, index, pairs), skipped
+    return pair_scores(embeddings, index, pairs, settings.score_norm, model.head), skipped
 
 
 def verify_pairs(model, data: FaceData, settings: EvalSettings, bootstrap: int = 0) -> dict:
@@ -174,7 +177,8 @@ def restore_model(state: dict, device: torch.device, weights: str | None = None,
 
 def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, device: str = "auto",
                     tta: bool = False, batch_size: int | None = None, workers: int | str = "auto",
-                    progress: bool = False, need_data: bool = True, weights: str | None = None):
+                    progress: bool = False, need_data: bool = True, weights: str | None = None,
+                    score_norm: ScoreNorm = ScoreNorm()):
     """A checkpoint's model, its state, its data root (``data_root`` or the one it trained on) and eval settings.
 
     ``weights`` picks the trained (raw) or averaged (ema) weights over the ones the checkpoint grades.
@@ -191,7 +195,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
     settings = EvalSettings(device=device, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
                             workers=default_workers(workers, device), image_size=cfg["data"]["image_size"],
                             amp=speed.amp, channels_last=speed.channels_last, tta=tta, progress=progress,
-                            decode_on_device=cfg["data"]["decode"] == "device")
+                            decode_on_device=cfg["data"]["decode"] == "device", score_norm=score_norm)
     data = None
     if need_data:
         root = data_root or cfg["data"]["root"]
@@ -212,7 +216,7 @@ def hardest_pairs(pairs: Sequence[Pair], scores: np.ndarray, labels: np.ndarray,
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, tta: bool = False,
                         device: str = "auto", bootstrap: int = 0, gallery_per_identity: int = 10,
                         plots_dir: str | Path | None = None, progress: bool = False,
-                        weights: str | None = None) -> dict:
+                        weights: str | None = None, score_norm: ScoreNorm = ScoreNorm()) -> dict:
     """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, 1:N identification, plots.
 
     ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated.
@@ -221,9 +225,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     from .tracking import read_metrics
 
     model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
-                                                   weights=weights)
+                                                   weights=weights, score_norm=score_norm)
     result: dict = {"checkpoint": str(checkpoint), "data_root": str(data.root), "tta": tta,
-                    "weights": weights or state.get("graded", "raw")}
+                    "weights": weights or state.get("graded", "raw"), "score_norm": score_norm.describe(model.head)}
     verification = None
     if data.val_pairs:
         verification = verify_pairs(model, data, settings, bootstrap=bootstrap)
@@ -280,9 +284,15 @@ def _identification(model, data: FaceData, index: dict, probe_paths, probe_label
     return {"rank1": found["rank1"], "rank5": found["rank5"], "gallery_identities": found["identities"]}
 
 
-def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bool = False, device: str = "auto"):
-    """Cosine similarity of consecutive image pairs, and the checkpoint's stored val EER threshold (or None)."""
-    model, state, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False)
+def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bool = False, device: str = "auto",
+                   score_norm: ScoreNorm = ScoreNorm(), weights: str | None = None):
+    """Scores of consecutive image pairs, and the checkpoint's stored val EER threshold when it fits them (or None).
+
+    The stored threshold was found on raw cosines, with the training run's
+    TTA setting; scores made any other way get None.
+    """
+    model, state, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
+                                                weights=weights)
     paths = [Path(p) for p in images]
     for path in paths:
         if not path.is_file():
@@ -290,10 +300,10 @@ def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bo
     embeddings, skipped = embed_images(model, paths, settings)
     if skipped:
         raise UserError(f"{skipped[0].path}: {skipped[0].reason}")
-    rows = [(str(paths[i]), str(paths[i + 1]), float(embeddings[i] @ embeddings[i + 1]))
-            for i in range(0, len(paths), 2)]
-    same_tta = tta == state["config"]["train"]["eval_tta"]
-    threshold = state.get("val", {}).get("val_threshold") if same_tta else None
+    scores = score_rows(embeddings, range(0, len(paths), 2), range(1, len(paths), 2), score_norm, model.head)
+    rows = [(str(paths[2 * i]), str(paths[2 * i + 1]), float(score)) for i, score in enumerate(scores)]
+    same_scoring = tta == state["config"]["train"]["eval_tta"] and score_norm.method == "none"
+    threshold = state.get("val", {}).get("val_threshold") if same_scoring else None
     return rows, threshold
 
 

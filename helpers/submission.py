@@ -1,7 +1,8 @@
 """The Kaggle submission: one row per test pair in file order, checked before it is written.
 
 ``scores`` (the default, what the course's EER leaderboard reads): header
-``ID,Label``, ``Label`` the raw cosine similarity. ``binary`` (the format the
+``ID,Label``, ``Label`` the raw cosine similarity (or its AS-norm, when asked:
+the leaderboard ranks scores, so any scale is valid). ``binary`` (the format the
 assignment summary describes): header ``id,predicted``, 1 = same person,
 thresholded at the val EER threshold stored with the checkpoint.
 """
@@ -20,6 +21,7 @@ from . import kaggle
 from .checkpoint import atomic_write_text
 from .errors import UserError
 from .metrics import compute_eer
+from .score_norm import ScoreNorm, norm_words
 
 FORMATS = {"scores": ("ID", "Label"), "binary": ("id", "predicted")}
 
@@ -34,6 +36,7 @@ class SubmissionResult:
     threshold: float | None = None
     classification_path: Path | None = None
     test_eer: float | None = None
+    score_norm: dict = field(default_factory=lambda: {"method": "none"})
     messages: list[str] = field(default_factory=list)
 
 
@@ -98,7 +101,7 @@ def score_submission(path: str | Path, answers: str | Path) -> float:
 def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", data_root: str | Path | None = None,
                     fmt: str = "scores", tta: bool = False, device: str = "auto", kaggle_competition: str | None = None,
                     message: str = "hw2p2 helpers submission", progress: bool = False,
-                    weights: str | None = None) -> SubmissionResult:
+                    weights: str | None = None, score_norm: ScoreNorm = ScoreNorm()) -> SubmissionResult:
     """Score ``test_pairs.txt`` with a checkpoint and write the submission (and class predictions when there is a test split).
 
     ``weights`` (raw or ema) overrides which of the checkpoint's weights are used.
@@ -107,18 +110,18 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     from .prepare import answer_key_path
 
     model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
-                                                   weights=weights)
+                                                   weights=weights, score_norm=score_norm)
     if not data.test_pairs:
         raise UserError(f"{data.root} has no test_pairs.txt to submit on")
     scores, skipped = score_pairs(model, data, data.test_pairs, settings, desc="test pairs")
     if skipped:
         raise UserError(f"cannot score every test pair: {skipped[0].path}: {skipped[0].reason} "
                         f"({len(skipped)} unreadable image(s)); fix the data and submit again")
-    result = SubmissionResult(Path(out), len(scores), fmt)
+    result = SubmissionResult(Path(out), len(scores), fmt, score_norm=score_norm.describe(model.head))
     values = scores
     if fmt == "binary":
-        stored = state.get("val", {}).get("val_threshold")
-        if stored is None or tta != state["config"]["train"]["eval_tta"]:
+        stored = state.get("val", {}).get("val_threshold")  # found on raw cosines, with the run's TTA setting
+        if stored is None or tta != state["config"]["train"]["eval_tta"] or score_norm.method != "none":
             stored = verify_pairs(model, data, settings)["threshold"]  # the threshold must match how scores are made
         result.threshold = float(stored)
         values = (scores >= result.threshold).astype(np.int64)
@@ -151,7 +154,8 @@ def _write_class_predictions(model, state, data, settings, path: Path) -> None:
 
 
 def describe(result: SubmissionResult) -> list[str]:
-    lines = [f"wrote {result.path}: {result.rows} rows ({result.format} format"
+    norm = norm_words(result.score_norm)
+    lines = [f"wrote {result.path}: {result.rows} rows ({result.format} format" + (f", {norm}" if norm else "")
              + (f", threshold {result.threshold:.4f})" if result.threshold is not None else ")")]
     if result.classification_path:
         lines.append(f"wrote {result.classification_path} (class predictions for the test split)")
@@ -160,6 +164,6 @@ def describe(result: SubmissionResult) -> list[str]:
 
 def as_json(result: SubmissionResult) -> str:
     return json.dumps({"path": str(result.path), "rows": result.rows, "format": result.format,
-                       "threshold": result.threshold, "test_eer": result.test_eer,
+                       "threshold": result.threshold, "test_eer": result.test_eer, "score_norm": result.score_norm,
                        "classification_path": str(result.classification_path) if result.classification_path else None,
                        "messages": result.messages}, indent=2)

@@ -441,13 +441,13 @@ def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--data-root", help="data root (default: the one the checkpoint trained on)")
     command.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    command.add_argument("--weights", choices=("raw", "ema"),
-                         help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
     _score_norm_arguments(command)
 
 
 def _score_norm_arguments(command: argparse.ArgumentParser) -> None:
-    """The options of the commands that score pairs."""
+    """The options of the commands that score pairs: which weights, and how a pair's score is made."""
+    command.add_argument("--weights", choices=("raw", "ema"),
+                         help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
     command.add_argument("--score-norm", choices=("none", "as-norm"), default="none",
                          help="none: raw cosine; as-norm: adaptive score normalisation against the checkpoint's "
                               "own class centres (the margin head's rows)")

@@ -322,6 +322,7 @@ class Trainer:
         self.eval_seconds = 0.0
         self._shared_clock: float | None = None
         run_id = None
+        self.resumed = state is not None
         if state is not None:
             self._restore(state)
             run_id = state.get("wandb_run_id")
@@ -373,9 +374,11 @@ class Trainer:
         if not self.dist.main:
             return
         state = self.state_dict()
-        save_checkpoint(state, self.run_dir / "last.pt")
+        # best.pt first: if the disk fills between the two, last.pt still predates the new best, and a
+        # resume redoes that stretch instead of believing in a best.pt that was never written.
         if best:
             save_checkpoint(state, self.run_dir / "best.pt")
+        save_checkpoint(state, self.run_dir / "last.pt")
 
     # ------------------------------------------------------------------ time budget
 
@@ -434,7 +437,7 @@ class Trainer:
         self._stopped = False
         last_record = None
         try:
-            if self.step == 0 and self.batch == 0 and self.epoch == 0:
+            if self.position() == 0 and not self.resumed:  # a resumed run's last.pt already holds this evaluation
                 last_record = self._end_of_stretch({}, evaluate=True)
             while self.epoch < train["epochs"]:
                 if self.out_of_time():

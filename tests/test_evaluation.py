@@ -210,6 +210,19 @@ def test_bundle_refuses_without_acknowledgement_or_with_a_key(trained_run, tmp_p
     assert code == 1 and "W&B API key" in err
 
 
+def test_answer_keys_and_acknowledgements_saved_with_a_bom_and_crlf_are_read(trained_run, tmp_path, capsys):
+    submission, answers = tmp_path / "submission.csv", tmp_path / "answers.txt"
+    submission.write_bytes(b"\xef\xbb\xbfID,Label\r\n0,0.9\r\n1,0.2\r\n2,0.4\r\n3,0.3\r\n")
+    answers.write_bytes(b"\xef\xbb\xbf1\r\n0\r\n1\r\n0\r\n")
+    assert call_cli(capsys, "score", submission, answers)[1] == "EER 0.000000\n"
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path, ack="\ufeffACKNOWLEDGED = True\r\n"))
+    assert code == 0, err
+
+
 def test_acknowledgement_and_checkpoint_record(tmp_path):
     from helpers.bundle import ACKNOWLEDGED, write_acknowledgement, write_checkpoint_submission
 

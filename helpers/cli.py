@@ -91,7 +91,10 @@ def _evaluate(args) -> int:
                     if "eer_ci95" in result else "")
         print(f"val pairs {result['pairs']}: EER {result['eer']:.4f}{interval} at threshold "
               f"{result['threshold']:.4f}, AUC {result['auc']:.4f}, best accuracy {result['accuracy']:.4f}")
-        print("TAR at FAR " + ", ".join(f"{far}: {tar:.4f}" for far, tar in result["tar_at_far"].items()))
+        print("TAR at FAR " + ", ".join(f"{far}: {'n/a' if tar is None else f'{tar:.4f}'}"
+                                        for far, tar in result["tar_at_far"].items())
+              + (" (n/a: too few different-person pairs to measure that FAR)"
+                 if None in result["tar_at_far"].values() else ""))
     if "top1" in result:
         print(f"dev classification: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
               f"({result['dev_images']} images)")

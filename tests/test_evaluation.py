@@ -37,6 +37,15 @@ def test_evaluate_json_and_plots(trained_run, tmp_path, capsys):
         assert data.startswith(PNG) and len(data) > 5000, name
 
 
+def test_tar_at_a_far_the_pairs_cannot_resolve_is_n_a_in_the_table_and_null_in_json(trained_run, capsys):
+    code, out, _ = call_cli(capsys, "evaluate", "--checkpoint", trained_run / "best.pt")
+    line = next(text for text in out.splitlines() if text.startswith("TAR at FAR"))
+    assert code == 0 and "0.0001: n/a" in line and "(n/a: too few different-person pairs" in line
+    result = json.loads(call_cli(capsys, "evaluate", "--checkpoint", trained_run / "best.pt", "--json")[1])
+    assert result["negatives"] < 10_000 and result["tar_at_far"]["0.0001"] is None
+    assert 0.0 <= result["tar_at_far"]["0.1"] <= 1.0
+
+
 def test_evaluate_reports_dev_accuracy_and_identification(tmp_path, capsys):
     from helpers.demo_data import make_demo_data
     from helpers.engine import train

@@ -39,8 +39,7 @@ def _prepare_folder(args) -> int:
 def _check_data(args) -> int:
     from .checks import check_data
 
-    report = check_data(args.root, layout=args.layout, workers=args.workers,
-                        progress=not args.json and sys.stderr.isatty())
+    report = check_data(args.root, layout=args.layout, workers=args.workers, progress=_progress(args))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -158,7 +157,8 @@ def _bundle(args) -> int:
 
 
 def _progress(args) -> bool:
-    return not getattr(args, "json", False) and sys.stderr.isatty()
+    """Progress unless the output is JSON; its form (a bar, or occasional lines in a log) is progress.py's choice."""
+    return not getattr(args, "json", False)
 
 
 def _pack_data(args) -> int:
@@ -186,11 +186,12 @@ def _bench(args) -> int:
 
 
 def _sweep(args) -> int:
+    from .progress import progress_style
     from .sweep import parse_assignment, parse_parameter, run_sweep
 
     grid = dict(parse_assignment(item) for item in args.grid or [])
     fixed = dict(parse_parameter(item) for item in args.param or [])
-    table = run_sweep(args.notebook, grid, args.out, fixed, progress=sys.stderr.isatty())
+    table = run_sweep(args.notebook, grid, args.out, fixed, progress=progress_style() == "bar")
     print(table.to_string(index=False))
     print(f"wrote {args.out}/results.csv, results.md and eer.png")
     return 0

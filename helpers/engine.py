@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from .augment import AugmentConfig, BatchAugment
 from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -39,6 +38,7 @@ from .errors import UserError
 from .evaluation import EvalSettings, classify, verify_pairs
 from .margins import margin_loss
 from .model import FaceModel, build_face_model
+from .progress import progress
 from .schedule import LRSchedule
 from .tracking import Tracker
 
@@ -262,7 +262,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(train["seed"])
         self.run_dir = run_directory(cfg)
-        self.quiet_progress = not (train["progress"] is True or (train["progress"] == "auto" and sys.stderr.isatty()))
+        self.quiet_progress = train["progress"] is False  # otherwise progress.py picks a bar or occasional lines
 
         data_cfg = cfg["data"]
         if data_cfg["root"] is None:
@@ -474,8 +474,8 @@ class Trainer:
         wait = 0.0
         self._stopped = False
         began = time.perf_counter()
-        bar = tqdm(total=self.sampler.batches, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
-                   disable=self.quiet_progress or not self.dist.main, leave=False, dynamic_ncols=True)
+        bar = progress(total=self.sampler.batches, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
+                       enabled=not self.quiet_progress and self.dist.main)
         iterator = iter(self.loader)
         while self.batch < self.sampler.batches:
             if self.batch % accumulate == 0 and self.out_of_time(refresh=self.step % _SHARE_CLOCK_EVERY == 0):

@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors and plain values (numbers, strings, lists,
 dicts), so it loads with ``torch.load(weights_only=True)``: a file that holds
 any other pickled object is refused, never executed.
 
-Every file the project writes goes through :func:`atomic_write`,
+The files the project writes go through :func:`atomic_write`,
 :func:`append_text` or :func:`staged_folder`: a write that fails (a full disk,
 a quota, no permission) leaves what was there before and no temporary file,
 and stops with one sentence naming the file and the free space left.
@@ -42,7 +42,7 @@ def write_failure(path: str | Path, error: OSError, kept: str) -> WriteFailed:
     """The one sentence for a failed write: the file, why, the space left, and what survived (``kept``)."""
     path = Path(path)
     if error.errno in _OUT_OF_SPACE:
-        reason = f"{_OUT_OF_SPACE[error.errno]} ({free_space(path)})"
+        reason = f"{_OUT_OF_SPACE[error.errno]} ({_free_space(path)})"
     else:
         reason = error.strerror or str(error) or type(error).__name__
     return WriteFailed(f"could not write {path}: {reason}; {kept}")
@@ -52,7 +52,7 @@ def _kept(path: Path, existed: bool) -> str:
     return f"the previous {path.name} is intact" if existed else "nothing was left behind"
 
 
-def free_space(path: Path) -> str:
+def _free_space(path: Path) -> str:
     """How much space is free on the file system holding ``path``, in words (``"1.5 MiB free on /tmp"``)."""
     place = Path(os.path.abspath(path))
     while not place.exists() and place != place.parent:

@@ -4,10 +4,10 @@
 * a notebook a person is running (Jupyter, Colab, Kaggle, VS Code): one bar per
   phase that updates in place (a widget when ipywidgets is installed);
 * anything else (papermill, nbval, a log file, a pipe): no bar, and a phase
-  that lasts over a minute says where it stands in a plain line after one
-  minute, then after 2, 4, 8 and every 10 minutes more. Every refresh of a bar
+  that lasts over two minutes says where it stands in a plain line after 2
+  minutes, then after 4, 8 and every 10 minutes more. Every refresh of a bar
   would otherwise become its own output in an executed notebook, or a line in
-  a log; so an hour-long epoch adds eight lines, a short one none (the
+  a log; so an hour-long epoch adds seven lines, a short one none (the
   engine's own line per epoch says the rest).
 
 A cell sent by papermill or nbval is told apart from one a person runs by the
@@ -23,7 +23,7 @@ import time
 
 from tqdm.std import tqdm
 
-LINE_SECONDS = 60.0  # the first line of a long phase; each wait doubles, up to MAX_LINE_SECONDS
+LINE_SECONDS = 120.0  # the first line of a long phase; each wait doubles, up to MAX_LINE_SECONDS
 MAX_LINE_SECONDS = 600.0
 # A log line: where the phase stands, its pace and what is left, without the bar.
 _LINE_FORMAT = "{desc}: {percentage:3.0f}% ({n_fmt}/{total_fmt}) [{elapsed}<{remaining}, {rate_fmt}{postfix}]"

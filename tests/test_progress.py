@@ -60,7 +60,7 @@ def test_a_kernel_whose_stderr_claims_a_terminal_still_gets_lines_under_papermil
     assert progress_style() == "lines"
 
 
-def test_lines_come_after_a_minute_then_ever_more_rarely(monkeypatch):
+def test_lines_come_after_two_minutes_then_ever_more_rarely(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
     stream = _Stream(tty=False)
@@ -73,13 +73,13 @@ def test_lines_come_after_a_minute_then_ever_more_rarely(monkeypatch):
             lines.set_postfix(loss="1.234")
     lines.close()
     printed = "".join(stream.text).splitlines()
-    minutes = [1, 3, 7, 15, 25, 35, 45, 55]  # after 1 minute, then waits of 2, 4, 8, and 10 minutes at most
+    minutes = [2, 6, 14, 24, 34, 44, 54]  # after 2 minutes, then waits of 4, 8, and 10 minutes at most
     assert len(printed) == len(minutes)
-    assert printed[0] == "epoch 4:   2% (60/3600) [01:00<59:00,  1.00batch/s, loss=1.234]"
+    assert printed[0] == "epoch 4:   3% (120/3600) [02:00<58:00,  1.00batch/s, loss=1.234]"
     assert [line.split("(")[1].split("/")[0] for line in printed] == [str(60 * m) for m in minutes]
 
 
-def test_a_phase_shorter_than_a_minute_prints_nothing(monkeypatch):
+def test_a_phase_shorter_than_the_first_wait_prints_nothing(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
     stream = _Stream(tty=False)

@@ -3,8 +3,11 @@
 ``bench train`` runs the same model and batch through (a) the plain path the
 assignment describes (fp32, NCHW, eager, a ``.item()`` loss read every step,
 the stock optimiser) and (b) the engine's own step (:class:`TrainStep` with the
-device's fast-path settings), and relates both to the device's measured matmul
-throughput. ``bench data`` compares the starter notebook's loader (PIL, per-image
+device's fast-path settings), and relates both to a measured ceiling: the fastest
+rate that a large matmul or any of the model's own convolutions (forward or
+backward, alone, at the same batch, precision and memory layout) reaches on the
+device. The step runs those same operations and more, so its utilisation stays
+at or below 1. ``bench data`` compares the starter notebook's loader (PIL, per-image
 transforms, float tensors out of the workers) with the project's (decode to
 uint8, augment in batches on the device), against JPEG decoding alone.
 ``bench eval`` times embedding extraction and pair scoring.
@@ -37,7 +40,7 @@ def _sync(device: torch.device) -> None:
 
 def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None,
                  seconds: float = 1.0) -> float:
-    """Measured dense matmul throughput of ``device`` in FLOP/s: the peak that utilisation is measured against."""
+    """Measured dense matmul throughput of ``device`` in FLOP/s: one half of the ceiling (see :func:`conv_flops`)."""
     size = size or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
@@ -55,13 +58,82 @@ def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size:
 
 
 def training_flops_per_image(model, image_size: int, classes: int) -> float:
-    """Training FLOPs per image: three times the forward pass (backward costs about twice forward), head included."""
+    """Training FLOPs per image, head included: the forward and backward pass, counted as they run.
+
+    The backward pass costs about twice the forward one, less the input
+    gradient of the first convolution, which nothing needs.
+    """
+    was = model.training
+    model.eval()  # one image: BatchNorm in training mode would refuse it; the FLOPs are the same
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size), torch.zeros(1, dtype=torch.long)).sum().backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    return float(counter.get_total_flops())
+
+
+def conv_flops(model, image_size: int, batch: int, device: torch.device, dtype: torch.dtype = torch.float32,
+               channels_last: bool = False, repeats: int = 3) -> float:
+    """The fastest FLOP/s that any of the model's convolution shapes reaches alone, forward or backward.
+
+    Each distinct convolution (channels, kernel, stride, input size) runs on
+    its own at ``batch`` images in ``dtype`` and layout; the best of
+    ``repeats`` timings counts. Convolution libraries pick algorithms (Winograd,
+    implicit GEMM) that can outrun a plain matmul, so a matmul alone is no
+    ceiling for a ResNet.
+    """
+    shapes = set()
+
+    def note(module, inputs, _):
+        shapes.add((module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                    module.dilation, module.groups, module.bias is not None, tuple(inputs[0].shape[-2:])))
+
+    hooks = [m.register_forward_hook(note) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     was = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, image_size, image_size), torch.zeros(1, dtype=torch.long))
-    model.train(was)
-    return 3.0 * counter.get_total_flops()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size), torch.zeros(1, dtype=torch.long))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    best = 0.0
+    for c_in, c_out, kernel, stride, padding, dilation, groups, bias, size in sorted(shapes):
+        x = torch.randn(batch, c_in, *size, device=device, dtype=dtype).to(memory_format=layout).requires_grad_()
+        weight = torch.randn(c_out, c_in // groups, *kernel, device=device, dtype=dtype)
+        weight = weight.to(memory_format=layout).requires_grad_()
+        b = torch.zeros(c_out, device=device, dtype=dtype, requires_grad=True) if bias else None
+
+        def forward():
+            return F.conv2d(x, weight, b, stride, padding, dilation, groups)
+
+        out = forward()
+        grad = torch.randn_like(out)
+        inputs = [t for t in (x, weight, b) if t is not None]
+
+        def backward():
+            torch.autograd.grad(out, inputs, grad, retain_graph=True)
+
+        for run in (forward, backward):
+            with FlopCounterMode(display=False) as counter:
+                run()
+            best = max(best, counter.get_total_flops() / _best_seconds(run, device, repeats))
+    return best
+
+
+def _best_seconds(run, device: torch.device, repeats: int) -> float:
+    """The shortest of ``repeats`` timed calls of ``run``, after one untimed call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
 def _time_steps(step, device: torch.device, warmup: int, steps: int, batch: int) -> float:
@@ -77,7 +149,12 @@ def _time_steps(step, device: torch.device, warmup: int, steps: int, batch: int)
 
 def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int | None = None,
                 classes: int = 8631, steps: int | None = None, warmup: int | None = None) -> dict:
-    """Images/s and model-FLOPs utilisation of the plain step and of the engine's fast step."""
+    """Images/s and FLOPs utilisation of the plain step and of the engine's fast step.
+
+    Utilisation is the step's FLOPs per second over the device's ceiling for
+    that path: the faster of a large matmul and the model's fastest
+    convolution (:func:`conv_flops`) in the same precision and layout.
+    """
     cfg = load_config(config, overrides)
     device = pick_device(device)
     batch = batch_size or cfg["train"]["batch_size"]
@@ -88,12 +165,15 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, classes, (batch,), generator=generator)
     speed = fast_path(cfg["train"], device)
-    peak_fp32 = matmul_flops(device, torch.float32)
-    peak_fast = peak_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
+    matmul_fp32 = matmul_flops(device, torch.float32)
+    matmul_fast = matmul_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
 
     torch.manual_seed(0)
     plain_model = build_face_model(cfg, classes)
     flops = training_flops_per_image(plain_model, size, classes)
+    conv_plain = conv_flops(plain_model, size, batch, device)
+    conv_fast = conv_flops(plain_model, size, batch, device, speed.amp or torch.float32, speed.channels_last)
+    peak_fp32, peak_fast = max(matmul_fp32, conv_plain), max(matmul_fast, conv_fast)
     plain_model.to(device)
     plain_optimizer = make_optimizer(cfg["optim"], plain_model)
     plain_images, plain_labels = images.to(device), labels.to(device)
@@ -128,6 +208,8 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
         "fast_path": {"amp": str(speed.amp).replace("torch.", "") if speed.amp else "none",
                       "channels_last": speed.channels_last, "compile": speed.compile, "fused_optimizer": speed.fused},
         "train_gflops_per_image": flops / 1e9,
+        "matmul_tflops_fp32": matmul_fp32 / 1e12, "matmul_tflops_fast": matmul_fast / 1e12,
+        "conv_tflops_plain": conv_plain / 1e12, "conv_tflops_fast": conv_fast / 1e12,
         "peak_tflops_fp32": peak_fp32 / 1e12, "peak_tflops_fast": peak_fast / 1e12,
         "plain_images_per_s": plain, "fast_images_per_s": fast,
         "plain_mfu": plain * flops / peak_fp32, "fast_mfu": fast * flops / peak_fast,

@@ -71,7 +71,7 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
     for required in (acknowledgement, readme, notebook):
         if not required.is_file():
             raise UserError(f"{required} does not exist; the hand-in needs it")
-    if not ACKNOWLEDGED.search(acknowledgement.read_text(errors="replace")):
+    if not ACKNOWLEDGED.search(acknowledgement.read_text(encoding="utf-8-sig", errors="replace")):
         raise UserError(f"{acknowledgement} does not say 'ACKNOWLEDGED = True': read the academic integrity "
                         "policy and set the flag in the notebook before handing in")
 
@@ -161,7 +161,7 @@ def write_acknowledgement(acknowledged: bool, path: str | Path, template: str | 
     from .checkpoint import atomic_write_text
 
     template = Path(template)
-    text = template.read_text() if template.is_file() else "ACKNOWLEDGED = False\n"
+    text = template.read_text(encoding="utf-8-sig") if template.is_file() else "ACKNOWLEDGED = False\n"
     flag = f"ACKNOWLEDGED = {bool(acknowledged)}"
     text, count = re.subn(r"^\s*ACKNOWLEDGED\s*=.*$", flag, text, flags=re.MULTILINE)
     atomic_write_text(path, text if count else text.rstrip("\n") + f"\n\n{flag}\n")

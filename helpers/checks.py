@@ -8,9 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .data import BadImageError, ImageReader, Problem, class_names, scan_root
+from .progress import progress
 
 
 @dataclass
@@ -113,7 +112,8 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
     return DataReport(data.root, data.layout, classes, images, len(ver_names), pair_counts, problems, warnings)
 
 
-def _decode_all(reader: ImageReader, paths: dict[Path, str], workers: int | None, progress: bool) -> list[Problem]:
+def _decode_all(reader: ImageReader, paths: dict[Path, str], workers: int | None, show_progress: bool
+                ) -> list[Problem]:
     """Decode every image fully (a truncated JPEG only shows when decoded), in parallel threads."""
 
     def check(path: Path) -> Problem | None:
@@ -125,8 +125,8 @@ def _decode_all(reader: ImageReader, paths: dict[Path, str], workers: int | None
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         results = pool.map(check, list(paths))
-        found = [problem for problem in tqdm(results, total=len(paths), desc="decoding", disable=not progress,
-                                             unit="img") if problem]
+        found = [problem for problem in progress(results, total=len(paths), desc="decoding", unit="img",
+                                                 enabled=show_progress) if problem]
     return sorted(found, key=lambda p: p.where)
 
 

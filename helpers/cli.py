@@ -39,8 +39,7 @@ def _prepare_folder(args) -> int:
 def _check_data(args) -> int:
     from .checks import check_data
 
-    report = check_data(args.root, layout=args.layout, workers=args.workers,
-                        progress=not args.json and sys.stderr.isatty())
+    report = check_data(args.root, layout=args.layout, workers=args.workers, progress=_progress(args))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -96,7 +95,10 @@ def _evaluate(args) -> int:
                     if "eer_ci95" in result else "")
         print(f"val pairs {result['pairs']}: EER {result['eer']:.4f}{interval} at threshold "
               f"{result['threshold']:.4f}, AUC {result['auc']:.4f}, best accuracy {result['accuracy']:.4f}")
-        print("TAR at FAR " + ", ".join(f"{far}: {tar:.4f}" for far, tar in result["tar_at_far"].items()))
+        print("TAR at FAR " + ", ".join(f"{far}: {'n/a' if tar is None else f'{tar:.4f}'}"
+                                        for far, tar in result["tar_at_far"].items())
+              + (" (n/a: too few different-person pairs to measure that FAR)"
+                 if None in result["tar_at_far"].values() else ""))
     if "top1" in result:
         print(f"dev classification: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
               f"({result['dev_images']} images)")
@@ -174,7 +176,8 @@ def _score_norm(args):
 
 
 def _progress(args) -> bool:
-    return not getattr(args, "json", False) and sys.stderr.isatty()
+    """Progress unless the output is JSON; its form (a bar, or occasional lines in a log) is progress.py's choice."""
+    return not getattr(args, "json", False)
 
 
 def _pack_data(args) -> int:
@@ -202,11 +205,12 @@ def _bench(args) -> int:
 
 
 def _sweep(args) -> int:
+    from .progress import progress_style
     from .sweep import parse_assignment, parse_parameter, run_sweep
 
     grid = dict(parse_assignment(item) for item in args.grid or [])
     fixed = dict(parse_parameter(item) for item in args.param or [])
-    table = run_sweep(args.notebook, grid, args.out, fixed, progress=sys.stderr.isatty())
+    table = run_sweep(args.notebook, grid, args.out, fixed, progress=progress_style() == "bar")
     print(table.to_string(index=False))
     print(f"wrote {args.out}/results.csv, results.md and eer.png")
     return 0

@@ -157,9 +157,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig"))  # a BOM from Windows editors
         except OSError as error:
             raise UserError(f"cannot read config file {path}: {error.strerror or error}") from None
+        except UnicodeDecodeError as error:
+            raise UserError(f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                            "save it as UTF-8") from None
         except yaml.YAMLError as error:
             where = getattr(error, "problem_mark", None)
             line = f":{where.line + 1}" if where is not None else ""

@@ -28,7 +28,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from .errors import UserError
+from .errors import UserError, printable
 from .packed import PackedImages
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff", ".gif"})
@@ -41,7 +41,7 @@ class BadImageError(UserError):
     """An image file that cannot be decoded (missing, empty, truncated or not an image)."""
 
     def __init__(self, where: str, reason: str):
-        super().__init__(f"{where}: {reason}")
+        super().__init__(f"{printable(where)}: {reason}")
         self.where = where
         self.reason = reason
 
@@ -54,7 +54,7 @@ class Problem:
     what: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.what}"
+        return printable(f"{self.where}: {self.what}")
 
 
 @dataclass
@@ -177,8 +177,12 @@ def is_image(path: Path) -> bool:
 
 
 def _lines(path: Path):
-    """(line number, fields) of each non-blank, non-comment line."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    """(line number, fields) of each non-blank, non-comment line.
+
+    Files from any editor read alike: a UTF-8 byte-order mark is dropped and
+    CRLF line ends split like LF ones.
+    """
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for number, text in enumerate(handle, 1):
             fields = text.split()
             if fields and not fields[0].startswith("#"):
@@ -305,7 +309,7 @@ def open_data(root: str | Path, layout: str = "auto") -> FaceData:
     data, problems = scan_root(root, layout)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise UserError(f"{data.root / problems[0].where}: {problems[0].what}{more}; "
+        raise UserError(f"{printable(str(data.root / problems[0].where))}: {printable(problems[0].what)}{more}; "
                         f"run `python -m helpers check-data {data.root}` for the full list")
     return data
 
@@ -382,10 +386,68 @@ def _decode_with_pil(data: bytes, where: str) -> torch.Tensor:
             elif img.mode == "P":
                 img = img.convert("RGBA")
             rgb = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        reason = "truncated image" if "truncat" in str(error).lower() else f"not a readable image ({error})"
-        raise BadImageError(where, reason) from None
+    except Image.DecompressionBombError as error:
+        raise BadImageError(where, f"too many pixels to decode safely ({error})") from None
+    except (OSError, ValueError):
+        raise BadImageError(where, f"not a readable image: {describe_bytes(data)}") from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
+
+# Leading bytes of the kinds of file met under an image's name, and what to call them.
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"%PDF", "PDF document"), (b"PK\x03\x04", "zip archive"),
+               (b"\x1f\x8b", "gzip archive"))
+# Bytes a complete file of the kind ends with: without them the file was cut short.
+_ENDINGS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+_IMAGE_KINDS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WebP")
+_PHOTO_BRANDS = ("heic", "heix", "heif", "mif1", "msf1", "avif", "avis")
+
+
+def describe_bytes(data: bytes) -> str:
+    """What a file that would not decode seems to be, from its size and first bytes, in words for a message.
+
+    E.g. ``a truncated JPEG (2,048 bytes, its end marker missing)``, ``an HTML
+    page (5,120 bytes; ...)``, ``a Git LFS pointer (...)``, ``12 bytes of text starting '...'``.
+    """
+    size = f"{len(data):,} byte{'s' if len(data) != 1 else ''}"
+    if not data:
+        return "an empty (zero-byte) file"
+    kind = next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "WebP"
+    elif data[4:8] == b"ftyp":  # the ISO media container: HEIC and AVIF photos, or MP4 and QuickTime videos
+        brand = printable(data[8:12].decode("latin-1").strip())
+        if brand in _PHOTO_BRANDS:
+            return f"an {brand.upper()} photo ({size}; this format is not decoded here, convert it to JPEG)"
+        return f"an MP4/QuickTime file (brand '{brand}', {size})"
+    if kind in _ENDINGS and not data.rstrip(b"\x00\r\n ").endswith(_ENDINGS[kind]):
+        return f"a truncated {kind} ({size}, its end marker missing)"
+    if kind in _IMAGE_KINDS:
+        return f"a damaged {kind} ({size})"
+    if kind is not None:
+        return f"a {kind} ({size})"
+    text = _as_text(data[:512])
+    if text is None:
+        return f"{size} of unrecognised binary data starting {data[:8].hex(' ')}"
+    start = text.lstrip().lower()
+    if start.startswith("version https://git-lfs"):
+        return f"a Git LFS pointer ({size} of text; fetch the real file with git lfs pull)"
+    if start.startswith(("<!doctype html", "<html")) or "<html" in start[:200]:
+        return f"an HTML page ({size}; a download that returned a web page?)"
+    if start.startswith(("<?xml", "<svg")):
+        return f"XML or SVG text ({size})"
+    return f"{size} of text starting '{printable(text.strip()[:24])}'"
+
+
+def _as_text(head: bytes) -> str | None:
+    """The start of a file as text, or None when it is binary (control bytes, or not UTF-8)."""
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # a character cut at the 512-byte mark is still text
+            return None
+        text = head[:error.start].decode("utf-8-sig")
+    return text if all(char.isprintable() or char in "\t\r\n" for char in text) else None
 
 
 class ImageReader:
@@ -512,7 +574,8 @@ def decode_batch(batch: Batch, device: torch.device, size: int, paths: Sequence[
     images, keep, skipped = [], [], list(batch.skipped)
     for i, image in enumerate(batch.images):
         if i in decoded and decoded[i] is None:
-            skipped.append(Skipped(str(paths[int(batch.indices[i])]), "not a readable image"))
+            reason = f"not a readable image: {describe_bytes(batch.images[i].cpu().numpy().tobytes())}"
+            skipped.append(Skipped(str(paths[int(batch.indices[i])]), reason))
             continue
         image = decoded.get(i, image).to(device, non_blocking=True)
         if tuple(image.shape[-2:]) != (size, size):

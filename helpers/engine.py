@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from .augment import AugmentConfig, BatchAugment
 from .averaging import WeightAverage
@@ -43,6 +42,7 @@ from .errors import UserError
 from .evaluation import EvalSettings, classify, verify_pairs
 from .margins import margin_loss
 from .model import FaceModel, build_face_model
+from .progress import progress
 from .schedule import LRSchedule
 from .selection import Evaluation, Selection, report_lines, resolve_select
 from .tracking import Tracker
@@ -284,7 +284,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(train["seed"])
         self.run_dir = run_directory(cfg)
-        self.quiet_progress = not (train["progress"] is True or (train["progress"] == "auto" and sys.stderr.isatty()))
+        self.quiet_progress = train["progress"] is False  # otherwise progress.py picks a bar or occasional lines
 
         data_cfg = cfg["data"]
         if data_cfg["root"] is None:
@@ -347,6 +347,7 @@ class Trainer:
         self.eval_seconds = 0.0
         self._shared_clock: float | None = None
         run_id = None
+        self.resumed = state is not None
         if state is not None:
             self._restore(state)
             run_id = state.get("wandb_run_id")
@@ -420,9 +421,11 @@ class Trainer:
         if not self.dist.main:
             return
         state = self.state_dict()
-        save_checkpoint(state, self.run_dir / "last.pt")
+        # The best files first: if the disk fills between them, last.pt still predates the new best, and a
+        # resume redoes that stretch instead of believing in a best.pt that was never written.
         for name in best:
             save_checkpoint({**state, **self._graded_fields(name)}, self.run_dir / name)
+        save_checkpoint(state, self.run_dir / "last.pt")
 
     # ------------------------------------------------------------------ time budget
 
@@ -480,7 +483,7 @@ class Trainer:
         self._stopped = False
         last_record = None
         try:
-            if self.step == 0 and self.batch == 0 and self.epoch == 0:
+            if self.position() == 0 and not self.resumed:  # a resumed run's last.pt already holds this evaluation
                 last_record = self._end_of_stretch({}, evaluate=True)
             while self.epoch < self.epoch_limit:
                 if self.out_of_time():
@@ -528,8 +531,8 @@ class Trainer:
         wait = 0.0
         self._stopped = False
         began = time.perf_counter()
-        bar = tqdm(total=self.sampler.batches, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
-                   disable=self.quiet_progress or not self.dist.main, leave=False, dynamic_ncols=True)
+        bar = progress(total=self.sampler.batches, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
+                       enabled=not self.quiet_progress and self.dist.main)
         iterator = iter(self.loader)
         while self.batch < self.sampler.batches:
             if self.batch % accumulate == 0 and self.out_of_time(refresh=self.step % _SHARE_CLOCK_EVERY == 0):

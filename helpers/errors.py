@@ -1,4 +1,4 @@
-"""The one exception type for user mistakes."""
+"""The one exception type for user mistakes, and how names are shown in its messages."""
 
 
 class UserError(Exception):
@@ -7,3 +7,13 @@ class UserError(Exception):
     The command line prints its message as one sentence on stderr and exits
     with status 1, without a traceback.
     """
+
+
+def printable(text: str) -> str:
+    """``text`` with each invisible or control character escaped (``\\ufeff``, ``\\t``, ``\\x00``).
+
+    A name read from a file may carry a byte-order mark, a zero-width space or
+    an undecodable byte; shown raw, the message would name a file that looks
+    right and does not exist.
+    """
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

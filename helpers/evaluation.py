@@ -18,7 +18,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .augment import normalize
 from .checkpoint import load_checkpoint, model_weights
@@ -28,6 +27,7 @@ from .device import default_workers, fast_path, pick_device
 from .errors import UserError
 from .metrics import verification_metrics
 from .model import FaceModel, build_face_model
+from .progress import progress
 from .score_norm import ScoreNorm, pair_scores as score_rows
 
 
@@ -73,7 +73,7 @@ def embed_images(model, paths: Sequence[Path], settings: EvalSettings, desc: str
     autocast = (torch.autocast(settings.device.type, dtype=settings.amp) if settings.amp is not None
                 else nullcontext())
     try:
-        for batch in tqdm(loader, desc=desc, disable=not settings.progress, unit="batch", leave=False):
+        for batch in progress(loader, desc=desc, unit="batch", enabled=settings.progress):
             batch = decode_batch(batch, settings.device, settings.image_size, loader.dataset.paths)
             skipped += batch.skipped
             if not len(batch.indices):

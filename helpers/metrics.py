@@ -57,7 +57,9 @@ def verification_metrics(scores, labels, bootstrap: int = 0, seed: int = 0) -> d
     """EER, its threshold, ROC AUC, best accuracy, TAR at FAR 1e-4..1e-1, and optionally a bootstrap 95 % EER interval.
 
     ``tar_at_far[far]`` is the highest TPR with FPR <= far (0 when no
-    threshold reaches it). ``bootstrap`` resamples the pairs that many times.
+    threshold reaches it), or None when the pairs cannot measure that FAR: with
+    fewer than ``1 / far`` different-person pairs, FPR <= far only means "no
+    false accept at all". ``bootstrap`` resamples the pairs that many times.
     """
     scores, labels = _validated(scores, labels)
     fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
@@ -72,7 +74,7 @@ def verification_metrics(scores, labels, bootstrap: int = 0, seed: int = 0) -> d
         "auc": float(roc_auc_score(labels, scores)),
         "accuracy": float(correct[best] / labels.size),
         "accuracy_threshold": float(thresholds[best]) if np.isfinite(thresholds[best]) else float(scores.max()),
-        "tar_at_far": {f"{far:g}": float(tpr[fpr <= far].max(initial=0.0)) for far in FAR_TARGETS},
+        "tar_at_far": {f"{far:g}": tar_at_far(fpr, tpr, far, negatives) for far in FAR_TARGETS},
         "pairs": int(labels.size),
         "positives": positives,
         "negatives": negatives,
@@ -80,6 +82,13 @@ def verification_metrics(scores, labels, bootstrap: int = 0, seed: int = 0) -> d
     if bootstrap:
         result["eer_ci95"] = bootstrap_eer(scores, labels, bootstrap, seed)
     return result
+
+
+def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far: float, negatives: int) -> float | None:
+    """The highest TPR at FPR <= ``far``; None when ``negatives`` pairs cannot show one false accept in ``1/far``."""
+    if round(far * negatives, 9) < 1:
+        return None
+    return float(tpr[fpr <= far].max(initial=0.0))
 
 
 def bootstrap_eer(scores, labels, rounds: int = 1000, seed: int = 0) -> list[float]:

@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write, staged_folder
 from .errors import UserError
 
 FORMAT = "hw2p2-pack"
@@ -65,6 +65,7 @@ class PackedImages:
 
 
 def _write_pack(target: Path, items: list[tuple[str, bytes, str | None]]) -> None:
+    """One pack and its index, inside a staged folder (see :func:`staged_folder`), which makes them atomic."""
     entries = []
     offset = 0
     with open(target.with_suffix(".pack"), "wb") as handle:
@@ -74,7 +75,7 @@ def _write_pack(target: Path, items: list[tuple[str, bytes, str | None]]) -> Non
             offset += len(data)
         handle.flush()
         os.fsync(handle.fileno())
-    atomic_write_text(target.with_suffix(".json"), json.dumps({"format": FORMAT, "entries": entries}))
+    target.with_suffix(".json").write_text(json.dumps({"format": FORMAT, "entries": entries}))
 
 
 def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, int]:
@@ -86,11 +87,9 @@ def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dic
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --overwrite")
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "cls_data").mkdir(parents=True)
     counts = {}
-    try:
+    with staged_folder(out) as staging:
+        (staging / "cls_data").mkdir()
         for split in (data.train, data.dev, data.test):
             if split is None:
                 continue
@@ -110,13 +109,7 @@ def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dic
         for pair_file in ("val_pairs.txt", "test_pairs.txt"):
             if (data.root / pair_file).is_file():
                 shutil.copyfile(data.root / pair_file, staging / pair_file)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-        answers = answer_key_path(data.root)
-        if answers.is_file():  # the answer key of a demo or prepared root travels with it
-            shutil.copyfile(answers, answer_key_path(out))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    answers = answer_key_path(data.root)
+    if answers.is_file():  # the answer key of a demo or prepared root travels with it
+        atomic_write(answer_key_path(out), lambda handle: handle.write(answers.read_bytes()))
     return counts

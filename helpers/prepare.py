@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, Union
@@ -20,8 +19,11 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from .checkpoint import staged_folder
 from .data import BadImageError, is_image, load_image
 from .errors import UserError
+
+_ANSWERS_IN_STAGING = ".test_labels.txt"  # moved out beside the root once the root is in place
 
 # A picture to write: a file to convert, or a function that renders one.
 ImageSource = Union[Path, Callable[[], Image.Image]]
@@ -67,21 +69,12 @@ def write_layout(out: str | Path, train: dict[str, Sequence[ImageSource]], verif
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --overwrite")
     rng = np.random.default_rng(seed)
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out) as staging:
         counts = _write_classification(staging, train, layout, rng, size, dev_fraction, test_fraction)
         pairs = _write_verification(staging, verification, rng, size, val_pairs, test_pairs)
-        labels_tmp = staging.parent / f".{out.name}.test_labels.partial"
-        labels_tmp.write_text("".join(f"{label}\n" for label in pairs["test_labels"]))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-        os.replace(labels_tmp, answer_key_path(out))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        # Written inside the staged copy, so a full disk stops before anything is renamed into place.
+        (staging / _ANSWERS_IN_STAGING).write_text("".join(f"{label}\n" for label in pairs["test_labels"]))
+    os.replace(out / _ANSWERS_IN_STAGING, answer_key_path(out))
     return LayoutSummary(out, len(train), len(verification), counts, pairs["val"], pairs["test"],
                          answer_key_path(out))
 

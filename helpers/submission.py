@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import kaggle
 from .checkpoint import atomic_write_text
-from .errors import UserError
+from .errors import UserError, printable
 from .metrics import compute_eer
 from .score_norm import ScoreNorm, norm_words
 
@@ -90,9 +90,9 @@ def score_submission(path: str | Path, answers: str | Path) -> float:
     """The EER a leaderboard would give a submission, from an answer key of one 0/1 per line."""
     _, values = read_submission(path)
     try:
-        labels = np.loadtxt(answers, dtype=np.int64, ndmin=1)
+        labels = np.loadtxt(answers, dtype=np.int64, ndmin=1, encoding="utf-8-sig")
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot read the answer key {answers}: {error}") from None
+        raise UserError(f"cannot read the answer key {answers}: {printable(str(error))}") from None
     if labels.size != values.size:
         raise UserError(f"{path} has {values.size} rows but {answers} has {labels.size} labels")
     return compute_eer(values, labels)[0]

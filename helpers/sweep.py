@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, write_failure
 from .errors import UserError
 from .report import markdown_table, run_summary
 
@@ -70,12 +70,16 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out: str | Path, fixe
         if not done.is_file():
             parameters = {**(fixed or {}), **combination, "out_dir": str(out), "run_name": name}
             started = time.perf_counter()
+            executed = out / f"{name}.ipynb"
             try:
-                papermill.execute_notebook(str(notebook), str(out / f"{name}.ipynb"), parameters=parameters,
+                papermill.execute_notebook(str(notebook), str(executed), parameters=parameters,
                                            progress_bar=progress, cwd=str(notebook.parent.resolve()))
             except papermill.PapermillExecutionError as error:
                 raise UserError(f"the run {name} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
-                                f"(see {out / (name + '.ipynb')})") from None
+                                f"(see {executed})") from None
+            except OSError as error:  # papermill saving the executed notebook (an error inside a cell is above)
+                raise write_failure(executed, error, "the finished runs' results are intact; free some space and "
+                                    "run the sweep again to go on") from None
             record = {**combination, "seconds": time.perf_counter() - started}
             atomic_write_text(done, json.dumps(record))
         record = json.loads(done.read_text())

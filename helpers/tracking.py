@@ -14,7 +14,7 @@ import struct
 import warnings
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from .checkpoint import append_text, atomic_write_text
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -76,10 +76,7 @@ class Tracker:
 
     def log(self, record: dict) -> None:
         record = _jsonable(record)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_text(self.path, json.dumps(record) + "\n")
         if self.run is not None:
             wandb_record = {k: v for k, v in record.items() if v is not None and not isinstance(v, (dict, str))}
             if record.get("val_eer") is not None:

@@ -8,7 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torch.utils.flop_counter import FlopCounterMode
+
 from helpers.augment import AugmentConfig, BatchAugment, normalize
+from helpers.bench import training_flops_per_image
 from helpers.config import load_config
 from helpers.device import FastPath
 from helpers.engine import TrainStep, make_optimizer
@@ -24,9 +27,27 @@ def test_bench_train_json(capsys):
                             "--steps", "2", "--json")
     result = json.loads(out)
     assert code == 0
-    for key in ("plain_images_per_s", "fast_images_per_s", "plain_mfu", "fast_mfu", "speedup"):
+    for key in ("plain_images_per_s", "fast_images_per_s", "plain_mfu", "fast_mfu", "speedup", "conv_tflops_plain",
+                "conv_tflops_fast"):
         assert result[key] > 0, key
     assert result["speedup"] == pytest.approx(result["fast_images_per_s"] / result["plain_images_per_s"])
+    # The ceiling is the faster of the matmul and the model's own convolutions, so it bounds the step.
+    assert result["peak_tflops_fp32"] == max(result["matmul_tflops_fp32"], result["conv_tflops_plain"])
+    assert result["peak_tflops_fast"] == max(result["matmul_tflops_fast"], result["conv_tflops_fast"])
+    assert 0 < result["plain_mfu"] <= 1 and 0 < result["fast_mfu"] <= 1
+
+
+def test_training_flops_count_the_backward_pass_as_it_runs():
+    cfg = load_config(overrides=["model.depth=18", "model.width=0.125", "data.image_size=32"])
+    model = build_face_model(cfg, 10).eval()
+    with FlopCounterMode(display=False) as forward:
+        model(torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long))
+    stem = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
+    with FlopCounterMode(display=False) as first_conv:
+        stem(torch.zeros(1, 3, 32, 32))
+    # Backward costs twice forward, except that no gradient flows into the input images.
+    expected = 3 * forward.get_total_flops() - first_conv.get_total_flops()
+    assert training_flops_per_image(model, 32, 10) == expected
 
 
 def test_bench_data_json(capsys):

@@ -83,6 +83,17 @@ def test_bad_file_contents_name_the_file_and_key(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_config_from_any_editor_loads(tmp_path):
+    windows = tmp_path / "windows.yaml"
+    windows.write_bytes(b"\xef\xbb\xbfoptim:\r\n  lr: 0.05\r\nloss:\r\n  type: cosface\r\n")
+    cfg = load_config(windows)
+    assert cfg["optim"]["lr"] == 0.05 and cfg["loss"]["type"] == "cosface"
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"optim:\n  lr: 0.05  # r\xe9glage\n")
+    with pytest.raises(UserError, match=r"latin.yaml is not UTF-8 text \(byte 22 is 0xe9\); save it as UTF-8"):
+        load_config(latin)
+
+
 def test_dump_round_trips(tmp_path):
     cfg = load_config(overrides=["optim.lr=0.05", "loss.type=cosface"])
     path = tmp_path / "resolved.yaml"

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.data import (BadImageError, FaceImages, class_names, collate, decode_rgb, detect_layout,
-                          find_data_root, load_image, open_data, read_pairs, training_set, unsafe_reason)
-from helpers.errors import UserError
+from helpers.data import (BadImageError, FaceImages, class_names, collate, decode_rgb, describe_bytes, detect_layout,
+                          find_data_root, load_image, open_data, read_labels, read_pairs, training_set, unsafe_reason)
+from helpers.errors import UserError, printable
 
 from conftest import write_f25_root, write_image
 
@@ -144,6 +144,56 @@ def test_bad_images_raise_one_clear_error(tmp_path):
         load_image(tmp_path / "missing.jpg")
 
 
+def _encoded(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data,expected", [
+    (b"", "an empty (zero-byte) file"),
+    (_encoded("JPEG")[:150], "a truncated JPEG (150 bytes, its end marker missing)"),
+    (_encoded("JPEG")[:120] + bytes(60) + b"\xff\xd9", "a damaged JPEG (182 bytes)"),
+    (_encoded("PNG")[:40], "a truncated PNG (40 bytes, its end marker missing)"),
+    (b"<!DOCTYPE html>\n<html><body>404 Not Found</body></html>\n",
+     "an HTML page (56 bytes; a download that returned a web page?)"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 5120\n",
+     "a Git LFS pointer (69 bytes of text; fetch the real file with git lfs pull)"),
+    (b"\xef\xbb\xbfimg_0001 is missing\n", "23 bytes of text starting 'img_0001 is missing'"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "an HEIC photo (24 bytes; this format is not decoded "
+                                                        "here, convert it to JPEG)"),
+    (b"PK\x03\x04" + bytes(26), "a zip archive (30 bytes)"),
+    (bytes(range(7, 47)), "40 bytes of unrecognised binary data starting 07 08 09 0a 0b 0c 0d 0e"),
+])
+def test_an_unreadable_image_is_described_by_what_the_file_is(tmp_path, data, expected):
+    assert describe_bytes(data) == expected
+    path = tmp_path / "face.jpg"
+    path.write_bytes(data)
+    with pytest.raises(BadImageError) as caught:
+        load_image(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "BytesIO" not in message and " at 0x" not in message
+    assert message.endswith("empty (zero-byte) file" if not data else f"not a readable image: {expected}")
+
+
+def test_text_files_with_a_byte_order_mark_and_crlf_read_like_plain_ones(tmp_path):
+    plain, windows = tmp_path / "plain.txt", tmp_path / "windows.txt"
+    plain.write_bytes(b"b.jpg 7\na.jpg 3\n")
+    windows.write_bytes(b"\xef\xbb\xbfb.jpg 7\r\na.jpg 3\r\n")
+    assert read_labels(windows) == read_labels(plain)
+    assert [entry[0] for entry in read_labels(windows)[0]] == ["a.jpg", "b.jpg"]
+    plain.write_bytes(b"a.jpg b.jpg 1\nc.jpg d.jpg 0\n")
+    windows.write_bytes(b"\xef\xbb\xbfa.jpg b.jpg 1\r\nc.jpg d.jpg 0\r\n")
+    assert read_pairs(windows, labelled=True) == read_pairs(plain, labelled=True)
+    assert read_pairs(windows, labelled=True)[0][0].a == "a.jpg"
+
+
+def test_invisible_characters_are_shown_escaped():
+    assert printable("\ufeffa.jpg") == "\\ufeffa.jpg"
+    assert printable("a\u200bb\tc\x00.jpg") == "a\\u200bb\\tc\\x00.jpg"
+    assert printable("Zoë's face.jpg") == "Zoë's face.jpg"  # printable non-ASCII stays as it is
+
+
 def test_dataset_skips_bad_images_and_collate_sets_them_aside(tmp_path):
     good = [write_image(tmp_path / f"{i}.jpg", seed=i) for i in range(3)]
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8broken")
@@ -192,3 +242,6 @@ def test_device_decoding_matches_worker_decoding_and_skips_bad_jpegs(tmp_path):
     reference = collate([plain[i] for i in range(5)])
     assert torch.equal(batch.images, reference.images) and batch.labels.tolist() == [0, 2, 3, 4]
     assert [s.path for s in batch.skipped] == [str(broken)] == [s.path for s in reference.skipped]
+    # Both paths say what the file is, in the same words.
+    assert batch.skipped[0].reason == reference.skipped[0].reason == \
+        "not a readable image: a truncated JPEG (300 bytes, its end marker missing)"

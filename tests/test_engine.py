@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from helpers import engine
-from helpers.checkpoint import load_checkpoint, save_checkpoint
+from helpers.checkpoint import WriteFailed, load_checkpoint, save_checkpoint
 from helpers.config import load_config
 from helpers.engine import EpochSampler, Trainer, TrainingStopped, budget_epochs, epoch_limit, train
 from helpers.errors import UserError
@@ -186,7 +186,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteFailed, match=r"could not write .*last\.pt: disk full; the previous last\.pt is intact$"):
         save_checkpoint({"value": torch.tensor([2.0])}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["value"].item() == 1.0

@@ -37,6 +37,15 @@ def test_evaluate_json_and_plots(trained_run, tmp_path, capsys):
         assert data.startswith(PNG) and len(data) > 5000, name
 
 
+def test_tar_at_a_far_the_pairs_cannot_resolve_is_n_a_in_the_table_and_null_in_json(trained_run, capsys):
+    code, out, _ = call_cli(capsys, "evaluate", "--checkpoint", trained_run / "best.pt")
+    line = next(text for text in out.splitlines() if text.startswith("TAR at FAR"))
+    assert code == 0 and "0.0001: n/a" in line and "(n/a: too few different-person pairs" in line
+    result = json.loads(call_cli(capsys, "evaluate", "--checkpoint", trained_run / "best.pt", "--json")[1])
+    assert result["negatives"] < 10_000 and result["tar_at_far"]["0.0001"] is None
+    assert 0.0 <= result["tar_at_far"]["0.1"] <= 1.0
+
+
 def test_evaluate_reports_dev_accuracy_and_identification(tmp_path, capsys):
     from helpers.demo_data import make_demo_data
     from helpers.engine import train
@@ -208,6 +217,19 @@ def test_bundle_refuses_without_acknowledgement_or_with_a_key(trained_run, tmp_p
     (run / "notes.md").write_text("export WANDB_API_KEY=0123456789abcdef0123456789abcdef01234567\n")
     code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path))
     assert code == 1 and "W&B API key" in err
+
+
+def test_answer_keys_and_acknowledgements_saved_with_a_bom_and_crlf_are_read(trained_run, tmp_path, capsys):
+    submission, answers = tmp_path / "submission.csv", tmp_path / "answers.txt"
+    submission.write_bytes(b"\xef\xbb\xbfID,Label\r\n0,0.9\r\n1,0.2\r\n2,0.4\r\n3,0.3\r\n")
+    answers.write_bytes(b"\xef\xbb\xbf1\r\n0\r\n1\r\n0\r\n")
+    assert call_cli(capsys, "score", submission, answers)[1] == "EER 0.000000\n"
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path, ack="\ufeffACKNOWLEDGED = True\r\n"))
+    assert code == 0, err
 
 
 def test_acknowledgement_and_checkpoint_record(tmp_path):

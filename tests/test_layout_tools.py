@@ -66,11 +66,38 @@ def test_check_data_cli_clean_then_broken(tmp_path, capsys):
         handle.write("only_one_field.jpg\n../x.jpg a.jpg 1\n")
     broken = run_cli("check-data", root)
     assert broken.returncode == 1
-    assert f"ver_data/{victim.name}: truncated image" in broken.stdout
+    assert f"ver_data/{victim.name}: not a readable image: a truncated JPEG (200 bytes" in broken.stdout
     assert f"val_pairs.txt:{count + 1}:" in broken.stdout
     assert f"val_pairs.txt:{count + 2}: '../x.jpg' leaves the data root" in broken.stdout
     as_json = json.loads(call_cli(capsys, "check-data", root, "--json")[1])
     assert as_json["ok"] is False and len(as_json["problems"]) == 3
+
+
+def test_check_data_reads_text_files_saved_with_a_bom_and_crlf(tmp_path, capsys):
+    root = tmp_path / "d"
+    make_demo_data(root, identities=3, images_per_identity=3, verification_identities=3, size=32)
+    before = open_data(root)
+    for name in ("val_pairs.txt", "test_pairs.txt", "cls_data/train/labels.txt"):
+        path = root / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))  # a Windows editor's save
+    code, out, err = call_cli(capsys, "check-data", root)
+    assert code == 0, out + err
+    after = open_data(root)
+    assert after.val_pairs == before.val_pairs and after.test_pairs == before.test_pairs
+    assert after.train.paths == before.train.paths and after.train.labels == before.train.labels
+
+
+def test_check_data_shows_an_invisible_character_in_a_name_escaped(tmp_path, capsys):
+    root = tmp_path / "d"
+    make_demo_data(root, identities=3, images_per_identity=3, verification_identities=3, size=32)
+    real = sorted((root / "ver_data").iterdir())[0].name
+    pairs = root / "val_pairs.txt"
+    count = len(pairs.read_text().splitlines())
+    with open(pairs, "a", encoding="utf-8") as handle:
+        handle.write(f"\u200b{real} {real} 1\n")  # a zero-width space pasted in front of a real name
+    code, out, _ = call_cli(capsys, "check-data", root)
+    assert code == 1
+    assert f"val_pairs.txt:{count + 1}: \\u200b{real} does not exist in ver_data/" in out
 
 
 def test_check_data_reports_missing_files_and_zero_bytes(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.interpolate import interp1d
@@ -90,6 +92,8 @@ def test_verification_metrics_against_brute_force():
     accuracy = max(np.mean((scores >= t) == labels) for t in thresholds)
     assert metrics["accuracy"] == pytest.approx(accuracy)
     for far, tar in metrics["tar_at_far"].items():
+        if float(far) * neg.size < 1:
+            continue  # not measurable with these pairs (see the next test)
         best = max([np.mean(pos >= t) for t in list(thresholds) + [np.inf] if np.mean(neg >= t) <= float(far)])
         assert tar == pytest.approx(best), far
     auc = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
@@ -127,3 +131,19 @@ def test_paired_bootstrap_tells_a_real_difference_from_noise():
     jittered = base + rng.normal(scale=0.05, size=1000)  # no real difference
     low, high = paired_bootstrap_eer(jittered, base, labels, rounds=300)["ci95"]
     assert low < 0 < high and high - low < 0.03  # pairing removes the noise both share
+
+
+@pytest.mark.parametrize("negatives,measurable", [
+    (500, {"0.0001": False, "0.001": False, "0.01": True, "0.1": True}),
+    (1000, {"0.0001": False, "0.001": True, "0.01": True, "0.1": True}),
+    (10000, {"0.0001": True, "0.001": True, "0.01": True, "0.1": True}),
+])
+def test_tar_is_reported_only_at_a_far_the_pairs_can_resolve(negatives, measurable):
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(300, dtype=int), np.zeros(negatives, dtype=int)]
+    scores = rng.normal(size=labels.size) + 2.0 * labels
+    tar = verification_metrics(scores, labels)["tar_at_far"]
+    assert {far: value is not None for far, value in tar.items()} == measurable
+    assert all(0.0 <= value <= 1.0 for value in tar.values() if value is not None)
+    assert json.loads(json.dumps(tar)) == tar  # None is JSON null
+

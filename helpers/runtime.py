@@ -61,7 +61,7 @@ def mount_drive_for(folder: Path) -> None:
     for root in DRIVE_ROOTS:
         if root in parts:
             mount_point = Path(*parts[:parts.index(root)])
-            if not (mount_point / root).is_dir():
+            if not (mount_point / "MyDrive").is_dir():  # every mounted Drive shows MyDrive
                 from google.colab import drive
 
                 print(f"mounting Google Drive at {mount_point} (Colab asks once to allow it)")
@@ -99,3 +99,30 @@ def attached_kaggle_data(competition: str = "", inputs: Path | None = None, dept
         raise UserError(f"several HW2P2 data roots are attached under {inputs} ({', '.join(map(str, found))}); "
                         "set data_source to the path of one of them")
     return found[0] if found else None
+
+
+def start_session(drive_folder: str = "auto", out_dir: str = "runs") -> Path:
+    """A notebook's first step: print where it runs and on what device, put the Kaggle and W&B keys kept in
+    Secrets into the environment (printing where each came from, never the key), and return the folder
+    that holds the run folders (:func:`runs_folder`)."""
+    from .credentials import describe_credentials, load_secrets
+    from .device import describe_environment
+
+    environment = describe_environment()
+    for key, value in environment.items():
+        print(f"{key:>16}: {value}")
+    if environment["device"] == "cpu":
+        print("No GPU: fine for the demo data; for the course data use a GPU runtime "
+              "(Colab: Runtime > Change runtime type; Kaggle: Settings > Accelerator).")
+    for line in describe_credentials(load_secrets()):
+        print(f"{'keys':>16}: {line}")
+    folder = runs_folder(drive_folder, out_dir)
+    print(f"{'runs folder':>16}: {folder.absolute()}")
+    return folder
+
+
+def resume_note(run_dir: Path) -> str:
+    """Where a run's checkpoints are and how to carry on after a disconnect, for the notebooks' training cells."""
+    return (f"checkpoints: {Path(run_dir).absolute()} (last.pt every epoch, best.pt at the lowest val EER). "
+            "If the session ends, run all cells again with the same drive_folder and run_name: training resumes "
+            "from last.pt. To train on after it finished, raise epochs or max_minutes and run again.")

@@ -20,17 +20,9 @@ from pathlib import Path
 
 from .checkpoint import atomic_write, load_checkpoint
 from .errors import UserError
+from .key_scan import describe, scan_file
 
 ACKNOWLEDGED = re.compile(r"^\s*ACKNOWLEDGED\s*=\s*True\s*$", re.MULTILINE)
-# Patterns of secrets a hand-in must never carry.
-CREDENTIALS = [
-    (re.compile(r'"key"\s*:\s*"[0-9a-f]{32}"'), "a Kaggle API key (kaggle.json)"),
-    (re.compile(r"KAGGLE_KEY\s*[=:]\s*['\"]?[0-9a-f]{32}"), "a Kaggle API key (KAGGLE_KEY)"),
-    (re.compile(r"WANDB_API_KEY\s*[=:]\s*['\"]?[0-9a-z_-]*[0-9a-f]{40}"), "a W&B API key (WANDB_API_KEY)"),
-    (re.compile(r"login\(\s*(?:key\s*=\s*)?['\"][0-9a-z_-]*[0-9a-f]{40}['\"]"), "a W&B API key (wandb.login)"),
-    (re.compile(r"machine\s+api\.wandb\.ai\s+login\s+\S+\s+password\s+\S+"), "a W&B API key (.netrc)"),
-]
-SECRET_FILES = {"kaggle.json", ".netrc", "netrc"}
 CHECKPOINT_CUTOFF = 0.09  # the checkpoint milestone's val EER bar
 SKIP_SCAN_SUFFIXES = {".pt", ".wandb", ".png", ".jpg", ".zip"}
 
@@ -40,17 +32,6 @@ class BundleResult:
     path: Path
     members: list[str]
     missing: list[str]
-
-
-def find_credentials(name: str, data: bytes) -> str | None:
-    """What secret a file holds, or None."""
-    if Path(name).name in SECRET_FILES:
-        return f"is a credentials file ({Path(name).name})"
-    text = data.decode("utf-8", errors="ignore")
-    for pattern, what in CREDENTIALS:
-        if pattern.search(text):
-            return f"holds {what}"
-    return None
 
 
 def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "HW2P2_final_submission.zip",
@@ -131,16 +112,15 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
 
 
 def _refuse_credentials(members: dict[str, bytes], run_dir: Path) -> None:
-    """Stop on any secret in what is packed, or lying anywhere in the run folder."""
-    for name, data in members.items():
-        found = find_credentials(name, data)
-        if found:
-            raise UserError(f"refusing to build the hand-in: {name} {found}; remove it and try again")
-    for path in sorted(run_dir.rglob("*")):
-        if path.is_file() and path.suffix not in SKIP_SCAN_SUFFIXES and path.stat().st_size < 20_000_000:
-            found = find_credentials(path.name, path.read_bytes())
-            if found:
-                raise UserError(f"refusing to build the hand-in: {path} {found}; remove it and try again")
+    """Stop on any secret in what is packed, or lying anywhere in the run folder; name where, never the key."""
+    files = list(members.items())
+    files += [(str(path), path.read_bytes()) for path in sorted(run_dir.rglob("*"))
+              if path.is_file() and path.suffix not in SKIP_SCAN_SUFFIXES and path.stat().st_size < 20_000_000]
+    for name, data in files:
+        findings = scan_file(name, data)
+        if findings:
+            raise UserError(f"refusing to build the hand-in: {describe(name, findings)}; delete it from there "
+                            "(keys belong in Colab or Kaggle Secrets or environment variables) and try again")
 
 
 def write_checkpoint_submission(path: str | Path, val_eer: float | None, parameters: int, quiz_score: int,

@@ -425,7 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--config", help="YAML config file (the seed recipe when none is given; see config.yaml)")
+    from .config import packaged_configs
+
+    command.add_argument("--config", metavar="NAME|FILE",
+                         help=f"a packaged config by name ({', '.join(packaged_configs())}) or a YAML file; "
+                              "the seed recipe when none is given")
     command.add_argument("--set", action="append", metavar="KEY=VALUE",
                          help="override one dotted key, e.g. --set optim.lr=0.01 (repeatable)")
 

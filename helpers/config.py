@@ -4,6 +4,10 @@ A configuration is a plain nested dict (``cfg["optim"]["lr"]``), so it goes
 into checkpoints, W&B and YAML as it is. Every key is declared below with its
 type and allowed values; a file or ``--set`` naming an unknown key, a wrong type
 or an impossible value is refused with one sentence naming the key.
+
+The recipes ship inside the package (``helpers/configs/``) and are chosen by
+name (``fast``, ``seed``...) from any folder, so a ``pip install`` of the
+project is the whole toolkit; a path to any other YAML file works too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Key:
 
 
 AUTO_BOOL = "auto|bool"
+PACKAGED = Path(__file__).with_name("configs")  # the shipped recipes; seed.yaml documents every key
 
 SCHEMA: dict[str, dict[str, Any]] = {
     "data": {
@@ -148,18 +153,36 @@ def all_keys(schema: dict = SCHEMA, prefix: str = "") -> list[str]:
     return keys
 
 
+def packaged_configs() -> list[str]:
+    """The names of the configs shipped with the package (``demo``, ``fast``, ``seed``...)."""
+    return sorted(path.stem for path in PACKAGED.glob("*.yaml"))
+
+
+def config_file(name_or_path: str | Path) -> Path:
+    """The YAML file a ``--config`` value means: an existing file, else the packaged config of that name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = PACKAGED / f"{path.stem}.yaml"
+    if path.name == str(name_or_path) and path.suffix in ("", ".yaml") and packaged.is_file():
+        return packaged
+    return path  # load_config names it in its "cannot read" sentence, with the packaged names
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> dict:
-    """The defaults, updated by ``base`` (a checkpoint's configuration), the YAML file at ``path``, then
-    ``KEY=VALUE`` overrides; validated. Keys newer than ``base`` keep their defaults."""
+    """The defaults, updated by ``base`` (a checkpoint's configuration), the YAML file at ``path`` (or the
+    packaged config of that name), then ``KEY=VALUE`` overrides; validated. Keys newer than ``base`` keep
+    their defaults."""
     cfg = defaults()
     if base is not None:
         _merge(cfg, base, SCHEMA, prefix="", source="the checkpoint's configuration")
     if path is not None:
-        path = Path(path)
+        path = config_file(path)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig"))  # a BOM from Windows editors
         except OSError as error:
-            raise UserError(f"cannot read config file {path}: {error.strerror or error}") from None
+            raise UserError(f"cannot read config file {path}: {error.strerror or error} (the packaged configs, "
+                            f"chosen by name: {', '.join(packaged_configs())})") from None
         except UnicodeDecodeError as error:
             raise UserError(f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
                             "save it as UTF-8") from None

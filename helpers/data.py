@@ -127,10 +127,10 @@ def find_data_root(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data root {root} does not exist or is not a folder")
-    if _is_data_root(root):
+    if is_data_root(root):
         return root
     found = sorted({p.parent for pattern in ("*/cls_data", "*/ver_data", "*/*/cls_data", "*/*/ver_data")
-                    for p in root.glob(pattern) if p.is_dir() and _is_data_root(p.parent)})
+                    for p in root.glob(pattern) if p.is_dir() and is_data_root(p.parent)})
     if len(found) == 1:
         return found[0]
     if not found:
@@ -138,7 +138,8 @@ def find_data_root(root: str | Path) -> Path:
     raise UserError(f"{root} holds several HW2P2 data roots ({', '.join(map(str, found))}); pass one of them")
 
 
-def _is_data_root(path: Path) -> bool:
+def is_data_root(path: Path) -> bool:
+    """Whether ``path`` holds HW2P2 data: ``cls_data/``, ``ver_data/`` or their packed form."""
     return (path / "cls_data").is_dir() or (path / "ver_data").is_dir() or (path / "ver_data.json").is_file()
 
 

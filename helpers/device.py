@@ -66,12 +66,11 @@ def default_workers(setting, device: torch.device) -> int:
 def describe_environment() -> dict:
     """Where this runs (Colab, Kaggle or local), with the device, GPU name and memory when there is one."""
     import platform
-    import sys
 
-    where = ("colab" if "google.colab" in sys.modules else
-             "kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "local")
+    from .runtime import platform as where
+
     device = pick_device()
-    info = {"platform": where, "python": platform.python_version(), "torch": torch.__version__,
+    info = {"platform": where(), "python": platform.python_version(), "torch": torch.__version__,
             "device": str(device), "cpu_cores": os.cpu_count()}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)

@@ -1,31 +1,28 @@
 """The kaggle command-line tool, used only when it is installed and credentials exist.
 
 Nothing here reads, prints or writes the API key: the tool finds it itself
-(``~/.kaggle/kaggle.json``, ``KAGGLE_CONFIG_DIR`` or ``KAGGLE_USERNAME``/``KAGGLE_KEY``).
-Every function says in one sentence why it did not act.
+(``KAGGLE_API_TOKEN`` or ``~/.kaggle/access_token`` for a ``KGAT_`` token,
+``KAGGLE_USERNAME``/``KAGGLE_KEY`` or ``kaggle.json`` for the legacy pair;
+:func:`helpers.credentials.load_secrets` puts keys kept in Colab or Kaggle
+Secrets into the environment first). Every function says in one sentence why it did not act.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import zipfile
 from pathlib import Path
 
+from .credentials import KAGGLE_TOKEN_RELEASE, kaggle_problem
 from .errors import UserError
 
 
 def unavailable() -> str | None:
     """Why the kaggle tool cannot be used here, or None when it can."""
     if shutil.which("kaggle") is None:
-        return "the kaggle command is not installed (pip install kaggle)"
-    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
-    if not (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")) \
-            and not (config_dir / "kaggle.json").is_file():
-        return (f"no Kaggle credentials ({config_dir / 'kaggle.json'} is missing and KAGGLE_USERNAME/KAGGLE_KEY "
-                "are not set)")
-    return None
+        return f"the kaggle command is not installed (pip install 'kaggle>={KAGGLE_TOKEN_RELEASE}')"
+    return kaggle_problem()
 
 
 def _run(arguments: list[str]) -> subprocess.CompletedProcess:

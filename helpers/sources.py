@@ -7,6 +7,7 @@ from pathlib import Path
 from . import kaggle
 from .data import find_data_root
 from .errors import UserError
+from .runtime import attached_kaggle_data
 
 
 def obtain_data(source: str, root: str | Path, competition: str | None = None, identities: int = 200,
@@ -14,8 +15,9 @@ def obtain_data(source: str, root: str | Path, competition: str | None = None, i
     """The data root to use, fetching or generating it when needed.
 
     ``source`` is ``demo`` (generate the built-in faces at ``root`` unless they
-    are already there), ``kaggle`` (download ``competition`` into ``root``
-    unless it already holds the data), or the path of an existing data root.
+    are already there), ``kaggle`` (the data attached to a Kaggle notebook under
+    ``/kaggle/input``, else download ``competition`` into ``root`` unless it
+    already holds the data), or the path of an existing data root.
     """
     root = Path(root)
     if source == "demo":
@@ -26,6 +28,9 @@ def obtain_data(source: str, root: str | Path, competition: str | None = None, i
         return make_demo_data(root, identities=identities, images_per_identity=images_per_identity,
                               verification_identities=verification_identities, seed=seed, overwrite=True).root
     if source == "kaggle":
+        attached = attached_kaggle_data(competition or "")
+        if attached is not None:
+            return attached
         try:
             return find_data_root(root)
         except UserError:

@@ -68,7 +68,9 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out: str | Path, fixe
         run_dir = out / name
         done = run_dir / DONE
         if not done.is_file():
-            parameters = {**(fixed or {}), **combination, "out_dir": str(out), "run_name": name}
+            # drive_folder too: on Colab its default would send the runs to Drive, away from this table.
+            parameters = {**(fixed or {}), **combination, "out_dir": str(out), "drive_folder": str(out),
+                          "run_name": name}
             started = time.perf_counter()
             executed = out / f"{name}.ipynb"
             try:

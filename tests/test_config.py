@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.config import all_keys, defaults, dump_config, load_config
+from helpers.config import PACKAGED, all_keys, defaults, dump_config, load_config, packaged_configs
 from helpers.engine import epoch_limit
 from helpers.errors import UserError
 
-from conftest import ROOT
+from conftest import ROOT, TINY, call_cli
 
 REQUIRED_KEYS = """data.root data.layout data.num_workers data.strict model.depth model.width model.stem model.block
 model.embedding_dim loss.type loss.s loss.m loss.easy_margin optim.name optim.lr optim.momentum optim.weight_decay
@@ -17,11 +17,41 @@ train.compile train.grad_clip train.accumulate train.seed train.deterministic tr
 tracking.wandb.mode""".split()
 
 
-def test_config_yaml_is_the_seed_defaults_and_documents_every_key():
-    assert load_config(ROOT / "config.yaml") == defaults()
-    text = (ROOT / "config.yaml").read_text()
+def test_the_packaged_seed_is_the_defaults_and_documents_every_key():
+    assert load_config("seed") == defaults()
+    text = (PACKAGED / "seed.yaml").read_text()
     for key in all_keys():
         assert f"{key.split('.')[-1]}:" in text, key
+
+
+def test_one_copy_of_each_config_and_it_ships_in_the_package():
+    # Configs live only in helpers/configs/: a second copy at the top would drift from the packaged one.
+    assert not (ROOT / "config.yaml").exists() and not (ROOT / "configs").exists()
+    assert {"seed", "fast", "gpu", "demo", "phase1_sgd", "phase2_finetune", "phase3_adam_cosine"} <= set(packaged_configs())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"configs/*.yaml"' in pyproject
+
+
+def test_configs_are_chosen_by_name_or_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no checkout here: names come from the package
+    assert load_config("fast") == load_config(PACKAGED / "fast.yaml") == load_config("fast.yaml")
+    assert load_config("fast")["model"]["head"] == "bn"
+    own = tmp_path / "fast.yaml"  # a file of the user's wins over the packaged config of the same file name
+    own.write_text("optim:\n  lr: 0.5\n")
+    assert load_config("fast.yaml")["optim"]["lr"] == 0.5 and load_config("fast")["optim"]["lr"] == 0.002
+    with pytest.raises(UserError, match=r"cannot read config file configs/fast.yaml.*chosen by name: .*fast"):
+        load_config("configs/fast.yaml")
+    with pytest.raises(UserError, match=r"cannot read config file fastt.*demo, fast, gpu"):
+        load_config("fastt")
+
+
+def test_train_with_a_packaged_config_from_any_folder(demo_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sets = [a for item in TINY + [f"data.root={demo_root}", "train.epochs=1", "train.eval_tta=false"]
+            for a in ("--set", item)]
+    code, out, err = call_cli(capsys, "train", "--config", "fast", *sets)
+    assert code == 0, err
+    assert (tmp_path / "runs" / "fast" / "best.pt").is_file() and "done: runs/fast" in out
 
 
 def test_seed_values():
@@ -102,7 +132,5 @@ def test_dump_round_trips(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    files = sorted((ROOT / "configs").glob("*.yaml"))
-    assert files
-    for path in files:
-        load_config(path)
+    for name in packaged_configs():
+        load_config(name)

@@ -15,7 +15,7 @@ from helpers.margins import margin_loss
 from helpers.model import (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, build_face_model, resnet)
 from helpers.summary import model_summary
 
-from conftest import ROOT, call_cli
+from conftest import call_cli
 
 
 def _params(module) -> int:
@@ -27,7 +27,7 @@ def test_resnet34_has_the_standard_parameter_count():
 
 
 def test_seed_model_parts_add_up_to_the_issue_numbers():
-    model = build_face_model(load_config(ROOT / "config.yaml"), 8631)
+    model = build_face_model(load_config("seed"), 8631)
     assert (_params(model.backbone), _params(model.embedding), _params(model.head)) == (21_284_672, 262_656, 4_419_072)
 
 
@@ -129,7 +129,7 @@ def test_tiny_model_overfits_a_tiny_batch(kind):
 
 
 def test_model_summary_json_for_the_seed_config(capsys):
-    code, out, _ = call_cli(capsys, "model-summary", "--config", ROOT / "config.yaml", "--json")
+    code, out, _ = call_cli(capsys, "model-summary", "--config", "seed", "--json")
     summary = json.loads(out)
     assert code == 0 and summary["total_params"] == 25_966_400 and summary["within_budget"] is True
     assert summary["feature_map"] == [512, 4, 4] and 1.8 < summary["forward_gflops"] < 2.0

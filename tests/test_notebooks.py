@@ -5,10 +5,12 @@ They are also executed top to bottom by ``pytest --nbval-lax`` in ``make test``.
 
 from __future__ import annotations
 
+import ast
 import json
 
 import nbformat
 import pandas as pd
+import papermill
 import pytest
 
 from helpers.sweep import combination_name, parse_assignment
@@ -36,6 +38,22 @@ def test_notebooks_have_one_papermill_parameters_cell(path):
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     assert "data_source" in tagged[0].source and "config_file" in tagged[0].source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_help_lists_every_parameter_with_type_default_and_help(path):
+    notebook = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    body = ast.parse(cell.source).body
+    assert not [node for node in body if isinstance(node, ast.Assign)], "every parameter needs a type annotation"
+    names = [node.target.id for node in body if isinstance(node, ast.AnnAssign)]
+    inferred = papermill.inspect_notebook(str(path))
+    assert list(inferred) == names  # none lost to a comment papermill cannot parse
+    for name, parameter in inferred.items():
+        assert parameter["inferred_type_name"] != "None" and parameter["default"] and parameter["help"], name
+    assert {"project_source", "drive_folder"} <= set(names)
+    if path.name == "HW2P2_Starter_Notebook.ipynb":
+        assert {"max_minutes", "kaggle_competition", "max_train_images", "overrides"} <= set(names)
 
 
 def test_starter_sections_come_in_the_course_order():

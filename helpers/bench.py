@@ -87,7 +87,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, classes, (batch,), generator=generator)
-    speed = fast_path(cfg["train"], device)
+    speed = fast_path(cfg["train"], device, cfg["optim"]["name"])
     peak_fp32 = matmul_flops(device, torch.float32)
     peak_fast = peak_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
 
@@ -125,8 +125,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     fast = _time_steps(fast_step, device, warmup + (2 if speed.compile else 0), steps, batch)
     return {
         "device": _device_name(device), "batch_size": batch, "image_size": size, "classes": classes,
-        "fast_path": {"amp": str(speed.amp).replace("torch.", "") if speed.amp else "none",
-                      "channels_last": speed.channels_last, "compile": speed.compile, "fused_optimizer": speed.fused},
+        "fast_path": speed.describe(),
         "train_gflops_per_image": flops / 1e9,
         "peak_tflops_fp32": peak_fp32 / 1e12, "peak_tflops_fast": peak_fast / 1e12,
         "plain_images_per_s": plain, "fast_images_per_s": fast,

@@ -1,12 +1,13 @@
-"""Which library decodes images: TorchCodec where it works with the installed torch, torchvision otherwise.
+"""Which library decodes images: torchvision where its decoders work, TorchCodec otherwise, PIL as the last resort.
 
 torchvision 0.29 deprecates its image decoders in favour of TorchCodec's. Both
-decode JPEGs with libjpeg-turbo to the same pixels at the same speed on the CPU
-(BENCHMARKS.md); TorchCodec comes first because torchvision's will be removed.
-A TorchCodec wheel is built against one torch release, and pip installs it
-beside any torch, so "installed" is not "works": each decoder is tried on a
-small JPEG once per process, and the first that decodes it is used. When
-neither works, data.py decodes with PIL, image by image.
+decode JPEGs with libjpeg-turbo to the same pixels; on the CPU torchvision's
+were as fast or a little faster (BENCHMARKS.md), so they stay first while they
+exist, and TorchCodec takes over where they fail or are gone. A TorchCodec
+wheel is built against one torch release and pip installs it beside any torch,
+so "installed" is not "works": each decoder is tried on a small JPEG once per
+process, and the first that decodes it is used. When neither works, data.py
+decodes with PIL, image by image.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from .errors import one_line
 
-DECODERS = ("torchcodec", "torchvision")
+DECODERS = ("torchvision", "torchcodec")
 
 
 @functools.lru_cache(maxsize=None)

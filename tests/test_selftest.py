@@ -142,7 +142,8 @@ def test_cuda_paths_are_not_applicable_on_the_cpu():
 
 
 def test_without_torchcodec_torchvision_decodes_and_its_deprecation_shows(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "torchcodec", None)  # import torchcodec now raises ImportError
+    for name in ["torchcodec", *(name for name in sys.modules if name.startswith("torchcodec."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now raises ImportError
     assert codec.image_decoder() == "torchvision"
     checks = by_path(decoder_checks())
     assert (checks["JPEG decoder: torchcodec"].status, checks["JPEG decoder: torchcodec"].instead) == \
@@ -153,11 +154,21 @@ def test_without_torchcodec_torchvision_decodes_and_its_deprecation_shows(monkey
     assert tuple(decode_rgb(codec.sample_jpeg()).shape) == (3, 12, 16)
 
 
-def test_torchcodec_decodes_the_same_pixels_as_torchvision():
+def test_torchcodec_takes_over_when_torchvision_cannot_decode(monkeypatch):
     pytest.importorskip("torchcodec")
-    assert codec.image_decoder() == "torchcodec"
     jpeg = codec.sample_jpeg()
-    assert torch.equal(codec.decode_image(jpeg, "torchcodec"), codec.decode_image(jpeg, "torchvision"))
+    expected = codec.decode_image(jpeg, "torchvision")
+    assert torch.equal(codec.decode_image(jpeg, "torchcodec"), expected)  # the same pixels
+    codec._library.cache_clear()
+
+    def removed(*args, **kwargs):
+        raise RuntimeError("image decoding was removed from torchvision")
+
+    monkeypatch.setattr(torchvision.io, "decode_image", removed)
+    assert codec.image_decoder() == "torchcodec"
+    assert torch.equal(decode_rgb(jpeg), expected)
+    check = by_path(decoder_checks())["JPEG decoder: torchvision"]
+    assert (check.status, check.used, check.instead) == (FAILED, False, "torchcodec")
 
 
 def test_torchrun_uses_the_backend_the_selftest_checks(monkeypatch):

@@ -11,12 +11,12 @@ import torchvision
 
 from helpers import codec, device as device_module
 from helpers.config import load_config
-from helpers.data import decode_rgb, training_set, open_data
+from helpers.data import decode_rgb, open_data, training_set
 from helpers.device import distributed_backend, fast_path
 from helpers.engine import Trainer, init_distributed
-from helpers.selftest import (AMP_LABELS, FAILED, NOT_HERE, OK, SKIPPED, COURSE_TRAIN_IMAGES, ddp_check,
-                              decoder_checks, epoch_estimate, eval_settings, largest_batch, print_epoch_estimate,
-                              quick_selftest, run_selftest, speed_checks)
+from helpers.selftest import (AMP_LABELS, COURSE_TRAIN_IMAGES, FAILED, NOT_HERE, OK, SKIPPED, SelfTestReport,
+                              ddp_check, decoder_checks, epoch_estimate, eval_settings, largest_batch,
+                              print_epoch_estimate, quick_selftest, speed_checks)
 
 from conftest import TINY, call_cli
 
@@ -91,11 +91,12 @@ def test_largest_batch_doubles_until_memory_cap_or_bound():
 # ----------------------------------------------------------------------------- the fallbacks agree
 
 
-def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_path):
+def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_path, capsys):
     failing_probe(monkeypatch, channels_last=True)
-    overrides = TINY + [f"data.root={demo_root}", f"run.out_dir={tmp_path}", "run.name=agree"]
+    overrides = TINY + [f"data.root={demo_root}", f"run.out_dir={tmp_path}", "run.name=agree", "train.eval_tta=true"]
     trainer = Trainer(load_config(None, overrides))
-    report = quick_selftest(None, overrides, show=False)
+    report = quick_selftest(None, overrides)
+    assert "training can run" in capsys.readouterr().out
     assert trainer.speed.channels_last is False
     assert report.fast_path == trainer.speed.describe()
     check = by_path(report)["channels-last"]
@@ -107,14 +108,16 @@ def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_
     assert by_path(report)[f"JPEG decoder: {codec.image_decoder()}"].used
 
 
-def test_a_set_value_that_fails_stops_training(monkeypatch, capsys):
+def test_a_set_value_that_fails_stops_training(monkeypatch):
     failing_probe(monkeypatch, channels_last=True)
-    code, out, _ = call_cli(capsys, "selftest", "--quick", "--json", *[a for o in TINY for a in ("--set", o)],
-                            "--set", "train.channels_last=true")
-    report = json.loads(out)
-    assert code == 1 and not report["can_train"]
-    check = {c["path"]: c for c in report["paths"]}["channels-last"]
-    assert check["status"] == FAILED and check["used"] and "train.channels_last=auto" in check["instead"]
+    train = load_config(overrides=["train.channels_last=true"])["train"]
+    cpu = torch.device("cpu")
+    speed = fast_path(train, cpu)
+    assert speed.channels_last  # a set value is taken as it is, not probed
+    checks = speed_checks(train, cpu, speed, "sgd")
+    check = by_path(checks)["channels-last"]
+    assert check.status == FAILED and check.used and "train.channels_last=auto" in check.instead
+    assert not SelfTestReport({}, speed.describe(), checks).can_train
 
 
 def test_cuda_choices_fall_back_in_order(monkeypatch):
@@ -189,7 +192,7 @@ def test_torchrun_uses_the_backend_the_selftest_checks(monkeypatch):
 
 
 def test_selftest_json_reports_every_path_and_the_course_epoch(capsys):
-    code, out, _ = call_cli(capsys, "selftest", "--json", "--seconds", "1",
+    code, out, _ = call_cli(capsys, "selftest", "--json", "--seconds", "0.5",
                             *[a for o in TINY for a in ("--set", o)])
     report = json.loads(out)
     assert code == 0 and report["can_train"]
@@ -206,18 +209,6 @@ def test_selftest_json_reports_every_path_and_the_course_epoch(capsys):
     assert cost["epoch"]["train_images"] == COURSE_TRAIN_IMAGES and cost["epoch"]["epoch_minutes"] > 0
 
 
-def test_selftest_estimates_the_users_data_root(demo_root):
-    overrides = TINY + ["train.max_minutes=30"]
-    report = run_selftest(None, overrides, data_root=demo_root, seconds=0.5)
-    data = open_data(demo_root)
-    cfg = load_config(None, overrides)
-    images = len(training_set(data, cfg["data"]["singletons"], seed=cfg["train"]["seed"]).paths)
-    epoch = report.cost["epoch"]
-    assert epoch["train_images"] == images and epoch["images_per_epoch"] == images // 8 * 8
-    assert report.cost["eval_images"] > 0 and epoch["epochs_in_budget"] > 0
-    assert str(demo_root) in report.cost["data"]
-
-
 def test_compile_check_is_time_boxed_and_blocks_a_run_that_compiles(capsys):
     code, out, _ = call_cli(capsys, "selftest", "--quick", "--json", "--compile", "--compile-seconds", "1",
                             *[a for o in TINY for a in ("--set", o)], "--set", "train.compile=true")
@@ -226,9 +217,13 @@ def test_compile_check_is_time_boxed_and_blocks_a_run_that_compiles(capsys):
     assert code == 1
 
 
-def test_notebook_functions_print_the_table_and_the_estimate(demo_root, capsys):
-    report = quick_selftest(None, TINY)
-    assert report.cost is None and "training can run" in capsys.readouterr().out
-    cost = print_epoch_estimate(None, TINY + [f"data.root={demo_root}"], seconds=0.5)
+def test_the_epoch_estimate_counts_the_users_data_root(demo_root, capsys):
+    overrides = TINY + [f"data.root={demo_root}", "train.max_minutes=30"]
+    cost = print_epoch_estimate(None, overrides, seconds=0.5)
     printed = capsys.readouterr().out
-    assert "one epoch of" in printed and str(demo_root) in printed and cost["images_per_s"] > 0
+    assert "one epoch of" in printed and str(demo_root) in printed and "fit train.max_minutes=30" in printed
+    cfg = load_config(None, overrides)
+    images = len(training_set(open_data(demo_root), cfg["data"]["singletons"], seed=cfg["train"]["seed"]).paths)
+    epoch = cost["epoch"]
+    assert epoch["train_images"] == images and epoch["images_per_epoch"] == images // 8 * 8
+    assert cost["eval_images"] > 0 and epoch["epochs_in_budget"] > 0 and cost["images_per_s"] > 0

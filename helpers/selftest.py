@@ -116,7 +116,8 @@ class SelfTestReport:
 
 def cost_lines(cost: dict) -> list[str]:
     """The cost part of a report in words."""
-    line = (f"training step at batch {cost['batch_size']}: {cost['images_per_s']:,.1f} images/s, peak "
+    line = (f"training step ({'compiled' if cost['compiled'] else 'eager'}) at batch {cost['batch_size']}: "
+            f"{cost['images_per_s']:,.1f} images/s, peak "
             f"{cost['peak_memory_gib']:.2f} GiB ({cost['peak_memory_kind']})")
     if cost["largest_batch"] is not None:
         line += f"; largest batch that ran {cost['largest_batch']} ({cost['largest_batch_bound']})"
@@ -184,35 +185,50 @@ def largest_batch(runs, start: int, cap: int, bound=lambda batch: None) -> tuple
 # ----------------------------------------------------------------------------- running it
 
 
+@dataclass
+class _Setup:
+    """What training would use for a configuration, from the engine's own decisions."""
+
+    cfg: dict
+    device: torch.device
+    speed: FastPath
+    workers: int
+    on_device: bool
+    data: object  # FaceData of the root to estimate, or None for the course data
+
+
+def _setup(config, overrides, data_root) -> _Setup:
+    cfg = load_config(config, overrides)
+    device = pick_device(cfg["train"]["device"])
+    return _Setup(cfg, device, fast_path(cfg["train"], device, cfg["optim"]["name"]),
+                  default_workers(cfg["data"]["num_workers"], device), decodes_on_device(cfg["data"]["decode"]),
+                  open_data(data_root, cfg["data"]["layout"]) if data_root else None)
+
+
 def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool = False, quick: bool = False,
                  seconds: float = 20.0, compile_seconds: float = 300.0) -> SelfTestReport:
     """Check every device path of a configuration; unless ``quick``, also time its training step for about
     ``seconds`` and estimate an epoch of ``data_root`` (the course data when None). ``check_compile`` adds a
     ``torch.compile`` check of up to ``compile_seconds`` in a child process."""
     started = time.perf_counter()
-    cfg = load_config(config, overrides)
-    train, data_cfg = cfg["train"], cfg["data"]
-    device = pick_device(train["device"])
-    speed = fast_path(train, device, cfg["optim"]["name"])
-    size = data_cfg["image_size"]
-    workers = default_workers(data_cfg["num_workers"], device)
-    on_device = decodes_on_device(data_cfg["decode"])
-    data = open_data(data_root, data_cfg["layout"]) if data_root else None
+    run = _setup(config, overrides, data_root)
+    cfg, device, speed = run.cfg, run.device, run.speed
     with tempfile.TemporaryDirectory() as scratch, _own_rng(device):
-        faces = _face_images(Path(scratch) / "faces", data, 8 if quick else 64, size)
-        checks = [*speed_checks(train, device, speed, cfg["optim"]["name"]),
-                  compile_check(cfg, device, check_compile, compile_seconds),
+        faces = _face_images(Path(scratch) / "faces", run.data, 8 if quick else 64, cfg["data"]["image_size"])
+        compile_row = compile_check(cfg, device, check_compile, compile_seconds)
+        checks = [*speed_checks(cfg["train"], device, speed, cfg["optim"]["name"]),
+                  compile_row,
                   *decoder_checks(),
-                  workers_check(faces, size, workers),
-                  device_decode_check(faces, size, device, on_device),
+                  workers_check(faces, run.workers),
+                  device_decode_check(faces, cfg["data"]["image_size"], device, run.on_device),
                   ddp_check(device),
                   checkpoint_check(cfg, device, speed, Path(scratch)),
-                  eval_check(cfg, device, speed, faces, workers, on_device)]
+                  eval_check(cfg, device, speed, faces, run.workers, run.on_device)]
         cost = None
         if quick:
-            checks.append(_step_check(cfg, device, speed, min(8, train["batch_size"]), 100, steps=2)[0])
+            checks.append(_step_check(cfg, device, speed, min(8, cfg["train"]["batch_size"]), 100, steps=2)[0])
         else:
-            check, cost = measure_cost(cfg, device, speed, data, faces, workers, on_device, seconds, check_compile)
+            check, cost = measure_cost(run, faces, seconds, compiled=speed.compile and compile_row.status == OK)
             checks.append(check)
     return SelfTestReport(describe_environment(device), speed.describe(), checks, cost,
                           time.perf_counter() - started)
@@ -227,21 +243,14 @@ def quick_selftest(config=None, overrides=(), show: bool = True) -> SelfTestRepo
 
 
 def print_epoch_estimate(config=None, overrides=(), data_root=None, seconds: float = 5.0) -> dict:
-    """Time the training step for ``seconds`` and print the minutes an epoch of ``data_root`` (default: the
-    config's data.root, else the course data) will take, and the epochs that fit train.max_minutes."""
-    cfg = load_config(config, overrides)
-    train, data_cfg = cfg["train"], cfg["data"]
-    device = pick_device(train["device"])
-    speed = fast_path(train, device, cfg["optim"]["name"])
-    root = data_root or data_cfg["root"]
-    data = open_data(root, data_cfg["layout"]) if root else None
-    with tempfile.TemporaryDirectory() as scratch, _own_rng(device):
-        faces = _face_images(Path(scratch) / "faces", data, 32, data_cfg["image_size"])
-        check, cost = measure_cost(cfg, device, speed, data, faces, default_workers(data_cfg["num_workers"], device),
-                                   decodes_on_device(data_cfg["decode"]), seconds, check_compile=False,
-                                   search=False)
+    """Time the training step for ``seconds`` and print the minutes an epoch of ``data_root`` (the course
+    data when None) will take, with the epochs that fit train.max_minutes; returns the measured cost."""
+    run = _setup(config, overrides, data_root)
+    with tempfile.TemporaryDirectory() as scratch, _own_rng(run.device):
+        faces = _face_images(Path(scratch) / "faces", run.data, 32, run.cfg["data"]["image_size"])
+        check, cost = measure_cost(run, faces, seconds, compiled=False, search=False)
     if check.status != OK:
-        raise UserError(f"the training step failed on {device}: {check.note}")
+        raise UserError(f"the training step failed on {run.device}: {check.note}")
     print(cost_lines(cost)[-1])
     return cost
 
@@ -369,7 +378,7 @@ def _decoder_warning(name: str) -> str:
     return f"{first.category.__name__}: {str(first.message).split('. ')[0]}"
 
 
-def workers_check(faces: FaceImages, size: int, workers: int) -> PathCheck:
+def workers_check(faces: FaceImages, workers: int) -> PathCheck:
     """A loader with worker processes decodes the images exactly as the training process does."""
     tried = max(1, min(workers, 2))
     label = f"JPEG decoding in loader workers ({tried} tried)"
@@ -509,10 +518,11 @@ def eval_settings(cfg: dict, device: torch.device, speed: FastPath, workers: int
 # ----------------------------------------------------------------------------- what a run costs
 
 
-def measure_cost(cfg: dict, device: torch.device, speed: FastPath, data, faces: FaceImages, workers: int,
-                 on_device: bool, seconds: float, check_compile: bool, search: bool = True
+def measure_cost(run: _Setup, faces: FaceImages, seconds: float, compiled: bool, search: bool = True
                  ) -> tuple[PathCheck, dict | None]:
-    """Time the training step at the configuration's batch size, search the largest batch, estimate an epoch."""
+    """Time the training step at the configuration's batch size (``compiled``: through ``torch.compile``),
+    search the largest batch that fits, and estimate an epoch of the run's data (the course data when None)."""
+    cfg, device, speed, data = run.cfg, run.device, run.speed, run.data
     train = cfg["train"]
     batch = train["batch_size"]
     if data is not None:
@@ -523,11 +533,11 @@ def measure_cost(cfg: dict, device: torch.device, speed: FastPath, data, faces: 
     else:
         classes, images, eval_images = COURSE_CLASSES, COURSE_TRAIN_IMAGES, COURSE_EVAL_IMAGES
         described = "the course data"
-    check, timing = _step_check(cfg, device, speed, batch, classes, seconds=seconds,
-                                compiled=check_compile and speed.compile, search=search)
+    check, timing = _step_check(cfg, device, speed, batch, classes, seconds=seconds, compiled=compiled,
+                                search=search)
     if timing is None:
         return check, None
-    decode_rate, decode_workers = _decode_rate(faces, device, on_device, workers)
+    decode_rate, decode_workers = _decode_rate(faces, device, run.on_device, run.workers)
     eval_rate = _eval_rate(cfg, device, speed)
     epoch = epoch_estimate(images, batch, timing["images_per_s"], decode_rate, decode_workers, eval_images,
                            eval_rate, train["eval_every"], train["max_minutes"])
@@ -556,7 +566,7 @@ def _step_check(cfg: dict, device: torch.device, speed: FastPath, batch: int, cl
         return PathCheck(label, FAILED, True, one_line(error), "cannot run at this batch: lower train.batch_size"), None
     except Exception as error:  # noqa: BLE001
         return PathCheck(label, FAILED, True, one_line(error), "cannot train on this device"), None
-    timing = {"batch_size": batch, "images_per_s": rate, "peak_memory_gib": peak / 2 ** 30,
+    timing = {"batch_size": batch, "compiled": compiled, "images_per_s": rate, "peak_memory_gib": peak / 2 ** 30,
               "peak_memory_kind": "device memory allocated" if device.type == "cuda" else "process RSS, host",
               "largest_batch": found, "largest_batch_bound": bound}
     return PathCheck(label, OK, True, f"{rate:,.1f} images/s"), timing

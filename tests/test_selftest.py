@@ -144,7 +144,7 @@ def test_cuda_paths_are_not_applicable_on_the_cpu():
     assert checks[AMP_LABELS["none"]].used and checks[AMP_LABELS["none"]].status == OK
 
 
-def test_without_torchcodec_torchvision_decodes_and_its_deprecation_shows(monkeypatch, tmp_path):
+def test_without_torchcodec_torchvision_decodes_and_its_deprecation_shows(monkeypatch):
     for name in ["torchcodec", *(name for name in sys.modules if name.startswith("torchcodec."))]:
         monkeypatch.setitem(sys.modules, name, None)  # importing it now raises ImportError
     assert codec.image_decoder() == "torchvision"
@@ -218,8 +218,8 @@ def test_compile_check_is_time_boxed_and_blocks_a_run_that_compiles(capsys):
 
 
 def test_the_epoch_estimate_counts_the_users_data_root(demo_root, capsys):
-    overrides = TINY + [f"data.root={demo_root}", "train.max_minutes=30"]
-    cost = print_epoch_estimate(None, overrides, seconds=0.5)
+    overrides = TINY + ["train.max_minutes=30"]
+    cost = print_epoch_estimate(None, overrides, data_root=demo_root, seconds=0.5)
     printed = capsys.readouterr().out
     assert "one epoch of" in printed and str(demo_root) in printed and "fit train.max_minutes=30" in printed
     cfg = load_config(None, overrides)

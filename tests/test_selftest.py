@@ -35,7 +35,8 @@ def fresh_decisions():
 
 
 def failing_probe(monkeypatch, **broken):
-    """Make the speed probe fail for the settings in ``broken`` (e.g. channels_last=True), as a GPU lacking them would."""
+    """Make the speed probe fail for the settings in ``broken`` (e.g. channels_last=True), as a device lacking
+    them would; other settings probe for real on the CPU and pass elsewhere."""
     real = device_module._probe_steps
 
     def probe(device, amp, channels_last, fused, optimizer):

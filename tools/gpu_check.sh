@@ -39,7 +39,8 @@ if [ ! -f "$DATA/val_pairs.txt" ]; then
 fi
 
 # shellcheck disable=SC2086  # SETTINGS is a list of options
-step selftest.json 300 "$PYTHON" -m helpers selftest --config "$CONFIG" $SETTINGS --json --compile --compile-seconds "$COMPILE_SECONDS"
+step selftest.json 300 "$PYTHON" -m helpers selftest --config "$CONFIG" $SETTINGS --json \
+    --compile --compile-seconds "$COMPILE_SECONDS"
 step bench_train.json 120 "$PYTHON" -m helpers bench train --config "$CONFIG" $SETTINGS --json
 step bench_data.json 120 "$PYTHON" -m helpers bench data --workers 4 --json
 step bench_eval.json 120 "$PYTHON" -m helpers bench eval --config "$CONFIG" $SETTINGS --json

@@ -23,6 +23,7 @@ _API = {
               "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
     "prepare": ["prepare_folder", "answer_key_path"],
     "score_norm": ["ScoreNorm"],
+    "selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
 }
 _HOME = {name: module for module, names in _API.items() for name in names}
 __all__ = sorted(_HOME)

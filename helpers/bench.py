@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import AugmentConfig, BatchAugment, normalize, seed_train_transform
+from .codec import DECODERS, decode_image, decoder_problem, image_decoder
 from .config import load_config
 from .data import FaceImages, collate, decode_batch, decode_rgb, open_data
 from .device import fast_path, pick_device
@@ -164,7 +166,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, classes, (batch,), generator=generator)
-    speed = fast_path(cfg["train"], device)
+    speed = fast_path(cfg["train"], device, cfg["optim"]["name"])
     matmul_fp32 = matmul_flops(device, torch.float32)
     matmul_fast = matmul_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
 
@@ -205,8 +207,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     fast = _time_steps(fast_step, device, warmup + (2 if speed.compile else 0), steps, batch)
     return {
         "device": _device_name(device), "batch_size": batch, "image_size": size, "classes": classes,
-        "fast_path": {"amp": str(speed.amp).replace("torch.", "") if speed.amp else "none",
-                      "channels_last": speed.channels_last, "compile": speed.compile, "fused_optimizer": speed.fused},
+        "fast_path": speed.describe(),
         "train_gflops_per_image": flops / 1e9,
         "matmul_tflops_fp32": matmul_fp32 / 1e12, "matmul_tflops_fast": matmul_fast / 1e12,
         "conv_tflops_plain": conv_plain / 1e12, "conv_tflops_fast": conv_fast / 1e12,
@@ -283,6 +284,7 @@ def bench_data(data_root=None, workers: int = 0, batch_size: int = 64, images: i
 
             blobs = [data.reader(p) for p in paths]
             decode = _throughput(lambda: [decode_rgb(blob) for blob in blobs], len(paths))
+            decoders = decoder_rates(blobs)
 
             encoded = FaceImages(paths, None, image_size, reader=data.reader, encoded=True)
             raw_batches = [collate([encoded[i] for i in range(start, min(start + batch_size, len(paths)))])
@@ -301,10 +303,25 @@ def bench_data(data_root=None, workers: int = 0, batch_size: int = 64, images: i
     one_core = 1.0 / (per / project + 1.0 / augmented)
     return {"images": len(paths), "workers": workers, "batch_size": batch_size, "augment_device": str(device),
             "naive_images_per_s": naive / per, "project_images_per_s": project / per,
-            "decode_only_images_per_s": decode, "device_decode_images_per_s": device_decode,
+            "decode_only_images_per_s": decode, "decoder": image_decoder(), "decoders_images_per_s": decoders,
+            "device_decode_images_per_s": device_decode,
             "device_augment_images_per_s": augmented,
             "one_core_images_per_s": one_core, "one_core_speedup": one_core / (naive / per),
             "speedup": project / naive}
+
+
+def decoder_rates(blobs: list[bytes], rounds: int = 3) -> dict:
+    """JPEG decoding alone, images/s of each decoder that works here (codec.py): the best of ``rounds``
+    interleaved rounds, so that a busy machine slows both alike."""
+    raws = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+    rates: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29's; selftest shows it
+        for _ in range(rounds):
+            for name in (name for name in DECODERS if decoder_problem(name) is None):
+                rate = _throughput(lambda: [decode_image(raw, name) for raw in raws], len(raws))
+                rates[name] = max(rates.get(name, 0.0), rate)
+    return rates
 
 
 def _throughput(run, count: int) -> float:

@@ -204,6 +204,15 @@ def _bench(args) -> int:
     return 0
 
 
+def _selftest(args) -> int:
+    from .selftest import run_selftest
+
+    report = run_selftest(args.config, args.set or [], data_root=args.data_root, check_compile=args.compile,
+                          quick=args.quick, seconds=args.seconds, compile_seconds=args.compile_seconds)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0 if report.can_train else 1
+
+
 def _sweep(args) -> int:
     from .progress import progress_style
     from .sweep import parse_assignment, parse_parameter, run_sweep
@@ -401,6 +410,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tta", action="store_true", help="eval: flip test-time augmentation")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_bench)
+
+    selftest = commands.add_parser("selftest", help="run every device path a few steps: what works, what a run costs",
+                                description="On the device training would use, run each path (autocast, "
+                                            "channels-last, fused optimiser, torch.compile, JPEG decoding in "
+                                            "workers and on the device, a one-process DDP group, checkpoint "
+                                            "round trip, evaluation) a few steps on synthetic input and say what "
+                                            "works and what training does instead; then time the training step "
+                                            "and estimate an epoch. Exit 0 when training can run, 1 when not.")
+    _config_arguments(selftest)
+    selftest.add_argument("--data-root", help="estimate an epoch of this data root (default: the course data, "
+                                           "431,550 images)")
+    selftest.add_argument("--compile", action="store_true", help="also check torch.compile of the training step")
+    selftest.add_argument("--compile-seconds", type=float, default=300.0, help="time box of the compile check")
+    selftest.add_argument("--seconds", type=float, default=20.0, help="length of the timed training run (default 20)")
+    selftest.add_argument("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)")
+    selftest.add_argument("--json", action="store_true", help="print one JSON object")
+    selftest.set_defaults(handler=_selftest)
 
     sweep = commands.add_parser("sweep", help="run a notebook over a grid of parameters with papermill",
                                 description="Execute the notebook once per combination of --grid values (each in "

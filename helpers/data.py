@@ -25,9 +25,9 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
+from .codec import decode_image, decode_jpegs
 from .errors import UserError, printable
 from .packed import PackedImages
 
@@ -357,7 +357,7 @@ def class_names(labels: Sequence[str]) -> list[str]:
 def decode_rgb(data: bytes | torch.Tensor, size: int | None = None, where: str = "image") -> torch.Tensor:
     """Decode image bytes of any mode (L, LA, P, RGBA, CMYK, 16-bit) into a 3xHxW uint8 RGB tensor.
 
-    torchvision decodes JPEG, PNG, WEBP and GIF; anything else goes through PIL.
+    TorchCodec or torchvision (codec.py) decodes JPEG, PNG, WEBP and GIF; anything else goes through PIL.
     When ``size`` is given the image is resized to ``size`` x ``size``, as the
     assignment's ``Resize((112, 112))`` does.
     """
@@ -365,10 +365,10 @@ def decode_rgb(data: bytes | torch.Tensor, size: int | None = None, where: str =
         raise BadImageError(where, "empty (zero-byte) file")
     raw = data if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
-        image = decode_image(raw, mode=ImageReadMode.RGB)
+        image = decode_image(raw)
         if image.dtype != torch.uint8:
             image = TF.to_dtype(image, torch.uint8, scale=True)
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # ValueError: TorchCodec's answer to a format it does not know
         image = _decode_with_pil(raw.numpy().tobytes(), where)
     if size is not None and tuple(image.shape[-2:]) != (size, size):
         image = TF.resize(image, [size, size], antialias=True)
@@ -562,6 +562,11 @@ def collate(items: list) -> Batch:
     return Batch(images, labels, indices, skipped)
 
 
+def decodes_on_device(setting: str) -> bool:
+    """``data.decode``: ``auto`` decodes in the loader workers, which keep up with a CPU step (BENCHMARKS.md)."""
+    return setting == "device"
+
+
 def decode_batch(batch: Batch, device: torch.device, size: int, paths: Sequence[Path]) -> Batch:
     """Decode a batch's still-encoded JPEGs on ``device`` in one call (nvJPEG on a GPU) and stack it there.
 
@@ -592,13 +597,13 @@ def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.
     if not data:
         return []
     try:
-        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        return decode_jpegs(data, device)
     except RuntimeError:
         pass
     out = []
     for blob in data:
         try:
-            out.append(decode_jpeg(blob, mode=ImageReadMode.RGB, device=device))
+            out.append(decode_jpegs([blob], device)[0])
         except RuntimeError:
             out.append(None)
     return out

@@ -36,8 +36,8 @@ from .augment import AugmentConfig, BatchAugment
 from .averaging import WeightAverage
 from .checkpoint import atomic_write_text, load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
 from .config import dump_config, load_config
-from .data import FaceImages, collate, decode_batch, open_data, training_set
-from .device import FastPath, default_workers, fast_path, pick_device
+from .data import FaceImages, collate, decode_batch, decodes_on_device, open_data, training_set
+from .device import FastPath, default_workers, distributed_backend, fast_path, pick_device
 from .errors import UserError
 from .evaluation import EvalSettings, classify, verify_pairs
 from .margins import margin_loss
@@ -92,7 +92,7 @@ def init_distributed() -> Distributed:
     if world == 1:
         return Distributed()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(distributed_backend())
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -275,7 +275,7 @@ class Trainer:
         self.dist = init_distributed()
         train = cfg["train"]
         self.device = pick_device(train["device"], self.dist.local_rank)
-        self.speed = fast_path(train, self.device)
+        self.speed = fast_path(train, self.device, cfg["optim"]["name"])
         if train["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -326,7 +326,7 @@ class Trainer:
             raise UserError(f"{len(self.train_set.paths)} training images make fewer than "
                             f"{train['accumulate']} batch(es) of {train['batch_size']} per process; "
                             "lower train.batch_size")
-        self.decode_on_device = data_cfg["decode"] == "device"
+        self.decode_on_device = decodes_on_device(data_cfg["decode"])
         self.loader = torch.utils.data.DataLoader(
             FaceImages(self.train_set.paths, self.train_set.labels, data_cfg["image_size"], reader=self.data.reader,
                        encoded=self.decode_on_device),

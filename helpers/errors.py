@@ -1,4 +1,4 @@
-"""The one exception type for user mistakes, and how names are shown in its messages."""
+"""The one exception type for user mistakes, how names are shown in its messages, and errors told in one line."""
 
 
 class UserError(Exception):
@@ -17,3 +17,9 @@ def printable(text: str) -> str:
     right and does not exist.
     """
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -57,6 +57,7 @@ def test_bench_data_json(capsys):
     for key in ("naive_images_per_s", "project_images_per_s", "decode_only_images_per_s", "speedup",
                 "device_augment_images_per_s"):
         assert result[key] > 0, key
+    assert result["decoders_images_per_s"][result["decoder"]] > 0  # the decoder in use was timed
 
 
 def test_bench_eval_json(capsys):

@@ -158,13 +158,21 @@ def packaged_configs() -> list[str]:
     return sorted(path.stem for path in PACKAGED.glob("*.yaml"))
 
 
+# Where the packaged configs lived in a checkout before they moved into the package: commands written
+# then (``--config configs/fast.yaml``, ``--config config.yaml``) keep meaning the same recipes.
+_CHECKOUT_PATHS = {"config.yaml": "seed"}
+
+
 def config_file(name_or_path: str | Path) -> Path:
-    """The YAML file a ``--config`` value means: an existing file, else the packaged config of that name."""
+    """The YAML file a ``--config`` value means: an existing file, else the packaged config of that name
+    (``fast``, ``fast.yaml``, or the checkout paths of before, ``configs/fast.yaml`` and ``config.yaml``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    packaged = PACKAGED / f"{path.stem}.yaml"
-    if path.name == str(name_or_path) and path.suffix in ("", ".yaml") and packaged.is_file():
+    bare = path.name == str(name_or_path) or path.parent == Path("configs")
+    name = _CHECKOUT_PATHS.get(str(name_or_path), path.stem)
+    packaged = PACKAGED / f"{name}.yaml"
+    if bare and path.suffix in ("", ".yaml") and packaged.is_file():
         return packaged
     return path  # load_config names it in its "cannot read" sentence, with the packaged names
 

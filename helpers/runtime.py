@@ -22,13 +22,13 @@ KAGGLE_WORKING = Path("/kaggle/working")
 
 def platform() -> str:
     """``colab``, ``kaggle`` or ``local``."""
+    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ:  # first: an image with google.colab installed is still Kaggle
+        return "kaggle"
     try:
         if importlib.util.find_spec("google.colab") is not None:
             return "colab"
     except (ImportError, ValueError):
         pass  # no google namespace at all
-    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
-        return "kaggle"
     return "local"
 
 

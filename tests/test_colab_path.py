@@ -27,11 +27,14 @@ import pytest
 import yaml
 
 from helpers import quiz
+from helpers.key_scan import scan_file
 from helpers.tracking import read_metrics
 
 from conftest import ROOT, TINY
 
 FAKE_COLAB = ROOT / "tests" / "fake_colab"
+SECRETS = {"KAGGLE_API_TOKEN": "KGAT_" + "5a4b3c2d1e0f9a8b" * 2,  # what a student keeps in Colab Secrets
+           "WANDB_API_KEY": "wandb_v1_" + "Z1x2C3v4B5n6M7k8" * 4 + "J9h8G7f6D5s4A"}
 NOT_THE_PROJECT = shutil.ignore_patterns(".git", ".venv", "runs", "data", "wandb", "build", "__pycache__",
                                          "*.egg-info", ".pytest_cache", ".ipynb_checkpoints")
 
@@ -99,7 +102,7 @@ def vm(tmp_path_factory) -> VM:
     assert probe.stdout.split() == ["None", "True", "True"], probe.stdout + probe.stderr
     clone = base / "clone"
     shutil.copytree(ROOT, clone, ignore=NOT_THE_PROJECT)
-    (base / "secrets.json").write_text("{}")
+    (base / "secrets.json").write_text(json.dumps(SECRETS))
     return VM(python, env, clone, base / "cloud" / "MyDrive")
 
 
@@ -131,6 +134,9 @@ def test_starter_notebook_installs_itself_keeps_its_run_on_drive_and_resumes_on_
     assert vm.python.parent.parent in package.parents and (package / "configs" / "demo.yaml").is_file()
     stamp = (package / "__init__.py").stat().st_mtime_ns
     text = executed.read_text()
+    # The keys came from Colab Secrets, and neither they nor any other key is in the notebook.
+    assert "Kaggle: API token (KGAT_) from Colab Secrets" in text and "W&B: API key from Colab Secrets" in text
+    assert not any(key in text for key in SECRETS.values()) and scan_file(executed.name, executed.read_bytes()) == []
     assert f"checkpoints: {work / 'drive' / 'MyDrive' / 'hw2p2' / 'starter'} " in text
     assert "resumes from last.pt" in text
 

@@ -53,6 +53,12 @@ def test_platform(home, monkeypatch):
     assert runtime.platform() == "kaggle"
 
 
+def test_kaggle_is_kaggle_even_with_google_colab_importable(colab, monkeypatch):
+    assert runtime.platform() == "colab"
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    assert runtime.platform() == "kaggle"
+
+
 def test_runs_folder_locally_and_on_kaggle(home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert runtime.runs_folder("auto", "runs") == runtime.Path("runs") and (tmp_path / "runs").is_dir()

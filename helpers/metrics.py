@@ -98,19 +98,23 @@ def bootstrap_eer(scores, labels, rounds: int = 1000, seed: int = 0) -> list[flo
     return [float(low), float(high)]
 
 
-def paired_bootstrap_eer(scores_a, scores_b, labels, rounds: int = 1000, seed: int = 0) -> dict:
-    """``EER(a) - EER(b)`` on the same pairs, and its 95 % interval over resamplings that draw both alike.
+def paired_bootstrap_eers(reference, others, labels, rounds: int = 1000, seed: int = 0) -> list[dict]:
+    """``EER(reference) - EER(other)`` for each of ``others`` on the same pairs, with a 95 % interval over
+    resamplings that draw every score set alike.
 
-    The paired test for "is model a better than model b on these pairs": an
+    The paired test for "is one model better than another on these pairs": an
     interval that excludes 0 says the difference is larger than the pairs'
     sampling noise; overlapping single intervals cannot say that.
     """
-    scores_a, labels = _validated(scores_a, labels)
-    scores_b, _ = _validated(scores_b, labels)
-    eers = _resampled_eers([scores_a, scores_b], labels, rounds, seed)
-    low, high = np.percentile(eers[0] - eers[1], [2.5, 97.5])
-    return {"difference": compute_eer(scores_a, labels)[0] - compute_eer(scores_b, labels)[0],
-            "ci95": [float(low), float(high)]}
+    reference, labels = _validated(reference, labels)
+    others = [_validated(other, labels)[0] for other in others]
+    eers = _resampled_eers([reference, *others], labels, rounds, seed)
+    base = compute_eer(reference, labels)[0]
+    tests = []
+    for row, other in enumerate(others, start=1):
+        low, high = np.percentile(eers[0] - eers[row], [2.5, 97.5])
+        tests.append({"difference": base - compute_eer(other, labels)[0], "ci95": [float(low), float(high)]})
+    return tests
 
 
 def _resampled_eers(score_sets: list[np.ndarray], labels: np.ndarray, rounds: int, seed: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .metrics import paired_bootstrap_eer
+from .metrics import paired_bootstrap_eers
 
 ARMS = ("raw", "ema")
 # train.select -> (arm, which evaluation of it)
@@ -103,17 +103,21 @@ class Selection:
                 candidate = table.get(arm)
                 if candidate is not None and candidate.scores is not None:
                     roles.setdefault((candidate.arm, candidate.epoch), [candidate, []])[1].append(role)
+        # Not the weights of best.pt themselves (before its first update the average is the trained model).
+        others = [(candidate, role) for (arm, epoch), (candidate, role) in roles.items()
+                  if (arm, epoch) != (graded.arm, graded.epoch)
+                  and not np.array_equal(candidate.scores, graded.scores, equal_nan=True)]
+        usable = np.isfinite(graded.scores)  # pairs every set scored: unreadable images fail every set alike
+        for candidate, _ in others:
+            usable &= np.isfinite(candidate.scores)
+        tests = paired_bootstrap_eers(graded.scores[usable], [c.scores[usable] for c, _ in others], labels[usable],
+                                      rounds) if others else []
         comparisons = []
-        for (arm, epoch), (candidate, role) in roles.items():
-            if (arm, epoch) == (graded.arm, graded.epoch) or np.array_equal(candidate.scores, graded.scores,
-                                                                              equal_nan=True):
-                continue  # the same weights (before its first update the average is the trained model)
-            usable = np.isfinite(graded.scores) & np.isfinite(candidate.scores)
-            test = paired_bootstrap_eer(graded.scores[usable], candidate.scores[usable], labels[usable], rounds)
+        for (candidate, role), test in zip(others, tests):
             low, high = test["ci95"]
-            comparisons.append({"weights": arm, "role": " and ".join(role), "epoch": epoch, "val_eer": candidate.eer,
-                                "difference": test["difference"], "difference_ci95": test["ci95"],
-                                "distinguishable": not low <= 0.0 <= high})
+            comparisons.append({"weights": candidate.arm, "role": " and ".join(role), "epoch": candidate.epoch,
+                                "val_eer": candidate.eer, "difference": test["difference"],
+                                "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
         return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, "val_eer": graded.eer,
                 "val_eer_ci95": [graded.metrics.get("val_eer_low"), graded.metrics.get("val_eer_high")],
                 "bootstrap_rounds": rounds, "comparisons": comparisons}

@@ -130,8 +130,9 @@ def test_a_checkpoint_from_before_averaging_still_evaluates_and_resumes(ema_run,
     assert evaluate_checkpoint(old)["eer"] == pytest.approx(state["best_eer"], abs=1e-9)
     code, _, err = call_cli(capsys, "evaluate", "--checkpoint", old, "--weights", "ema")
     assert code == 1 and "holds no averaged weights" in err
-    resumed = train(None, [f"run.out_dir={tmp_path}", "train.epochs=3"], resume=str(old))
-    assert resumed.epochs == 3 and resumed.graded == "raw"  # the old run's configuration had no EMA
+    one_more = state["epoch"] + 1
+    resumed = train(None, [f"run.out_dir={tmp_path}", f"train.epochs={one_more}"], resume=str(old))
+    assert resumed.epochs == one_more and resumed.graded == "raw"  # the old run's configuration had no EMA
 
 
 def test_resume_after_a_crash_keeps_the_average_exact(demo_root, tmp_path, monkeypatch):

@@ -117,19 +117,18 @@ def test_weighted_eers_equal_the_eer_of_the_repeated_pairs():
 
 
 def test_paired_bootstrap_tells_a_real_difference_from_noise():
-    from helpers.metrics import paired_bootstrap_eer
+    from helpers.metrics import paired_bootstrap_eers
 
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 2, 1000)
     base = rng.normal(size=1000) + 1.0 * labels
-    same = paired_bootstrap_eer(base, base, labels, rounds=300)
-    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
     better = base + 1.5 * labels  # the same pairs, better separated
-    test = paired_bootstrap_eer(better, base, labels, rounds=300)
-    assert test["difference"] == pytest.approx(compute_eer(better, labels)[0] - compute_eer(base, labels)[0])
-    assert test["ci95"][0] <= test["difference"] <= test["ci95"][1] < 0
     jittered = base + rng.normal(scale=0.05, size=1000)  # no real difference
-    low, high = paired_bootstrap_eer(jittered, base, labels, rounds=300)["ci95"]
+    same, test, noise = paired_bootstrap_eers(base, [base, better, jittered], labels, rounds=300)
+    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
+    assert test["difference"] == pytest.approx(compute_eer(base, labels)[0] - compute_eer(better, labels)[0])
+    assert 0 < test["ci95"][0] <= test["difference"] <= test["ci95"][1]
+    low, high = noise["ci95"]
     assert low < 0 < high and high - low < 0.03  # pairing removes the noise both share
 
 

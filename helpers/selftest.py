@@ -347,7 +347,7 @@ def _compile_child() -> None:
     batch = request["batch"]
     rates = {}
     for compiled in (False, True):
-        stepper, run = _stepper(cfg, device, speed, 100, compiled)
+        _, run = _stepper(cfg, device, speed, 100, compiled)
         started = time.perf_counter()
         run(batch, 1)  # the first compiled step compiles
         first = time.perf_counter() - started

@@ -341,7 +341,7 @@ def bench_eval(config=None, overrides=(), checkpoint=None, data_root=None, devic
         else:
             cfg = load_config(config, overrides)
             device_ = pick_device(device)
-            speed = fast_path(cfg["train"], device_)
+            speed = fast_path(cfg["train"], device_, cfg["optim"]["name"])
             model = build_face_model(cfg, 100).to(device_).eval()
             if speed.channels_last:
                 model.to(memory_format=torch.channels_last)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .augment import normalize
 from .checkpoint import load_checkpoint, model_weights
 from .config import load_config
-from .data import FaceData, FaceImages, ImageReader, Pair, collate, decode_batch, open_data
+from .data import FaceData, FaceImages, ImageReader, Pair, collate, decode_batch, decodes_on_device, open_data
 from .device import default_workers, fast_path, pick_device
 from .errors import UserError
 from .metrics import verification_metrics
@@ -188,14 +188,14 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
     if weights is not None and weights != state.get("graded", "raw"):
         state["val"] = {}  # the stored val threshold belongs to the other weights
     device = pick_device(device)
-    speed = fast_path(cfg["train"], device)
+    speed = fast_path(cfg["train"], device, cfg["optim"]["name"])  # the probe training ran, cached
     model = restore_model(state, device, weights, checkpoint)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     settings = EvalSettings(device=device, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
                             workers=default_workers(workers, device), image_size=cfg["data"]["image_size"],
                             amp=speed.amp, channels_last=speed.channels_last, tta=tta, progress=progress,
-                            decode_on_device=cfg["data"]["decode"] == "device", score_norm=score_norm)
+                            decode_on_device=decodes_on_device(cfg["data"]["decode"]), score_norm=score_norm)
     data = None
     if need_data:
         root = data_root or cfg["data"]["root"]

@@ -21,7 +21,9 @@ from pathlib import Path
 SECRET_FILES = {"kaggle.json", ".netrc", "netrc", "access_token"}
 
 _QUOTE = r"""\\?["']"""  # a quote, JSON-escaped or not: raw .ipynb bytes hold cell text as JSON strings
-_WANDB_KEY = r"(?:wandb_v1_[A-Za-z0-9_-]{20,}|(?:[a-z]+-)?[0-9a-f]{40}(?![0-9a-f]))"
+_WANDB_V1 = r"wandb_v1_[A-Za-z0-9_-]{20,}"  # the 86-character keys of 2025 on
+_KGAT = r"KGAT_[A-Za-z0-9]{20,}"  # Kaggle's single API token
+_WANDB_KEY = rf"(?:{_WANDB_V1}|(?:[a-z]+-)?[0-9a-f]{{40}}(?![0-9a-f]))"
 _TOKEN = r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{32,}"  # a long value with a digit: not a variable name
 _NAMED = r"{names}\\?[\"']?\]?\s*[=:,]?\s*(?:{quote})?{value}"  # NAME = "v", os.environ["NAME"] = "v", %env NAME v
 
@@ -34,8 +36,8 @@ PATTERNS = [  # the ones that name their context first: a line reports the first
     (re.compile(_NAMED.format(names="KAGGLE_KEY", quote=_QUOTE, value=_TOKEN)), "a Kaggle API key (KAGGLE_KEY)"),
     (re.compile(rf"{_QUOTE}key{_QUOTE}\s*:\s*{_QUOTE}[0-9a-f]{{32}}{_QUOTE}"), "a Kaggle API key (kaggle.json)"),
     (re.compile(r"\bmachine\s+\S+\s+login\s+\S+\s+password\s+\S{8,}"), "a password (.netrc line)"),
-    (re.compile(r"KGAT_[A-Za-z0-9]{20,}"), "a Kaggle API token (KGAT_)"),
-    (re.compile(r"wandb_v1_[A-Za-z0-9_-]{20,}"), "a W&B API key (wandb_v1_)"),
+    (re.compile(_KGAT), "a Kaggle API token (KGAT_)"),
+    (re.compile(_WANDB_V1), "a W&B API key (wandb_v1_)"),
 ]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes in tracebacks would split a key from its context
 

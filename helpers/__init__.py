@@ -1,29 +1,44 @@
 """HW2P2 face verification: ResNet + ArcFace training, EER evaluation, Kaggle submission, Autolab hand-in.
 
-The public API. Names load on first use, so ``import helpers`` and
-``python -m helpers --help`` stay instant while torch loads only when needed.
+The package is layered; each sub-package imports only from the layers below it
+(and from itself), never from beside or above, and no modules import each other
+in a circle (tests/test_layers.py checks both):
+
+    core                 errors, safe writes, progress, configuration, device, platform
+    data, model          data roots, images, datasets | networks, margin heads, checkpoints
+    eval                 embeddings, pair scores, metrics, score normalisation, plots
+    train                the Trainer, schedule, weight averaging, tracking
+    handin, tools        submission CSV, Autolab bundle | benchmarks, self-test, sweeps, reports
+
+The CLI (cli.py) sits on top. Below are the public names: they load on first
+use, so ``import helpers`` and ``python -m helpers --help`` stay instant while
+torch loads only when needed.
 """
 
 from __future__ import annotations
 
 import importlib
 
+# The layers, lowest first; a tuple holds layers side by side, which may not import each other.
+LAYERS = ("core", ("data", "model"), "eval", "train", ("handin", "tools"))
+
 _API = {
-    "augment": ["AugmentConfig", "BatchAugment", "eval_transform", "seed_train_transform"],
-    "checkpoint": ["load_checkpoint", "save_checkpoint"],
-    "config": ["load_config"],
-    "data": ["FaceData", "FaceImages", "open_data", "training_set"],
-    "demo_data": ["make_demo_data"],
-    "engine": ["Trainer", "TrainResult", "train"],
-    "errors": ["UserError"],
-    "evaluation": ["EvalSettings", "embed_images", "score_pairs", "verify_pairs"],
-    "margins": ["ArcMarginProduct", "CombinedMarginProduct", "CosMarginProduct", "MarginHead", "margin_loss"],
-    "metrics": ["compute_eer", "verification_metrics"],
-    "model": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
-              "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
-    "prepare": ["prepare_folder", "answer_key_path"],
-    "score_norm": ["ScoreNorm"],
-    "selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
+    "core.config": ["load_config"],
+    "core.errors": ["UserError"],
+    "data.augment": ["AugmentConfig", "BatchAugment", "eval_transform", "seed_train_transform"],
+    "data.datasets": ["FaceImages", "training_set"],
+    "data.demo": ["make_demo_data"],
+    "data.layout": ["FaceData", "open_data", "answer_key_path"],
+    "data.prepare": ["prepare_folder"],
+    "eval.evaluation": ["EvalSettings", "embed_images", "score_pairs", "verify_pairs"],
+    "eval.metrics": ["compute_eer", "verification_metrics"],
+    "eval.score_norm": ["ScoreNorm"],
+    "model.checkpoint": ["load_checkpoint", "save_checkpoint"],
+    "model.margins": ["ArcMarginProduct", "CombinedMarginProduct", "CosMarginProduct", "MarginHead", "margin_loss"],
+    "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
+                     "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
+    "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
+    "train.engine": ["Trainer", "TrainResult", "train"],
 }
 _HOME = {name: module for module, names in _API.items() for name in names}
 __all__ = sorted(_HOME)

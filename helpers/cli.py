@@ -11,11 +11,11 @@ import argparse
 import json
 import sys
 
-from .errors import UserError
+from helpers.core.errors import UserError
 
 
 def _demo_data(args) -> int:
-    from .demo_data import make_demo_data
+    from helpers.data.demo import make_demo_data
 
     summary = make_demo_data(args.out, identities=args.identities, images_per_identity=args.images_per_identity,
                              verification_identities=args.verification_identities, layout=args.layout,
@@ -26,7 +26,7 @@ def _demo_data(args) -> int:
 
 
 def _prepare_folder(args) -> int:
-    from .prepare import prepare_folder
+    from helpers.data.prepare import prepare_folder
 
     summary = prepare_folder(args.src, args.out, verification_identities=args.verification_identities,
                              seed=args.seed, layout=args.layout, size=args.image_size,
@@ -37,7 +37,7 @@ def _prepare_folder(args) -> int:
 
 
 def _check_data(args) -> int:
-    from .checks import check_data
+    from helpers.data.checks import check_data
 
     report = check_data(args.root, layout=args.layout, workers=args.workers, progress=_progress(args))
     if args.json:
@@ -50,7 +50,7 @@ def _check_data(args) -> int:
 def _train(args) -> int:
     from pathlib import Path
 
-    from .engine import train
+    from helpers.train.engine import train
 
     # Without a run.name, each config file gets its own run folder, named after it.
     result = train(args.config, args.set or [], resume=args.resume, init_from=args.init_from,
@@ -62,8 +62,8 @@ def _train(args) -> int:
 
 
 def _model_summary(args) -> int:
-    from .config import load_config
-    from .summary import model_summary, summary_lines, write_model_arch
+    from helpers.core.config import load_config
+    from helpers.model.summary import model_summary, summary_lines, write_model_arch
 
     summary = model_summary(load_config(args.config, args.set or []), args.classes)
     if args.write:
@@ -78,8 +78,8 @@ def _model_summary(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluation import evaluate_checkpoint
-    from .score_norm import norm_words
+    from helpers.eval.evaluation import evaluate_checkpoint
+    from helpers.eval.score_norm import norm_words
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
                                  bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
@@ -111,7 +111,7 @@ def _evaluate(args) -> int:
 
 
 def _submit(args) -> int:
-    from .submission import as_json, describe, make_submission
+    from helpers.handin.submission import as_json, describe, make_submission
 
     result = make_submission(args.checkpoint, args.out, args.data_root, fmt=args.format, tta=args.tta,
                              device=args.device, kaggle_competition=args.kaggle_competition, message=args.message,
@@ -121,14 +121,14 @@ def _submit(args) -> int:
 
 
 def _score(args) -> int:
-    from .submission import score_submission
+    from helpers.handin.submission import score_submission
 
     print(f"EER {score_submission(args.submission, args.answers):.6f}")
     return 0
 
 
 def _verify(args) -> int:
-    from .evaluation import compare_images
+    from helpers.eval.evaluation import compare_images
 
     if len(args.images) % 2:
         raise UserError("verify takes images in pairs: A1 B1 [A2 B2 ...]")
@@ -147,7 +147,7 @@ def _verify(args) -> int:
 
 
 def _embed(args) -> int:
-    from .evaluation import embed_folder
+    from helpers.eval.evaluation import embed_folder
 
     count = embed_folder(args.checkpoint, args.folder, args.out, tta=args.tta, device=args.device)
     print(f"wrote {count} embeddings to {args.out}")
@@ -155,7 +155,7 @@ def _embed(args) -> int:
 
 
 def _bundle(args) -> int:
-    from .bundle import build_bundle
+    from helpers.handin.bundle import build_bundle
 
     result = build_bundle(args.run, args.notebook, args.out, acknowledgement=args.acknowledgement, readme=args.readme,
                           submissions=args.submission, checkpoint_json=args.checkpoint_json,
@@ -168,7 +168,7 @@ def _bundle(args) -> int:
 
 def _score_norm(args):
     """The score normalisation the options ask for; a cohort size without AS-norm is a mistake, not a no-op."""
-    from .score_norm import DEFAULT_COHORT_SIZE, ScoreNorm
+    from helpers.eval.score_norm import DEFAULT_COHORT_SIZE, ScoreNorm
 
     if args.score_norm == "none" and args.cohort_size is not None:
         raise UserError("--cohort-size applies only with --score-norm as-norm")
@@ -181,7 +181,7 @@ def _progress(args) -> bool:
 
 
 def _pack_data(args) -> int:
-    from .packed import pack_root
+    from helpers.data.prepare import pack_root
 
     counts = pack_root(args.root, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: " + ", ".join(f"{name} {count} images" for name, count in counts.items()))
@@ -189,7 +189,7 @@ def _pack_data(args) -> int:
 
 
 def _bench(args) -> int:
-    from . import bench
+    from helpers.tools import bench
 
     if args.what == "train":
         result = bench.bench_train(args.config, args.set or [], device=args.device, batch_size=args.batch_size,
@@ -205,7 +205,7 @@ def _bench(args) -> int:
 
 
 def _selftest(args) -> int:
-    from .selftest import run_selftest
+    from helpers.tools.selftest import run_selftest
 
     report = run_selftest(args.config, args.set or [], data_root=args.data_root, check_compile=args.compile,
                           quick=args.quick, seconds=args.seconds, compile_seconds=args.compile_seconds)
@@ -214,8 +214,8 @@ def _selftest(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .progress import progress_style
-    from .sweep import parse_assignment, parse_parameter, run_sweep
+    from helpers.core.progress import progress_style
+    from helpers.tools.sweep import parse_assignment, parse_parameter, run_sweep
 
     grid = dict(parse_assignment(item) for item in args.grid or [])
     fixed = dict(parse_parameter(item) for item in args.param or [])
@@ -228,7 +228,7 @@ def _sweep(args) -> int:
 def _report(args) -> int:
     from pathlib import Path
 
-    from .report import markdown_table, write_report
+    from helpers.tools.report import markdown_table, write_report
 
     runs = {Path(run).name: run for run in args.runs}
     missing = [run for run in args.runs if not (Path(run) / "metrics.jsonl").is_file()]
@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_arguments(command: argparse.ArgumentParser) -> None:
-    from .config import packaged_configs
+    from helpers.core.config import packaged_configs
 
     command.add_argument("--config", metavar="NAME|FILE",
                          help=f"a packaged config by name ({', '.join(packaged_configs())}) or a YAML file; "

@@ -56,7 +56,7 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.Co
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A small demo root at 32x32 pixels, shared by the tests that train."""
-    from helpers.demo_data import make_demo_data
+    from helpers.data.demo import make_demo_data
 
     root = tmp_path_factory.mktemp("demo") / "demo"
     make_demo_data(root, identities=12, images_per_identity=6, verification_identities=20, seed=0, size=32,
@@ -67,7 +67,7 @@ def demo_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(demo_root, tmp_path_factory) -> Path:
     """A run folder holding a briefly trained tiny model (best.pt, last.pt, metrics.jsonl)."""
-    from helpers.engine import train
+    from helpers.train.engine import train
 
     out = tmp_path_factory.mktemp("runs")
     result = train(None, TINY + [f"data.root={demo_root}", f"run.out_dir={out}", "run.name=trained",

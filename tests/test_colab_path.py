@@ -25,12 +25,11 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-
-from helpers import quiz
-from helpers.key_scan import scan_file
-from helpers.tracking import read_metrics
-
 from conftest import ROOT, TINY
+
+from helpers.core.io import read_metrics
+from helpers.handin import quiz
+from helpers.handin.key_scan import scan_file
 
 FAKE_COLAB = ROOT / "tests" / "fake_colab"
 SECRETS = {"KAGGLE_API_TOKEN": "KGAT_" + "5a4b3c2d1e0f9a8b" * 2,  # what a student keeps in Colab Secrets

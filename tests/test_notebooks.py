@@ -12,10 +12,9 @@ import nbformat
 import pandas as pd
 import papermill
 import pytest
-
-from helpers.sweep import combination_name, parse_assignment
-
 from conftest import ROOT, call_cli
+
+from helpers.tools.sweep import combination_name, parse_assignment
 
 NOTEBOOKS = sorted(ROOT.glob("*.ipynb"))
 

@@ -1,0 +1,138 @@
+"""``check-data``: counts and every problem of a data root, before a long run meets them."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers.core.progress import progress
+from helpers.data.images import BadImageError, ImageReader
+from helpers.data.layout import Problem, class_names, scan_root
+
+
+@dataclass
+class DataReport:
+    """What ``check-data`` found: counts, problems (fatal) and warnings (worth knowing)."""
+
+    root: Path
+    layout: str | None
+    classes: int | None
+    images: dict[str, int]
+    ver_images: int
+    pairs: dict[str, dict[str, int]]
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "root": str(self.root), "layout": self.layout, "classes": self.classes,
+                "images": self.images, "ver_images": self.ver_images, "pairs": self.pairs,
+                "problems": [str(p) for p in self.problems], "warnings": [str(w) for w in self.warnings]}
+
+    def lines(self) -> list[str]:
+        out = [f"data root: {self.root}", f"layout: {self.layout or 'no classification data'}"]
+        if self.classes is not None:
+            out.append(f"classes: {self.classes}")
+        out += [f"{split} images: {count}" for split, count in self.images.items()]
+        out.append(f"verification images used by pairs: {self.ver_images}")
+        for kind, counts in self.pairs.items():
+            detail = ", ".join(f"{key} {value}" for key, value in counts.items())
+            out.append(f"{kind} pairs: {detail}")
+        for title, items in (("warnings", self.warnings), ("problems", self.problems)):
+            if items:
+                out.append(f"{len(items)} {title}:")
+                out += [f"  {item}" for item in items]
+        out.append("OK" if self.ok else f"FAILED: {len(self.problems)} problem(s)")
+        return out
+
+
+def check_data(root: str | Path, layout: str = "auto", workers: int | None = None,
+               progress: bool = False) -> DataReport:
+    """Scan a data root: parse every text file, open and fully decode every image it names."""
+    data, problems = scan_root(root, layout)
+    warnings: list[Problem] = []
+    images: dict[str, int] = {}
+    to_decode: dict[Path, str] = {}
+    classes = None
+    if data.train is not None and data.train.labels is not None:
+        classes = len(class_names(data.train.labels))
+    for split in (data.train, data.dev, data.test):
+        if split is None:
+            continue
+        images[split.name] = len(split)
+        for i, path in enumerate(split.paths):
+            where = split.origins[i] if split.origins else _relative(path, data.root)
+            if not data.reader.exists(path):
+                problems.append(Problem(where, f"{_relative(path, data.root)} does not exist"))
+            else:
+                to_decode[path] = _relative(path, data.root)
+        if split.name != "train" and split.labels and data.train and data.train.labels:
+            unknown = sorted(set(split.labels) - set(data.train.labels))
+            if unknown:
+                warnings.append(Problem(f"cls_data/{split.name}", f"{len(unknown)} class id(s) have no training "
+                                        f"images (e.g. {unknown[0]})"))
+        if split.origins:  # a labels.txt: are there images it does not list?
+            folder = data.root / "cls_data" / split.name / "images"
+            listed = set(split.paths)
+            unlisted = [p for p in sorted(folder.iterdir()) if p.is_file() and p not in listed]
+            if unlisted:
+                warnings.append(Problem(f"cls_data/{split.name}/labels.txt", f"{len(unlisted)} image(s) in images/ "
+                                        f"are not listed (e.g. {unlisted[0].name})"))
+    pair_counts: dict[str, dict[str, int]] = {}
+    ver_names: set[str] = set()
+    for kind, pairs in (("val", data.val_pairs), ("test", data.test_pairs)):
+        if pairs is None:
+            continue
+        labels = Counter(pair.label for pair in pairs)
+        counts = {"count": len(pairs)}
+        if kind == "val":
+            counts.update(positives=labels[1], negatives=labels[0])
+            if pairs and (not labels[1] or not labels[0]):
+                problems.append(Problem("val_pairs.txt", "needs both same-person (1) and different-person (0) "
+                                        "pairs: the EER is undefined otherwise"))
+        pair_counts[kind] = counts
+        for pair in pairs:
+            for name in (pair.a, pair.b):
+                path = data.ver_path(name)
+                if name in ver_names:
+                    continue
+                ver_names.add(name)
+                if not data.reader.exists(path):
+                    problems.append(Problem(f"{kind}_pairs.txt:{pair.line}", f"{name} does not exist in ver_data/"))
+                else:
+                    to_decode[path] = _relative(path, data.root)
+    if data.train is None and data.val_pairs is None:
+        problems.append(Problem(str(data.root), "holds neither cls_data/<split> nor val_pairs.txt"))
+    problems += _decode_all(data.reader, to_decode, workers, progress)
+    return DataReport(data.root, data.layout, classes, images, len(ver_names), pair_counts, problems, warnings)
+
+
+def _decode_all(reader: ImageReader, paths: dict[Path, str], workers: int | None, show_progress: bool
+                ) -> list[Problem]:
+    """Decode every image fully (a truncated JPEG only shows when decoded), in parallel threads."""
+
+    def check(path: Path) -> Problem | None:
+        try:
+            reader.load(path)
+        except BadImageError as error:
+            return Problem(paths[path], error.reason)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        results = pool.map(check, list(paths))
+        found = [problem for problem in progress(results, total=len(paths), desc="decoding", unit="img",
+                                                 enabled=show_progress) if problem]
+    return sorted(found, key=lambda p: p.where)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

@@ -1,0 +1,336 @@
+"""The HW2P2 data layouts: the folders and text files of a data root, parsed and checked.
+
+Layouts (detected from the folders, or forced with ``data.layout``):
+
+* ``f24``: ``cls_data/{train,dev}/<identity>/*.jpg``, one folder per identity;
+* ``f25`` (also S25/S26): ``cls_data/{train,dev,test}/images/*.jpg`` with a
+  ``labels.txt`` of ``file class_id`` lines beside ``images/`` (test may have none);
+* ``packed``: what ``pack-data`` writes, one file of image bytes per split (packed.py).
+
+Verification images live flat in ``ver_data/``; ``val_pairs.txt`` holds
+``imgA imgB label`` lines and ``test_pairs.txt`` ``imgA imgB`` lines. The answers
+to ``test_pairs.txt`` of a demo or prepared root live beside it, never inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+import torch
+
+from helpers.core.errors import UserError, printable
+from helpers.data.images import ImageReader, is_image
+from helpers.data.packed import PackedImages
+
+LAYOUTS = ("auto", "f24", "f25", "packed")
+SPLITS = ("train", "dev", "test")
+PAIR_FILES = {"val": "val_pairs.txt", "test": "test_pairs.txt"}
+
+
+def answer_key_path(root: str | Path) -> Path:
+    """Where the answers to ``test_pairs.txt`` of ``root`` live: beside the root, not inside it."""
+    root = Path(root)
+    return root.parent / f"{root.name}.test_labels.txt"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a data root: where (a path or ``file:line``) and what."""
+
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return printable(f"{self.where}: {self.what}")
+
+
+@dataclass
+class ClassSplit:
+    """One classification split: image paths and their raw labels (``None`` when unlabelled)."""
+
+    name: str
+    paths: list[Path]
+    labels: list[str] | None
+    origins: list[str] | None = None  # "labels.txt:LINE" of each path, for messages
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One line of a pair file: two image names inside ``ver_data/`` and the label (1 = same person)."""
+
+    a: str
+    b: str
+    label: int | None
+    line: int
+
+
+@dataclass
+class FaceData:
+    """Everything a data root holds, parsed and validated (images are read lazily)."""
+
+    root: Path
+    layout: str | None
+    train: ClassSplit | None
+    dev: ClassSplit | None
+    test: ClassSplit | None
+    val_pairs: list[Pair] | None
+    test_pairs: list[Pair] | None
+    reader: "ImageReader" = None
+
+    def __post_init__(self):
+        if self.reader is None:
+            self.reader = ImageReader()
+
+    def ver_path(self, name: str) -> Path:
+        return ver_image_path(self.root, name)
+
+    def load(self, path: Path, size: int | None = None) -> torch.Tensor:
+        """One image of this root (from its file or its pack) as a 3xHxW uint8 tensor."""
+        return self.reader.load(path, size)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def unsafe_reason(name: str) -> str | None:
+    """Why a file name taken from a labels or pair file may not be opened, or None when it is safe."""
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return f"'{name}' is an absolute path; refused, names must stay inside the data root"
+    if ".." in posix.parts:
+        return f"'{name}' leaves the data root; refused"
+    return None
+
+
+def find_data_root(root: str | Path) -> Path:
+    """The folder holding ``cls_data/`` or ``ver_data/``: ``root`` itself or the one such folder below it.
+
+    Kaggle archives unpack into a folder whose name changes every term, so one
+    or two levels of nesting are searched.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data root {root} does not exist or is not a folder")
+    if is_data_root(root):
+        return root
+    found = sorted({p.parent for pattern in ("*/cls_data", "*/ver_data", "*/*/cls_data", "*/*/ver_data")
+                    for p in root.glob(pattern) if p.is_dir() and is_data_root(p.parent)})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserError(f"{root} holds no cls_data/ or ver_data/ folder: is it the HW2P2 data root?")
+    raise UserError(f"{root} holds several HW2P2 data roots ({', '.join(map(str, found))}); pass one of them")
+
+
+def is_data_root(path: Path) -> bool:
+    """Whether ``path`` holds HW2P2 data: ``cls_data/``, ``ver_data/`` or their packed form."""
+    return (path / "cls_data").is_dir() or (path / "ver_data").is_dir() or (path / "ver_data.json").is_file()
+
+
+def detect_layout(root: Path, layout: str = "auto") -> str | None:
+    """``f24``, ``f25`` or ``packed`` for the classification data under ``root``, None when there is none."""
+    if layout not in LAYOUTS:
+        raise UserError(f"data.layout must be one of {', '.join(LAYOUTS)}, not '{layout}'")
+    train = root / "cls_data" / "train"
+    if (root / "cls_data" / "train.json").is_file():
+        found = "packed"
+    elif (train / "images").is_dir():
+        found = "f25"
+    elif train.is_dir():
+        found = "f24"
+    else:
+        if layout != "auto":
+            raise UserError(f"data.layout is {layout} but {train} does not exist")
+        return None
+    if layout not in ("auto", found):
+        raise UserError(f"data.layout is {layout} but {root / 'cls_data'} holds the {found} layout")
+    return found
+
+
+def ver_image_path(root: Path, name: str) -> Path:
+    """Where a name from a pair file lives: ``ver_data/<name>``, or ``<root>/<name>`` if it already starts with ver_data/."""
+    if name.replace("\\", "/").startswith("ver_data/"):
+        return root / name
+    return root / "ver_data" / name
+
+
+# ----------------------------------------------------------------------------- text files
+
+
+def _lines(path: Path):
+    """(line number, fields) of each non-blank, non-comment line.
+
+    Files from any editor read alike: a UTF-8 byte-order mark is dropped and
+    CRLF line ends split like LF ones.
+    """
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        for number, text in enumerate(handle, 1):
+            fields = text.split()
+            if fields and not fields[0].startswith("#"):
+                yield number, fields
+
+
+def read_labels(path: Path, shown: str | None = None) -> tuple[list[tuple[str, str | None, int]], list[Problem]]:
+    """Parse a ``labels.txt`` (``file class_id`` per line; bare ``file`` lines when unlabelled).
+
+    Entries ``(file, class_id, line)`` come back sorted by file name: the course
+    warns not to trust file order.
+    Problems name ``shown:LINE`` (``shown`` defaults to the file name).
+    """
+    shown = shown or path.name
+    entries: dict[str, tuple[str | None, int]] = {}
+    problems: list[Problem] = []
+    kinds = set()
+    for number, fields in _lines(path):
+        where = f"{shown}:{number}"
+        if len(fields) not in (1, 2):
+            problems.append(Problem(where, f"expected 'file class_id', got {len(fields)} fields"))
+            continue
+        name, label = fields[0], (fields[1] if len(fields) == 2 else None)
+        kinds.add(label is None)
+        if reason := unsafe_reason(name):
+            problems.append(Problem(where, reason))
+            continue
+        if label is not None and not _is_int(label):
+            problems.append(Problem(where, f"class id '{label}' is not an integer"))
+            continue
+        if name in entries:
+            problems.append(Problem(where, f"'{name}' is listed again (first on line {entries[name][1]})"))
+            continue
+        entries[name] = (label, number)
+    if len(kinds) > 1:
+        problems.append(Problem(shown, "some lines have a class id and others do not"))
+    return [(name, *entries[name]) for name in sorted(entries)], problems
+
+
+def read_pairs(path: Path, labelled: bool) -> tuple[list[Pair], list[Problem]]:
+    """Parse a pair file: ``imgA imgB label`` lines when ``labelled``, else ``imgA imgB`` (a third field is kept)."""
+    pairs: list[Pair] = []
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str], int] = {}
+    expected = "imgA imgB label" if labelled else "imgA imgB"
+    allowed = (3,) if labelled else (2, 3)
+    for number, fields in _lines(path):
+        where = f"{path.name}:{number}"
+        if len(fields) not in allowed:
+            problems.append(Problem(where, f"expected '{expected}', got {len(fields)} field(s)"))
+            continue
+        a, b = fields[0], fields[1]
+        reasons = [r for r in (unsafe_reason(a), unsafe_reason(b)) if r]
+        if reasons:
+            problems.append(Problem(where, reasons[0]))
+            continue
+        label = None
+        if len(fields) == 3:
+            if fields[2] not in ("0", "1"):
+                problems.append(Problem(where, f"label '{fields[2]}' is not 0 or 1"))
+                continue
+            label = int(fields[2])
+        key = (min(a, b), max(a, b))
+        if key in seen:
+            problems.append(Problem(where, f"duplicate of the pair on line {seen[key]}"))
+        else:
+            seen[key] = number
+        pairs.append(Pair(a, b, label, number))
+    return pairs, problems
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("+-").isdigit()
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def read_split(root: Path, layout: str, split: str, reader: "ImageReader | None" = None
+               ) -> tuple[ClassSplit | None, list[Problem]]:
+    """One classification split of a data root, or None when the root has no such split.
+
+    A packed split registers its pack with ``reader`` and lists virtual paths
+    under ``cls_data/<split>/images/``.
+    """
+    folder = root / "cls_data" / split
+    if layout == "packed":
+        index = root / "cls_data" / f"{split}.json"
+        if not index.is_file():
+            return None, []
+        pack = PackedImages.open(index)
+        if reader is not None:
+            reader.add(folder / "images", pack)
+        names = pack.names()
+        labels = [pack.labels[name] for name in names]
+        return ClassSplit(split, [folder / "images" / name for name in names],
+                          labels if all(label is not None for label in labels) else None), []
+    if layout == "f24":
+        if not folder.is_dir():
+            return None, []
+        paths, labels = [], []
+        for identity in sorted(p for p in folder.iterdir() if p.is_dir()):
+            for image in sorted(p for p in identity.iterdir() if is_image(p)):
+                paths.append(image)
+                labels.append(identity.name)
+        return ClassSplit(split, paths, labels), []
+    images = folder / "images"
+    if not images.is_dir():
+        return None, []
+    labels_file = folder / "labels.txt"
+    if not labels_file.is_file():
+        paths = sorted(p for p in images.iterdir() if is_image(p))
+        return ClassSplit(split, paths, None), []
+    entries, problems = read_labels(labels_file, shown=f"cls_data/{split}/labels.txt")
+    paths = [images / name for name, _, _ in entries]
+    labelled = all(label is not None for _, label, _ in entries)
+    labels = [label for _, label, _ in entries] if labelled and entries else None
+    origins = [f"cls_data/{split}/labels.txt:{line}" for _, _, line in entries]
+    return ClassSplit(split, paths, labels, origins), problems
+
+
+def open_data(root: str | Path, layout: str = "auto") -> FaceData:
+    """Parse a data root; a malformed line anywhere stops with one sentence naming ``file:line``."""
+    data, problems = scan_root(root, layout)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise UserError(f"{printable(str(data.root / problems[0].where))}: {printable(problems[0].what)}{more}; "
+                        f"run `python -m helpers check-data {data.root}` for the full list")
+    return data
+
+
+def scan_root(root: str | Path, layout: str = "auto") -> tuple[FaceData, list[Problem]]:
+    """Parse a data root, collecting every problem in the text files instead of stopping at the first."""
+    root = find_data_root(root)
+    layout = detect_layout(root, layout)
+    reader = ImageReader()
+    if (root / "ver_data.json").is_file():
+        reader.add(root / "ver_data", PackedImages.open(root / "ver_data.json"))
+    problems: list[Problem] = []
+    splits = {}
+    for split in SPLITS:
+        splits[split], found = read_split(root, layout, split, reader) if layout else (None, [])
+        problems += found
+    pairs = {}
+    for kind, name in PAIR_FILES.items():
+        path = root / name
+        if path.is_file():
+            pairs[kind], found = read_pairs(path, labelled=(kind == "val"))
+            problems += found
+        else:
+            pairs[kind] = None
+    data = FaceData(root, layout, splits["train"], splits["dev"], splits["test"], pairs["val"], pairs["test"], reader)
+    return data, problems
+
+
+def class_names(labels: Sequence[str]) -> list[str]:
+    """The sorted distinct raw labels: integers in numeric order, names in text order.
+
+    Index ``i`` of this list is the training class ``i``; checkpoints store it so
+    that predictions map back to the data's own (possibly non-contiguous) ids.
+    """
+    distinct = set(labels)
+    if all(_is_int(label) for label in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)

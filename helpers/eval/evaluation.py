@@ -1,0 +1,334 @@
+"""Embeddings and what is measured with them: verification pairs, dev classification, 1:N identification.
+
+Each unique image is embedded once, however many pairs name it. Embeddings
+are unit vectors, so a pair's score is their dot product, the cosine
+similarity, or that cosine normalised against the class centres
+(``EvalSettings.score_norm``, see :mod:`helpers.score_norm`). Flip test-time
+augmentation adds the embedding of the mirrored image and renormalises.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from helpers.core.config import load_config
+from helpers.core.device import default_workers, fast_path, pick_device
+from helpers.core.errors import UserError
+from helpers.core.progress import progress
+from helpers.data.augment import normalize
+from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device
+from helpers.data.images import ImageReader
+from helpers.data.layout import FaceData, Pair, open_data
+from helpers.eval.metrics import verification_metrics
+from helpers.eval.score_norm import ScoreNorm
+from helpers.eval.score_norm import pair_scores as score_rows
+from helpers.model.checkpoint import load_checkpoint, model_weights
+from helpers.model.resnet import FaceModel, build_face_model
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to run the model for evaluation, and how pair scores are made from its embeddings."""
+
+    device: torch.device = torch.device("cpu")
+    batch_size: int = 128
+    workers: int = 0
+    image_size: int = 112
+    amp: torch.dtype | None = None
+    channels_last: bool = False
+    tta: bool = False
+    progress: bool = False
+    decode_on_device: bool = False
+    score_norm: ScoreNorm = ScoreNorm()
+
+
+def image_loader(paths: Sequence[Path], settings: EvalSettings, reader: ImageReader | None = None
+                 ) -> torch.utils.data.DataLoader:
+    """A loader of uint8 images in order, no shuffling."""
+    dataset = FaceImages(paths, None, settings.image_size, reader=reader, encoded=settings.decode_on_device)
+    return torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=False,
+                                       num_workers=settings.workers, collate_fn=collate,
+                                       pin_memory=settings.device.type == "cuda",
+                                       generator=torch.Generator())
+
+
+@torch.no_grad()
+def embed_images(model, paths: Sequence[Path], settings: EvalSettings, desc: str = "embedding",
+                 reader: ImageReader | None = None) -> tuple[torch.Tensor, list]:
+    """Unit-norm embeddings (N x D, float32, CPU) of ``paths``, and the images that could not be read.
+
+    Rows of unreadable images are NaN, so anything computed from them is
+    visibly undefined rather than silently wrong.
+    """
+    was_training = model.training
+    model.eval()
+    loader = image_loader(paths, settings, reader)
+    out = None
+    skipped = []
+    autocast = (torch.autocast(settings.device.type, dtype=settings.amp) if settings.amp is not None
+                else nullcontext())
+    try:
+        for batch in progress(loader, desc=desc, unit="batch", enabled=settings.progress):
+            batch = decode_batch(batch, settings.device, settings.image_size, loader.dataset.paths)
+            skipped += batch.skipped
+            if not len(batch.indices):
+                continue
+            images = normalize(batch.images.to(settings.device, non_blocking=True))
+            if settings.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                embeddings = model.embed(images)
+                if settings.tta:
+                    embeddings = F.normalize(embeddings + model.embed(images.flip(3)), dim=1)
+            embeddings = embeddings.float().cpu()
+            if out is None:
+                out = torch.full((len(paths), embeddings.shape[1]), float("nan"))
+            out[batch.indices] = embeddings
+    finally:
+        model.train(was_training)
+    if out is None:
+        raise UserError(f"none of the {len(paths)} images could be read (first: {skipped[0].path}: {skipped[0].reason})"
+                        if skipped else "there are no images to embed")
+    return out, skipped
+
+
+def pair_images(data: FaceData, pairs: Sequence[Pair]) -> tuple[list[Path], dict[str, int]]:
+    """The unique image paths a pair list names, and each name's row in that list."""
+    names = sorted({name for pair in pairs for name in (pair.a, pair.b)})
+    return [data.ver_path(name) for name in names], {name: i for i, name in enumerate(names)}
+
+
+def pair_scores(embeddings: torch.Tensor, index: dict[str, int], pairs: Sequence[Pair],
+                score_norm: ScoreNorm = ScoreNorm(), head=None) -> np.ndarray:
+    """Score of each pair, in pair-file order: cosine similarity, or AS-norm against ``head``'s class centres."""
+    return score_rows(embeddings, [index[pair.a] for pair in pairs], [index[pair.b] for pair in pairs],
+                      score_norm, head)
+
+
+def score_pairs(model, data: FaceData, pairs: Sequence[Pair], settings: EvalSettings,
+                desc: str = "pairs") -> tuple[np.ndarray, list]:
+    """Scores of ``pairs`` (unique images embedded once) and the unreadable images."""
+    paths, index = pair_images(data, pairs)
+    embeddings, skipped = embed_images(model, paths, settings, desc=desc, reader=data.reader)
+    return pair_scores(embeddings, index, pairs, settings.score_norm, model.head), skipped
+
+
+def verify_pairs(model, data: FaceData, settings: EvalSettings, bootstrap: int = 0) -> dict:
+    """Verification metrics on ``val_pairs.txt``; pairs with an unreadable image are left out and counted."""
+    if not data.val_pairs:
+        raise UserError(f"{data.root} has no val_pairs.txt to evaluate on")
+    scores, skipped = score_pairs(model, data, data.val_pairs, settings, desc="val pairs")
+    labels = np.array([pair.label for pair in data.val_pairs])
+    usable = np.isfinite(scores)
+    result = verification_metrics(scores[usable], labels[usable], bootstrap=bootstrap)
+    result["unscored_pairs"] = int((~usable).sum())
+    result["scores"] = scores
+    result["labels"] = labels
+    result["unreadable"] = [s.path for s in skipped]
+    return result
+
+
+@torch.no_grad()
+def classify(model, paths: Sequence[Path], labels: Sequence[int], settings: EvalSettings, desc: str = "dev",
+             reader: ImageReader | None = None) -> dict:
+    """Top-1 and top-5 accuracy of the margin head's plain cosine logits on labelled images."""
+    embeddings, _ = embed_images(model, paths, settings, desc=desc, reader=reader)
+    usable = torch.isfinite(embeddings).all(dim=1)
+    targets = torch.as_tensor(list(labels))[usable]
+    logits = model.head.cosine(embeddings[usable].to(settings.device)).cpu()
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return {"top1": float((top[:, 0] == targets).float().mean()),
+            "top5": float((top == targets[:, None]).any(dim=1).float().mean()),
+            "images": int(usable.sum())}
+
+
+@torch.no_grad()
+def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch.Tensor,
+             probe_labels: Sequence[int]) -> dict:
+    """1:N identification: rank-1 and rank-5 of each probe against per-identity mean embeddings."""
+    gallery_labels = torch.as_tensor(list(gallery_labels))
+    probe_labels = torch.as_tensor(list(probe_labels))
+    keep = torch.isfinite(gallery).all(dim=1)
+    gallery, gallery_labels = gallery[keep], gallery_labels[keep]
+    identities, inverse = torch.unique(gallery_labels, return_inverse=True)
+    centres = torch.zeros(len(identities), gallery.shape[1]).index_add_(0, inverse, gallery)
+    centres = F.normalize(centres, dim=1)
+    usable = torch.isfinite(probes).all(dim=1) & torch.isin(probe_labels, identities)
+    probes, probe_labels = probes[usable], probe_labels[usable]
+    ranked = identities[(probes @ centres.T).topk(min(5, len(identities)), dim=1).indices]
+    return {"rank1": float((ranked[:, 0] == probe_labels).float().mean()) if len(probes) else float("nan"),
+            "rank5": float((ranked == probe_labels[:, None]).any(dim=1).float().mean()) if len(probes) else float("nan"),
+            "probes": int(len(probes)), "identities": int(len(identities))}
+
+
+def restore_model(state: dict, device: torch.device, weights: str | None = None,
+                  source: str | Path = "the checkpoint") -> FaceModel:
+    """A checkpoint's FaceModel, in eval mode on ``device``: the weights it grades, or ``weights`` (raw, ema)."""
+    model = build_face_model(state["config"], len(state["classes"]))
+    model.load_state_dict(model_weights(state, weights, source))
+    return model.to(device).eval()
+
+
+def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, device: str = "auto",
+                    tta: bool = False, batch_size: int | None = None, workers: int | str = "auto",
+                    progress: bool = False, need_data: bool = True, weights: str | None = None,
+                    score_norm: ScoreNorm = ScoreNorm()):
+    """A checkpoint's model, its state, its data root (``data_root`` or the one it trained on) and eval settings.
+
+    ``weights`` picks the trained (raw) or averaged (ema) weights over the ones the checkpoint grades.
+    """
+    state = load_checkpoint(checkpoint)
+    cfg = state["config"] = load_config(base=state["config"])  # checkpoints from older versions gain new keys
+    if weights is not None and weights != state.get("graded", "raw"):
+        state["val"] = {}  # the stored val threshold belongs to the other weights
+    device = pick_device(device)
+    speed = fast_path(cfg["train"], device, cfg["optim"]["name"])  # the probe training ran, cached
+    model = restore_model(state, device, weights, checkpoint)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    settings = EvalSettings(device=device, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
+                            workers=default_workers(workers, device), image_size=cfg["data"]["image_size"],
+                            amp=speed.amp, channels_last=speed.channels_last, tta=tta, progress=progress,
+                            decode_on_device=decodes_on_device(cfg["data"]["decode"]), score_norm=score_norm)
+    data = None
+    if need_data:
+        root = data_root or cfg["data"]["root"]
+        if root is None:
+            raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
+        data = open_data(root, cfg["data"]["layout"] if data_root is None else "auto")
+    return model, state, data, settings
+
+
+def hardest_pairs(pairs: Sequence[Pair], scores: np.ndarray, labels: np.ndarray, threshold: float, count: int = 4):
+    """Indices of the worst errors at ``threshold``: highest-scored different-person pairs, lowest-scored same-person."""
+    order = np.argsort(scores)
+    accepts = [i for i in order[::-1] if labels[i] == 0 and scores[i] >= threshold][:count]
+    rejects = [i for i in order if labels[i] == 1 and scores[i] < threshold][:count]
+    return [(i, "false accept") for i in accepts] + [(i, "false reject") for i in rejects]
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, tta: bool = False,
+                        device: str = "auto", bootstrap: int = 0, gallery_per_identity: int = 10,
+                        plots_dir: str | Path | None = None, progress: bool = False,
+                        weights: str | None = None, score_norm: ScoreNorm = ScoreNorm()) -> dict:
+    """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, 1:N identification, plots.
+
+    ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated.
+    """
+    from helpers.core.io import read_metrics
+    from helpers.eval import plots
+
+    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
+                                                   weights=weights, score_norm=score_norm)
+    result: dict = {"checkpoint": str(checkpoint), "data_root": str(data.root), "tta": tta,
+                    "weights": weights or state.get("graded", "raw"), "score_norm": score_norm.describe(model.head)}
+    verification = None
+    if data.val_pairs:
+        verification = verify_pairs(model, data, settings, bootstrap=bootstrap)
+        result.update({k: v for k, v in verification.items() if k not in ("scores", "labels")})
+    index = {name: i for i, name in enumerate(state["classes"])}
+    dev = data.dev
+    if dev is not None and dev.labels:
+        known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
+        if known:
+            paths, labels = zip(*known)
+            accuracy = classify(model, paths, labels, settings, reader=data.reader)
+            result.update(top1=accuracy["top1"], top5=accuracy["top5"], dev_images=accuracy["images"])
+            if data.train is not None and data.train.labels:
+                result.update(_identification(model, data, index, paths, labels, settings, gallery_per_identity))
+    if plots_dir is not None:
+        plots_dir = Path(plots_dir)
+        written = []
+        if verification is not None:
+            scores, labels = verification["scores"], verification["labels"]
+            usable = np.isfinite(scores)
+            eer, threshold = verification["eer"], verification["threshold"]
+            plots.roc_figure(scores[usable], labels[usable], eer, plots_dir / "roc.png")
+            plots.det_figure(scores[usable], labels[usable], eer, plots_dir / "det.png")
+            plots.score_histogram_figure(scores[usable], labels[usable], threshold, plots_dir / "scores.png")
+            chosen = hardest_pairs(data.val_pairs, np.where(usable, scores, np.nan), labels, threshold)
+            if chosen:
+                first = [data.load(data.ver_path(data.val_pairs[i].a), settings.image_size) for i, _ in chosen]
+                second = [data.load(data.ver_path(data.val_pairs[i].b), settings.image_size) for i, _ in chosen]
+                plots.hardest_pairs_figure([a.permute(1, 2, 0).numpy() for a in first],
+                                           [b.permute(1, 2, 0).numpy() for b in second],
+                                           [float(scores[i]) for i, _ in chosen], [kind for _, kind in chosen],
+                                           plots_dir / "hardest_pairs.png")
+            written += ["roc.png", "det.png", "scores.png"] + (["hardest_pairs.png"] if chosen else [])
+        records = read_metrics(Path(checkpoint).parent / "metrics.jsonl")
+        if records:
+            plots.training_curves_figure(records, plots_dir / "training_curves.png")
+            written.append("training_curves.png")
+        result["plots"] = [str(plots_dir / name) for name in written]
+    return result
+
+
+def _identification(model, data: FaceData, index: dict, probe_paths, probe_labels, settings, per_identity: int) -> dict:
+    """Rank-1/5 of dev images against per-identity mean embeddings of up to ``per_identity`` train images."""
+    taken: dict[str, int] = {}
+    gallery_paths, gallery_labels = [], []
+    for path, label in zip(data.train.paths, data.train.labels):
+        if label in index and taken.get(label, 0) < per_identity:
+            taken[label] = taken.get(label, 0) + 1
+            gallery_paths.append(path)
+            gallery_labels.append(index[label])
+    gallery, _ = embed_images(model, gallery_paths, settings, desc="gallery", reader=data.reader)
+    probes, _ = embed_images(model, list(probe_paths), settings, desc="probes", reader=data.reader)
+    found = identify(gallery, gallery_labels, probes, probe_labels)
+    return {"rank1": found["rank1"], "rank5": found["rank5"], "gallery_identities": found["identities"]}
+
+
+def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bool = False, device: str = "auto",
+                   score_norm: ScoreNorm = ScoreNorm(), weights: str | None = None):
+    """Scores of consecutive image pairs, and the checkpoint's stored val EER threshold when it fits them (or None).
+
+    The stored threshold was found on raw cosines, with the training run's
+    TTA setting; scores made any other way get None.
+    """
+    model, state, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
+                                                weights=weights)
+    paths = [Path(p) for p in images]
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"image {path} does not exist")
+    embeddings, skipped = embed_images(model, paths, settings)
+    if skipped:
+        raise UserError(f"{skipped[0].path}: {skipped[0].reason}")
+    scores = score_rows(embeddings, range(0, len(paths), 2), range(1, len(paths), 2), score_norm, model.head)
+    rows = [(str(paths[2 * i]), str(paths[2 * i + 1]), float(score)) for i, score in enumerate(scores)]
+    same_scoring = tta == state["config"]["train"]["eval_tta"] and score_norm.method == "none"
+    threshold = state.get("val", {}).get("val_threshold") if same_scoring else None
+    return rows, threshold
+
+
+def embed_folder(checkpoint: str | Path, folder: str | Path, out: str | Path, tta: bool = False,
+                 device: str = "auto") -> int:
+    """Write the embeddings of every image in ``folder`` to ``out`` (.npz: names, embeddings); returns the count."""
+    from helpers.core.io import atomic_write
+    from helpers.data.images import is_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder")
+    paths = sorted(p for p in folder.rglob("*") if is_image(p))
+    if not paths:
+        raise UserError(f"{folder} holds no images")
+    model, _, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False)
+    embeddings, skipped = embed_images(model, paths, settings)
+    keep = torch.isfinite(embeddings).all(dim=1).numpy()
+    names = np.array([p.relative_to(folder).as_posix() for p in paths])[keep]
+    for item in skipped:
+        print(f"warning: skipped {item.path}: {item.reason}")
+    buffer = io.BytesIO()
+    np.savez(buffer, names=names, embeddings=embeddings.numpy()[keep])
+    atomic_write(out, lambda handle: handle.write(buffer.getvalue()))
+    return int(keep.sum())

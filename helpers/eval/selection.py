@@ -1,0 +1,163 @@
+"""Which weights a run grades: the checkpoint choice behind best.pt.
+
+Each evaluation measures one or two *arms*: the trained weights (``raw``)
+and, with ``train.ema``, their moving average (``ema``). ``train.select``
+names what best.pt holds: the evaluation with the lowest val EER of one arm
+(``best``, ``ema_best``) or that arm's latest evaluation (``last``,
+``ema_last``); ``auto`` is ``ema_best`` when the EMA is on and ``best``
+otherwise. With two arms the run also keeps ``best_raw.pt`` and
+``best_ema.pt``, so that every candidate can be scored on the test pairs.
+
+The lowest of dozens of evaluations on one set of val pairs is partly luck.
+At the end of a run :meth:`Selection.report` compares best.pt's weights with
+every other candidate (each arm's latest and best evaluation) by a paired
+bootstrap on the same val pairs: a 95 % interval of the EER difference that
+holds 0 means the val pairs cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from helpers.eval.metrics import paired_bootstrap_eers
+
+ARMS = ("raw", "ema")
+# train.select -> (arm, which evaluation of it)
+RULES = {"best": ("raw", "best"), "ema_best": ("ema", "best"), "last": ("raw", "last"), "ema_last": ("ema", "last")}
+ARM_NAMES = {"raw": "trained weights", "ema": "EMA weights"}
+
+
+def resolve_select(train: dict) -> str:
+    """``train.select`` with ``auto`` made concrete."""
+    if train["select"] == "auto":
+        return "ema_best" if train["ema"] else "best"
+    return train["select"]
+
+
+@dataclass
+class Evaluation:
+    """One arm at one evaluation: its val EER, the val_* fields a checkpoint stores, the scores of the val pairs."""
+
+    arm: str
+    epoch: float
+    eer: float
+    metrics: dict
+    scores: np.ndarray | None = None  # in val_pairs.txt order; NaN where a pair could not be scored
+
+    def state_dict(self) -> dict:
+        return {"arm": self.arm, "epoch": self.epoch, "eer": self.eer, "metrics": self.metrics,
+                "scores": None if self.scores is None else torch.from_numpy(np.asarray(self.scores, np.float64))}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Evaluation":
+        scores = state.get("scores")
+        return cls(state["arm"], state["epoch"], state["eer"], state.get("metrics", {}),
+                   None if scores is None else scores.numpy())
+
+
+class Selection:
+    """The best and latest evaluation of each arm, and which of them best.pt holds."""
+
+    def __init__(self, rule: str, arms: tuple[str, ...] = ("raw",)):
+        self.rule = rule
+        self.arm, self.mode = RULES[rule]
+        self.arms = arms
+        self.best: dict[str, Evaluation] = {}
+        self.latest: dict[str, Evaluation] = {}
+
+    @property
+    def graded(self) -> Evaluation | None:
+        """The evaluation whose weights best.pt holds (None before the first, or without val pairs)."""
+        return (self.latest if self.mode == "last" else self.best).get(self.arm)
+
+    def observe(self, evaluations: dict[str, Evaluation]) -> list[str]:
+        """Record one evaluation of every arm; returns the best files whose weights it replaces.
+
+        Without val pairs (no evaluations) the latest weights are the best one can tell.
+        """
+        self.latest.update(evaluations)
+        improved = [arm for arm in self.arms if arm not in evaluations or arm not in self.best
+                    or evaluations[arm].eer < self.best[arm].eer]
+        for arm in improved:
+            if arm in evaluations:
+                self.best[arm] = evaluations[arm]
+        files = ["best.pt"] if self.mode == "last" or self.arm in improved else []
+        if len(self.arms) > 1:
+            files += [f"best_{arm}.pt" for arm in improved]
+        return files
+
+    def report(self, labels: np.ndarray, rounds: int) -> dict | None:
+        """best.pt's evaluation against each other candidate, by a paired bootstrap of ``rounds`` resamplings.
+
+        None when nothing can be compared (no val pairs, or no resamplings asked for).
+        """
+        graded = self.graded
+        if graded is None or graded.scores is None or not rounds:
+            return None
+        roles: dict[tuple, list] = {}
+        for role, table in (("last", self.latest), ("best", self.best)):
+            for arm in self.arms:
+                candidate = table.get(arm)
+                if candidate is not None and candidate.scores is not None:
+                    roles.setdefault((candidate.arm, candidate.epoch), [candidate, []])[1].append(role)
+        # Not the weights of best.pt themselves (before its first update the average is the trained model).
+        others = [(candidate, role) for (arm, epoch), (candidate, role) in roles.items()
+                  if (arm, epoch) != (graded.arm, graded.epoch)
+                  and not np.array_equal(candidate.scores, graded.scores, equal_nan=True)]
+        usable = np.isfinite(graded.scores)  # pairs every set scored: unreadable images fail every set alike
+        for candidate, _ in others:
+            usable &= np.isfinite(candidate.scores)
+        tests = paired_bootstrap_eers(graded.scores[usable], [c.scores[usable] for c, _ in others], labels[usable],
+                                      rounds) if others else []
+        comparisons = []
+        for (candidate, role), test in zip(others, tests):
+            low, high = test["ci95"]
+            comparisons.append({"weights": candidate.arm, "role": " and ".join(role), "epoch": candidate.epoch,
+                                "val_eer": candidate.eer, "difference": test["difference"],
+                                "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
+        return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, "val_eer": graded.eer,
+                "val_eer_ci95": [graded.metrics.get("val_eer_low"), graded.metrics.get("val_eer_high")],
+                "bootstrap_rounds": rounds, "comparisons": comparisons}
+
+    def holds(self, name: str) -> tuple[str, Evaluation | None]:
+        """The arm a checkpoint file grades, and the evaluation its weights had: last.pt, best.pt, best_ARM.pt."""
+        if name == "best.pt":
+            return self.arm, self.graded
+        if name == "last.pt":
+            return self.arm, self.latest.get(self.arm)
+        arm = name[len("best_"):-len(".pt")]
+        return arm, self.best.get(arm)
+
+    def state_dict(self) -> dict:
+        return {"rule": self.rule, "best": {arm: e.state_dict() for arm, e in self.best.items()},
+                "latest": {arm: e.state_dict() for arm, e in self.latest.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = {arm: Evaluation.from_state(s) for arm, s in state["best"].items()}
+        self.latest = {arm: Evaluation.from_state(s) for arm, s in state["latest"].items()}
+
+    @staticmethod
+    def legacy_state(checkpoint: dict) -> dict:
+        """The selection state of a checkpoint written before weight averaging: raw weights, best val EER only."""
+        if checkpoint.get("best_eer") is None:
+            return {"best": {}, "latest": {}}
+        best = {"arm": "raw", "epoch": checkpoint["best_epoch"], "eer": checkpoint["best_eer"], "metrics": {}}
+        return {"best": {"raw": best}, "latest": {}}
+
+
+def report_lines(report: dict) -> list[str]:
+    """The end-of-run comparison for the log: one line for best.pt, one per other candidate."""
+    low, high = report["val_eer_ci95"]
+    interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None else ""
+    lines = [f"best.pt ({report['select']}): {ARM_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
+             f"val EER {report['val_eer']:.4f}{interval}"]
+    for item in report["comparisons"]:
+        low, high = item["difference_ci95"]
+        verdict = "distinguishable" if item["distinguishable"] else "within the noise of the val pairs"
+        lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} (epoch {item['epoch']:g}, val EER "
+                     f"{item['val_eer']:.4f}): difference {item['difference']:+.4f}, paired 95 % CI "
+                     f"{low:+.4f} to {high:+.4f}: {verdict}")
+    return lines

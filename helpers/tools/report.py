@@ -1,0 +1,68 @@
+"""Comparing finished runs: one row per run (EER, AUC, speed, epochs, time) and val EER against time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from helpers.core.io import atomic_write_text, read_metrics
+
+
+def run_summary(run_dir: str | Path) -> dict:
+    """A run's headline numbers from its ``metrics.jsonl``: best and final val EER (of the trained weights, and
+    of their moving average with ``train.ema``), AUC, img/s, epochs, minutes."""
+    records = read_metrics(Path(run_dir) / "metrics.jsonl")
+    evaluated = [r for r in records if r.get("val_eer") is not None]
+    trained = [r for r in records if r.get("images_per_s") is not None]
+    if not evaluated:
+        return {"best_val_eer": None, "final_val_eer": None, "val_auc": None, "images_per_s": None,
+                "epochs": None, "minutes": None}
+    best = min(evaluated, key=lambda r: r["val_eer"])
+    averaged = [r["val_eer_ema"] for r in evaluated if r.get("val_eer_ema") is not None]  # runs with train.ema
+    return {
+        "best_val_eer": best["val_eer"],
+        "final_val_eer": evaluated[-1]["val_eer"],
+        **({"best_val_eer_ema": min(averaged), "final_val_eer_ema": averaged[-1]} if averaged else {}),
+        "val_auc": best.get("val_auc"),
+        "images_per_s": sum(r["images_per_s"] for r in trained) / len(trained) if trained else None,
+        "epochs": records[-1]["epoch"],
+        "minutes": records[-1].get("elapsed_s", 0) / 60,
+    }
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (numbers to 4 decimals, or whole when large)."""
+    def cell(value) -> str:
+        if isinstance(value, float):
+            if value != value:  # NaN
+                return ""
+            return f"{value:.4f}" if abs(value) < 10 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def eer_over_time(runs: dict[str, str | Path], path=None):
+    """Val EER against elapsed minutes, one line per run."""
+    from helpers.eval.plots import series_figure
+
+    series = {}
+    for name, run_dir in runs.items():
+        evaluated = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if r.get("val_eer") is not None]
+        series[name] = ([r.get("elapsed_s", 0) / 60 for r in evaluated], [r["val_eer"] for r in evaluated])
+    return series_figure(series, "minutes", "val EER", "Val EER against time", path=path)
+
+
+def write_report(runs: dict[str, str | Path], out: str | Path, extra: dict[str, dict] | None = None) -> pd.DataFrame:
+    """``report.csv``, ``report.md`` and ``eer_over_time.png`` for the named runs; returns the table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame([{"run": name, **(extra or {}).get(name, {}), **run_summary(run_dir)}
+                          for name, run_dir in runs.items()])
+    atomic_write_text(out / "report.csv", table.to_csv(index=False))
+    atomic_write_text(out / "report.md", markdown_table(table))
+    eer_over_time(runs, out / "eer_over_time.png")
+    return table

@@ -1,0 +1,742 @@
+"""The training engine: one loop from a laptop CPU to several GPUs under torchrun.
+
+What it guarantees:
+
+* the margin head's weights are in the optimiser (checked, not assumed);
+* checkpoints are written atomically; ``best.pt`` is chosen by val EER, the grade
+  (``train.select``), from the trained weights or, with ``train.ema``, their moving average;
+* resume is exact: data order and augmentation are functions of (seed, epoch,
+  batch), every other state is in the checkpoint, and a run resumed mid-epoch
+  continues at the right batch;
+* a step with a non-finite loss or gradient is skipped and counted, without
+  a per-step wait on the device; too many in a row stop the run, keeping the
+  last good checkpoint;
+* ``train.max_minutes`` lays the schedule over a time budget and ends with a
+  final evaluation and valid checkpoints before the budget is spent; the
+  number of epochs then follows the budget, up to ``train.epochs`` if set.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from helpers.core.config import dump_config, load_config
+from helpers.core.device import FastPath, default_workers, distributed_backend, fast_path, pick_device
+from helpers.core.errors import UserError
+from helpers.core.io import atomic_write_text
+from helpers.core.progress import progress
+from helpers.data.augment import AugmentConfig, BatchAugment
+from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device, training_set
+from helpers.data.layout import open_data
+from helpers.eval.evaluation import EvalSettings, classify, verify_pairs
+from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
+from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
+from helpers.model.margins import margin_loss
+from helpers.model.resnet import FaceModel, build_face_model
+from helpers.train.averaging import WeightAverage
+from helpers.train.schedule import LRSchedule
+from helpers.train.tracking import Tracker
+
+# On the CPU a host sync costs nothing; on a GPU the non-finite counter is read every few steps instead.
+_SYNC_EVERY_CUDA = 16
+# Under torchrun with a time budget, rank 0's clock is shared every this many optimiser steps.
+_SHARE_CLOCK_EVERY = 8
+# The seed recipe's length: what a run trains when neither train.epochs nor a time budget says.
+SEED_EPOCHS = 100
+
+
+def epoch_limit(train: dict) -> float:
+    """The most epochs a run trains: ``train.epochs`` when set; unset, none under ``train.max_minutes`` (the
+    budget ends the run) and the seed's 100 without a budget."""
+    if train["epochs"] is not None:
+        return float(train["epochs"])
+    return math.inf if train["max_minutes"] else float(SEED_EPOCHS)
+
+
+def budget_epochs(limit: float, position: float, elapsed: float, usable: float) -> float:
+    """How long a budgeted run will be: the epochs it reaches when ``usable`` seconds are spent at the pace of
+    ``position`` epochs in ``elapsed`` seconds, within ``limit``. The lr schedule is laid over this length."""
+    return min(limit, position * usable / elapsed)
+
+
+class TrainingStopped(UserError):
+    """The run stopped itself (non-finite steps); the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on the CPU); a no-op without torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group(distributed_backend())
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def make_optimizer(optim: dict, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (nesterov), Adam or AdamW over every trainable parameter, the margin head's included.
+
+    With ``optim.no_decay_bn_bias`` BatchNorm weights and all biases (every
+    1-D parameter) get no weight decay.
+    """
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if optim["no_decay_bn_bias"] and parameter.ndim <= 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": optim["weight_decay"]}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    extra = {"fused": True} if fused else {}
+    if optim["name"] == "sgd":
+        momentum = optim["momentum"]
+        optimizer = torch.optim.SGD(groups, lr=optim["lr"], momentum=momentum,
+                                    nesterov=optim["nesterov"] and momentum > 0, **extra)
+    elif optim["name"] == "adam":
+        optimizer = torch.optim.Adam(groups, lr=optim["lr"], betas=tuple(optim["betas"]), **extra)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), **extra)
+    check_optimizer_covers(optimizer, model)
+    return optimizer
+
+
+def check_optimizer_covers(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """Fail loudly if a trainable parameter (say, the ArcFace class weights) is missing from the optimiser."""
+    seen = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        raise RuntimeError(f"parameters missing from the optimiser: {', '.join(missing)}")
+
+
+def step_seed(seed: int, epoch: int, batch: int = 0, rank: int = 0, purpose: int = 0) -> int:
+    """A well-mixed seed for one use (0: a batch's augmentation and dropout, 1: an epoch's order)."""
+    return int(np.random.SeedSequence([purpose, seed, epoch, batch, rank]).generate_state(1)[0])
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The order of one epoch: a permutation that depends only on (seed, epoch).
+
+    The epoch is cut to a whole number of global batches, sharded across
+    ranks, and can start at any batch, which is how a mid-epoch resume lands
+    on the batch it stopped at.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def batches(self) -> int:
+        """Batches per rank per epoch."""
+        return self.size // (self.batch_size * self.world)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(step_seed(self.seed, self.epoch, purpose=1))
+        order = torch.randperm(self.size, generator=generator)[: self.batches * self.batch_size * self.world]
+        mine = order[self.rank::self.world]
+        return iter(mine[self.start_batch * self.batch_size:].tolist())
+
+    def __len__(self) -> int:
+        return (self.batches - self.start_batch) * self.batch_size
+
+
+class TrainStep:
+    """One training step on the fast path; the engine and ``bench train`` both run exactly this.
+
+    uint8 images are augmented in a batch on the device, the forward pass runs
+    under autocast in the chosen memory format, the loss is scaled (fp16) and
+    gradients clipped over every parameter, head included. Non-finite steps are
+    skipped by the loss scaler and counted in device tensors, so nothing here
+    waits for the device.
+    """
+
+    def __init__(self, model: FaceModel, forward, optimizer: torch.optim.Optimizer, speed: FastPath,
+                 augment: BatchAugment, device: torch.device, accumulate: int = 1, grad_clip: float = 0.0):
+        self.model, self.forward, self.optimizer = model, forward, optimizer
+        self.speed, self.augment, self.device = speed, augment, device
+        self.accumulate, self.grad_clip = accumulate, grad_clip
+        self.fp16 = speed.amp == torch.float16
+        # One loss-scaling path for every precision: it skips non-finite steps on the device.
+        # Outside fp16 the scale stays 1, which leaves gradients bit for bit as they are.
+        self.scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 16 if self.fp16 else 1.0,
+                                           growth_interval=2000 if self.fp16 else 2 ** 30)
+        self.bad_run = torch.zeros((), device=device)  # non-finite steps in a row
+        self.bad_total = torch.zeros((), device=device)  # since last read
+
+    def forward_backward(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None,
+                         sync: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment, forward, backward one batch; returns the loss and the correct count (device tensors)."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        x = self.augment(images, generator)
+        if self.speed.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        context = self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") else nullcontext()
+        with context:
+            with torch.autocast(self.device.type, dtype=self.speed.amp, enabled=self.speed.amp is not None):
+                logits = self.forward(x, labels)
+            loss = margin_loss(logits, labels)
+            self.scaler.scale(loss / self.accumulate).backward()
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == labels).sum()
+        return loss.detach(), correct
+
+    def optimizer_step(self, lr: float) -> torch.Tensor:
+        """Apply the accumulated gradients at ``lr``; returns the gradient norm (0 for a skipped step)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              self.grad_clip if self.grad_clip > 0 else math.inf)
+        bad = (~torch.isfinite(norm)).float()
+        self.bad_run = (self.bad_run + bad) * bad
+        self.bad_total += bad
+        self.scaler.step(self.optimizer)
+        self.scaler.update(None if self.fp16 else 1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        return torch.where(bad > 0, torch.zeros_like(norm), norm)
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run left its files, and the val EER of what best.pt holds (None without val pairs)."""
+
+    run_dir: Path
+    best_eer: float | None
+    epochs: float
+    last: dict
+    graded: str = "raw"  # the weights best.pt grades: raw (trained) or ema (averaged)
+
+
+def run_directory(cfg: dict) -> Path:
+    return Path(cfg["run"]["out_dir"]) / (cfg["run"]["name"] or "run")
+
+
+def prepare_run(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
+                default_name: str | None = None) -> tuple[dict, dict | None]:
+    """The configuration to run and the checkpoint to resume from (None for a fresh run).
+
+    ``resume="auto"`` continues the run folder's ``last.pt`` when there is one
+    and starts fresh otherwise (what a notebook rerun after a disconnect wants);
+    a path resumes that checkpoint. A resumed run keeps the checkpoint's
+    configuration; ``overrides`` still apply (to extend ``train.epochs``, say).
+    ``default_name`` names the run folder when the configuration does not.
+    """
+    cfg = load_config(config_path, overrides)
+    if cfg["run"]["name"] is None and default_name:
+        cfg["run"]["name"] = default_name
+    path = None
+    if resume == "auto":
+        candidate = run_directory(cfg) / "last.pt"
+        path = candidate if candidate.is_file() else None
+    elif resume:
+        path = Path(resume)
+    if path is None:
+        last = run_directory(cfg) / "last.pt"
+        if last.exists() and not resume:
+            raise UserError(f"{run_directory(cfg)} already holds a run (last.pt); pass --resume auto to continue "
+                            "it, or set run.name to start another")
+        return cfg, None
+    state = load_checkpoint(path)
+    return load_config(None, overrides, base=state["config"]), state
+
+
+class Trainer:
+    """Holds a run's model, optimiser and position; :meth:`fit` trains to the end of the epochs or the budget."""
+
+    def __init__(self, cfg: dict, state: dict | None = None, init_from: str | Path | None = None):
+        self.cfg = cfg
+        self.dist = init_distributed()
+        train = cfg["train"]
+        self.device = pick_device(train["device"], self.dist.local_rank)
+        self.speed = fast_path(train, self.device, cfg["optim"]["name"])
+        if train["deterministic"]:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(train["seed"])
+        self.run_dir = run_directory(cfg)
+        self.quiet_progress = train["progress"] is False  # otherwise progress.py picks a bar or occasional lines
+
+        data_cfg = cfg["data"]
+        if data_cfg["root"] is None:
+            raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
+                            "`python -m helpers demo-data data/demo`)")
+        self.data = open_data(data_cfg["root"], data_cfg["layout"])
+        self.train_set = training_set(self.data, data_cfg["singletons"], data_cfg["max_train_images"],
+                                      train["seed"], classes=state["classes"] if state else None)
+        self.classes = self.train_set.classes
+        self.workers = default_workers(data_cfg["num_workers"], self.device)
+
+        model = build_face_model(cfg, len(self.classes))
+        if state is not None:
+            model.load_state_dict(state["model"])
+        elif init_from or cfg["run"]["init_from"]:
+            load_weights(model, init_from or cfg["run"]["init_from"], self.classes, announce=self.dist.main)
+        model.to(self.device)
+        if self.speed.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model: FaceModel = model  # the plain module: what checkpoints and evaluation use
+        # The moving average lives on rank 0 only: under torchrun the ranks hold the same weights, and rank 0
+        # alone evaluates and saves.
+        self.average = WeightAverage(model, train["ema"]) if train["ema"] and self.dist.main else None
+        self.selection = Selection(resolve_select(train), ("raw", "ema") if train["ema"] else ("raw",))
+        self.optimizer = make_optimizer(cfg["optim"], model, fused=self.speed.fused)
+        self.forward = model
+        if self.dist.world > 1:
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.speed.compile:
+            self.forward = torch.compile(self.forward)
+
+        self.stepper = TrainStep(model, self.forward, self.optimizer, self.speed,
+                                 BatchAugment(AugmentConfig.from_config(cfg["augment"]), data_cfg["image_size"]),
+                                 self.device, train["accumulate"], train["grad_clip"])
+        self.sampler = EpochSampler(len(self.train_set.paths), train["batch_size"], train["seed"],
+                                    self.dist.rank, self.dist.world)
+        if self.sampler.batches < train["accumulate"]:
+            raise UserError(f"{len(self.train_set.paths)} training images make fewer than "
+                            f"{train['accumulate']} batch(es) of {train['batch_size']} per process; "
+                            "lower train.batch_size")
+        self.decode_on_device = decodes_on_device(data_cfg["decode"])
+        self.loader = torch.utils.data.DataLoader(
+            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg["image_size"], reader=self.data.reader,
+                       encoded=self.decode_on_device),
+            batch_size=train["batch_size"], sampler=self.sampler, num_workers=self.workers, collate_fn=collate,
+            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
+            generator=torch.Generator())
+        self.steps_per_epoch = self.sampler.batches // train["accumulate"]
+        self.epoch_limit = epoch_limit(train)
+        # step and multistep count epochs of a train.epochs-long run (the seed's when unset), stretched to a budget
+        self.schedule = LRSchedule(cfg["sched"], cfg["optim"]["lr"], train["epochs"] or SEED_EPOCHS)
+
+        # Position and bookkeeping; a resumed run takes them from the checkpoint.
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.elapsed_before = 0.0
+        self.planned_epochs = float(train["epochs"] or SEED_EPOCHS)  # under a budget, until its pace is known
+        self.nonfinite_total = 0
+        self.skipped_total = 0
+        self.eval_seconds = 0.0
+        self._shared_clock: float | None = None
+        run_id = None
+        self.resumed = state is not None
+        if state is not None:
+            self._restore(state)
+            run_id = state.get("wandb_run_id")
+            if self.dist.main:
+                print(f"resuming {self.run_dir} at epoch {self.position():.2f} with its saved configuration "
+                      f"(--set overrides still apply)")
+        self.tracker = None
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
+            self.tracker = Tracker(self.run_dir, cfg, run_id=run_id, name=self.run_dir.name)
+            if state is not None:
+                self.tracker.truncate(self.step)
+
+    # ------------------------------------------------------------------ state
+
+    def _restore(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stepper.scaler.load_state_dict(state["scaler"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.selection.load_state_dict(state["selection"] if "selection" in state else Selection.legacy_state(state))
+        if self.average is not None and state.get("ema"):  # else the average starts now (train.ema newly set)
+            self.average.load_state_dict(state["ema"])
+        self.elapsed_before = state["elapsed_seconds"]
+        self.planned_epochs = state["planned_epochs"]
+        self.nonfinite_total = state["nonfinite_steps"]
+        self.skipped_total = state["skipped_images"]
+        self.eval_seconds = state["eval_seconds"]
+        set_rng_state(state["rng"])
+
+    @property
+    def best_eer(self) -> float | None:
+        """The val EER of the weights best.pt holds."""
+        graded = self.selection.graded
+        return None if graded is None else graded.eer
+
+    @property
+    def best_epoch(self) -> float | None:
+        graded = self.selection.graded
+        return None if graded is None else graded.epoch
+
+    def state_dict(self, name: str = "last.pt") -> dict:
+        """Everything a resume needs, as tensors and plain values, for the checkpoint file ``name``.
+
+        ``model`` holds the trained weights and ``ema`` the averaged ones (or None); ``graded`` says which
+        of them the file stands for, and ``val`` holds their val metrics from the evaluation it was saved at.
+        """
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "ema": self.average.state_dict() if self.average is not None else None, **self._graded_fields(name),
+            "scaler": self.stepper.scaler.state_dict(), "schedule": self.schedule.state_dict(),
+            "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch, "batch": self.batch,
+                           "world": self.dist.world},
+            "rng": rng_state(), "classes": self.classes, "config": self.cfg,
+            "best_eer": self.best_eer, "best_epoch": self.best_epoch, "selection": self.selection.state_dict(),
+            "wandb_run_id": self.tracker.run_id if self.tracker else None,
+            "elapsed_seconds": self.elapsed(), "planned_epochs": self.planned_epochs,
+            "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total,
+            "eval_seconds": self.eval_seconds,
+            "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+
+    def _graded_fields(self, name: str) -> dict:
+        graded, evaluation = self.selection.holds(name)
+        return {"graded": graded, "val": evaluation.metrics if evaluation is not None else {}}
+
+    def save(self, best: tuple[str, ...] | list[str] = ()) -> None:
+        """Write last.pt, and the best files (best.pt, best_raw.pt, best_ema.pt) named in ``best``."""
+        if not self.dist.main:
+            return
+        state = self.state_dict()
+        # The best files first: if the disk fills between them, last.pt still predates the new best, and a
+        # resume redoes that stretch instead of believing in a best.pt that was never written.
+        for name in best:
+            save_checkpoint({**state, **self._graded_fields(name)}, self.run_dir / name)
+        save_checkpoint(state, self.run_dir / "last.pt")
+
+    # ------------------------------------------------------------------ time budget
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self._started if hasattr(self, "_started") else 0.0)
+
+    @property
+    def budget(self) -> float:
+        return self.cfg["train"]["max_minutes"] * 60.0
+
+    def reserve(self) -> float:
+        """Seconds kept back for the final evaluation and checkpoint: the slowest evaluation seen, with margin."""
+        return 1.25 * self.eval_seconds + min(5.0, 0.05 * self.budget)
+
+    def clock(self, refresh: bool = True) -> float:
+        """Elapsed seconds as every rank agrees on them.
+
+        One process reads its own clock. Under torchrun, rank 0's clock is
+        broadcast when ``refresh`` is set (every few steps), so that every rank
+        takes the same time-budget decisions: the same lr, the same last step.
+        """
+        if self.dist.world == 1:
+            return self.elapsed()
+        if refresh or self._shared_clock is None:
+            value = torch.tensor([self.elapsed()], dtype=torch.float64,
+                                 device=self.device if self.device.type == "cuda" else "cpu")
+            dist.broadcast(value, src=0)
+            self._shared_clock = float(value.item())
+        return self._shared_clock
+
+    def out_of_time(self, refresh: bool = True) -> bool:
+        return bool(self.budget) and self.clock(refresh) + self.reserve() >= self.budget
+
+    def total_epochs(self, position: float) -> float:
+        """How long the schedule thinks the run is: its epoch limit, or what fits the budget at the pace so far."""
+        if not self.budget:
+            return self.epoch_limit
+        elapsed = self.clock(refresh=False)
+        if self._steps_this_process >= 10 and elapsed > min(10.0, 0.05 * self.budget):
+            usable = max(self.budget - self.reserve(), 1.0)
+            self.planned_epochs = budget_epochs(self.epoch_limit, position, elapsed, usable)
+        return self.planned_epochs
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self) -> TrainResult:
+        """Train until the epoch limit or the time budget, evaluating each ``train.eval_every`` epochs.
+
+        A fresh run first evaluates the untrained model: the curves start from
+        chance, and a time budget learns what the last evaluation will cost.
+        """
+        train = self.cfg["train"]
+        self._started = time.perf_counter()
+        self._steps_this_process = 0
+        self._stopped = False
+        last_record = None
+        try:
+            if self.position() == 0 and not self.resumed:  # a resumed run's last.pt already holds this evaluation
+                last_record = self._end_of_stretch({}, evaluate=True)
+            while self.epoch < self.epoch_limit:
+                if self.out_of_time():
+                    if last_record is not None:
+                        self.save()  # the budget ran out after the last save: last.pt must say it is spent
+                    break
+                stats = self._train_epoch()
+                # Decided before evaluating and saving, so that last.pt holds at least the elapsed time that
+                # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
+                done = self._stopped or self.epoch >= self.epoch_limit or self.out_of_time()
+                last_record = self._end_of_stretch(stats, evaluate=done or self.epoch % train["eval_every"] == 0)
+                if done:
+                    break
+            if last_record is not None and self.dist.main:
+                self._report_selection()
+            if last_record is None and self.dist.main:
+                limit = "-" if math.isinf(self.epoch_limit) else f"{self.epoch_limit:g}"
+                print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {limit}, "
+                      f"{self.elapsed() / 60:.1f} of {train['max_minutes'] or '-'} minutes)")
+        finally:
+            if self.tracker is not None:
+                self.tracker.summarise(EER=self.best_eer, best_epoch=self.best_epoch)
+                self.tracker.finish()
+        return TrainResult(self.run_dir, self.best_eer, self.position(), last_record or {}, self.selection.arm)
+
+    def _report_selection(self) -> None:
+        """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""
+        labels = np.array([pair.label for pair in self.data.val_pairs])
+        report = self.selection.report(labels, self.cfg["train"]["eval_bootstrap"])
+        if report is not None:
+            atomic_write_text(self.run_dir / "selection.json", json.dumps(report, indent=2) + "\n")
+            print("\n".join(report_lines(report)), flush=True)
+
+    def position(self) -> float:
+        return self.epoch + self.batch / max(self.sampler.batches, 1)
+
+    def _train_epoch(self) -> dict:
+        train = self.cfg["train"]
+        accumulate = train["accumulate"]
+        self.model.train()
+        self.sampler.set_epoch(self.epoch, self.batch)
+        sums = {k: torch.zeros((), device=self.device) for k in ("loss", "correct", "seen", "norm")}
+        steps = 0
+        images = 0
+        wait = 0.0
+        self._stopped = False
+        began = time.perf_counter()
+        bar = progress(total=self.sampler.batches, initial=self.batch, desc=f"epoch {self.epoch + 1}", unit="batch",
+                       enabled=not self.quiet_progress and self.dist.main)
+        iterator = iter(self.loader)
+        while self.batch < self.sampler.batches:
+            if self.batch % accumulate == 0 and self.out_of_time(refresh=self.step % _SHARE_CLOCK_EVERY == 0):
+                self._stopped = True
+                break
+            t0 = time.perf_counter()
+            batch = next(iterator)
+            wait += time.perf_counter() - t0
+            if self.decode_on_device:
+                batch = decode_batch(batch, self.device, self.cfg["data"]["image_size"], self.train_set.paths)
+            self._note_skipped(batch)
+            boundary = (self.batch + 1) % accumulate == 0
+            loss, correct = self._forward_backward(batch, boundary)
+            sums["loss"] += loss * len(batch.labels)
+            sums["correct"] += correct
+            sums["seen"] += len(batch.labels)
+            images += len(batch.labels)
+            self.batch += 1
+            if boundary:
+                sums["norm"] += self._optimizer_step()
+                steps += 1
+                self.step += 1
+                self._steps_this_process += 1
+                every = train["checkpoint_every_steps"]
+                if every and self.step % every == 0 and self.batch < self.sampler.batches:
+                    self.save()
+            bar.update(1)
+            if self.batch % 20 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{float(sums['loss'] / sums['seen'].clamp_min(1)):.3f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        bar.close()
+        del iterator
+        seconds = time.perf_counter() - began
+        self._check_nonfinite(force=True)
+        if self.batch >= self.sampler.batches:
+            self.epoch, self.batch = self.epoch + 1, 0
+        totals = torch.stack([sums["loss"], sums["correct"], sums["seen"], sums["norm"]]).double()
+        if self.dist.world > 1:
+            dist.all_reduce(totals)
+            images *= self.dist.world
+        loss_sum, correct, seen, norm_sum = totals.tolist()
+        return {"train_loss": loss_sum / seen if seen else float("nan"),
+                "train_acc": correct / seen if seen else float("nan"),
+                "grad_norm": norm_sum / (steps * self.dist.world) if steps else float("nan"),
+                "images_per_s": images / seconds if seconds > 0 else float("nan"),
+                "data_wait": wait / seconds if seconds > 0 else float("nan"),
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _note_skipped(self, batch) -> None:
+        if not batch.skipped:
+            return
+        if self.cfg["data"]["strict"]:
+            first = batch.skipped[0]
+            raise UserError(f"{first.path}: {first.reason} (data.strict is true; set it false to skip bad images)")
+        for item in batch.skipped:
+            if self.dist.main:
+                print(f"warning: skipped {item.path}: {item.reason}", file=sys.stderr)
+        self.skipped_total += len(batch.skipped)
+        if len(batch.labels) < 2:
+            raise UserError(f"a training batch had {len(batch.labels)} readable image(s); "
+                            "run `python -m helpers check-data` and fix the data")
+
+    def _forward_backward(self, batch, boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        seed = step_seed(self.cfg["train"]["seed"], self.epoch, self.batch, self.dist.rank)
+        torch.manual_seed(seed)  # dropout draws from the global generator
+        warmup = self.cfg["loss"]["margin_warmup_epochs"]
+        self.model.head.margin_scale = min(1.0, self.position() / warmup) if warmup > 0 else 1.0
+        return self.stepper.forward_backward(batch.images, batch.labels, torch.Generator().manual_seed(seed),
+                                             sync=boundary or self.dist.world == 1)
+
+    def _optimizer_step(self) -> torch.Tensor:
+        position = self.epoch + (self.batch / self.sampler.batches)
+        norm = self.stepper.optimizer_step(self.schedule.lr(position, self.total_epochs(position)))
+        if self.average is not None:
+            self.average.update(self.model)
+        self._check_nonfinite()
+        return norm
+
+    def _check_nonfinite(self, force: bool = False) -> None:
+        if not force and self.device.type == "cuda" and self.step % _SYNC_EVERY_CUDA:
+            return
+        run, total = int(self.stepper.bad_run.item()), int(self.stepper.bad_total.item())
+        self.nonfinite_total += total
+        self.stepper.bad_total.zero_()
+        limit = self.cfg["train"]["max_nonfinite_steps"]
+        if run >= limit:
+            raise TrainingStopped(f"training stopped: {run} steps in a row had a non-finite loss or gradient "
+                                  f"(lr {self.optimizer.param_groups[0]['lr']:.3g} may be too high, or try "
+                                  f"train.grad_clip); {self.run_dir / 'last.pt'} holds the last good state")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def eval_settings(self) -> EvalSettings:
+        return EvalSettings(device=self.device, batch_size=2 * self.cfg["train"]["batch_size"], workers=self.workers,
+                            image_size=self.cfg["data"]["image_size"], amp=self.speed.amp,
+                            channels_last=self.speed.channels_last, tta=self.cfg["train"]["eval_tta"],
+                            progress=not self.quiet_progress, decode_on_device=self.decode_on_device)
+
+    def _evaluate(self) -> tuple[dict, dict[str, Evaluation]]:
+        """Val verification of each arm and dev top-1 on rank 0; the results, and what they cost, are shared with
+        every rank. Returns the record's fields (the EMA's with an ``_ema`` suffix) and each arm's evaluation."""
+        result: dict = {}
+        evaluations: dict[str, Evaluation] = {}
+        started = time.perf_counter()
+        if self.dist.main:
+            settings = self.eval_settings()
+            if self.data.val_pairs:
+                arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
+                for arm, model in arms.items():
+                    metrics = verify_pairs(model, self.data, settings, bootstrap=self.cfg["train"]["eval_bootstrap"])
+                    fields = {"val_eer": metrics["eer"], "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"],
+                              "val_threshold": metrics["threshold"], "val_tar_at_far": metrics["tar_at_far"]}
+                    if "eer_ci95" in metrics:
+                        fields["val_eer_low"], fields["val_eer_high"] = metrics["eer_ci95"]
+                    evaluations[arm] = Evaluation(arm, round(self.position(), 4), metrics["eer"], fields,
+                                                  metrics["scores"])
+                    suffix = "" if arm == "raw" else f"_{arm}"
+                    result.update({key + suffix: value for key, value in fields.items()})
+            dev = self.data.dev
+            if dev is not None and dev.labels:
+                index = {name: i for i, name in enumerate(self.classes)}
+                known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
+                if known:
+                    paths, labels = zip(*known)
+                    accuracy = classify(self.model, paths, labels, settings, reader=self.data.reader)
+                    result.update(dev_top1=accuracy["top1"], dev_top5=accuracy["top5"])
+        seconds = time.perf_counter() - started
+        if self.dist.world > 1:
+            shared = [(result, evaluations, seconds)]
+            dist.broadcast_object_list(shared, src=0)
+            result, evaluations, seconds = shared[0]
+        self.eval_seconds = max(self.eval_seconds, seconds)
+        return result, evaluations
+
+    def _end_of_stretch(self, stats: dict, evaluate: bool) -> dict:
+        record = {"epoch": round(self.position(), 4), "step": self.step, **stats,
+                  "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total}
+        best: list[str] = []
+        if evaluate:
+            metrics, evaluations = self._evaluate()
+            record.update(metrics)
+            record["evaluated"] = True
+            if "raw" in evaluations:
+                self.schedule.observe(evaluations["raw"].eer)  # the lr follows the weights it trains
+            best = self.selection.observe(evaluations)
+        record["elapsed_s"] = round(self.elapsed(), 2)
+        record["time"] = datetime.datetime.now().isoformat(timespec="seconds")
+        if self.dist.main:
+            self.tracker.log(record)
+            self.save(best=best)
+            total = f"~{self.planned_epochs:.1f}" if self.budget else f"{self.epoch_limit:g}"
+            print(format_record(record, total), flush=True)
+        return record
+
+
+def format_record(record: dict, total: str) -> str:
+    """One line per epoch for the log; ``total`` is the planned length (an estimate under a time budget)."""
+    parts = [f"epoch {record['epoch']:g}/{total}"]
+    if "train_loss" in record:
+        parts += [f"loss {record['train_loss']:.4f}", f"acc {record['train_acc']:.3f}", f"lr {record['lr']:.2e}",
+                  f"{record['images_per_s']:.0f} img/s", f"data-wait {100 * record['data_wait']:.0f}%"]
+    else:
+        parts.append("before training")
+    for suffix, name in (("", "val EER"), ("_ema", "EMA val EER")):
+        if record.get("val_eer" + suffix) is not None:
+            low = record.get("val_eer_low" + suffix)
+            interval = f" [{low:.3f}, {record['val_eer_high' + suffix]:.3f}]" if low is not None else ""
+            parts.append(f"{name} {record['val_eer' + suffix]:.4f}{interval} AUC {record['val_auc' + suffix]:.4f}")
+    if record.get("dev_top1") is not None:
+        parts.append(f"dev top-1 {record['dev_top1']:.3f}")
+    if record.get("nonfinite_steps"):
+        parts.append(f"skipped steps {record['nonfinite_steps']}")
+    parts.append(f"{record['elapsed_s'] / 60:.1f} min")
+    return " | ".join(parts)
+
+
+def load_weights(model: FaceModel, path: str | Path, classes: list[str], announce: bool = True) -> None:
+    """Start from another run's weights (the fine-tune phases); the margin head too when the classes match."""
+    state = load_checkpoint(path)
+    weights = model_weights(state, source=path)
+    same_classes = state.get("classes") == classes
+    if not same_classes:
+        weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
+    try:
+        model.load_state_dict(weights, strict=same_classes)
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit this model (model.* settings differ): "
+                        f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}") from None
+    if announce:
+        note = "" if same_classes else " (margin head left fresh: the classes differ)"
+        print(f"initialised from {path}{note}")
+
+
+def train(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
+          init_from: str | Path | None = None, default_name: str | None = None) -> TrainResult:
+    """Train from a config file plus ``KEY=VALUE`` overrides; ``resume`` is ``auto`` or a checkpoint path."""
+    cfg, state = prepare_run(config_path, overrides, resume, default_name)
+    if state is not None and init_from:
+        raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
+    trainer = Trainer(cfg, state=state, init_from=init_from)
+    try:
+        return trainer.fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

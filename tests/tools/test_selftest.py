@@ -1,0 +1,246 @@
+"""The self-test: its fallbacks are the engine's, its epoch arithmetic is right, and it runs on this CPU."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+import torchvision
+from conftest import TINY, call_cli
+
+from helpers.core import device as device_module
+from helpers.core.config import load_config
+from helpers.core.device import distributed_backend, fast_path
+from helpers.data import codec
+from helpers.data.datasets import training_set
+from helpers.data.images import decode_rgb
+from helpers.data.layout import open_data
+from helpers.tools.selftest import (
+    AMP_LABELS,
+    COURSE_TRAIN_IMAGES,
+    FAILED,
+    NOT_HERE,
+    OK,
+    SKIPPED,
+    SelfTestReport,
+    ddp_check,
+    decoder_checks,
+    epoch_estimate,
+    eval_settings,
+    largest_batch,
+    print_epoch_estimate,
+    quick_selftest,
+    speed_checks,
+)
+from helpers.train.engine import Trainer, init_distributed
+
+CUDA = torch.device("cuda", 0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_decisions():
+    """The decisions are cached per process; each test starts from, and leaves, a clean cache."""
+    caches = (device_module.probe_problem, codec.decoder_problem, codec.image_decoder, codec._library)
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()
+
+
+def failing_probe(monkeypatch, **broken):
+    """Make the speed probe fail for the settings in ``broken`` (e.g. channels_last=True), as a device lacking
+    them would; other settings probe for real on the CPU and pass elsewhere."""
+    real = device_module._probe_steps
+
+    def probe(device, amp, channels_last, fused, optimizer):
+        settings = {"amp": amp, "channels_last": channels_last, "fused": fused}
+        if any(settings[key] == value for key, value in broken.items()):
+            return "RuntimeError: no kernel for this here"
+        return real(device, amp, channels_last, fused, optimizer) if device.type == "cpu" else None
+
+    monkeypatch.setattr(device_module, "_probe_steps", probe)
+
+
+def by_path(report_or_checks) -> dict:
+    checks = getattr(report_or_checks, "paths", report_or_checks)
+    return {check.path: check for check in checks}
+
+
+# ----------------------------------------------------------------------------- the arithmetic
+
+
+def test_epoch_estimate_arithmetic():
+    # 1,000 images in batches of 64: the engine trains 15 whole batches, 960 images.
+    # Two workers decode 2 x 400 img/s, faster than the 100 img/s step: the step sets the pace, 9.6 s.
+    # An evaluation of 500 images at 250 img/s takes 2 s, every second epoch: 1 s per epoch.
+    estimate = epoch_estimate(1000, 64, 100.0, 400.0, 2, eval_images=500, eval_images_per_s=250.0, eval_every=2,
+                              max_minutes=1.0)
+    assert estimate["images_per_epoch"] == 960
+    assert estimate["train_minutes"] * 60 == pytest.approx(9.6)
+    assert estimate["eval_minutes"] * 60 == pytest.approx(2.0)
+    assert estimate["epoch_minutes"] * 60 == pytest.approx(10.6)
+    # one evaluation before training, then 10.6 s per epoch in the 58 s left
+    assert estimate["epochs_in_budget"] == pytest.approx(58 / 10.6)
+
+
+def test_epoch_estimate_decoding_in_the_training_process_adds_and_slow_workers_set_the_pace():
+    # No workers: each image costs 1/100 s of step and 1/400 s of decoding, 80 img/s: 960 images in 12 s.
+    alone = epoch_estimate(1000, 64, 100.0, 400.0, 0)
+    assert alone["train_minutes"] * 60 == pytest.approx(12.0)
+    assert "epochs_in_budget" not in alone and alone["eval_minutes"] == 0
+    # One worker at 50 img/s cannot feed a 100 img/s step: 960 images in 19.2 s.
+    starved = epoch_estimate(1000, 64, 100.0, 50.0, 1)
+    assert starved["train_minutes"] * 60 == pytest.approx(19.2)
+
+
+def test_largest_batch_doubles_until_memory_cap_or_bound():
+    assert largest_batch(lambda batch: batch <= 100, 8, 1024) == (64, "out of memory at 128")
+    assert largest_batch(lambda batch: True, 8, 40) == (32, "stopped at the cap of 40")
+    tried = []
+    found = largest_batch(lambda batch: tried.append(batch) or True, 8, 1024,
+                          bound=lambda batch: "too slow" if batch > 16 else None)
+    assert found == (16, "too slow") and tried == [16]
+
+
+# ----------------------------------------------------------------------------- the fallbacks agree
+
+
+def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_path, capsys):
+    failing_probe(monkeypatch, channels_last=True)
+    overrides = TINY + [f"data.root={demo_root}", f"run.out_dir={tmp_path}", "run.name=agree", "train.eval_tta=true"]
+    trainer = Trainer(load_config(None, overrides))
+    report = quick_selftest(None, overrides)
+    assert "training can run" in capsys.readouterr().out
+    assert trainer.speed.channels_last is False
+    assert report.fast_path == trainer.speed.describe()
+    check = by_path(report)["channels-last"]
+    assert (check.status, check.used, check.instead) == (FAILED, False, "NCHW (channels-last off)")
+    assert "no kernel" in check.note
+    assert report.can_train  # a fallback, not a failure
+    assert eval_settings(trainer.cfg, trainer.device, trainer.speed, trainer.workers,
+                         trainer.decode_on_device) == trainer.eval_settings()
+    assert by_path(report)[f"JPEG decoder: {codec.image_decoder()}"].used
+
+
+def test_a_set_value_that_fails_stops_training(monkeypatch):
+    failing_probe(monkeypatch, channels_last=True)
+    train = load_config(overrides=["train.channels_last=true"])["train"]
+    cpu = torch.device("cpu")
+    speed = fast_path(train, cpu)
+    assert speed.channels_last  # a set value is taken as it is, not probed
+    checks = speed_checks(train, cpu, speed, "sgd")
+    check = by_path(checks)["channels-last"]
+    assert check.status == FAILED and check.used and "train.channels_last=auto" in check.instead
+    assert not SelfTestReport({}, speed.describe(), checks).can_train
+
+
+def test_cuda_choices_fall_back_in_order(monkeypatch):
+    """What the engine picks on a GPU without bf16 or fused kernels, and what the report says; no GPU needed."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    failing_probe(monkeypatch, amp="bf16", fused=True)
+    train = load_config()["train"]
+    speed = fast_path(train, CUDA, "adamw")
+    assert (speed.amp, speed.channels_last, speed.fused) == (torch.float16, True, False)
+    checks = by_path(speed_checks(train, CUDA, speed, "adamw"))
+    bf16, fp16 = checks[AMP_LABELS["bf16"]], checks[AMP_LABELS["fp16"]]
+    assert (bf16.status, bf16.used, bf16.instead) == (FAILED, False, AMP_LABELS["fp16"])
+    assert (fp16.status, fp16.used) == (OK, True)
+    fused = checks["fused optimizer (adamw)"]
+    assert (fused.status, fused.used, fused.instead) == (FAILED, False, "the stock for-each adamw step")
+
+
+def test_cuda_paths_are_not_applicable_on_the_cpu():
+    train = load_config()["train"]
+    cpu = torch.device("cpu")
+    checks = by_path(speed_checks(train, cpu, fast_path(train, cpu), "sgd"))
+    for path in (AMP_LABELS["bf16"], AMP_LABELS["fp16"], "fused optimizer (sgd)"):
+        assert checks[path].status == NOT_HERE and not checks[path].used
+    assert checks[AMP_LABELS["none"]].used and checks[AMP_LABELS["none"]].status == OK
+
+
+def test_without_torchcodec_torchvision_decodes_and_its_deprecation_shows(monkeypatch):
+    for name in ["torchcodec", *(name for name in sys.modules if name.startswith("torchcodec."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now raises ImportError
+    assert codec.image_decoder() == "torchvision"
+    checks = by_path(decoder_checks())
+    assert (checks["JPEG decoder: torchcodec"].status, checks["JPEG decoder: torchcodec"].instead) == \
+        (FAILED, "torchvision")
+    assert checks["JPEG decoder: torchvision"].used
+    if tuple(int(part) for part in torchvision.__version__.split(".")[:2]) >= (0, 29):
+        assert "deprecated" in checks["JPEG decoder: torchvision"].note
+    assert tuple(decode_rgb(codec.sample_jpeg()).shape) == (3, 12, 16)
+
+
+def test_torchcodec_takes_over_when_torchvision_cannot_decode(monkeypatch):
+    pytest.importorskip("torchcodec")
+    jpeg = codec.sample_jpeg()
+    expected = codec.decode_image(jpeg, "torchvision")
+    assert torch.equal(codec.decode_image(jpeg, "torchcodec"), expected)  # the same pixels
+    codec._library.cache_clear()
+
+    def removed(*args, **kwargs):
+        raise RuntimeError("image decoding was removed from torchvision")
+
+    monkeypatch.setattr(torchvision.io, "decode_image", removed)
+    assert codec.image_decoder() == "torchcodec"
+    assert torch.equal(decode_rgb(jpeg), expected)
+    check = by_path(decoder_checks())["JPEG decoder: torchvision"]
+    assert (check.status, check.used, check.instead) == (FAILED, False, "torchcodec")
+
+
+def test_torchrun_uses_the_backend_the_selftest_checks(monkeypatch):
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: chosen.append(backend))
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    init_distributed()
+    monkeypatch.undo()
+    check = ddp_check(torch.device("cpu"))
+    assert chosen == [distributed_backend()] and f"({chosen[0]}, one process)" in check.path
+    assert check.status == OK and not check.used
+
+
+# ----------------------------------------------------------------------------- on this CPU
+
+
+def test_selftest_json_reports_every_path_and_the_course_epoch(capsys):
+    code, out, _ = call_cli(capsys, "selftest", "--json", "--seconds", "0.5",
+                            *[a for o in TINY for a in ("--set", o)])
+    report = json.loads(out)
+    assert code == 0 and report["can_train"]
+    paths = {c["path"]: c for c in report["paths"]}
+    for prefix in ("autocast bf16", "autocast fp16", "fp32", "channels-last", "fused optimizer", "torch.compile",
+                   "JPEG decoder: torchcodec", "JPEG decoder: torchvision", "JPEG decoding in loader workers",
+                   "JPEG decoding on the device", "torchrun / DDP", "checkpoint save -> load -> resume",
+                   "evaluation embedding", "training step"):
+        assert any(path.startswith(prefix) for path in paths), prefix
+    assert paths["torch.compile of the training step"]["status"] == SKIPPED
+    assert all(c["status"] in (OK, NOT_HERE, SKIPPED) or not c["used"] for c in report["paths"])
+    cost = report["cost"]
+    assert cost["images_per_s"] > 0 and cost["largest_batch"] >= 8 and cost["data"] == "the course data"
+    assert cost["epoch"]["train_images"] == COURSE_TRAIN_IMAGES and cost["epoch"]["epoch_minutes"] > 0
+
+
+def test_compile_check_is_time_boxed_and_blocks_a_run_that_compiles(capsys):
+    code, out, _ = call_cli(capsys, "selftest", "--quick", "--json", "--compile", "--compile-seconds", "1",
+                            *[a for o in TINY for a in ("--set", o)], "--set", "train.compile=true")
+    check = {c["path"]: c for c in json.loads(out)["paths"]}["torch.compile of the training step"]
+    assert check["status"] == FAILED and "1 s time box" in check["note"] and check["used"]
+    assert code == 1
+
+
+def test_the_epoch_estimate_counts_the_users_data_root(demo_root, capsys):
+    overrides = TINY + ["train.max_minutes=30"]
+    cost = print_epoch_estimate(None, overrides, data_root=demo_root, seconds=0.5)
+    printed = capsys.readouterr().out
+    assert "one epoch of" in printed and str(demo_root) in printed and "fit train.max_minutes=30" in printed
+    cfg = load_config(None, overrides)
+    images = len(training_set(open_data(demo_root), cfg["data"]["singletons"], seed=cfg["train"]["seed"]).paths)
+    epoch = cost["epoch"]
+    assert epoch["train_images"] == images and epoch["images_per_epoch"] == images // 8 * 8
+    assert cost["eval_images"] > 0 and epoch["epochs_in_budget"] > 0 and cost["images_per_s"] > 0

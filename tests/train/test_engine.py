@@ -1,0 +1,345 @@
+"""The training engine: files a run leaves, exact resume after SIGKILL, torchrun, the guards, the time budget."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, TINY, call_cli
+
+from helpers.core.config import load_config
+from helpers.core.errors import UserError
+from helpers.core.io import WriteFailed, read_metrics
+from helpers.model.checkpoint import load_checkpoint, save_checkpoint
+from helpers.train import engine
+from helpers.train.engine import EpochSampler, Trainer, TrainingStopped, budget_epochs, epoch_limit, train
+from helpers.train.tracking import offline_runs, offline_summary
+
+
+def _sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def _run_args(demo_root, out, name, *extra):
+    return TINY + [f"data.root={demo_root}", f"run.out_dir={out}", f"run.name={name}", *extra]
+
+
+def test_training_writes_its_files_and_learns(demo_root, tmp_path, capsys):
+    args = _run_args(demo_root, tmp_path, "learn", "train.epochs=4", "optim.name=adam", "optim.lr=0.005",
+                     "tracking.wandb.mode=offline")
+    code, out, err = call_cli(capsys, "train", "--config", "seed", *_sets(args))
+    assert code == 0, err
+    run = tmp_path / "learn"
+    assert {"last.pt", "best.pt", "metrics.jsonl", "config.yaml"} <= {p.name for p in run.iterdir()}
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4]
+    for record in records[1:]:
+        assert {"epoch", "train_loss", "lr", "images_per_s", "val_eer", "val_auc", "data_wait"} <= set(record)
+        assert 0.0 <= record["val_eer"] <= 1.0
+    before, best = records[0]["val_eer"], min(r["val_eer"] for r in records[1:])
+    assert best < before - 0.08, (before, best)
+    assert load_config(run / "config.yaml")["optim"]["lr"] == 0.005
+    best_state = load_checkpoint(run / "best.pt")
+    assert best_state["best_eer"] == pytest.approx(best) and best_state["classes"] == [str(i) for i in range(12)]
+    # The W&B offline run carries the best val EER under the course's key.
+    (wandb_run,) = offline_runs(run)
+    assert offline_summary(wandb_run)["EER"] == pytest.approx(best)
+
+
+def test_existing_run_is_not_overwritten_and_resume_auto_continues(demo_root, tmp_path):
+    args = _run_args(demo_root, tmp_path, "again", "train.epochs=1")
+    train(None, args)
+    with pytest.raises(UserError, match="already holds a run"):
+        train(None, args)
+    result = train(None, args + ["train.epochs=2"], resume="auto")
+    assert result.epochs == 2
+    assert [r["epoch"] for r in read_metrics(tmp_path / "again" / "metrics.jsonl")] == [0, 1, 2]
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key in a:
+        x, y = a[key], b[key]
+        if isinstance(x, torch.Tensor):
+            if not torch.equal(x, y):
+                return False
+        elif isinstance(x, dict):
+            if not _state_equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(demo_root, tmp_path):
+    # Dropout and the stronger augmentations make the test sensitive to every random draw.
+    common = ["train.deterministic=true", "train.epochs=4", "train.checkpoint_every_steps=1", "optim.name=adamw",
+              "model.dropout=0.2", "augment.color_jitter=0.2", "augment.erasing=0.3", "sched.name=cosine",
+              "sched.warmup_epochs=1"]
+    cmd = [sys.executable, "-m", "helpers", "train"]
+    straight = subprocess.run(cmd + _sets(_run_args(demo_root, tmp_path, "straight", *common)), cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr
+
+    killed_args = _sets(_run_args(demo_root, tmp_path, "killed", *common))
+    process = subprocess.Popen(cmd + killed_args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if last.exists():
+                state = torch.load(last, weights_only=True)
+                if state["epoch"] >= 1 and 0 < state["batch"]:
+                    break
+            time.sleep(0.02)
+        assert process.poll() is None, "the run finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    at_kill = torch.load(last, weights_only=True)
+    assert at_kill["batch"] > 0 or at_kill["epoch"] >= 1
+
+    resumed = subprocess.run(cmd + killed_args + ["--resume", "auto"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert _state_equal(a["model"], b["model"])
+    assert _state_equal(a["optimizer"]["state"], b["optimizer"]["state"])
+    assert (a["epoch"], a["step"], a["best_eer"]) == (b["epoch"], b["step"], b["best_eer"])
+    straight_curve = [r["val_eer"] for r in read_metrics(tmp_path / "straight" / "metrics.jsonl")]
+    resumed_curve = [r["val_eer"] for r in read_metrics(tmp_path / "killed" / "metrics.jsonl")]
+    assert straight_curve[-1] == resumed_curve[-1]
+
+
+def test_torchrun_two_cpu_processes(demo_root, tmp_path):
+    args = _sets(_run_args(demo_root, tmp_path, "ddp", "train.epochs=2", "train.batch_size=4", "train.ema=0.9"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "helpers",
+               "train"]
+    result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1, 2]  # one record per epoch: rank 0 alone writes
+    assert result.stdout.count("epoch 2/2") == 1  # and prints
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert state["data_order"]["world"] == 2 and state["step"] == 2 * (72 // 8)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # Rank 0 keeps the moving average of the weights every rank shares, one update per step.
+    assert state["ema"]["updates"] == state["step"] and (tmp_path / "ddp" / "best_ema.pt").is_file()
+
+    # Under a time budget every rank must take the same decisions, or the job hangs or drifts apart.
+    budget = _sets(_run_args(demo_root, tmp_path, "ddp_budget", "train.epochs=1000", "train.batch_size=4",
+                             "train.max_minutes=0.2", "sched.name=cosine"))
+    started = time.perf_counter()
+    result = subprocess.run(command + budget, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.perf_counter() - started < 0.2 * 60 + 30  # the budget plus two processes' start-up
+    assert load_checkpoint(tmp_path / "ddp_budget" / "last.pt")["epoch"] >= 1
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_shards_cleanly():
+    whole = list(EpochSampler(50, 4, seed=3))
+    assert whole == list(EpochSampler(50, 4, seed=3)) and len(whole) == 48 and len(set(whole)) == 48
+    sampler = EpochSampler(50, 4, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) != whole
+    ranks = [list(EpochSampler(50, 4, seed=3, rank=r, world=2)) for r in (0, 1)]
+    assert not set(ranks[0]) & set(ranks[1]) and len(ranks[0]) == len(ranks[1]) == 24
+    late = EpochSampler(50, 4, seed=3)
+    late.set_epoch(0, start_batch=5)
+    assert list(late) == whole[20:] and len(late) == 28
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused(tmp_path, demo_root, capsys):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "hw2p2-checkpoint", "payload": Path("/etc")}, evil)
+    with pytest.raises(UserError, match="refusing to load it"):
+        load_checkpoint(evil)
+    code, _, err = call_cli(capsys, "train", "--resume", evil, *_sets(_run_args(demo_root, tmp_path, "x")))
+    assert code == 1 and "refusing to load it" in err and "Traceback" not in err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"model": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(UserError, match="not a checkpoint written by this toolkit"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"value": torch.tensor([1.0])}, path)
+
+    def crash(obj, handle):
+        handle.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(WriteFailed, match=r"could not write .*last\.pt: disk full; the previous last\.pt is intact$"):
+        save_checkpoint({"value": torch.tensor([2.0])}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["value"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_unknown_config_key_is_refused_by_the_cli(capsys):
+    code, _, err = call_cli(capsys, "train", "--set", "optim.learning_rate=0.1")
+    assert code == 1 and "unknown config key 'optim.learning_rate'" in err
+
+
+def test_missing_data_root_is_explained(capsys):
+    code, _, err = call_cli(capsys, "train")
+    assert code == 1 and "data.root is not set" in err
+
+
+def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monkeypatch):
+    cfg = load_config(overrides=_run_args(demo_root, tmp_path, "nan", "train.epochs=3", "train.max_nonfinite_steps=3"))
+    trainer = Trainer(cfg)
+    real = engine.margin_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        loss = real(logits, labels)
+        return loss * float("nan") if calls["n"] == 2 or calls["n"] > 11 else loss
+
+    monkeypatch.setattr(engine, "margin_loss", poisoned)
+    with pytest.raises(TrainingStopped, match="3 steps in a row had a non-finite"):
+        trainer.fit()
+    records = read_metrics(tmp_path / "nan" / "metrics.jsonl")
+    assert records[-1]["epoch"] == 1 and records[-1]["nonfinite_steps"] == 1
+    state = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert state["epoch"] == 1 and state["batch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bad_training_image_is_skipped_or_fatal_when_strict(demo_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    victim = sorted((root / "cls_data" / "train" / "images").iterdir())[3]
+    victim.write_bytes(b"")
+    result = train(None, _run_args(root, tmp_path, "lenient", "train.epochs=1"))
+    assert read_metrics(result.run_dir / "metrics.jsonl")[-1]["skipped_images"] >= 1
+    assert victim.name in capsys.readouterr().err
+    with pytest.raises(UserError, match=f"{victim.name}: empty .*data.strict"):
+        train(None, _run_args(root, tmp_path, "strict", "train.epochs=1", "data.strict=true"))
+
+
+def test_init_from_loads_weights_for_fine_tuning(demo_root, tmp_path):
+    first = train(None, _run_args(demo_root, tmp_path, "phase1", "train.epochs=1"))
+    phase2 = load_config(overrides=_run_args(demo_root, tmp_path, "phase2", "train.epochs=1",
+                                             f"run.init_from={first.run_dir / 'best.pt'}"))
+    trainer = Trainer(phase2)
+    source = load_checkpoint(first.run_dir / "best.pt")["model"]
+    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in source.items())
+
+
+def test_accumulation_steps_the_optimiser_once_per_group(demo_root, tmp_path):
+    result = train(None, _run_args(demo_root, tmp_path, "accum", "train.epochs=1", "train.accumulate=2"))
+    state = load_checkpoint(result.run_dir / "last.pt")
+    assert state["step"] == (72 // 8) // 2
+
+
+def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path):
+    args = _run_args(demo_root, tmp_path, "budget", "train.epochs=1000", "train.max_minutes=0.25",
+                     "sched.name=cosine", "optim.lr=0.01")
+    started = time.perf_counter()
+    result = train(None, args)
+    took = time.perf_counter() - started
+    assert took < 0.25 * 60 + 5  # the budget covers the whole run, start-up included up to a few seconds
+    assert 1 < result.epochs < 1000
+    for name in ("last.pt", "best.pt"):
+        state = load_checkpoint(result.run_dir / name)
+        assert state["config"]["train"]["max_minutes"] == 0.25
+    records = read_metrics(result.run_dir / "metrics.jsonl")
+    assert records[-1]["lr"] < 0.25 * 0.01  # the cosine was laid over the budget and has nearly finished
+    again = train(None, args, resume="auto")  # resume honours the budget already spent
+    assert again.epochs == pytest.approx(result.epochs)
+
+
+def test_epochs_follow_the_budget_unless_train_epochs_caps_them():
+    assert epoch_limit({"epochs": None, "max_minutes": 40.0}) == math.inf  # the budget decides
+    assert epoch_limit({"epochs": 30, "max_minutes": 40.0}) == 30  # a cap set on purpose
+    assert epoch_limit({"epochs": None, "max_minutes": 0.0}) == 100  # the seed's length
+    assert epoch_limit({"epochs": 7, "max_minutes": 0.0}) == 7
+    # 2 epochs took 60 s, 600 s are usable: the run will be 20 epochs long, unless capped.
+    assert budget_epochs(math.inf, 2.0, 60.0, 600.0) == 20.0 and budget_epochs(12, 2.0, 60.0, 600.0) == 12
+
+
+def test_a_budgeted_run_fills_its_budget_and_ends_its_schedule_there(demo_root, tmp_path, monkeypatch):
+    # A fake clock: each optimiser step takes one second, nothing else takes time, and 2 s are kept for the
+    # final evaluation. A 30 s budget is then 28 steps: 3 epochs of 9 steps and one more step.
+    clock = {"now": 0.0}
+    step = Trainer._optimizer_step
+
+    def one_second_step(self):
+        clock["now"] += 1.0
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", one_second_step)
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: self.elapsed_before + clock["now"])
+    monkeypatch.setattr(Trainer, "reserve", lambda self: 2.0)
+    common = ["train.max_minutes=0.5", "sched.name=cosine", "optim.lr=0.01", "train.eval_every=100",
+              "train.eval_bootstrap=0"]
+
+    filled = train(None, _run_args(demo_root, tmp_path, "filled", *common))  # train.epochs unset
+    assert clock["now"] == 28 and filled.epochs == pytest.approx(28 / 9)
+    lr = {r["epoch"]: r["lr"] for r in read_metrics(filled.run_dir / "metrics.jsonl") if "lr" in r}
+    # From the 10th step on, the cosine is laid over the 28 usable seconds, and it ends with them.
+    assert lr[2] == pytest.approx(0.005 * (1 + math.cos(math.pi * 18 / 28)))
+    assert lr[round(28 / 9, 4)] == pytest.approx(0.0, abs=1e-12)
+
+    clock["now"] = 0.0
+    capped = train(None, _run_args(demo_root, tmp_path, "capped", "train.epochs=2", *common))
+    assert clock["now"] == 18 and capped.epochs == 2  # the cap ends the run, and its schedule, first
+    assert read_metrics(capped.run_dir / "metrics.jsonl")[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_budget_spent_just_after_a_save_is_not_trained_on_at_resume(demo_root, tmp_path, monkeypatch):
+    # Slow disks make this real: the budget runs out while last.pt is being written. The stale elapsed time
+    # inside last.pt must not let a resume of the finished run train another step.
+    args = _run_args(demo_root, tmp_path, "late", "train.epochs=1000", "train.max_minutes=0.1")
+    save, stalled = Trainer.save, []
+
+    def save_then_stall(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        if self.epoch == 1 and not stalled:
+            stalled.append(True)
+            time.sleep(max(0.0, self.budget - self.elapsed()) + 0.5)
+
+    monkeypatch.setattr(Trainer, "save", save_then_stall)
+    result = train(None, args)
+    assert result.epochs == 1
+    again = train(None, args, resume="auto")
+    assert again.epochs == 1
+
+
+def test_decoding_on_the_device_trains_the_same_model(demo_root, tmp_path):
+    a = train(None, _run_args(demo_root, tmp_path, "workers", "train.epochs=1", "train.deterministic=true"))
+    b = train(None, _run_args(demo_root, tmp_path, "device", "train.epochs=1", "train.deterministic=true",
+                              "data.decode=device"))
+    wa, wb = load_checkpoint(a.run_dir / "last.pt")["model"], load_checkpoint(b.run_dir / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa) and a.best_eer == b.best_eer
+
+
+def test_run_folder_is_named_after_the_config_file_unless_named(demo_root, tmp_path, capsys):
+    config = tmp_path / "my_recipe.yaml"
+    config.write_text(f"run:\n  out_dir: {tmp_path}\ntrain:\n  epochs: 1\n")
+    tiny = _sets([item for item in TINY] + [f"data.root={demo_root}"])
+    assert call_cli(capsys, "train", "--config", config, *tiny)[0] == 0
+    assert (tmp_path / "my_recipe" / "best.pt").is_file()
+    config.write_text(f"run:\n  out_dir: {tmp_path}\n  name: chosen\ntrain:\n  epochs: 1\n")
+    assert call_cli(capsys, "train", "--config", config, *tiny)[0] == 0
+    assert (tmp_path / "chosen" / "best.pt").is_file()

@@ -32,7 +32,9 @@ class MarginHead(nn.Module):
     """Shared machinery: the class weights, fp32 cosines, scaling, and the target-logit swap.
 
     ``margin_scale`` (0..1) multiplies every margin; the engine raises it from
-    0 to 1 over ``loss.margin_warmup_epochs``.
+    0 to 1 over ``loss.margin_warmup_epochs`` with :meth:`set_margin_scale`. It is a
+    tensor (a buffer, left out of checkpoints), so a compiled step reads its value
+    instead of baking a Python number into the graph and recompiling each step.
     """
 
     def __init__(self, in_features: int, out_features: int, s: float = 30.0, rows_per_class: int = 1):
@@ -41,9 +43,13 @@ class MarginHead(nn.Module):
         self.out_features = out_features
         self.s = s
         self.rows_per_class = rows_per_class
-        self.margin_scale = 1.0
+        self.register_buffer("margin_scale", torch.ones(()), persistent=False)
         self.weight = nn.Parameter(torch.empty(out_features * rows_per_class, in_features))
         nn.init.xavier_uniform_(self.weight)
+
+    def set_margin_scale(self, value: float) -> None:
+        """Scale every margin by ``value`` (0..1) from the next forward on, in place."""
+        self.margin_scale.fill_(value)
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine of each embedding with each class (best sub-centre), shape (batch, classes), in fp32 or wider."""
@@ -87,12 +93,13 @@ class ArcMarginProduct(MarginHead):
         self.easy_margin = easy_margin
 
     def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
-        m = self.m * self.margin_scale
+        m = self.m * self.margin_scale  # a 0-d tensor: see MarginHead
         sin = torch.sqrt((1.0 - cos * cos).clamp_min(_EPS))
-        shifted = cos * math.cos(m) - sin * math.sin(m)  # cos(θ + m)
+        shifted = cos * torch.cos(m) - sin * torch.sin(m)  # cos(θ + m)
         if self.easy_margin:
             return torch.where(cos > 0, shifted, cos)
-        return torch.where(cos > math.cos(math.pi - m), shifted, cos - m * math.sin(math.pi - m))
+        # past θ = π - m, cos(θ + m) would rise again: continue with the linear penalty CosFace-style
+        return torch.where(cos > torch.cos(math.pi - m), shifted, cos - m * torch.sin(math.pi - m))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, m={self.m}, easy_margin={self.easy_margin}, subcenters={self.rows_per_class}"
@@ -131,8 +138,8 @@ class CombinedMarginProduct(MarginHead):
         m1 = 1.0 + (self.m1 - 1.0) * scale
         m2, m3 = self.m2 * scale, self.m3 * scale
         theta = torch.acos(cos.clamp(-1.0 + _EPS, 1.0 - _EPS))
-        theta_max = min((math.pi - m2) / m1, math.pi)
-        penalty_at_max = math.cos(theta_max) - (math.cos(m1 * theta_max + m2) - m3)
+        theta_max = ((math.pi - m2) / m1).clamp(max=math.pi)
+        penalty_at_max = torch.cos(theta_max) - (torch.cos(m1 * theta_max + m2) - m3)
         inside = torch.cos(m1 * theta + m2) - m3
         return torch.where(theta <= theta_max, inside, cos - penalty_at_max)
 

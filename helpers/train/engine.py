@@ -601,7 +601,7 @@ class Trainer:
         seed = step_seed(self.cfg["train"]["seed"], self.epoch, self.batch, self.dist.rank)
         torch.manual_seed(seed)  # dropout draws from the global generator
         warmup = self.cfg["loss"]["margin_warmup_epochs"]
-        self.model.head.margin_scale = min(1.0, self.position() / warmup) if warmup > 0 else 1.0
+        self.model.head.set_margin_scale(min(1.0, self.position() / warmup) if warmup > 0 else 1.0)
         return self.stepper.forward_backward(batch.images, batch.labels, torch.Generator().manual_seed(seed),
                                              sync=boundary or self.dist.world == 1)
 

@@ -194,7 +194,33 @@ def test_margin_loss_handles_negatives_only_rows():
 def test_margin_warmup_scales_the_margin():
     head = ArcMarginProduct(DIM, CLASSES, m=0.5)
     emb, labels = torch.randn(4, DIM), torch.arange(4)
-    head.margin_scale = 0.0
+    head.set_margin_scale(0.0)
     assert torch.allclose(head(emb, labels), head(emb), atol=1e-5)
-    head.margin_scale = 1.0
+    head.set_margin_scale(1.0)
     assert not torch.allclose(head(emb, labels), head(emb), atol=1e-3)
+    assert "margin_scale" not in head.state_dict()  # checkpoints stay as they were
+
+
+@pytest.mark.parametrize("kind", ["arcface", "combined"])
+def test_a_compiled_step_does_not_recompile_as_the_margin_warms_up(kind):
+    from helpers.core.config import load_config
+    from helpers.model.resnet import build_face_model
+
+    cfg = load_config("seed", [f"loss.type={kind}", "model.depth=18", "model.width=0.125", "model.embedding_dim=16"])
+    model = build_face_model(cfg, CLASSES)
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    torch._dynamo.reset()
+    step = torch.compile(model, backend=counting_backend)  # as the engine compiles it with train.compile
+    images, labels = torch.randn(4, 3, 32, 32), torch.arange(4)
+    compiled_after = []
+    for scale in (0.0, 0.25, 0.5, 1.0):  # margin warm-up: a new scale every step
+        model.head.set_margin_scale(scale)
+        F.cross_entropy(step(images, labels), labels).backward()
+        compiled_after.append(len(graphs))
+    torch._dynamo.reset()
+    assert compiled_after[0] >= 1 and compiled_after == compiled_after[:1] * 4  # compiled once, never again

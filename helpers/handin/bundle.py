@@ -3,9 +3,11 @@
 Members: ``acknowledgement.txt`` (the flag must be set), ``README.txt``,
 ``model_arch.txt``, ``model_metadata_<timestamp>.json``, the notebook, the
 submission CSV(s), the run's ``config.yaml`` and ``metrics.jsonl``,
-``checkpoint_submission.json`` when there is one, and ``wandb_summaries.json``
-(the offline W&B runs found, best EER first). What needs a login (online W&B
-exports, the Kaggle score) is listed in ``MISSING.txt`` instead.
+``checkpoint_submission.json`` when there is one, ``run_summary.json`` (the
+course's summary key ``EER`` and the run's headline numbers, from ``metrics.jsonl``)
+and the offline W&B run folders as W&B wrote them (``wandb/offline-run-*``, for
+``wandb sync``). What needs a login (online W&B exports, the Kaggle score) is
+listed in ``MISSING.txt`` instead.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
                  kaggle_score: float | None = None) -> BundleResult:
     """Assemble the hand-in zip at ``out`` (atomically), refusing on a missing flag or any credential."""
     from helpers.model.summary import model_summary, summary_lines
-    from helpers.train.tracking import offline_runs, offline_summary
+    from helpers.train.tracking import offline_runs, run_summary
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -85,17 +87,19 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
     missing = []
     if not csvs:
         missing.append("no submission CSV: run `python -m helpers submit` first")
-    summaries = []
-    for run_file in offline_runs(run_dir):
-        try:
-            summaries.append({"run": run_file.parent.name, **offline_summary(run_file)})
-        except (OSError, ValueError) as error:
-            missing.append(f"W&B run {run_file.parent.name} could not be read ({error})")
-    if summaries:
-        summaries.sort(key=lambda s: s.get("EER") if isinstance(s.get("EER"), (int, float)) else float("inf"))
-        members["wandb_summaries.json"] = json.dumps(summaries, indent=2).encode()
-    missing.append("online W&B run exports: they need a W&B login; offline summaries are in wandb_summaries.json"
-                   if summaries else "W&B run exports: no offline W&B run found in the run folder")
+    # The course ranks runs by the summary key EER; the numbers come from metrics.jsonl, which holds what
+    # W&B was sent, and the offline W&B runs travel as they are, for `wandb sync` once there is a login.
+    members["run_summary.json"] = json.dumps({"EER": state.get("best_eer"), **run_summary(run_dir)},
+                                             indent=2).encode()
+    wandb_runs = offline_runs(run_dir)
+    for folder in wandb_runs:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                members[path.relative_to(run_dir).as_posix()] = path.read_bytes()
+    missing.append(f"online W&B run exports: they need a W&B login; the {len(wandb_runs)} offline run(s) are under "
+                   "wandb/ (upload with `wandb sync`), their numbers in run_summary.json"
+                   if wandb_runs else "W&B run exports: no offline W&B run found in the run folder; the run's "
+                   "numbers are in run_summary.json")
     if kaggle_score is not None:
         members["kaggle_score.txt"] = f"{kaggle_score}\n".encode()
     else:

@@ -7,28 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.core.io import atomic_write_text, read_metrics
-
-
-def run_summary(run_dir: str | Path) -> dict:
-    """A run's headline numbers from its ``metrics.jsonl``: best and final val EER (of the trained weights, and
-    of their moving average with ``train.ema``), AUC, img/s, epochs, minutes."""
-    records = read_metrics(Path(run_dir) / "metrics.jsonl")
-    evaluated = [r for r in records if r.get("val_eer") is not None]
-    trained = [r for r in records if r.get("images_per_s") is not None]
-    if not evaluated:
-        return {"best_val_eer": None, "final_val_eer": None, "val_auc": None, "images_per_s": None,
-                "epochs": None, "minutes": None}
-    best = min(evaluated, key=lambda r: r["val_eer"])
-    averaged = [r["val_eer_ema"] for r in evaluated if r.get("val_eer_ema") is not None]  # runs with train.ema
-    return {
-        "best_val_eer": best["val_eer"],
-        "final_val_eer": evaluated[-1]["val_eer"],
-        **({"best_val_eer_ema": min(averaged), "final_val_eer_ema": averaged[-1]} if averaged else {}),
-        "val_auc": best.get("val_auc"),
-        "images_per_s": sum(r["images_per_s"] for r in trained) / len(trained) if trained else None,
-        "epochs": records[-1]["epoch"],
-        "minutes": records[-1].get("elapsed_s", 0) / 60,
-    }
+from helpers.train.tracking import run_summary
 
 
 def markdown_table(table: pd.DataFrame) -> str:

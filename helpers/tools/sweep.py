@@ -20,7 +20,8 @@ import yaml
 
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text, write_failure
-from helpers.tools.report import markdown_table, run_summary
+from helpers.tools.report import markdown_table
+from helpers.train.tracking import run_summary
 
 DONE = "sweep_result.json"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 import warnings
 from pathlib import Path
 
@@ -86,48 +85,28 @@ class Tracker:
             self.run = None
 
 
-_WANDB_BLOCK = 32768  # .wandb files are a LevelDB-style log: 32 KiB blocks of checksummed chunks
-
-
-def _wandb_records(path: Path):
-    """The raw protobuf records of an offline ``run-*.wandb`` file."""
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B run file")
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        left = _WANDB_BLOCK - pos % _WANDB_BLOCK
-        if left < 7:  # a block's tail too short for a chunk header is padding
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:
-            yield chunk
-        elif kind == 2:
-            pending = chunk
-        elif kind == 3:
-            pending += chunk
-        elif kind == 4:
-            yield pending + chunk
-
-
-def offline_summary(run_file: str | Path) -> dict:
-    """The summary (final key values) of an offline W&B run, read from its ``run-*.wandb`` file without a login."""
-    from wandb.proto import wandb_internal_pb2
-
-    summary: dict = {}
-    for raw in _wandb_records(Path(run_file)):
-        record = wandb_internal_pb2.Record.FromString(raw)
-        if record.WhichOneof("record_type") == "summary":
-            for item in record.summary.update:
-                key = item.key or ".".join(item.nested_key)
-                if not key.startswith("_"):
-                    summary[key] = json.loads(item.value_json)
-    return summary
-
-
 def offline_runs(run_dir: str | Path) -> list[Path]:
-    """The offline W&B run files under a run folder, oldest first."""
-    return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    """The offline W&B run folders under a run folder, oldest first (``wandb sync`` uploads each)."""
+    return sorted(path for path in Path(run_dir).glob("wandb/offline-run-*") if path.is_dir())
+
+
+def run_summary(run_dir: str | Path) -> dict:
+    """A run's headline numbers from its ``metrics.jsonl``: best and final val EER (of the trained weights, and
+    of their moving average with ``train.ema``), AUC, img/s, epochs, minutes."""
+    records = read_metrics(Path(run_dir) / "metrics.jsonl")
+    evaluated = [r for r in records if r.get("val_eer") is not None]
+    trained = [r for r in records if r.get("images_per_s") is not None]
+    if not evaluated:
+        return {"best_val_eer": None, "final_val_eer": None, "val_auc": None, "images_per_s": None,
+                "epochs": None, "minutes": None}
+    best = min(evaluated, key=lambda r: r["val_eer"])
+    averaged = [r["val_eer_ema"] for r in evaluated if r.get("val_eer_ema") is not None]  # runs with train.ema
+    return {
+        "best_val_eer": best["val_eer"],
+        "final_val_eer": evaluated[-1]["val_eer"],
+        **({"best_val_eer_ema": min(averaged), "final_val_eer_ema": averaged[-1]} if averaged else {}),
+        "val_auc": best.get("val_auc"),
+        "images_per_s": sum(r["images_per_s"] for r in trained) / len(trained) if trained else None,
+        "epochs": records[-1]["epoch"],
+        "minutes": records[-1].get("elapsed_s", 0) / 60,
+    }

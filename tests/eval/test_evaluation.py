@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import zipfile
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from conftest import call_cli
 
-from helpers.core import kaggle
-from helpers.core.errors import UserError
-from helpers.data.layout import Pair, answer_key_path, open_data
+from helpers.data.layout import Pair
 from helpers.eval.evaluation import open_checkpoint, pair_images, score_pairs
-from helpers.handin.submission import read_submission, score_submission, submission_frame
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -93,75 +88,6 @@ def test_flip_tta_is_symmetric(trained_run, demo_root):
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
-def test_submit_scores_writes_one_row_per_pair_and_scores_close_to_val(trained_run, demo_root, tmp_path, capsys):
-    out = tmp_path / "submission.csv"
-    code, stdout, err = call_cli(capsys, "submit", "--checkpoint", trained_run / "best.pt", "--out", out, "--json")
-    assert code == 0, err
-    frame = pd.read_csv(out)
-    data = open_data(demo_root)
-    assert list(frame.columns) == ["ID", "Label"] and len(frame) == len(data.test_pairs)
-    assert frame["ID"].tolist() == list(range(len(frame)))
-    test_eer = score_submission(out, answer_key_path(demo_root))
-    assert json.loads(stdout)["test_eer"] == pytest.approx(test_eer)
-    val_eer = torch.load(trained_run / "best.pt", weights_only=True)["best_eer"]
-    assert abs(test_eer - val_eer) < 0.12, (test_eer, val_eer)
-    assert call_cli(capsys, "score", out, answer_key_path(demo_root))[1].startswith("EER ")
-
-
-def test_submit_binary_uses_the_val_threshold(trained_run, tmp_path, capsys):
-    out = tmp_path / "binary.csv"
-    code, stdout, _ = call_cli(capsys, "submit", "--checkpoint", trained_run / "best.pt", "--out", out,
-                               "--format", "binary")
-    frame = pd.read_csv(out)
-    assert code == 0 and list(frame.columns) == ["id", "predicted"] and set(frame["predicted"]) <= {0, 1}
-    threshold = torch.load(trained_run / "best.pt", weights_only=True)["val"]["val_threshold"]
-    assert f"threshold {threshold:.4f}" in stdout
-
-
-@pytest.mark.parametrize("values,expected,needle", [
-    ([0.1, 0.2], 3, "has 2 rows but test_pairs.txt has 3"),
-    ([0.1, float("nan")], 2, "NaN or infinite"),
-    ([], None, "empty"),
-])
-def test_submission_refuses_broken_tables(values, expected, needle):
-    with pytest.raises(UserError, match=needle):
-        submission_frame(values, "scores", expected)
-
-
-def test_binary_format_refuses_non_binary_values():
-    with pytest.raises(UserError, match="only 0 and 1"):
-        submission_frame([0, 1, 0.5], "binary")
-
-
-def test_read_submission_checks_ids(tmp_path):
-    path = tmp_path / "s.csv"
-    path.write_text("ID,Label\n0,0.5\n2,0.1\n")
-    with pytest.raises(UserError, match="must run 0..1"):
-        read_submission(path)
-    path.write_text("a,b\n0,1\n")
-    with pytest.raises(UserError, match="expected ID,Label"):
-        read_submission(path)
-
-
-def test_kaggle_explains_why_not_and_never_shows_the_key(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert "not installed" in kaggle.submit(tmp_path / "s.csv", "comp", "msg")
-    tool = tmp_path / "kaggle"
-    tool.write_text("#!/bin/sh\necho \"$@\" > " + str(tmp_path / "args.txt") + "\n")
-    tool.chmod(0o755)
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nowhere"))
-    monkeypatch.delenv("KAGGLE_KEY", raising=False)
-    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
-    assert "no Kaggle credentials" in kaggle.submit(tmp_path / "s.csv", "comp", "msg")
-    with pytest.raises(UserError, match="no Kaggle credentials"):
-        kaggle.download("comp", tmp_path / "data")
-    monkeypatch.setenv("KAGGLE_USERNAME", "me")
-    monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef0123456789abcdef")
-    said = kaggle.submit(tmp_path / "s.csv", "comp", "msg")
-    assert said.startswith("submitted") and "0123456789abcdef" not in said
-    assert (tmp_path / "args.txt").read_text().split()[:4] == ["competitions", "submit", "-c", "comp"]
-
-
 def test_verify_and_embed(trained_run, demo_root, tmp_path, capsys):
     a, b = sorted((demo_root / "ver_data").iterdir())[:2]
     code, out, _ = call_cli(capsys, "verify", "--checkpoint", trained_run / "best.pt", a, b, a, a)
@@ -173,91 +99,3 @@ def test_verify_and_embed(trained_run, demo_root, tmp_path, capsys):
     saved = np.load(tmp_path / "e.npz")
     assert code == 0 and saved["embeddings"].shape[0] == len(list((demo_root / "ver_data").iterdir()))
     assert np.allclose(np.linalg.norm(saved["embeddings"], axis=1), 1, atol=1e-5)
-
-
-def _bundle_args(run, tmp_path, ack="ACKNOWLEDGED = True\n"):
-    (tmp_path / "ack.txt").write_text(ack)
-    (tmp_path / "README.txt").write_text("notes\n")
-    (tmp_path / "nb.ipynb").write_text('{"cells": []}')
-    return ["bundle", "--run", run, "--notebook", tmp_path / "nb.ipynb", "--out", tmp_path / "hand.zip",
-            "--acknowledgement", tmp_path / "ack.txt", "--readme", tmp_path / "README.txt"]
-
-
-def test_bundle_holds_the_listed_members(trained_run, tmp_path, capsys):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    (run / "submission.csv").write_text("ID,Label\n0,0.5\n")
-    (run / "checkpoint_submission.json").write_text('{"val_eer": 0.08}')
-    code, out, err = call_cli(capsys, *_bundle_args(run, tmp_path), "--kaggle-score", "0.05")
-    assert code == 0, err
-    names = zipfile.ZipFile(tmp_path / "hand.zip").namelist()
-    for expected in ("acknowledgement.txt", "README.txt", "model_arch.txt", "nb.ipynb", "submission.csv",
-                     "config.yaml", "metrics.jsonl", "checkpoint_submission.json", "kaggle_score.txt", "MISSING.txt"):
-        assert expected in names
-    metadata = next(n for n in names if n.startswith("model_metadata_") and n.endswith(".json"))
-    meta = json.loads(zipfile.ZipFile(tmp_path / "hand.zip").read(metadata))
-    assert meta["trainable_params"] > 0 and "FaceModel" in meta["model"]
-
-
-def test_bundle_refuses_without_acknowledgement_or_with_a_key(trained_run, tmp_path, capsys):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path, ack="ACKNOWLEDGED = False\n"))
-    assert code == 1 and "ACKNOWLEDGED = True" in err and not (tmp_path / "hand.zip").exists()
-    (run / "kaggle.json").write_text('{"username": "me", "key": "0123456789abcdef0123456789abcdef"}')
-    code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path))
-    assert code == 1 and "kaggle.json" in err and not (tmp_path / "hand.zip").exists()
-    (run / "kaggle.json").unlink()
-    (run / "notes.md").write_text("export WANDB_API_KEY=0123456789abcdef0123456789abcdef01234567\n")
-    code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path))
-    assert code == 1 and "W&B API key" in err
-
-
-def test_answer_keys_and_acknowledgements_saved_with_a_bom_and_crlf_are_read(trained_run, tmp_path, capsys):
-    submission, answers = tmp_path / "submission.csv", tmp_path / "answers.txt"
-    submission.write_bytes(b"\xef\xbb\xbfID,Label\r\n0,0.9\r\n1,0.2\r\n2,0.4\r\n3,0.3\r\n")
-    answers.write_bytes(b"\xef\xbb\xbf1\r\n0\r\n1\r\n0\r\n")
-    assert call_cli(capsys, "score", submission, answers)[1] == "EER 0.000000\n"
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path, ack="\ufeffACKNOWLEDGED = True\r\n"))
-    assert code == 0, err
-
-
-def test_acknowledgement_and_checkpoint_record(tmp_path):
-    from conftest import ROOT
-
-    from helpers.handin.bundle import ACKNOWLEDGED, write_acknowledgement, write_checkpoint_submission
-
-    written = write_acknowledgement(True, tmp_path / "ack.txt", template=ROOT / "acknowledgement.txt")
-    text = written.read_text()
-    assert ACKNOWLEDGED.search(text) and "academic integrity" in text and "= False" not in text
-    assert not ACKNOWLEDGED.search(write_acknowledgement(False, tmp_path / "no.txt", ROOT / "acknowledgement.txt")
-                                   .read_text())
-    record = write_checkpoint_submission(tmp_path / "c.json", 0.08, 25_966_400, 4, 5, "student")
-    assert json.loads((tmp_path / "c.json").read_text()) == record
-    assert record["meets_cutoff"] and record["quiz_score"] == 4 and record["kaggle_username"] == "student"
-
-
-def test_quiz_grading():
-    from helpers.handin import quiz
-
-    perfect = {i: q.answer for i, q in enumerate(quiz.QUESTIONS, 1)}
-    assert quiz.grade(perfect)[0] == len(quiz.QUESTIONS)
-    score, lines = quiz.grade({1: "A", 2: ""})
-    assert score == 0 and "wrong (you said a)" in lines[0] and "not answered" in lines[1]
-
-
-def test_report_compares_runs(trained_run, tmp_path, capsys):
-    code, out, _ = call_cli(capsys, "report", trained_run, "--out", tmp_path / "report")
-    assert code == 0 and "| trained |" in out
-    table = pd.read_csv(tmp_path / "report" / "report.csv")
-    assert table.loc[0, "best_val_eer"] <= table.loc[0, "final_val_eer"] and table.loc[0, "images_per_s"] > 0
-    assert (tmp_path / "report" / "eer_over_time.png").read_bytes().startswith(PNG)
-    assert call_cli(capsys, "report", tmp_path, "--out", tmp_path / "r2")[0] == 1

@@ -207,7 +207,7 @@ def test_each_evaluation_records_its_interval_and_the_run_ends_with_a_paired_com
 
 def test_report_and_curves_show_the_average_beside_the_trained_weights(ema_run, tmp_path):
     from helpers.eval.plots import training_curves_figure
-    from helpers.tools.report import run_summary
+    from helpers.train.tracking import run_summary
 
     result, _ = ema_run
     records = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("evaluated")]

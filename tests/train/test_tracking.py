@@ -8,7 +8,7 @@ import pytest
 
 from helpers.core.config import defaults
 from helpers.core.io import read_metrics
-from helpers.train.tracking import Tracker, offline_runs, offline_summary
+from helpers.train.tracking import Tracker, offline_runs
 
 
 def test_wandb_online_without_login_falls_back_to_offline(tmp_path, monkeypatch):
@@ -21,8 +21,8 @@ def test_wandb_online_without_login_falls_back_to_offline(tmp_path, monkeypatch)
     tracker.log({"epoch": 1, "step": 5, "val_eer": 0.25, "train_loss": 3.0})
     tracker.summarise(EER=0.25)
     tracker.finish()
-    (run_file,) = offline_runs(tmp_path)
-    assert offline_summary(run_file)["EER"] == 0.25
+    (folder,) = offline_runs(tmp_path)
+    assert [p.stat().st_size > 0 for p in folder.glob("run-*.wandb")] == [True]
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"epoch": 1, "step": 5, "val_eer": 0.25, "train_loss": 3.0}]
 
 
@@ -38,3 +38,29 @@ def test_metrics_reader_ignores_a_half_written_line_and_truncation_drops_redone_
     assert read_metrics(tmp_path / "metrics.jsonl")[0]["val_eer"] is None  # NaN is written as null
     tracker.truncate(20)
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [10, 20]
+
+
+class _RecordingRun:
+    """Stands in for a wandb run: what the Tracker sends is what W&B would store."""
+
+    def __init__(self):
+        self.logged, self.summary = [], {}
+
+    def log(self, record, step, commit):
+        self.logged.append((record, step))
+
+    def finish(self):
+        pass
+
+
+def test_wandb_gets_the_val_eer_under_the_course_key_and_only_numbers(tmp_path):
+    cfg = defaults()
+    cfg["tracking"]["wandb"]["mode"] = "disabled"
+    tracker = Tracker(tmp_path, cfg)
+    tracker.run = run = _RecordingRun()
+    tracker.log({"epoch": 1, "step": 5, "val_eer": 0.25, "weights": "ema", "val_eer_low": None})
+    tracker.log({"epoch": 2, "step": 9, "train_loss": 2.0})
+    tracker.summarise(EER=0.25, best_epoch=1)
+    assert run.logged == [({"epoch": 1, "step": 5, "val_eer": 0.25, "EER": 0.25}, 5),
+                          ({"epoch": 2, "step": 9, "train_loss": 2.0}, 9)]
+    assert run.summary == {"EER": 0.25, "best_epoch": 1}

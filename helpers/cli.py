@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from helpers.core.course import COURSE_CLASSES
 from helpers.core.errors import UserError
 
 
@@ -318,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "embedding, margin head), check the assignment's 30 M budget, and "
                                               "report the final feature-map size and forward FLOPs per image.")
     _config_arguments(summary)
-    summary.add_argument("--classes", type=_positive_int, default=8631,
-                         help="identities the margin head covers (default 8631, the course data)")
+    summary.add_argument("--classes", type=_positive_int, default=COURSE_CLASSES,
+                         help=f"identities the margin head covers (default {COURSE_CLASSES}, the course data)")
     summary.add_argument("--json", action="store_true", help="print one JSON object")
     summary.add_argument("--strict", action="store_true", help="exit 1 when over the parameter budget")
     summary.add_argument("--write", metavar="PATH", help="also write the table and printed model (model_arch.txt)")
@@ -401,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arguments(bench)
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     bench.add_argument("--batch-size", type=_positive_int, help="batch size (default: the config's)")
-    bench.add_argument("--classes", type=_positive_int, default=8631, help="train: margin-head classes")
+    bench.add_argument("--classes", type=_positive_int, default=COURSE_CLASSES, help="train: margin-head classes")
     bench.add_argument("--steps", type=_positive_int, help="train: timed steps per path")
     bench.add_argument("--data-root", help="data, eval: a data root (default: generated demo faces)")
     bench.add_argument("--workers", type=int, default=0, help="data: loader workers (0: in this process)")

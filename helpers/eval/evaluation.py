@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.core.config import load_config
-from helpers.core.device import default_workers, fast_path, pick_device
+from helpers.core.device import FastPath, default_workers, fast_path, pick_device
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
 from helpers.data.augment import normalize
@@ -48,6 +48,18 @@ class EvalSettings:
     progress: bool = False
     decode_on_device: bool = False
     score_norm: ScoreNorm = ScoreNorm()
+
+
+def eval_settings(cfg: dict, device: torch.device, speed: FastPath, **changes) -> EvalSettings:
+    """How a model trained under ``cfg`` is evaluated on ``device`` (``speed``: its fast path, from
+    :func:`helpers.core.device.fast_path`): the one place evaluation settings are made, for training, evaluate,
+    submit, the benchmarks and the self-test. ``changes`` replace fields (``tta``, ``progress``, ``batch_size``...).
+    """
+    settings = EvalSettings(device=device, batch_size=2 * cfg["train"]["batch_size"],
+                            workers=default_workers(cfg["data"]["num_workers"], device),
+                            image_size=cfg["data"]["image_size"], amp=speed.amp, channels_last=speed.channels_last,
+                            tta=cfg["train"]["eval_tta"], decode_on_device=decodes_on_device(cfg["data"]["decode"]))
+    return replace(settings, **changes)
 
 
 def image_loader(paths: Sequence[Path], settings: EvalSettings, reader: ImageReader | None = None
@@ -137,6 +149,22 @@ def verify_pairs(model, data: FaceData, settings: EvalSettings, bootstrap: int =
 
 
 @torch.no_grad()
+def known_dev_images(data: FaceData, classes: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """The dev images of identities among ``classes`` (the ones the head knows), with their class indices."""
+    dev = data.dev
+    if dev is None or not dev.labels:
+        return [], []
+    index = {name: i for i, name in enumerate(classes)}
+    known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
+    return [path for path, _ in known], [label for _, label in known]
+
+
+def dev_accuracy(model: FaceModel, data: FaceData, classes: Sequence[str], settings: EvalSettings) -> dict | None:
+    """The margin head's top-1 and top-5 on the dev images of known identities; None when there are none."""
+    paths, labels = known_dev_images(data, classes)
+    return classify(model, paths, labels, settings, reader=data.reader) if paths else None
+
+
 def classify(model, paths: Sequence[Path], labels: Sequence[int], settings: EvalSettings, desc: str = "dev",
              reader: ImageReader | None = None) -> dict:
     """Top-1 and top-5 accuracy of the margin head's plain cosine logits on labelled images."""
@@ -179,8 +207,7 @@ def restore_model(state: dict, device: torch.device, weights: str | None = None,
 
 
 def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, device: str = "auto",
-                    tta: bool = False, batch_size: int | None = None, workers: int | str = "auto",
-                    progress: bool = False, need_data: bool = True, weights: str | None = None,
+                    tta: bool = False, batch_size: int | None = None, progress: bool = False, need_data: bool = True, weights: str | None = None,
                     score_norm: ScoreNorm = ScoreNorm()):
     """A checkpoint's model, its state, its data root (``data_root`` or the one it trained on) and eval settings.
 
@@ -195,10 +222,9 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
     model = restore_model(state, device, weights, checkpoint)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
-    settings = EvalSettings(device=device, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
-                            workers=default_workers(workers, device), image_size=cfg["data"]["image_size"],
-                            amp=speed.amp, channels_last=speed.channels_last, tta=tta, progress=progress,
-                            decode_on_device=decodes_on_device(cfg["data"]["decode"]), score_norm=score_norm)
+    settings = eval_settings(cfg, device, speed, tta=tta, progress=progress, score_norm=score_norm)
+    if batch_size:
+        settings = replace(settings, batch_size=batch_size)
     data = None
     if need_data:
         root = data_root or cfg["data"]["root"]
@@ -235,16 +261,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     if data.val_pairs:
         verification = verify_pairs(model, data, settings, bootstrap=bootstrap)
         result.update({k: v for k, v in verification.items() if k not in ("scores", "labels")})
-    index = {name: i for i, name in enumerate(state["classes"])}
-    dev = data.dev
-    if dev is not None and dev.labels:
-        known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
-        if known:
-            paths, labels = zip(*known)
-            accuracy = classify(model, paths, labels, settings, reader=data.reader)
-            result.update(top1=accuracy["top1"], top5=accuracy["top5"], dev_images=accuracy["images"])
-            if data.train is not None and data.train.labels:
-                result.update(_identification(model, data, index, paths, labels, settings, gallery_per_identity))
+    accuracy = dev_accuracy(model, data, state["classes"], settings)
+    if accuracy is not None:
+        result.update(top1=accuracy["top1"], top5=accuracy["top5"], dev_images=accuracy["images"])
+        if data.train is not None and data.train.labels:
+            index = {name: i for i, name in enumerate(state["classes"])}
+            result.update(_identification(model, data, index, *known_dev_images(data, state["classes"]), settings,
+                                          gallery_per_identity))
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
         written = []

@@ -42,7 +42,7 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
                  submissions: list[str | Path] | None = None, checkpoint_json: str | Path | None = None,
                  kaggle_score: float | None = None) -> BundleResult:
     """Assemble the hand-in zip at ``out`` (atomically), refusing on a missing flag or any credential."""
-    from helpers.model.summary import model_summary, summary_lines
+    from helpers.model.summary import model_arch_text, model_summary
     from helpers.train.tracking import offline_runs, run_summary
 
     run_dir = Path(run_dir)
@@ -66,7 +66,7 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
     }
     state = load_checkpoint(checkpoint)
     summary = model_summary(state["config"], len(state["classes"]))
-    members["model_arch.txt"] = ("\n".join(summary_lines(summary)) + "\n\n" + summary["printed_model"] + "\n").encode()
+    members["model_arch.txt"] = model_arch_text(summary).encode()
     stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
     members[f"model_metadata_{stamp}.json"] = json.dumps(
         {"trainable_params": summary["trainable_params"], "total_params": summary["total_params"],

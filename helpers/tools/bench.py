@@ -18,6 +18,7 @@ from __future__ import annotations
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,13 +27,14 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.config import load_config
+from helpers.core.course import COURSE_CLASSES
 from helpers.core.device import fast_path, pick_device
 from helpers.data.augment import AugmentConfig, BatchAugment, normalize, seed_train_transform
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder
 from helpers.data.datasets import FaceImages, collate, decode_batch
 from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
-from helpers.eval.evaluation import EvalSettings, embed_images, pair_images, score_pairs
+from helpers.eval.evaluation import embed_images, eval_settings, pair_images, score_pairs
 from helpers.model.resnet import build_face_model
 from helpers.train.engine import TrainStep, make_optimizer
 
@@ -152,7 +154,7 @@ def _time_steps(step, device: torch.device, warmup: int, steps: int, batch: int)
 
 
 def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int | None = None,
-                classes: int = 8631, steps: int | None = None, warmup: int | None = None) -> dict:
+                classes: int = COURSE_CLASSES, steps: int | None = None, warmup: int | None = None) -> dict:
     """Images/s and FLOPs utilisation of the plain step and of the engine's fast step.
 
     Utilisation is the step's FLOPs per second over the device's ceiling for
@@ -350,9 +352,9 @@ def bench_eval(config=None, overrides=(), checkpoint=None, data_root=None, devic
             if data_root is None:
                 data_root = _eval_demo(Path(scratch), cfg["data"]["image_size"])
             data = open_data(data_root)
-            settings = EvalSettings(device=device_, batch_size=batch_size or 2 * cfg["train"]["batch_size"],
-                                    image_size=cfg["data"]["image_size"], amp=speed.amp,
-                                    channels_last=speed.channels_last, tta=tta)
+            settings = eval_settings(cfg, device_, speed, tta=tta)
+            if batch_size:
+                settings = replace(settings, batch_size=batch_size)
         paths, _ = pair_images(data, (data.val_pairs or []) + (data.test_pairs or []))
         embed_images(model, paths[: settings.batch_size], settings, reader=data.reader)  # warm up
         started = time.perf_counter()

@@ -53,8 +53,8 @@ from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_de
 from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.images import ImageReader
 from helpers.data.layout import open_data
-from helpers.eval.evaluation import EvalSettings, embed_images, pair_images
-from helpers.model.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from helpers.eval.evaluation import embed_images, eval_settings, pair_images
+from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
 from helpers.model.resnet import build_face_model
 from helpers.model.summary import COURSE_CLASSES
 from helpers.tools.bench import _sync
@@ -469,7 +469,7 @@ def checkpoint_check(cfg: dict, device: torch.device, speed: FastPath, folder: P
                          "scaler": original.scaler.state_dict(), "rng": rng_state()}, path)
         state = load_checkpoint(path)
         resumed, run_resumed = _stepper(cfg, device, speed, 10)
-        resumed.model.load_state_dict(state["model"])
+        resumed.model.load_state_dict(model_weights(state, "raw"))
         resumed.optimizer.load_state_dict(state["optimizer"])
         resumed.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -495,7 +495,7 @@ def eval_check(cfg: dict, device: torch.device, speed: FastPath, faces: FaceImag
         _calibrate_batchnorm(model, torch.stack([faces[i][0] for i in range(len(faces))]).to(device))
         if speed.channels_last:
             model.to(memory_format=torch.channels_last)
-        settings = eval_settings(cfg, device, speed, workers, on_device)
+        settings = eval_settings(cfg, device, speed, workers=workers, decode_on_device=on_device)
         embeddings, skipped = embed_images(model, faces.paths, settings, reader=faces.reader)
         plain = replace(settings, workers=0, amp=None, channels_last=False, decode_on_device=False)
         reference, _ = embed_images(model, faces.paths, plain, reader=faces.reader)
@@ -519,13 +519,6 @@ def _calibrate_batchnorm(model, images: torch.Tensor) -> None:
     model.train()
     with torch.no_grad():
         model.embed(normalize(images))
-
-
-def eval_settings(cfg: dict, device: torch.device, speed: FastPath, workers: int, on_device: bool) -> EvalSettings:
-    """The evaluation settings the engine uses for this configuration (``Trainer.eval_settings``, no progress)."""
-    return EvalSettings(device=device, batch_size=2 * cfg["train"]["batch_size"], workers=workers,
-                        image_size=cfg["data"]["image_size"], amp=speed.amp, channels_last=speed.channels_last,
-                        tta=cfg["train"]["eval_tta"], decode_on_device=on_device)
 
 
 # ----------------------------------------------------------------------------- what a run costs

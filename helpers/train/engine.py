@@ -40,7 +40,7 @@ from helpers.core.progress import progress
 from helpers.data.augment import AugmentConfig, BatchAugment
 from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.layout import open_data
-from helpers.eval.evaluation import EvalSettings, classify, verify_pairs
+from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
 from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
 from helpers.model.margins import margin_loss
@@ -300,7 +300,7 @@ class Trainer:
 
         model = build_face_model(cfg, len(self.classes))
         if state is not None:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(model_weights(state, "raw"))  # the trained weights; the average resumes below
         elif init_from or cfg["run"]["init_from"]:
             load_weights(model, init_from or cfg["run"]["init_from"], self.classes, announce=self.dist.main)
         model.to(self.device)
@@ -628,10 +628,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def eval_settings(self) -> EvalSettings:
-        return EvalSettings(device=self.device, batch_size=2 * self.cfg["train"]["batch_size"], workers=self.workers,
-                            image_size=self.cfg["data"]["image_size"], amp=self.speed.amp,
-                            channels_last=self.speed.channels_last, tta=self.cfg["train"]["eval_tta"],
-                            progress=not self.quiet_progress, decode_on_device=self.decode_on_device)
+        return eval_settings(self.cfg, self.device, self.speed, progress=not self.quiet_progress)
 
     def _evaluate(self) -> tuple[dict, dict[str, Evaluation]]:
         """Val verification of each arm and dev top-1 on rank 0; the results, and what they cost, are shared with
@@ -653,14 +650,9 @@ class Trainer:
                                                   metrics["scores"])
                     suffix = "" if arm == "raw" else f"_{arm}"
                     result.update({key + suffix: value for key, value in fields.items()})
-            dev = self.data.dev
-            if dev is not None and dev.labels:
-                index = {name: i for i, name in enumerate(self.classes)}
-                known = [(path, index[label]) for path, label in zip(dev.paths, dev.labels) if label in index]
-                if known:
-                    paths, labels = zip(*known)
-                    accuracy = classify(self.model, paths, labels, settings, reader=self.data.reader)
-                    result.update(dev_top1=accuracy["top1"], dev_top5=accuracy["top5"])
+            accuracy = dev_accuracy(self.model, self.data, self.classes, settings)
+            if accuracy is not None:
+                result.update(dev_top1=accuracy["top1"], dev_top5=accuracy["top5"])
         seconds = time.perf_counter() - started
         if self.dist.world > 1:
             shared = [(result, evaluations, seconds)]

@@ -7,7 +7,7 @@ in a circle (tests/test_layers.py checks both):
     core                 errors, safe writes, progress, configuration, device, platform
     data, model          data roots, images, datasets | networks, margin heads, checkpoints
     eval                 embeddings, pair scores, metrics, score normalisation, plots
-    train                the Trainer, schedule, weight averaging, tracking
+    training             the Trainer, schedule, weight averaging, tracking
     handin, tools        submission CSV, Autolab bundle | benchmarks, self-test, sweeps, reports
 
 The CLI (cli.py) sits on top. Below are the public names: they load on first
@@ -20,12 +20,12 @@ from __future__ import annotations
 import importlib
 
 # The layers, lowest first; a tuple holds layers side by side, which may not import each other.
-LAYERS = ("core", ("data", "model"), "eval", "train", ("handin", "tools"))
+LAYERS = ("core", ("data", "model"), "eval", "training", ("handin", "tools"))
 
 _API = {
-    "core.config": ["load_config"],
+    "core.config": ["AugmentConfig", "Config", "load_config"],
     "core.errors": ["UserError"],
-    "data.augment": ["AugmentConfig", "BatchAugment", "eval_transform", "seed_train_transform"],
+    "data.augment": ["BatchAugment", "eval_transform", "seed_train_transform"],
     "data.datasets": ["FaceImages", "training_set"],
     "data.demo": ["make_demo_data"],
     "data.layout": ["FaceData", "open_data", "answer_key_path"],
@@ -38,7 +38,7 @@ _API = {
     "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
     "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
-    "train.engine": ["Trainer", "TrainResult", "train"],
+    "training.engine": ["Trainer", "TrainResult", "train"],
 }
 _HOME = {name: module for module, names in _API.items() for name in names}
 __all__ = sorted(_HOME)

@@ -51,7 +51,7 @@ def _check_data(args) -> int:
 def _train(args) -> int:
     from pathlib import Path
 
-    from helpers.train.engine import train
+    from helpers.training.engine import train
 
     # Without a run.name, each config file gets its own run folder, named after it.
     result = train(args.config, args.set or [], resume=args.resume, init_from=args.init_from,
@@ -59,6 +59,13 @@ def _train(args) -> int:
     best = "n/a (no val pairs)" if result.best_eer is None else f"{result.best_eer:.4f}"
     weights = "averaged (EMA)" if result.graded == "ema" else "trained"
     print(f"done: {result.run_dir} (best.pt: {weights} weights, val EER {best}; last.pt, metrics.jsonl)")
+    return 0
+
+
+def _config(args) -> int:
+    from helpers.core.config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.set or [])), end="")
     return 0
 
 
@@ -313,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any")
     train.add_argument("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser")
     train.set_defaults(handler=_train)
+
+    config = commands.add_parser("config", help="print a configuration: every key, its value and what it means",
+                                 description="Print the configuration a --config and --set give, as YAML: every key "
+                                             "with its value and, as a comment, what it means. The defaults (the "
+                                             "seed recipe) are declared in helpers/core/config.py.")
+    _config_arguments(config)
+    config.set_defaults(handler=_config)
 
     summary = commands.add_parser("model-summary", help="parameter counts, the 30 M budget check, FLOPs",
                                   description="Count the parameters of a configuration's model per part (backbone, "

@@ -67,7 +67,7 @@ def demo_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(demo_root, tmp_path_factory) -> Path:
     """A run folder holding a briefly trained tiny model (best.pt, last.pt, metrics.jsonl)."""
-    from helpers.train.engine import train
+    from helpers.training.engine import train
 
     out = tmp_path_factory.mktemp("runs")
     result = train(None, TINY + [f"data.root={demo_root}", f"run.out_dir={out}", "run.name=trained",

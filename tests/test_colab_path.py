@@ -34,8 +34,14 @@ from helpers.handin.key_scan import scan_file
 FAKE_COLAB = ROOT / "tests" / "fake_colab"
 SECRETS = {"KAGGLE_API_TOKEN": "KGAT_" + "5a4b3c2d1e0f9a8b" * 2,  # what a student keeps in Colab Secrets
            "WANDB_API_KEY": "wandb_v1_" + "Z1x2C3v4B5n6M7k8" * 4 + "J9h8G7f6D5s4A"}
-NOT_THE_PROJECT = shutil.ignore_patterns(".git", ".venv", "runs", "data", "wandb", "build", "__pycache__",
-                                         "*.egg-info", ".pytest_cache", ".ipynb_checkpoints")
+_ANYWHERE = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".pytest_cache", ".ipynb_checkpoints")
+_AT_THE_TOP = {".venv", "runs", "data", "wandb", "build"}  # a user's data/ and runs/, not helpers/data/
+
+
+def NOT_THE_PROJECT(folder: str, names: list[str]) -> set[str]:
+    """What a clone of the project does not hold (for shutil.copytree)."""
+    top = Path(folder).resolve() == ROOT
+    return set(_ANYWHERE(folder, names)) | ({name for name in names if name in _AT_THE_TOP} if top else set())
 
 
 @dataclass

@@ -111,24 +111,24 @@ def test_every_sub_package_is_a_layer():
 def toy(tmp_path):
     """A small package with the same layer names, for planting mistakes."""
     root = tmp_path / "helpers"
-    for layer in ("core", "data", "model", "eval", "train", "handin", "tools"):
+    for layer in ("core", "data", "model", "eval", "training", "handin", "tools"):
         (root / layer).mkdir(parents=True)
         (root / layer / "__init__.py").write_text("")
     (root / "__init__.py").write_text("")
     (root / "core" / "io.py").write_text("import os\n")
     (root / "data" / "layout.py").write_text("from helpers.core.io import os\n")
-    (root / "train" / "engine.py").write_text("def run():\n    from helpers.data import layout\n")
+    (root / "training" / "engine.py").write_text("def run():\n    from helpers.data import layout\n")
     return root
 
 
 def test_the_checks_catch_an_upward_import_a_sideways_one_and_a_circle(toy):
     assert layer_violations(imports_of(toy), helpers.LAYERS) == []
     assert circles(imports_of(toy)) == []
-    (toy / "data" / "layout.py").write_text("def later():\n    from helpers.train.engine import run\n")
+    (toy / "data" / "layout.py").write_text("def later():\n    from helpers.training.engine import run\n")
     (toy / "model" / "resnet.py").write_text("from ..data.layout import later\n")
     (toy / "core" / "io.py").write_text("from helpers.core import config\n")
     (toy / "core" / "config.py").write_text("from . import io\n")
     wrong = layer_violations(imports_of(toy), helpers.LAYERS)
-    assert wrong == ["helpers.data.layout (data) imports helpers.train.engine (train)",
+    assert wrong == ["helpers.data.layout (data) imports helpers.training.engine (training)",
                      "helpers.model.resnet (model) imports helpers.data.layout (data)"]
     assert ["helpers.core.config", "helpers.core.io", "helpers.core.config"] in circles(imports_of(toy))

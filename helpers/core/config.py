@@ -1,9 +1,17 @@
-"""Run configuration: the schema with the seed's defaults, YAML loading, dotted overrides, validation.
+"""Run configuration: typed, frozen sections whose field defaults are the seed recipe, declared once, here.
 
-A configuration is a plain nested dict (``cfg["optim"]["lr"]``), so it goes
-into checkpoints, W&B and YAML as it is. Every key is declared below with its
-type and allowed values; a file or ``--set`` naming an unknown key, a wrong type
-or an impossible value is refused with one sentence naming the key.
+A configuration is a :class:`Config` read by attribute (``cfg.optim.lr``). Each
+section below is a pydantic model: a field's default is the only place that
+default is written, and its description is what ``dump_config`` writes beside
+it. YAML files and ``--set KEY=VALUE`` only override; a file or ``--set``
+naming an unknown key, a wrong type or an impossible value is refused with one
+sentence naming the key (and the file and line it came from).
+
+Why pydantic: it comes with wandb, so it costs no install, and it checks types,
+ranges and choices from the annotations themselves; OmegaConf's structured
+configs would add a dependency for the dotted overrides, which are a few lines
+here. Values are validated as JSON would be (strictly: ``true`` is not 1, ``"3"``
+is not 3), since YAML hands over JSON-like values.
 
 The recipes ship inside the package (``helpers/configs/``) and are chosen by
 name (``fast``, ``seed``...) from any folder, so a ``pip install`` of the
@@ -12,145 +20,303 @@ project is the whole toolkit; a path to any other YAML file works too.
 
 from __future__ import annotations
 
-import copy
 import difflib
+import json
 import math
-from dataclasses import dataclass
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from helpers.core.errors import UserError
 
-
-@dataclass(frozen=True)
-class Key:
-    """One configuration key: its default, its kind and what values it may take."""
-
-    default: Any
-    kind: str  # bool, int, float, str, path, floats, ints, or "auto|bool" style choices
-    choices: tuple = ()
-    low: float | None = None  # inclusive bound
-    high: float | None = None  # exclusive bound
-    length: int | None = None  # for lists
+PACKAGED = Path(__file__).parents[1] / "configs"  # the shipped recipes, chosen by name
 
 
-AUTO_BOOL = "auto|bool"
-PACKAGED = Path(__file__).parents[1] / "configs"  # the shipped recipes; seed.yaml documents every key
-
-SCHEMA: dict[str, dict[str, Any]] = {
-    "data": {
-        "root": Key(None, "path"),
-        "layout": Key("auto", "str", ("auto", "f24", "f25", "packed")),
-        "num_workers": Key("auto", "int|auto", low=0),
-        "decode": Key("auto", "str", ("auto", "workers", "device")),
-        "strict": Key(False, "bool"),
-        "image_size": Key(112, "int", low=16),
-        "max_train_images": Key(0, "int", low=0),
-        "singletons": Key("keep", "str", ("keep", "drop", "negatives")),
-    },
-    "augment": {
-        "crop_scale": Key([0.9, 1.0], "floats", low=0.0, high=1.000001, length=2),
-        "crop_ratio": Key([0.98, 1.02], "floats", low=0.01, length=2),
-        "flip": Key(0.5, "float", low=0.0, high=1.000001),
-        "color_jitter": Key(0.0, "float", low=0.0, high=1.0),
-        "grayscale": Key(0.0, "float", low=0.0, high=1.000001),
-        "rotation": Key(0.0, "float", low=0.0, high=180.0),
-        "translate": Key(0.0, "float", low=0.0, high=0.5),
-        "erasing": Key(0.0, "float", low=0.0, high=1.000001),
-    },
-    "model": {
-        "depth": Key(34, "int", (18, 34, 50)),
-        "width": Key(1.0, "float", low=0.01),
-        "stem": Key("seed", "str", ("seed", "face")),
-        "block": Key("basic", "str", ("basic", "preact")),
-        "embedding_dim": Key(512, "int", low=2),
-        "head": Key("linear", "str", ("linear", "bn")),
-        "dropout": Key(0.0, "float", low=0.0, high=1.0),
-        "zero_init_residual": Key(False, "bool"),
-    },
-    "loss": {
-        "type": Key("arcface", "str", ("arcface", "cosface", "combined", "subcenter")),
-        "s": Key(30.0, "float", low=0.01),
-        "m": Key(0.35, "float", low=0.0, high=math.pi),
-        "easy_margin": Key(False, "bool"),
-        "m1": Key(1.0, "float", low=0.01),
-        "m2": Key(0.3, "float", low=0.0, high=math.pi),
-        "m3": Key(0.2, "float", low=0.0, high=2.0),
-        "subcenters": Key(3, "int", low=1),
-        "margin_warmup_epochs": Key(0.0, "float", low=0.0),
-    },
-    "optim": {
-        "name": Key("sgd", "str", ("sgd", "adam", "adamw")),
-        "lr": Key(0.001, "float", low=1e-12),
-        "momentum": Key(0.9, "float", low=0.0, high=1.0),
-        "weight_decay": Key(1e-4, "float", low=0.0),
-        "nesterov": Key(True, "bool"),
-        "betas": Key([0.9, 0.999], "floats", low=0.0, high=1.0, length=2),
-        "no_decay_bn_bias": Key(False, "bool"),
-    },
-    "sched": {
-        "name": Key("none", "str", ("none", "cosine", "step", "multistep", "plateau")),
-        "warmup_epochs": Key(0.0, "float", low=0.0),
-        "min_lr": Key(0.0, "float", low=0.0),
-        "step_size": Key(30.0, "float", low=1e-9),
-        "milestones": Key([60, 80], "floats", low=0.0),
-        "gamma": Key(0.1, "float", low=1e-9, high=1.000001),
-        "patience": Key(5, "int", low=0),
-    },
-    "train": {
-        "epochs": Key(None, "int", low=1),
-        "batch_size": Key(64, "int", low=1),
-        "amp": Key("auto", "str", ("auto", "none", "fp16", "bf16")),
-        "channels_last": Key("auto", AUTO_BOOL),
-        "compile": Key(False, "bool"),
-        "grad_clip": Key(0.0, "float", low=0.0),
-        "accumulate": Key(1, "int", low=1),
-        "seed": Key(0, "int", low=0),
-        "deterministic": Key(False, "bool"),
-        "device": Key("auto", "str"),
-        "max_minutes": Key(0.0, "float", low=0.0),
-        "checkpoint_every_steps": Key(0, "int", low=0),
-        "max_nonfinite_steps": Key(20, "int", low=1),
-        "eval_every": Key(1, "int", low=1),
-        "eval_tta": Key(False, "bool"),
-        "eval_bootstrap": Key(1000, "int", low=0),
-        "ema": Key(0.0, "float", low=0.0, high=1.0),
-        "select": Key("auto", "str", ("auto", "best", "ema_best", "last", "ema_last")),
-        "progress": Key("auto", AUTO_BOOL),
-    },
-    "run": {
-        "out_dir": Key("runs", "path"),
-        "name": Key(None, "str"),
-        "init_from": Key(None, "path"),
-    },
-    "tracking": {
-        "wandb": {
-            "mode": Key("offline", "str", ("offline", "online", "disabled")),
-            "project": Key("hw2p2-ablations", "str"),
-            "entity": Key(None, "str"),
-        },
-    },
-}
+def _numbers_as_text(value: Any) -> Any:
+    # YAML reads `name: 2024` as a number; a name or path field means the text
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
-def defaults() -> dict:
-    """The seed configuration, as a fresh nested dict."""
-    return _map_schema(SCHEMA, lambda key: copy.deepcopy(key.default))
+Text = Annotated[str, BeforeValidator(_numbers_as_text)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-def _map_schema(schema: dict, fn) -> dict:
-    return {name: (_map_schema(value, fn) if isinstance(value, dict) else fn(value)) for name, value in schema.items()}
+class Section(BaseModel):
+    """A configuration section: frozen, typed, and closed to unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 
 
-def all_keys(schema: dict = SCHEMA, prefix: str = "") -> list[str]:
-    """Every dotted key the schema knows, e.g. ``optim.lr``."""
-    keys = []
-    for name, value in schema.items():
-        dotted = f"{prefix}{name}"
-        keys += all_keys(value, dotted + ".") if isinstance(value, dict) else [dotted]
-    return keys
+class DataConfig(Section):
+    root: Optional[Text] = None
+    """the folder holding cls_data/ and ver_data/ (or one folder above it)"""
+    layout: Literal["auto", "f24", "f25", "packed"] = "auto"
+    """auto | f24 (cls_data/<split>/<identity>/) | f25 (images/ + labels.txt) | packed (pack-data)"""
+    num_workers: Union[Annotated[int, Field(ge=0)], Literal["auto"]] = "auto"
+    """loader processes; auto: none on a 2-core CPU, up to 8 beside a GPU"""
+    decode: Literal["auto", "workers", "device"] = "auto"
+    """JPEG decoding: workers (CPU) | device (batched, nvJPEG on a GPU); auto: workers"""
+    strict: bool = False
+    """true: an unreadable image stops the run; false: it is skipped, named and counted"""
+    image_size: int = Field(112, ge=16)
+    """images are resized to this square (the course data is already 112x112)"""
+    max_train_images: int = Field(0, ge=0)
+    """0 = all; otherwise a seeded random subset, for quick runs"""
+    singletons: Literal["keep", "drop", "negatives"] = "keep"
+    """identities with one image: keep (as classes) | drop | negatives (no class, pushed from all)"""
+
+
+class AugmentConfig(Section):
+    """What training augmentation does; the defaults are the assignment's transforms (the rest are off, 0)."""
+
+    crop_scale: tuple[Annotated[float, Field(gt=0.0, le=1.0)], Annotated[float, Field(gt=0.0, le=1.0)]] = (0.9, 1.0)
+    """RandomResizedCrop area range"""
+    crop_ratio: tuple[Annotated[float, Field(ge=0.01)], Annotated[float, Field(ge=0.01)]] = (0.98, 1.02)
+    """RandomResizedCrop aspect range"""
+    flip: Probability = 0.5
+    """horizontal flip probability"""
+    color_jitter: float = Field(0.0, ge=0.0, lt=1.0)
+    """brightness/contrast/saturation factors in [1-x, 1+x]"""
+    grayscale: Probability = 0.0
+    """probability"""
+    rotation: float = Field(0.0, ge=0.0, lt=180.0)
+    """degrees, either way"""
+    translate: float = Field(0.0, ge=0.0, lt=0.5)
+    """fraction of the image, either way"""
+    erasing: Probability = 0.0
+    """probability of blanking a random rectangle (2-33 % of the image)"""
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> AugmentConfig:
+        if self.crop_scale[0] > self.crop_scale[1]:
+            raise UserError("config key 'augment.crop_scale' must be [low, high] with 0 < low <= high <= 1")
+        if self.crop_ratio[0] > self.crop_ratio[1]:
+            raise UserError("config key 'augment.crop_ratio' must be [low, high] with low <= high")
+        return self
+
+
+class ModelConfig(Section):
+    depth: Literal[18, 34, 50] = 34
+    """18 | 34 (BasicBlocks) | 50 (Bottlenecks)"""
+    width: float = Field(1.0, ge=0.01)
+    """channel multiplier (64/128/256/512 at 1.0)"""
+    stem: Literal["seed", "face"] = "seed"
+    """seed: 7x7/2 conv + max-pool | face: 3x3/1 conv, no pool (7x7 final map at 112 px)"""
+    block: Literal["basic", "preact"] = "basic"
+    """basic (Conv-BN-ReLU) | preact (BN-ReLU-Conv)"""
+    embedding_dim: int = Field(512, ge=2)
+    """the embedding's size"""
+    head: Literal["linear", "bn"] = "linear"
+    """linear: Linear(512->512), the seed | bn: BN -> Dropout -> Linear -> BN"""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """before the embedding (inside the head for head: bn)"""
+    zero_init_residual: bool = False
+    """start each residual branch at zero"""
+
+
+class LossConfig(Section):
+    type: Literal["arcface", "cosface", "combined", "subcenter"] = "arcface"
+    """arcface | cosface | combined | subcenter"""
+    s: float = Field(30.0, ge=0.01)
+    """logit scale"""
+    m: float = Field(0.35, ge=0.0, lt=math.pi)
+    """margin (radians for arcface/subcenter, cosine for cosface)"""
+    easy_margin: bool = False
+    """arcface: margin only where cos(theta) > 0"""
+    m1: float = Field(1.0, ge=0.01)
+    """combined: cos(m1*theta + m2) - m3"""
+    m2: float = Field(0.3, ge=0.0, lt=math.pi)
+    """combined: the angular margin"""
+    m3: float = Field(0.2, ge=0.0, lt=2.0)
+    """combined: the cosine margin"""
+    subcenters: int = Field(3, ge=1)
+    """subcenter: sub-centres per class"""
+    margin_warmup_epochs: float = Field(0.0, ge=0.0)
+    """raise the margin from 0 over this many epochs"""
+
+    @model_validator(mode="after")
+    def _easy_margin_is_arcface_only(self) -> LossConfig:
+        if self.easy_margin and self.type not in ("arcface", "subcenter"):
+            raise UserError("config key 'loss.easy_margin' applies to arcface and subcenter only")
+        return self
+
+
+class OptimConfig(Section):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    """sgd | adam | adamw"""
+    lr: float = Field(0.001, gt=0.0)
+    """the peak learning rate"""
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """sgd"""
+    weight_decay: float = Field(1e-4, ge=0.0)
+    """L2 penalty (decoupled for adamw)"""
+    nesterov: bool = True
+    """sgd"""
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
+    """adam, adamw"""
+    no_decay_bn_bias: bool = False
+    """true: no weight decay on BatchNorm weights and biases"""
+
+
+class SchedConfig(Section):
+    name: Literal["none", "cosine", "step", "multistep", "plateau"] = "none"
+    """none | cosine (per step) | step | multistep | plateau (on val EER)"""
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    """linear warmup from 0, per step"""
+    min_lr: float = Field(0.0, ge=0.0)
+    """cosine floor (and plateau floor)"""
+    step_size: float = Field(30.0, gt=0.0)
+    """step: epochs between decays (of a train.epochs-long run, 100 when null; a budget stretches them)"""
+    milestones: tuple[Annotated[float, Field(ge=0.0)], ...] = (60.0, 80.0)
+    """multistep: epochs of the decays (counted as step_size's are)"""
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    """step, multistep, plateau: decay factor"""
+    patience: int = Field(5, ge=0)
+    """plateau: evaluations without progress before a decay"""
+
+    @model_validator(mode="after")
+    def _milestones_in_order(self) -> SchedConfig:
+        if list(self.milestones) != sorted(self.milestones):
+            raise UserError("config key 'sched.milestones' must be in increasing order")
+        return self
+
+
+class TrainConfig(Section):
+    epochs: Optional[int] = Field(None, ge=1)
+    """the most epochs to train; null: as many as train.max_minutes allows, or the seed's 100 without a budget.
+    Set it under a budget only to stop sooner on purpose"""
+    batch_size: int = Field(64, ge=1)
+    """per process"""
+    amp: Literal["auto", "none", "fp16", "bf16"] = "auto"
+    """auto (bf16 or fp16 on CUDA, none on CPU) | none | fp16 | bf16"""
+    channels_last: Union[bool, Literal["auto"]] = "auto"
+    """auto (on CUDA and CPU) | true | false"""
+    compile: bool = False
+    """torch.compile the model"""
+    grad_clip: float = Field(0.0, ge=0.0)
+    """max global gradient norm, head included; 0 = off"""
+    accumulate: int = Field(1, ge=1)
+    """batches per optimiser step"""
+    seed: int = Field(0, ge=0)
+    """seeds the weights, the data order and every augmentation"""
+    deterministic: bool = False
+    """deterministic kernels (exact resume is bitwise on the CPU)"""
+    device: Text = "auto"
+    """auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps"""
+    max_minutes: float = Field(0.0, ge=0.0)
+    """wall-clock budget for the whole run (the lr schedule ends with it); 0 = none"""
+    checkpoint_every_steps: int = Field(0, ge=0)
+    """also write last.pt every N optimiser steps; 0 = at epoch ends only"""
+    max_nonfinite_steps: int = Field(20, ge=1)
+    """stop after this many non-finite steps in a row"""
+    eval_every: int = Field(1, ge=1)
+    """evaluate (val EER, dev top-1) every N epochs"""
+    eval_tta: bool = False
+    """flip test-time augmentation during validation"""
+    eval_bootstrap: int = Field(1000, ge=0)
+    """resamplings of the val pairs for each evaluation's 95 % EER interval and the end-of-run paired comparison
+    of best.pt with the other weights (selection.json); 0 = off"""
+    ema: float = Field(0.0, ge=0.0, lt=1.0)
+    """decay of an exponential moving average of the weights (e.g. 0.999); 0 = off (warmed up: min(ema,
+    (1+n)/(10+n)) after n steps). With it, each evaluation measures the trained and the averaged weights, and
+    the run keeps best_raw.pt and best_ema.pt beside best.pt"""
+    select: Literal["auto", "best", "ema_best", "last", "ema_last"] = "auto"
+    """what best.pt holds: best (trained weights, lowest val EER) | ema_best | last | ema_last (the latest
+    evaluation); auto: ema_best with train.ema, best without"""
+    progress: Union[bool, Literal["auto"]] = "auto"
+    """auto | true: bars in a terminal or live notebook, a few lines in logs | false"""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        device = self.device
+        if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise UserError(f"config key 'train.device' must be auto, cpu, cuda, cuda:N or mps, not '{device}'")
+        if self.amp == "fp16" and device == "cpu":
+            raise UserError("config key 'train.amp' cannot be fp16 on the CPU; use bf16 or none")
+        if self.select.startswith("ema_") and not self.ema:
+            raise UserError(f"config key 'train.select' is {self.select} but train.ema is 0 (no averaged weights); "
+                            "set train.ema (e.g. 0.999) or select best or last")
+        return self
+
+
+class RunConfig(Section):
+    out_dir: Text = "runs"
+    """the folder that holds the run folders"""
+    name: Optional[Text] = None
+    """run folder under out_dir; the CLI defaults it to the config file's name"""
+    init_from: Optional[Text] = None
+    """start from these weights (fine-tune phases)"""
+
+    @model_validator(mode="after")
+    def _plain_name(self) -> RunConfig:
+        name = self.name
+        if name is not None and (not name or "/" in name or "\\" in name or name in (".", "..")):
+            raise UserError(f"config key 'run.name' must be a plain folder name, not '{name}'")
+        return self
+
+
+class WandbConfig(Section):
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    """offline | online | disabled (never needs a login; failures fall back)"""
+    project: Text = "hw2p2-ablations"
+    """the W&B project"""
+    entity: Optional[Text] = None
+    """the W&B team or user; null: the login's default"""
+
+
+class TrackingConfig(Section):
+    wandb: WandbConfig = WandbConfig()
+
+
+class Config(Section):
+    """A whole run configuration; ``Config()`` is the seed recipe."""
+
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    sched: SchedConfig = SchedConfig()
+    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def as_dict(self) -> dict:
+        """Plain values (lists, not tuples), as YAML, JSON, W&B and checkpoints hold them."""
+        return self.model_dump(mode="json")
+
+
+def defaults() -> Config:
+    """The seed configuration."""
+    return Config()
+
+
+def _fields(model: type[BaseModel], prefix: str = ""):
+    """``(dotted key, field)`` for every leaf key of ``model``, in declaration order."""
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _fields(field.annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def all_keys() -> list[str]:
+    """Every dotted key, e.g. ``optim.lr``."""
+    return [key for key, _ in _fields(Config)]
+
+
+def _section(dotted: str) -> type[BaseModel] | None:
+    """The section class a dotted key names, or None when it names a value or nothing."""
+    model: type[BaseModel] = Config
+    for part in dotted.split("."):
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
 
 
 def packaged_configs() -> list[str]:
@@ -177,69 +343,157 @@ def config_file(name_or_path: str | Path) -> Path:
     return path  # load_config names it in its "cannot read" sentence, with the packaged names
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> dict:
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | Config | None = None
+                ) -> Config:
     """The defaults, updated by ``base`` (a checkpoint's configuration), the YAML file at ``path`` (or the
     packaged config of that name), then ``KEY=VALUE`` overrides; validated. Keys newer than ``base`` keep
     their defaults."""
-    cfg = defaults()
+    values: dict = {}
+    origins: dict[str, str] = {}  # dotted key -> where its value came from, for messages
     if base is not None:
-        _merge(cfg, base, SCHEMA, prefix="", source="the checkpoint's configuration")
+        _merge(values, base.as_dict() if isinstance(base, Config) else base, "", "the checkpoint's configuration",
+               origins, {})
     if path is not None:
         path = config_file(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig"))  # a BOM from Windows editors
-        except OSError as error:
-            raise UserError(f"cannot read config file {path}: {error.strerror or error} (the packaged configs, "
-                            f"chosen by name: {', '.join(packaged_configs())})") from None
-        except UnicodeDecodeError as error:
-            raise UserError(f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
-                            "save it as UTF-8") from None
-        except yaml.YAMLError as error:
-            where = getattr(error, "problem_mark", None)
-            line = f":{where.line + 1}" if where is not None else ""
-            raise UserError(f"{path}{line} is not valid YAML ({getattr(error, 'problem', error)})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise UserError(f"{path} must hold a mapping of config sections, not a {type(loaded).__name__}")
-        _merge(cfg, loaded or {}, SCHEMA, prefix="", source=str(path))
+        loaded, lines = _read_yaml(path)
+        _merge(values, loaded, "", str(path), origins, lines)
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
-        set_key(cfg, key.strip(), value, source="--set")
-    validate(cfg)
-    return cfg
+        _set(values, key, value, "--set", origins)
+    return _validate(values, origins)
 
 
-def set_key(cfg: dict, dotted: str, value: Any, source: str = "--set") -> None:
-    """Set one dotted key (``optim.lr``), checking that the key exists and the value fits."""
-    parts = dotted.split(".")
-    schema: Any = SCHEMA
-    target = cfg
-    for depth, part in enumerate(parts):
-        if not isinstance(schema, dict) or part not in schema:
-            raise UserError(f"unknown config key '{dotted}' (from {source}){_suggest(dotted)}")
-        if depth < len(parts) - 1:
-            schema, target = schema[part], target[part]
-    if isinstance(schema[parts[-1]], dict):
-        raise UserError(f"config key '{dotted}' is a section; set one of its keys, e.g. '{dotted}.{next(iter(schema[parts[-1]]))}'")
-    target[parts[-1]] = _coerce(dotted, schema[parts[-1]], value)
+def changed(cfg: Config, values: dict[str, Any]) -> Config:
+    """``cfg`` with some dotted keys set (``{"run.name": "fast"}``), validated like an override."""
+    plain, origins = cfg.as_dict(), {}
+    for dotted, value in values.items():
+        _set(plain, dotted, value, "the program", origins)
+    return _validate(plain, origins)
 
 
-def _merge(cfg: dict, loaded: dict, schema: dict, prefix: str, source: str) -> None:
+def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    """A config file's mapping, and the line of each dotted key in it."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from Windows editors
+    except OSError as error:
+        raise UserError(f"cannot read config file {path}: {error.strerror or error} (the packaged configs, "
+                        f"chosen by name: {', '.join(packaged_configs())})") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                        "save it as UTF-8") from None
+    try:
+        loaded = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        raise UserError(f"{path}{line} is not valid YAML ({getattr(error, 'problem', error)})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise UserError(f"{path} must hold a mapping of config sections, not a {type(loaded).__name__}")
+    lines: dict[str, int] = {}
+
+    def walk(mapping, prefix):
+        for key, value in mapping.value:
+            dotted = f"{prefix}{key.value}"
+            lines[dotted] = key.start_mark.line + 1
+            if isinstance(value, yaml.MappingNode):
+                walk(value, dotted + ".")
+
+    if isinstance(node, yaml.MappingNode):
+        walk(node, "")
+    return loaded or {}, lines
+
+
+def _merge(values: dict, loaded: dict, prefix: str, source: str, origins: dict, lines: dict) -> None:
     for name, value in loaded.items():
         dotted = f"{prefix}{name}"
-        if name not in schema:
-            raise UserError(f"unknown config key '{dotted}' in {source}{_suggest(dotted)}")
-        if isinstance(schema[name], dict):
-            if not isinstance(value, dict):
-                raise UserError(f"config key '{dotted}' in {source} must be a section (a mapping), not {value!r}")
-            _merge(cfg[name], value, schema[name], dotted + ".", source)
+        where = f"{source}:{lines[dotted]}" if dotted in lines else source
+        if _section(dotted) is not None and (value is None or isinstance(value, dict)):  # `data:` alone: no keys
+            _merge(values.setdefault(str(name), {}), value or {}, dotted + ".", source, origins, lines)
         else:
-            cfg[name] = _coerce(dotted, schema[name], value)
+            values[str(name)] = value
+            origins[dotted] = where
+
+
+def _set(values: dict, dotted: str, value: Any, source: str, origins: dict) -> None:
+    """Set one dotted key (``optim.lr``), refusing keys that do not exist and sections."""
+    if _section(dotted) is not None:
+        example = next(iter(_section(dotted).model_fields))
+        raise UserError(f"config key '{dotted}' is a section; set one of its keys, e.g. '{dotted}.{example}'")
+    if dotted not in all_keys():
+        raise UserError(f"unknown config key '{dotted}' (from {source}){_suggest(dotted)}")
+    *sections, leaf = dotted.split(".")
+    for part in sections:
+        values = values.setdefault(part, {})
+    values[leaf] = value
+    origins[dotted] = source
+
+
+def _validate(values: dict, origins: dict[str, str]) -> Config:
+    try:  # strictly, as JSON: YAML hands over JSON-like values, and bool is not an int there
+        return Config.model_validate_json(json.dumps(values, default=str), strict=True)
+    except ValidationError as error:
+        raise UserError(_sentence(error.errors()[0], origins)) from None
+
+
+def _sentence(error: dict, origins: dict[str, str]) -> str:
+    """One pydantic error as the sentence a user reads: the key, what it must be, and where it came from."""
+    parts = [str(p) for p in error["loc"]]
+    # the longest key or section the error's location starts with (unions add their branch's name after it)
+    named = [k for k in all_keys() + _section_keys() if k.split(".") == parts[:len(k.split("."))]]
+    kind, context = error["type"], error.get("ctx", {})
+    dotted = max(named, key=len) if named and kind != "extra_forbidden" else ".".join(parts)
+    source = origins.get(dotted) or next((w for k, w in origins.items() if k.startswith(dotted + ".")), "")
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown config key '{dotted}' in {source or 'the configuration'}{_suggest(dotted)}"
+    where = f" (from {source})" if source else ""
+    if _section(dotted) is not None:
+        return f"config key '{dotted}' must be a section (a mapping), not {value!r}{where}"
+    annotation = dict(_fields(Config))[dotted].annotation
+    bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("above", "gt"),
+              "less_than_equal": ("at most", "le"), "less_than": ("below", "lt")}
+    if kind in bounds:
+        words, key = bounds[kind]
+        what = f"{words} {context[key]:g}"
+    elif _length(annotation):
+        what = f"a list of {_length(annotation)} numbers"
+    else:
+        what = _expected(annotation)
+    return f"config key '{dotted}' must be {what}, not {value!r}{where}"
+
+
+def _section_keys() -> list[str]:
+    return sorted({key.rpartition(".")[0] for key in all_keys() if "." in key})
+
+
+def _length(annotation) -> int | None:
+    """The fixed length of a tuple-typed key, None for anything else."""
+    args = typing.get_args(annotation)
+    return len(args) if typing.get_origin(annotation) is tuple and args and args[-1] is not Ellipsis else None
+
+
+def _expected(annotation) -> str:
+    """What a key of this type must be, in words."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _expected(args[0])
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is Union:
+        choices = [_expected(a) for a in args if a is not type(None)]
+        text = " or ".join(choices).replace("true or false or one of auto", "true, false or auto")
+        return text.replace(" or one of auto", " or auto")
+    if origin is tuple:
+        return "a list of numbers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(annotation, "valid")
 
 
 def _suggest(dotted: str) -> str:
@@ -247,76 +501,20 @@ def _suggest(dotted: str) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _coerce(dotted: str, key: Key, value: Any) -> Any:
-    """``value`` checked (and int widened to float) against ``key``; a UserError names the key otherwise."""
-    if value is None and (key.default is None or key.kind == "path"):
-        return None
-    kind = key.kind
-    if kind == AUTO_BOOL:
-        if value == "auto" or isinstance(value, bool):
-            return value
-        raise UserError(f"config key '{dotted}' must be true, false or auto, not {value!r}")
-    if kind == "int|auto":
-        if value == "auto":
-            return value
-        kind = "int"
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise UserError(f"config key '{dotted}' must be true or false, not {value!r}")
-    elif kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key '{dotted}' must be an integer, not {value!r}")
-    elif kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserError(f"config key '{dotted}' must be a number, not {value!r}")
-        value = float(value)
-    elif kind in ("str", "path"):
-        if isinstance(value, (bool, list, dict)) or value is None:
-            raise UserError(f"config key '{dotted}' must be a string, not {value!r}")
-        value = str(value)
-    elif kind == "floats":
-        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-            raise UserError(f"config key '{dotted}' must be a list of numbers, not {value!r}")
-        if key.length is not None and len(value) != key.length:
-            raise UserError(f"config key '{dotted}' must be a list of {key.length} numbers, not {value!r}")
-        value = [float(v) for v in value]
-    if key.choices and value not in key.choices:
-        raise UserError(f"config key '{dotted}' must be one of {', '.join(map(str, key.choices))}, not {value!r}")
-    for number in (value if isinstance(value, list) else [value]):
-        if isinstance(number, (int, float)) and not isinstance(number, bool):
-            if key.low is not None and number < key.low:
-                raise UserError(f"config key '{dotted}' must be at least {key.low:g}, not {number!r}")
-            if key.high is not None and number >= key.high:
-                raise UserError(f"config key '{dotted}' must be below {key.high:g}, not {number!r}")
-    return value
+def dump_config(cfg: Config) -> str:
+    """The configuration as YAML, keys in declaration order, each with its description as a comment."""
+    lines = []
 
+    def write(model: BaseModel, indent: str):
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                lines.append(f"{indent}{name}:")
+                write(value, indent + "  ")
+                continue
+            text = yaml.safe_dump([json.loads(json.dumps(value))], default_flow_style=True).strip()[1:-1]
+            note = " ".join((field.description or "").split())
+            lines.append(f"{indent}{name}: {text}" + (f"  # {note}" if note else ""))
 
-def validate(cfg: dict) -> None:
-    """Checks that span keys (the single-key ones happen as values are set)."""
-    low, high = cfg["augment"]["crop_scale"]
-    if not 0 < low <= high:
-        raise UserError("config key 'augment.crop_scale' must be [low, high] with 0 < low <= high <= 1")
-    low, high = cfg["augment"]["crop_ratio"]
-    if not low <= high:
-        raise UserError("config key 'augment.crop_ratio' must be [low, high] with low <= high")
-    milestones = cfg["sched"]["milestones"]
-    if milestones != sorted(milestones):
-        raise UserError("config key 'sched.milestones' must be in increasing order")
-    device = cfg["train"]["device"]
-    if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise UserError(f"config key 'train.device' must be auto, cpu, cuda, cuda:N or mps, not '{device}'")
-    if cfg["train"]["amp"] == "fp16" and device == "cpu":
-        raise UserError("config key 'train.amp' cannot be fp16 on the CPU; use bf16 or none")
-    if cfg["train"]["select"].startswith("ema_") and not cfg["train"]["ema"]:
-        raise UserError(f"config key 'train.select' is {cfg['train']['select']} but train.ema is 0 (no averaged "
-                        "weights); set train.ema (e.g. 0.999) or select best or last")
-    if cfg["loss"]["easy_margin"] and cfg["loss"]["type"] not in ("arcface", "subcenter"):
-        raise UserError("config key 'loss.easy_margin' applies to arcface and subcenter only")
-    name = cfg["run"]["name"]
-    if name is not None and (not name or "/" in name or "\\" in name or name in (".", "..")):
-        raise UserError(f"config key 'run.name' must be a plain folder name, not '{name}'")
-
-
-def dump_config(cfg: dict) -> str:
-    """The configuration as YAML, keys in schema order."""
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    write(cfg, "")
+    return "\n".join(lines) + "\n"

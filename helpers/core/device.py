@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from helpers.core.config import TrainConfig
 from helpers.core.errors import UserError, one_line
 
 
@@ -83,7 +84,7 @@ def first_working(choices: list, problem) -> object:
     return next((choice for choice in choices[:-1] if problem(choice) is None), choices[-1])
 
 
-def fast_path(train: dict, device: torch.device, optimizer: str = "sgd") -> FastPath:
+def fast_path(train: TrainConfig, device: torch.device, optimizer: str = "sgd") -> FastPath:
     """Resolve the ``auto`` speed settings for ``device`` and the ``optimizer`` (sgd, adam, adamw) a run uses.
 
     Each ``auto`` setting takes the first of its choices (:func:`amp_choices`,
@@ -91,12 +92,12 @@ def fast_path(train: dict, device: torch.device, optimizer: str = "sgd") -> Fast
     :func:`probe_problem`, so a kernel this torch or this GPU lacks costs speed,
     not the run. ``selftest`` reports from the same functions.
     """
-    amp = first_working(amp_choices(train["amp"], device), lambda choice: probe_problem(device, amp=choice))
-    channels_last = first_working(channels_last_choices(train["channels_last"], device),
+    amp = first_working(amp_choices(train.amp, device), lambda choice: probe_problem(device, amp=choice))
+    channels_last = first_working(channels_last_choices(train.channels_last, device),
                                   lambda choice: probe_problem(device, channels_last=choice))
     fused = first_working(fused_choices(device),
                           lambda choice: probe_problem(device, fused=choice, optimizer=optimizer))
-    return FastPath(AMP_DTYPES[amp], channels_last, train["compile"], fused)
+    return FastPath(AMP_DTYPES[amp], channels_last, train.compile, fused)
 
 
 @functools.lru_cache(maxsize=None)

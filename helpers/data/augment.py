@@ -14,40 +14,15 @@ decode, and the random parameters come from a generator the engine seeds from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from helpers.core.config import AugmentConfig
+
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """What training augmentation does; the defaults are the assignment's transforms.
-
-    ``color_jitter``: brightness, contrast and saturation factors drawn from
-    [1 - x, 1 + x]; ``grayscale``: probability; ``rotation``: degrees, either
-    way; ``translate``: fraction of the image, either way; ``erasing``:
-    probability of blanking a random rectangle (2-33 % of the image).
-    """
-
-    crop_scale: tuple[float, float] = (0.9, 1.0)
-    crop_ratio: tuple[float, float] = (0.98, 1.02)
-    flip: float = 0.5
-    color_jitter: float = 0.0
-    grayscale: float = 0.0
-    rotation: float = 0.0
-    translate: float = 0.0
-    erasing: float = 0.0
-
-    @classmethod
-    def from_config(cls, augment: dict) -> "AugmentConfig":
-        return cls(crop_scale=tuple(augment["crop_scale"]), crop_ratio=tuple(augment["crop_ratio"]),
-                   flip=augment["flip"], color_jitter=augment["color_jitter"], grayscale=augment["grayscale"],
-                   rotation=augment["rotation"], translate=augment["translate"], erasing=augment["erasing"])
 
 
 def seed_train_transform(size: int = 112, aug: AugmentConfig = AugmentConfig()) -> v2.Compose:

@@ -60,3 +60,17 @@ class PackedImages:
         state = dict(self.__dict__)
         state["_fd"] = state["_pid"] = None
         return state
+
+
+def write_pack(target: Path, items: list[tuple[str, bytes, str | None]]) -> None:
+    """One pack and its index, inside a staged folder (see :func:`staged_folder`), which makes them atomic."""
+    entries = []
+    offset = 0
+    with open(target.with_suffix(".pack"), "wb") as handle:
+        for name, data, label in items:
+            handle.write(data)
+            entries.append([name, offset, len(data), label])
+            offset += len(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    target.with_suffix(".json").write_text(json.dumps({"format": FORMAT, "entries": entries}))

@@ -11,7 +11,6 @@ without putting the answers inside the data.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from helpers.core.errors import UserError
 from helpers.core.io import atomic_write, staged_folder
 from helpers.data.images import BadImageError, is_image, load_image
 from helpers.data.layout import answer_key_path
-from helpers.data.packed import FORMAT
+from helpers.data.packed import write_pack
 
 _ANSWERS_IN_STAGING = ".test_labels.txt"  # moved out beside the root once the root is in place
 
@@ -254,20 +253,6 @@ def prepare_folder(src: str | Path, out: str | Path, *, verification_identities:
                         test_fraction=test_fraction, val_pairs=val_pairs, test_pairs=test_pairs, overwrite=overwrite)
 
 
-def _write_pack(target: Path, items: list[tuple[str, bytes, str | None]]) -> None:
-    """One pack and its index, inside a staged folder (see :func:`staged_folder`), which makes them atomic."""
-    entries = []
-    offset = 0
-    with open(target.with_suffix(".pack"), "wb") as handle:
-        for name, data, label in items:
-            handle.write(data)
-            entries.append([name, offset, len(data), label])
-            offset += len(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    target.with_suffix(".json").write_text(json.dumps({"format": FORMAT, "entries": entries}))
-
-
 def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, int]:
     """Pack every split and ``ver_data/`` of a data root into ``out``; returns image counts per pack."""
     from helpers.data.layout import answer_key_path, open_data
@@ -285,7 +270,7 @@ def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dic
             labels = split.labels or [None] * len(split)
             items = [(path.name if data.layout != "f24" else f"{label}/{path.name}", data.reader(path), label)
                      for path, label in zip(split.paths, labels)]
-            _write_pack(staging / "cls_data" / f"{split.name}.json", items)
+            write_pack(staging / "cls_data" / f"{split.name}.json", items)
             counts[split.name] = len(items)
         names = sorted({name for pairs in (data.val_pairs or [], data.test_pairs or []) for pair in pairs
                         for name in (pair.a, pair.b)})
@@ -293,7 +278,7 @@ def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dic
             ver = data.root / "ver_data"
             items = [(data.ver_path(name).relative_to(ver).as_posix(), data.reader(data.ver_path(name)), None)
                      for name in names]
-            _write_pack(staging / "ver_data.json", items)
+            write_pack(staging / "ver_data.json", items)
             counts["ver_data"] = len(names)
         for pair_file in ("val_pairs.txt", "test_pairs.txt"):
             if (data.root / pair_file).is_file():

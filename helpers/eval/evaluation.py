@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.core.config import load_config
+from helpers.core.config import Config, load_config
 from helpers.core.device import FastPath, default_workers, fast_path, pick_device
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
@@ -50,15 +50,15 @@ class EvalSettings:
     score_norm: ScoreNorm = ScoreNorm()
 
 
-def eval_settings(cfg: dict, device: torch.device, speed: FastPath, **changes) -> EvalSettings:
+def eval_settings(cfg: Config, device: torch.device, speed: FastPath, **changes) -> EvalSettings:
     """How a model trained under ``cfg`` is evaluated on ``device`` (``speed``: its fast path, from
     :func:`helpers.core.device.fast_path`): the one place evaluation settings are made, for training, evaluate,
     submit, the benchmarks and the self-test. ``changes`` replace fields (``tta``, ``progress``, ``batch_size``...).
     """
-    settings = EvalSettings(device=device, batch_size=2 * cfg["train"]["batch_size"],
-                            workers=default_workers(cfg["data"]["num_workers"], device),
-                            image_size=cfg["data"]["image_size"], amp=speed.amp, channels_last=speed.channels_last,
-                            tta=cfg["train"]["eval_tta"], decode_on_device=decodes_on_device(cfg["data"]["decode"]))
+    settings = EvalSettings(device=device, batch_size=2 * cfg.train.batch_size,
+                            workers=default_workers(cfg.data.num_workers, device),
+                            image_size=cfg.data.image_size, amp=speed.amp, channels_last=speed.channels_last,
+                            tta=cfg.train.eval_tta, decode_on_device=decodes_on_device(cfg.data.decode))
     return replace(settings, **changes)
 
 
@@ -218,7 +218,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
     if weights is not None and weights != state.get("graded", "raw"):
         state["val"] = {}  # the stored val threshold belongs to the other weights
     device = pick_device(device)
-    speed = fast_path(cfg["train"], device, cfg["optim"]["name"])  # the probe training ran, cached
+    speed = fast_path(cfg.train, device, cfg.optim.name)  # the probe training ran, cached
     model = restore_model(state, device, weights, checkpoint)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -227,10 +227,10 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
         settings = replace(settings, batch_size=batch_size)
     data = None
     if need_data:
-        root = data_root or cfg["data"]["root"]
+        root = data_root or cfg.data.root
         if root is None:
             raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
-        data = open_data(root, cfg["data"]["layout"] if data_root is None else "auto")
+        data = open_data(root, cfg.data.layout if data_root is None else "auto")
     return model, state, data, settings
 
 
@@ -328,7 +328,7 @@ def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bo
         raise UserError(f"{skipped[0].path}: {skipped[0].reason}")
     scores = score_rows(embeddings, range(0, len(paths), 2), range(1, len(paths), 2), score_norm, model.head)
     rows = [(str(paths[2 * i]), str(paths[2 * i + 1]), float(score)) for i, score in enumerate(scores)]
-    same_scoring = tta == state["config"]["train"]["eval_tta"] and score_norm.method == "none"
+    same_scoring = tta == state["config"].train.eval_tta and score_norm.method == "none"
     threshold = state.get("val", {}).get("val_threshold") if same_scoring else None
     return rows, threshold
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from helpers.core.config import TrainConfig
 from helpers.eval.metrics import paired_bootstrap_eers
 
 ARMS = ("raw", "ema")
@@ -30,11 +31,11 @@ RULES = {"best": ("raw", "best"), "ema_best": ("ema", "best"), "last": ("raw", "
 ARM_NAMES = {"raw": "trained weights", "ema": "EMA weights"}
 
 
-def resolve_select(train: dict) -> str:
+def resolve_select(train: TrainConfig) -> str:
     """``train.select`` with ``auto`` made concrete."""
-    if train["select"] == "auto":
-        return "ema_best" if train["ema"] else "best"
-    return train["select"]
+    if train.select == "auto":
+        return "ema_best" if train.ema else "best"
+    return train.select
 
 
 @dataclass

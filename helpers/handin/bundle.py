@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.core.config import load_config
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write
 from helpers.handin.key_scan import describe, scan_file
@@ -43,7 +44,7 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
                  kaggle_score: float | None = None) -> BundleResult:
     """Assemble the hand-in zip at ``out`` (atomically), refusing on a missing flag or any credential."""
     from helpers.model.summary import model_arch_text, model_summary
-    from helpers.train.tracking import offline_runs, run_summary
+    from helpers.training.tracking import offline_runs, run_summary
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -65,7 +66,7 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
         notebook.name: notebook.read_bytes(),
     }
     state = load_checkpoint(checkpoint)
-    summary = model_summary(state["config"], len(state["classes"]))
+    summary = model_summary(load_config(base=state["config"]), len(state["classes"]))
     members["model_arch.txt"] = model_arch_text(summary).encode()
     stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
     members[f"model_metadata_{stamp}.json"] = json.dumps(

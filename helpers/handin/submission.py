@@ -121,7 +121,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     values = scores
     if fmt == "binary":
         stored = state.get("val", {}).get("val_threshold")  # found on raw cosines, with the run's TTA setting
-        if stored is None or tta != state["config"]["train"]["eval_tta"] or score_norm.method != "none":
+        if stored is None or tta != state["config"].train.eval_tta or score_norm.method != "none":
             stored = verify_pairs(model, data, settings)["threshold"]  # the threshold must match how scores are made
         result.threshold = float(stored)
         values = (scores >= result.threshold).astype(np.int64)

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers.core.config import Config
 from helpers.model.margins import MarginHead, build_head
 
 
@@ -264,18 +265,18 @@ class FaceModel(nn.Module):
         return self.head(self.embed(images), labels)
 
 
-def build_face_model(cfg: dict, num_classes: int) -> FaceModel:
+def build_face_model(cfg: Config, num_classes: int) -> FaceModel:
     """The FaceModel a configuration describes (``model.*`` and ``loss.*`` keys) for ``num_classes`` identities."""
-    m, loss = cfg["model"], cfg["loss"]
-    bn_head = m["head"] == "bn"
+    m, loss = cfg.model, cfg.loss
+    bn_head = m.head == "bn"
     # The BN head carries its own dropout; the seed head takes it on the pooled feature.
-    backbone = resnet(m["depth"], preact=m["block"] == "preact", width=m["width"], stem=m["stem"],
-                      zero_init_residual=m["zero_init_residual"], dropout=0.0 if bn_head else m["dropout"])
+    backbone = resnet(m.depth, preact=m.block == "preact", width=m.width, stem=m.stem,
+                      zero_init_residual=m.zero_init_residual, dropout=0.0 if bn_head else m.dropout)
     if bn_head:
-        embedding = BNEmbedding(backbone.out_features, m["embedding_dim"], m["dropout"])
+        embedding = BNEmbedding(backbone.out_features, m.embedding_dim, m.dropout)
     else:
-        embedding = LinearEmbedding(backbone.out_features, m["embedding_dim"])
-    head = build_head(loss["type"], m["embedding_dim"], num_classes, s=loss["s"], m=loss["m"],
-                      easy_margin=loss["easy_margin"], m1=loss["m1"], m2=loss["m2"], m3=loss["m3"],
-                      subcenters=loss["subcenters"])
+        embedding = LinearEmbedding(backbone.out_features, m.embedding_dim)
+    head = build_head(loss.type, m.embedding_dim, num_classes, s=loss.s, m=loss.m,
+                      easy_margin=loss.easy_margin, m1=loss.m1, m2=loss.m2, m3=loss.m3,
+                      subcenters=loss.subcenters)
     return FaceModel(backbone, embedding, head)

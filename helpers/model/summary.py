@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from helpers.core.config import Config
 from helpers.core.course import COURSE_CLASSES, PARAMETER_BUDGET
 from helpers.core.io import atomic_write_text
 from helpers.model.resnet import FaceModel, build_face_model
@@ -26,19 +27,19 @@ def forward_flops(model: FaceModel, image_size: int) -> int:
     return int(counter.get_total_flops())
 
 
-def model_summary(cfg: dict, num_classes: int = COURSE_CLASSES) -> dict:
+def model_summary(cfg: Config, num_classes: int = COURSE_CLASSES) -> dict:
     """What a configuration's model weighs: parameters per part, budget verdict, feature map, FLOPs."""
     model = build_face_model(cfg, num_classes)
-    size = cfg["data"]["image_size"]
+    size = cfg.data.image_size
     with torch.no_grad():
         model.eval()
         feature_map = tuple(model.backbone.forward_features(torch.zeros(1, 3, size, size)).shape[1:])
     parts = {"backbone": count(model.backbone), "embedding": count(model.embedding), "margin_head": count(model.head)}
     total = sum(parts.values())
-    m = cfg["model"]
+    m = cfg.model
     return {
-        "architecture": f"ResNet-{m['depth']} ({m['block']} blocks, {m['stem']} stem, width {m['width']:g}), "
-                        f"{m['head']} embedding to {m['embedding_dim']}-D, {cfg['loss']['type']} head "
+        "architecture": f"ResNet-{m.depth} ({m.block} blocks, {m.stem} stem, width {m.width:g}), "
+                        f"{m.head} embedding to {m.embedding_dim}-D, {cfg.loss.type} head "
                         f"over {num_classes} classes",
         "params": parts,
         "total_params": total,

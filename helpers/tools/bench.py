@@ -26,17 +26,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers.core.config import load_config
+from helpers.core.config import AugmentConfig, load_config
 from helpers.core.course import COURSE_CLASSES
 from helpers.core.device import fast_path, pick_device
-from helpers.data.augment import AugmentConfig, BatchAugment, normalize, seed_train_transform
+from helpers.data.augment import BatchAugment, normalize, seed_train_transform
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder
 from helpers.data.datasets import FaceImages, collate, decode_batch
 from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
 from helpers.eval.evaluation import embed_images, eval_settings, pair_images, score_pairs
 from helpers.model.resnet import build_face_model
-from helpers.train.engine import TrainStep, make_optimizer
+from helpers.training.engine import TrainStep, make_optimizer
 
 
 def _sync(device: torch.device) -> None:
@@ -163,14 +163,14 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     """
     cfg = load_config(config, overrides)
     device = pick_device(device)
-    batch = batch_size or cfg["train"]["batch_size"]
-    size = cfg["data"]["image_size"]
+    batch = batch_size or cfg.train.batch_size
+    size = cfg.data.image_size
     steps = steps or (20 if device.type == "cuda" else 4)
     warmup = warmup if warmup is not None else (5 if device.type == "cuda" else 1)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, classes, (batch,), generator=generator)
-    speed = fast_path(cfg["train"], device, cfg["optim"]["name"])
+    speed = fast_path(cfg.train, device, cfg.optim.name)
     matmul_fp32 = matmul_flops(device, torch.float32)
     matmul_fast = matmul_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
 
@@ -181,7 +181,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     conv_fast = conv_flops(plain_model, size, batch, device, speed.amp or torch.float32, speed.channels_last)
     peak_fp32, peak_fast = max(matmul_fp32, conv_plain), max(matmul_fast, conv_fast)
     plain_model.to(device)
-    plain_optimizer = make_optimizer(cfg["optim"], plain_model)
+    plain_optimizer = make_optimizer(cfg.optim, plain_model)
     plain_images, plain_labels = images.to(device), labels.to(device)
 
     def plain_step():
@@ -200,9 +200,9 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if speed.compile else model
-    stepper = TrainStep(model, forward, make_optimizer(cfg["optim"], model, fused=speed.fused), speed,
-                        BatchAugment(AugmentConfig.from_config(cfg["augment"]), size), device)
-    lr = cfg["optim"]["lr"]
+    stepper = TrainStep(model, forward, make_optimizer(cfg.optim, model, fused=speed.fused), speed,
+                        BatchAugment(cfg.augment, size), device)
+    lr = cfg.optim.lr
 
     def fast_step():
         stepper.forward_backward(images, labels, generator)
@@ -345,12 +345,12 @@ def bench_eval(config=None, overrides=(), checkpoint=None, data_root=None, devic
         else:
             cfg = load_config(config, overrides)
             device_ = pick_device(device)
-            speed = fast_path(cfg["train"], device_, cfg["optim"]["name"])
+            speed = fast_path(cfg.train, device_, cfg.optim.name)
             model = build_face_model(cfg, 100).to(device_).eval()
             if speed.channels_last:
                 model.to(memory_format=torch.channels_last)
             if data_root is None:
-                data_root = _eval_demo(Path(scratch), cfg["data"]["image_size"])
+                data_root = _eval_demo(Path(scratch), cfg.data.image_size)
             data = open_data(data_root)
             settings = eval_settings(cfg, device_, speed, tta=tta)
             if batch_size:

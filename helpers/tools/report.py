@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.core.io import atomic_write_text, read_metrics
-from helpers.train.tracking import run_summary
+from helpers.training.tracking import run_summary
 
 
 def markdown_table(table: pd.DataFrame) -> str:

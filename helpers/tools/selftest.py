@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from helpers.core.config import load_config
+from helpers.core.config import Config, TrainConfig, load_config
 from helpers.core.device import (
     FastPath,
     amp_choices,
@@ -48,7 +48,7 @@ from helpers.core.device import (
 )
 from helpers.core.errors import UserError, one_line
 from helpers.core.runtime import describe_environment
-from helpers.data.augment import AugmentConfig, BatchAugment, normalize
+from helpers.data.augment import BatchAugment, normalize
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder, sample_jpeg
 from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.images import ImageReader
@@ -58,7 +58,7 @@ from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, 
 from helpers.model.resnet import build_face_model
 from helpers.model.summary import COURSE_CLASSES
 from helpers.tools.bench import _sync
-from helpers.train.engine import TrainStep, make_optimizer
+from helpers.training.engine import TrainStep, make_optimizer
 
 OK, FAILED, NOT_HERE, SKIPPED = "ok", "failed", "not applicable here", "skipped"
 
@@ -202,7 +202,7 @@ def largest_batch(runs, start: int, cap: int, bound=lambda batch: None) -> tuple
 class _Setup:
     """What training would use for a configuration, from the engine's own decisions."""
 
-    cfg: dict
+    cfg: Config
     device: torch.device
     speed: FastPath
     workers: int
@@ -212,10 +212,10 @@ class _Setup:
 
 def _setup(config, overrides, data_root) -> _Setup:
     cfg = load_config(config, overrides)
-    device = pick_device(cfg["train"]["device"])
-    return _Setup(cfg, device, fast_path(cfg["train"], device, cfg["optim"]["name"]),
-                  default_workers(cfg["data"]["num_workers"], device), decodes_on_device(cfg["data"]["decode"]),
-                  open_data(data_root, cfg["data"]["layout"]) if data_root else None)
+    device = pick_device(cfg.train.device)
+    return _Setup(cfg, device, fast_path(cfg.train, device, cfg.optim.name),
+                  default_workers(cfg.data.num_workers, device), decodes_on_device(cfg.data.decode),
+                  open_data(data_root, cfg.data.layout) if data_root else None)
 
 
 def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool = False, quick: bool = False,
@@ -227,19 +227,19 @@ def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool 
     run = _setup(config, overrides, data_root)
     cfg, device, speed = run.cfg, run.device, run.speed
     with tempfile.TemporaryDirectory() as scratch, _own_rng(device):
-        faces = _face_images(Path(scratch) / "faces", run.data, 8 if quick else 64, cfg["data"]["image_size"])
+        faces = _face_images(Path(scratch) / "faces", run.data, 8 if quick else 64, cfg.data.image_size)
         compile_row = compile_check(cfg, device, check_compile, compile_seconds)
-        checks = [*speed_checks(cfg["train"], device, speed, cfg["optim"]["name"]),
+        checks = [*speed_checks(cfg.train, device, speed, cfg.optim.name),
                   compile_row,
                   *decoder_checks(),
                   workers_check(faces, run.workers),
-                  device_decode_check(faces, cfg["data"]["image_size"], device, run.on_device),
+                  device_decode_check(faces, cfg.data.image_size, device, run.on_device),
                   ddp_check(device),
                   checkpoint_check(cfg, device, speed, Path(scratch)),
                   eval_check(cfg, device, speed, faces, run.workers, run.on_device)]
         cost = None
         if quick:
-            checks.append(_step_check(cfg, device, speed, min(8, cfg["train"]["batch_size"]), 100, steps=2)[0])
+            checks.append(_step_check(cfg, device, speed, min(8, cfg.train.batch_size), 100, steps=2)[0])
         else:
             check, cost = measure_cost(run, faces, seconds, compiled=speed.compile and compile_row.status == OK)
             checks.append(check)
@@ -260,7 +260,7 @@ def print_epoch_estimate(config=None, overrides=(), data_root=None, seconds: flo
     data when None) will take, with the epochs that fit train.max_minutes; returns the measured cost."""
     run = _setup(config, overrides, data_root)
     with tempfile.TemporaryDirectory() as scratch, _own_rng(run.device):
-        faces = _face_images(Path(scratch) / "faces", run.data, 32, run.cfg["data"]["image_size"])
+        faces = _face_images(Path(scratch) / "faces", run.data, 32, run.cfg.data.image_size)
         check, cost = measure_cost(run, faces, seconds, compiled=False, search=False)
     if check.status != OK:
         raise UserError(f"the training step failed on {run.device}: {check.note}")
@@ -276,7 +276,7 @@ def _own_rng(device: torch.device):
 # ----------------------------------------------------------------------------- the checks
 
 
-def speed_checks(train: dict, device: torch.device, speed: FastPath, optimizer: str) -> list[PathCheck]:
+def speed_checks(train: TrainConfig, device: torch.device, speed: FastPath, optimizer: str) -> list[PathCheck]:
     """Autocast dtypes, channels-last and the fused optimiser: the choices :func:`device.fast_path` resolves."""
 
     def amp_not_here(value: str) -> str:
@@ -287,10 +287,10 @@ def speed_checks(train: dict, device: torch.device, speed: FastPath, optimizer: 
         return "the CPU trains in fp32 (bf16 is emulated, and slower, without AMX)" if device.type == "cpu" else \
             f"{device.type} trains in fp32"
 
-    checks = _choice_checks(AMP_LABELS, "train.amp", train["amp"], amp_choices(train["amp"], device),
+    checks = _choice_checks(AMP_LABELS, "train.amp", train.amp, amp_choices(train.amp, device),
                             amp_name(speed.amp), lambda value: probe_problem(device, amp=value), amp_not_here)
     checks += _choice_checks({True: "channels-last", False: "NCHW (channels-last off)"}, "train.channels_last",
-                             train["channels_last"], channels_last_choices(train["channels_last"], device),
+                             train.channels_last, channels_last_choices(train.channels_last, device),
                              speed.channels_last, lambda value: probe_problem(device, channels_last=value),
                              lambda value: f"not used on {device.type}", shown=(True,))
     checks += _choice_checks({True: f"fused optimizer ({optimizer})", False: f"the stock for-each {optimizer} step"},
@@ -322,14 +322,14 @@ def _choice_checks(labels: dict, key: str | None, setting, choices: list, chosen
     return checks
 
 
-def compile_check(cfg: dict, device: torch.device, requested: bool, seconds: float) -> PathCheck:
+def compile_check(cfg: Config, device: torch.device, requested: bool, seconds: float) -> PathCheck:
     """``torch.compile`` of the training step, in a child process stopped after ``seconds`` (opt-in)."""
     label = "torch.compile of the training step"
-    used = cfg["train"]["compile"]
+    used = cfg.train.compile
     instead = "" if used else "eager (train.compile is false)"
     if not requested:
         return PathCheck(label, SKIPPED, used, "opt-in: pass --compile (it takes minutes)", instead)
-    payload = json.dumps({"config": cfg, "batch": min(cfg["train"]["batch_size"], 32)})
+    payload = json.dumps({"config": cfg.as_dict(), "batch": min(cfg.train.batch_size, 32)})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                                      os.environ.get("PYTHONPATH")]))}
     child = subprocess.Popen([sys.executable, "-c", "from helpers.tools.selftest import _compile_child; _compile_child()"],
@@ -355,8 +355,8 @@ def _compile_child() -> None:
     """In the child process: compile the configuration's training step and time it against eager."""
     request = json.loads(sys.stdin.read())
     cfg = load_config(None, base=request["config"])
-    device = pick_device(cfg["train"]["device"])
-    speed = fast_path(cfg["train"], device, cfg["optim"]["name"])
+    device = pick_device(cfg.train.device)
+    speed = fast_path(cfg.train, device, cfg.optim.name)
     batch = request["batch"]
     rates = {}
     for compiled in (False, True):
@@ -457,7 +457,7 @@ def ddp_check(device: torch.device) -> PathCheck:
     return PathCheck(label, OK, False, "used under torchrun", instead)
 
 
-def checkpoint_check(cfg: dict, device: torch.device, speed: FastPath, folder: Path) -> PathCheck:
+def checkpoint_check(cfg: Config, device: torch.device, speed: FastPath, folder: Path) -> PathCheck:
     """Save a training state of device tensors, load it into a fresh model and optimiser, and check that the
     next step of the resumed copy matches the next step of the original."""
     label = "checkpoint save -> load -> resume"
@@ -484,7 +484,7 @@ def checkpoint_check(cfg: dict, device: torch.device, speed: FastPath, folder: P
     return PathCheck(label, OK, True, f"{path.stat().st_size / 2 ** 20:.1f} MiB written and reloaded")
 
 
-def eval_check(cfg: dict, device: torch.device, speed: FastPath, faces: FaceImages, workers: int,
+def eval_check(cfg: Config, device: torch.device, speed: FastPath, faces: FaceImages, workers: int,
                on_device: bool) -> PathCheck:
     """Embeddings as evaluation computes them (loader workers, decoding on the device, autocast, memory format)
     against the plain path of the same function (in-process decoding, fp32, NCHW)."""
@@ -529,10 +529,10 @@ def measure_cost(run: _Setup, faces: FaceImages, seconds: float, compiled: bool,
     """Time the training step at the configuration's batch size (``compiled``: through ``torch.compile``),
     search the largest batch that fits, and estimate an epoch of the run's data (the course data when None)."""
     cfg, device, speed, data = run.cfg, run.device, run.speed, run.data
-    train = cfg["train"]
-    batch = train["batch_size"]
+    train = cfg.train
+    batch = train.batch_size
     if data is not None:
-        chosen = training_set(data, cfg["data"]["singletons"], cfg["data"]["max_train_images"], train["seed"])
+        chosen = training_set(data, cfg.data.singletons, cfg.data.max_train_images, train.seed)
         classes, images = len(chosen.classes), len(chosen.paths)
         eval_images = _eval_images(data, set(chosen.classes))
         described = f"{data.root} ({len(chosen.classes):,} identities)"
@@ -546,19 +546,19 @@ def measure_cost(run: _Setup, faces: FaceImages, seconds: float, compiled: bool,
     decode_rate, decode_workers = _decode_rate(faces, device, run.on_device, run.workers)
     eval_rate = _eval_rate(cfg, device, speed)
     epoch = epoch_estimate(images, batch, timing["images_per_s"], decode_rate, decode_workers, eval_images,
-                           eval_rate, train["eval_every"], train["max_minutes"])
+                           eval_rate, train.eval_every, train.max_minutes)
     cost = {**timing, "classes": classes, "data": described, "decode_images_per_s": decode_rate,
             "decode_workers": decode_workers, "eval_images": eval_images, "eval_images_per_s": eval_rate,
             "epoch": epoch}
     return check, cost
 
 
-def _step_check(cfg: dict, device: torch.device, speed: FastPath, batch: int, classes: int, steps: int = 0,
+def _step_check(cfg: Config, device: torch.device, speed: FastPath, batch: int, classes: int, steps: int = 0,
                 seconds: float = 0.0, compiled: bool = False, search: bool = False) -> tuple[PathCheck, dict | None]:
     """The configuration's model trained a few steps (or timed for ``seconds``) at ``batch`` on the device."""
-    label = f"training step (ResNet-{cfg['model']['depth']} x{cfg['model']['width']:g}, batch {batch})"
+    label = f"training step (ResNet-{cfg.model.depth} x{cfg.model.width:g}, batch {batch})"
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg["train"]["deterministic"]  # as the engine sets it
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic  # as the engine sets it
         torch.cuda.reset_peak_memory_stats(device)
     try:
         _, run = _stepper(cfg, device, speed, classes, compiled)
@@ -578,17 +578,17 @@ def _step_check(cfg: dict, device: torch.device, speed: FastPath, batch: int, cl
     return PathCheck(label, OK, True, f"{rate:,.1f} images/s"), timing
 
 
-def _stepper(cfg: dict, device: torch.device, speed: FastPath, classes: int, compiled: bool = False):
+def _stepper(cfg: Config, device: torch.device, speed: FastPath, classes: int, compiled: bool = False):
     """A TrainStep for the configuration's model, and ``run(batch, steps, seed=0)`` on random uint8 images."""
     torch.manual_seed(0)
     model = build_face_model(cfg, classes).to(device)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
-    size = cfg["data"]["image_size"]
+    size = cfg.data.image_size
     stepper = TrainStep(model, torch.compile(model) if compiled else model,
-                        make_optimizer(cfg["optim"], model, fused=speed.fused), speed,
-                        BatchAugment(AugmentConfig.from_config(cfg["augment"]), size), device,
-                        grad_clip=cfg["train"]["grad_clip"])
+                        make_optimizer(cfg.optim, model, fused=speed.fused), speed,
+                        BatchAugment(cfg.augment, size), device,
+                        grad_clip=cfg.train.grad_clip)
     inputs = {}
 
     def run(batch: int, steps: int, seed: int = 0) -> None:
@@ -601,7 +601,7 @@ def _stepper(cfg: dict, device: torch.device, speed: FastPath, classes: int, com
         for step in range(steps):
             torch.manual_seed(seed + step)  # dropout
             stepper.forward_backward(images, labels, torch.Generator().manual_seed(seed + step))
-            stepper.optimizer_step(cfg["optim"]["lr"])
+            stepper.optimizer_step(cfg.optim.lr)
 
     return stepper, run
 
@@ -692,12 +692,12 @@ def _decode_rate(faces: FaceImages, device: torch.device, on_device: bool, worke
     return rate, 0 if on_device else min(workers, os.cpu_count() or 1)
 
 
-def _eval_rate(cfg: dict, device: torch.device, speed: FastPath) -> float:
+def _eval_rate(cfg: Config, device: torch.device, speed: FastPath) -> float:
     """Embeddings/s of the configuration's model at the evaluation batch size, on the device alone."""
-    batch = 2 * cfg["train"]["batch_size"]
+    batch = 2 * cfg.train.batch_size
     if device.type != "cuda":
         batch = min(batch, 64)  # a CPU's rate per image hardly depends on the batch; a small one keeps this short
-    size = cfg["data"]["image_size"]
+    size = cfg.data.image_size
     model = build_face_model(cfg, 10).to(device).eval()
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -21,7 +21,7 @@ import yaml
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text, write_failure
 from helpers.tools.report import markdown_table
-from helpers.train.tracking import run_summary
+from helpers.training.tracking import run_summary
 
 DONE = "sweep_result.json"
 

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import ROOT, TINY, call_cli
+from pydantic import ValidationError
 
-from helpers.core.config import PACKAGED, all_keys, defaults, dump_config, load_config, packaged_configs
+from helpers.core.config import (
+    PACKAGED,
+    Config,
+    OptimConfig,
+    all_keys,
+    changed,
+    defaults,
+    dump_config,
+    load_config,
+    packaged_configs,
+)
 from helpers.core.errors import UserError
-from helpers.train.engine import epoch_limit
+from helpers.training.engine import epoch_limit
 
 REQUIRED_KEYS = """data.root data.layout data.num_workers data.strict model.depth model.width model.stem model.block
 model.embedding_dim loss.type loss.s loss.m loss.easy_margin optim.name optim.lr optim.momentum optim.weight_decay
@@ -16,11 +28,47 @@ train.compile train.grad_clip train.accumulate train.seed train.deterministic tr
 tracking.wandb.mode""".split()
 
 
-def test_the_packaged_seed_is_the_defaults_and_documents_every_key():
-    assert load_config("seed") == defaults()
-    text = (PACKAGED / "seed.yaml").read_text()
+def test_the_seed_is_the_defaults_and_every_key_is_explained():
+    assert load_config("seed") == defaults() == Config()
+    assert yaml.safe_load((PACKAGED / "seed.yaml").read_text()) is None  # it overrides nothing
+    dumped = dump_config(defaults()).splitlines()
     for key in all_keys():
-        assert f"{key.split('.')[-1]}:" in text, key
+        leaf = key.split(".")[-1]
+        line = next(line for line in dumped if line.strip().startswith(f"{leaf}:"))
+        assert "  # " in line, f"{key} has no description in helpers/core/config.py"
+
+
+def test_no_packaged_config_restates_a_default():
+    # A default is written once, as a field default in helpers/core/config.py; configs only override.
+    seed = defaults().as_dict()
+
+    def restated(values, defaults_, prefix=""):
+        for name, value in values.items():
+            if isinstance(value, dict):
+                yield from restated(value, defaults_[name], f"{prefix}{name}.")
+            elif value == defaults_[name]:
+                yield f"{prefix}{name}"
+
+    for name in packaged_configs():
+        values = yaml.safe_load((PACKAGED / f"{name}.yaml").read_text()) or {}
+        assert list(restated(values, seed)) == [], name
+
+
+def test_the_configuration_is_read_only_and_typed():
+    cfg = load_config("fast")
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.optim.lr = 1.0
+    assert isinstance(cfg.optim, OptimConfig) and cfg.augment.crop_scale == (0.7, 1.0)
+    assert changed(cfg, {"run.name": "other"}).run.name == "other" and cfg.run.name is None
+    with pytest.raises(UserError, match="'run.name' must be a plain folder name"):
+        changed(cfg, {"run.name": "a/b"})
+
+
+def test_the_config_command_prints_every_key_with_its_meaning(capsys):
+    code, out, _ = call_cli(capsys, "config", "--config", "fast", "--set", "optim.lr=0.01")
+    assert code == 0
+    assert "lr: 0.01  # the peak learning rate" in out and "head: bn  # " in out
+    assert load_config(base=yaml.safe_load(out)) == load_config("fast", ["optim.lr=0.01"])
 
 
 def test_one_copy_of_each_config_and_it_ships_in_the_package():
@@ -34,10 +82,10 @@ def test_one_copy_of_each_config_and_it_ships_in_the_package():
 def test_configs_are_chosen_by_name_or_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no checkout here: names come from the package
     assert load_config("fast") == load_config(PACKAGED / "fast.yaml") == load_config("fast.yaml")
-    assert load_config("fast")["model"]["head"] == "bn"
+    assert load_config("fast").model.head == "bn"
     own = tmp_path / "fast.yaml"  # a file of the user's wins over the packaged config of the same file name
     own.write_text("optim:\n  lr: 0.5\n")
-    assert load_config("fast.yaml")["optim"]["lr"] == 0.5 and load_config("fast")["optim"]["lr"] == 0.002
+    assert load_config("fast.yaml").optim.lr == 0.5 and load_config("fast").optim.lr == 0.002
     # the checkout paths of before the configs moved into the package still name the same recipes
     assert load_config("configs/fast.yaml") == load_config("fast") and load_config("config.yaml") == load_config("seed")
     with pytest.raises(UserError, match=r"cannot read config file other/fast.yaml.*chosen by name: .*fast"):
@@ -57,13 +105,13 @@ def test_train_with_a_packaged_config_from_any_folder(demo_root, tmp_path, monke
 
 def test_seed_values():
     cfg = defaults()
-    assert cfg["model"]["depth"] == 34 and cfg["model"]["embedding_dim"] == 512
-    assert (cfg["loss"]["type"], cfg["loss"]["s"], cfg["loss"]["m"], cfg["loss"]["easy_margin"]) == ("arcface", 30.0, 0.35, False)
-    assert (cfg["optim"]["name"], cfg["optim"]["lr"], cfg["optim"]["momentum"], cfg["optim"]["weight_decay"],
-            cfg["optim"]["nesterov"]) == ("sgd", 0.001, 0.9, 1e-4, True)
+    assert cfg.model.depth == 34 and cfg.model.embedding_dim == 512
+    assert (cfg.loss.type, cfg.loss.s, cfg.loss.m, cfg.loss.easy_margin) == ("arcface", 30.0, 0.35, False)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay,
+            cfg.optim.nesterov) == ("sgd", 0.001, 0.9, 1e-4, True)
     # The seed trains 100 epochs; train.epochs is unset so that a time budget is not cut short by default.
-    assert cfg["train"]["batch_size"] == 64 and cfg["train"]["epochs"] is None and epoch_limit(cfg["train"]) == 100
-    assert cfg["augment"]["crop_scale"] == [0.9, 1.0] and cfg["augment"]["flip"] == 0.5
+    assert cfg.train.batch_size == 64 and cfg.train.epochs is None and epoch_limit(cfg.train) == 100
+    assert cfg.augment.crop_scale == (0.9, 1.0) and cfg.augment.flip == 0.5
 
 
 def test_issue_keys_exist():
@@ -73,9 +121,9 @@ def test_issue_keys_exist():
 def test_overrides_parse_yaml_values():
     cfg = load_config(overrides=["optim.lr=0.1", "train.amp=bf16", "train.compile=true", "sched.milestones=[5, 8]",
                                  "run.name=x", "data.root=/data/hw2p2"])
-    assert cfg["optim"]["lr"] == 0.1 and cfg["train"]["compile"] is True and cfg["sched"]["milestones"] == [5.0, 8.0]
-    assert cfg["data"]["root"] == "/data/hw2p2"
-    assert load_config(overrides=["train.epochs=3"])["train"]["epochs"] == 3
+    assert cfg.optim.lr == 0.1 and cfg.train.compile is True and cfg.sched.milestones == (5.0, 8.0)
+    assert cfg.data.root == "/data/hw2p2"
+    assert load_config(overrides=["train.epochs=3"]).train.epochs == 3
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -83,7 +131,11 @@ def test_overrides_parse_yaml_values():
     ("train.epochs=abc", "'train.epochs' must be an integer"),
     ("train.epochs=2.5", "'train.epochs' must be an integer"),
     ("train.epochs=0", "'train.epochs' must be at least 1"),
-    ("optim.lr=-1", "'optim.lr' must be at least"),
+    ("optim.lr=-1", "'optim.lr' must be above 0"),
+    ("optim.lr=.nan", "'optim.lr' must be a number"),
+    ("train.epochs=true", "'train.epochs' must be an integer"),
+    ("data.num_workers=many", "'data.num_workers' must be an integer or auto"),
+    ("train.channels_last=maybe", "'train.channels_last' must be true, false or auto"),
     ("optim.name=rmsprop", "'optim.name' must be one of sgd, adam, adamw"),
     ("model.depth=101", "'model.depth' must be one of 18, 34, 50"),
     ("loss.m=4", "'loss.m' must be below"),
@@ -104,6 +156,12 @@ def test_bad_file_contents_name_the_file_and_key(tmp_path):
     bad.write_text("optim:\n  lr: 0.1\n  momentun: 0.9\n")
     with pytest.raises(UserError, match=r"unknown config key 'optim.momentun' in .*bad.yaml"):
         load_config(bad)
+    bad.write_text("optim:\n  lr: 0.1\nmodel:\n  depth: 101\n")
+    with pytest.raises(UserError, match=r"'model.depth' must be one of 18, 34, 50, not 101 \(from .*bad.yaml:4\)"):
+        load_config(bad)
+    bad.write_text("optim: 3\n")
+    with pytest.raises(UserError, match=r"'optim' must be a section"):
+        load_config(bad)
     bad.write_text("optim:\n  lr: [1, 2\n")
     with pytest.raises(UserError, match=r"bad.yaml:\d+ is not valid YAML"):
         load_config(bad)
@@ -118,7 +176,7 @@ def test_a_config_from_any_editor_loads(tmp_path):
     windows = tmp_path / "windows.yaml"
     windows.write_bytes(b"\xef\xbb\xbfoptim:\r\n  lr: 0.05\r\nloss:\r\n  type: cosface\r\n")
     cfg = load_config(windows)
-    assert cfg["optim"]["lr"] == 0.05 and cfg["loss"]["type"] == "cosface"
+    assert cfg.optim.lr == 0.05 and cfg.loss.type == "cosface"
     latin = tmp_path / "latin.yaml"
     latin.write_bytes(b"optim:\n  lr: 0.05  # r\xe9glage\n")
     with pytest.raises(UserError, match=r"latin.yaml is not UTF-8 text \(byte 22 is 0xe9\); save it as UTF-8"):

@@ -1,6 +1,6 @@
 """A full disk: every write stops with one sentence, keeps the previous file and leaves no temporary file.
 
-The disk is faked: ``open`` in helpers.checkpoint (where every file the project
+The disk is faked: ``open`` in helpers.core.io (where every file the project
 writes is opened) hands out handles that take a few more bytes, then fail with
 ``OSError(ENOSPC)`` as a full file system does.
 """
@@ -14,9 +14,9 @@ import pytest
 import torch
 from conftest import TINY, call_cli
 
+from helpers.core import io as safe_io
 from helpers.core.io import WriteFailed, append_text, atomic_write_text, read_metrics, staged_folder
 from helpers.data.prepare import pack_root
-from helpers.model import checkpoint
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
 
 # The one sentence: which file, why, the space left, what survived.
@@ -55,7 +55,7 @@ def full_disk(monkeypatch):
 
     def fill(room: int) -> None:
         disk = {"room": room}
-        monkeypatch.setattr(checkpoint, "open",
+        monkeypatch.setattr(safe_io, "open",
                             lambda *args, **kwargs: _FullDiskHandle(open(*args, **kwargs), disk), raising=False)
 
     return fill
@@ -109,7 +109,7 @@ def test_training_on_a_full_disk_stops_in_one_sentence_and_resumes_once_there_is
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
     assert _left_over(run) == []
 
-    monkeypatch.delattr(checkpoint, "open")  # room again
+    monkeypatch.delattr(safe_io, "open")  # room again
     code, out, err = call_cli(capsys, "train", *args, "--set", "train.epochs=2", "--resume", "auto")
     assert code == 0, err
     assert "resuming" in out and load_checkpoint(run / "last.pt")["epoch"] == 2
@@ -147,18 +147,18 @@ def test_a_read_error_inside_a_staged_folder_is_not_called_a_write_error(tmp_pat
 
 
 def test_packing_onto_a_full_disk_leaves_the_previous_pack(demo_root, tmp_path, monkeypatch, capsys):
-    from helpers.data import packed
+    from helpers.data import packed, prepare
 
     out = tmp_path / "packed"
     pack_root(demo_root, out)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    write_pack = packed._write_pack
+    write_pack = packed.write_pack
 
     def fill_up(target, items):
         write_pack(target, items[:1])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(packed, "_write_pack", fill_up)
+    monkeypatch.setattr(prepare, "write_pack", fill_up)
     code, _, err = call_cli(capsys, "pack-data", demo_root, out, "--overwrite")
     sentence = SENTENCE.match(err)
     assert code == 1 and sentence and sentence["path"] == str(out), err

@@ -10,8 +10,8 @@ from torchvision import transforms
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from helpers.core.config import AugmentConfig
 from helpers.data.augment import (
-    AugmentConfig,
     BatchAugment,
     crop_boxes,
     denormalize,

@@ -15,7 +15,7 @@ from helpers.data.demo import make_demo_data
 from helpers.data.layout import answer_key_path, open_data
 from helpers.data.prepare import pack_root
 from helpers.model.checkpoint import load_checkpoint
-from helpers.train.engine import train
+from helpers.training.engine import train
 
 
 def test_packed_root_reads_the_same_images_and_labels(demo_root, tmp_path, capsys):

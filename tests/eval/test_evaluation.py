@@ -43,7 +43,7 @@ def test_evaluate_reports_dev_accuracy_and_identification(tmp_path, capsys):
     from conftest import TINY
 
     from helpers.data.demo import make_demo_data
-    from helpers.train.engine import train
+    from helpers.training.engine import train
 
     root = make_demo_data(tmp_path / "d", identities=6, images_per_identity=10, verification_identities=4,
                           size=32).root

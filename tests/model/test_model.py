@@ -14,7 +14,7 @@ from helpers.core.course import COURSE_CLASSES
 from helpers.model.margins import margin_loss
 from helpers.model.resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, build_face_model, resnet
 from helpers.model.summary import model_summary
-from helpers.train.engine import make_optimizer
+from helpers.training.engine import make_optimizer
 
 
 def _params(module) -> int:
@@ -102,7 +102,7 @@ def test_face_model_embeds_unit_vectors_and_returns_logits(head):
 def test_every_trainable_parameter_is_in_the_optimiser():
     cfg = load_config(overrides=["model.depth=18", "model.width=0.125", "optim.no_decay_bn_bias=true"])
     model = build_face_model(cfg, 10)
-    optimizer = make_optimizer(cfg["optim"], model)
+    optimizer = make_optimizer(cfg.optim, model)
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert id(model.head.weight) in in_optimizer and len(in_optimizer) == len(list(model.parameters()))
     no_decay = optimizer.param_groups[1]

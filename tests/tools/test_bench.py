@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from conftest import call_cli
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers.core.config import load_config
+from helpers.core.config import AugmentConfig, load_config
 from helpers.core.device import FastPath
-from helpers.data.augment import AugmentConfig, BatchAugment, normalize
+from helpers.data.augment import BatchAugment, normalize
 from helpers.model.resnet import build_face_model
 from helpers.tools.bench import training_flops_per_image
-from helpers.train.engine import TrainStep, make_optimizer
+from helpers.training.engine import TrainStep, make_optimizer
 
 TINY_MODEL = ["--set", "model.depth=18", "--set", "model.width=0.125", "--set", "data.image_size=32"]
 
@@ -83,6 +83,6 @@ def test_fast_step_gives_the_plain_loss(amp, tolerance):
     plain_loss = F.cross_entropy(plain(normalize(images), labels), labels)
     identity = BatchAugment(AugmentConfig(crop_scale=(1, 1), crop_ratio=(1, 1), flip=0.0), 32)
     speed = FastPath(amp=amp, channels_last=True, compile=False, fused=False)
-    stepper = TrainStep(fast, fast, make_optimizer(cfg["optim"], fast), speed, identity, torch.device("cpu"))
+    stepper = TrainStep(fast, fast, make_optimizer(cfg.optim, fast), speed, identity, torch.device("cpu"))
     fast_loss, _ = stepper.forward_backward(images, labels)
     assert fast_loss.item() == pytest.approx(plain_loss.item(), rel=tolerance)

@@ -28,13 +28,12 @@ from helpers.tools.selftest import (
     ddp_check,
     decoder_checks,
     epoch_estimate,
-    eval_settings,
     largest_batch,
     print_epoch_estimate,
     quick_selftest,
     speed_checks,
 )
-from helpers.train.engine import Trainer, init_distributed
+from helpers.training.engine import Trainer, init_distributed
 
 CUDA = torch.device("cuda", 0)
 
@@ -120,14 +119,12 @@ def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_
     assert (check.status, check.used, check.instead) == (FAILED, False, "NCHW (channels-last off)")
     assert "no kernel" in check.note
     assert report.can_train  # a fallback, not a failure
-    assert eval_settings(trainer.cfg, trainer.device, trainer.speed, trainer.workers,
-                         trainer.decode_on_device) == trainer.eval_settings()
     assert by_path(report)[f"JPEG decoder: {codec.image_decoder()}"].used
 
 
 def test_a_set_value_that_fails_stops_training(monkeypatch):
     failing_probe(monkeypatch, channels_last=True)
-    train = load_config(overrides=["train.channels_last=true"])["train"]
+    train = load_config(overrides=["train.channels_last=true"]).train
     cpu = torch.device("cpu")
     speed = fast_path(train, cpu)
     assert speed.channels_last  # a set value is taken as it is, not probed
@@ -141,7 +138,7 @@ def test_cuda_choices_fall_back_in_order(monkeypatch):
     """What the engine picks on a GPU without bf16 or fused kernels, and what the report says; no GPU needed."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     failing_probe(monkeypatch, amp="bf16", fused=True)
-    train = load_config()["train"]
+    train = load_config().train
     speed = fast_path(train, CUDA, "adamw")
     assert (speed.amp, speed.channels_last, speed.fused) == (torch.float16, True, False)
     checks = by_path(speed_checks(train, CUDA, speed, "adamw"))
@@ -153,7 +150,7 @@ def test_cuda_choices_fall_back_in_order(monkeypatch):
 
 
 def test_cuda_paths_are_not_applicable_on_the_cpu():
-    train = load_config()["train"]
+    train = load_config().train
     cpu = torch.device("cpu")
     checks = by_path(speed_checks(train, cpu, fast_path(train, cpu), "sgd"))
     for path in (AMP_LABELS["bf16"], AMP_LABELS["fp16"], "fused optimizer (sgd)"):
@@ -240,7 +237,7 @@ def test_the_epoch_estimate_counts_the_users_data_root(demo_root, capsys):
     printed = capsys.readouterr().out
     assert "one epoch of" in printed and str(demo_root) in printed and "fit train.max_minutes=30" in printed
     cfg = load_config(None, overrides)
-    images = len(training_set(open_data(demo_root), cfg["data"]["singletons"], seed=cfg["train"]["seed"]).paths)
+    images = len(training_set(open_data(demo_root), cfg.data.singletons, seed=cfg.train.seed).paths)
     epoch = cost["epoch"]
     assert epoch["train_images"] == images and epoch["images_per_epoch"] == images // 8 * 8
     assert cost["eval_images"] > 0 and epoch["epochs_in_budget"] > 0 and cost["images_per_s"] > 0

@@ -13,6 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
+from helpers.core.config import Config
 from helpers.core.io import append_text, atomic_write_text, read_metrics
 
 
@@ -27,22 +28,22 @@ def _jsonable(value):
 class Tracker:
     """Appends one JSON record per evaluation to ``metrics.jsonl`` and mirrors it to W&B."""
 
-    def __init__(self, run_dir: Path, cfg: dict, run_id: str | None = None, name: str | None = None):
+    def __init__(self, run_dir: Path, cfg: Config, run_id: str | None = None, name: str | None = None):
         self.path = run_dir / "metrics.jsonl"
         self.run = None
         self.run_id = run_id
-        mode = cfg["tracking"]["wandb"]["mode"]
+        mode = cfg.tracking.wandb.mode
         if mode != "disabled":
             self._start_wandb(run_dir, cfg, mode, name)
 
-    def _start_wandb(self, run_dir: Path, cfg: dict, mode: str, name: str | None) -> None:
-        settings = cfg["tracking"]["wandb"]
+    def _start_wandb(self, run_dir: Path, cfg: Config, mode: str, name: str | None) -> None:
+        settings = cfg.tracking.wandb
         try:
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
-            self.run = wandb.init(project=settings["project"], entity=settings["entity"], name=name, id=self.run_id,
-                                  resume="allow", mode=mode, dir=str(run_dir), config=cfg,
+            self.run = wandb.init(project=settings.project, entity=settings.entity, name=name, id=self.run_id,
+                                  resume="allow", mode=mode, dir=str(run_dir), config=cfg.as_dict(),
                                   settings=wandb.Settings(console="off", init_timeout=60))
         except Exception as error:  # noqa: BLE001 - any W&B failure must leave training running
             if mode == "online":

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from helpers.core.config import dump_config, load_config
+from helpers.core.config import Config, OptimConfig, TrainConfig, changed, dump_config, load_config
 from helpers.core.device import FastPath, default_workers, distributed_backend, fast_path, pick_device
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
-from helpers.data.augment import AugmentConfig, BatchAugment
+from helpers.data.augment import BatchAugment
 from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.layout import open_data
 from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
@@ -45,9 +45,9 @@ from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_
 from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
 from helpers.model.margins import margin_loss
 from helpers.model.resnet import FaceModel, build_face_model
-from helpers.train.averaging import WeightAverage
-from helpers.train.schedule import LRSchedule
-from helpers.train.tracking import Tracker
+from helpers.training.averaging import WeightAverage
+from helpers.training.schedule import LRSchedule
+from helpers.training.tracking import Tracker
 
 # On the CPU a host sync costs nothing; on a GPU the non-finite counter is read every few steps instead.
 _SYNC_EVERY_CUDA = 16
@@ -57,12 +57,12 @@ _SHARE_CLOCK_EVERY = 8
 SEED_EPOCHS = 100
 
 
-def epoch_limit(train: dict) -> float:
+def epoch_limit(train: TrainConfig) -> float:
     """The most epochs a run trains: ``train.epochs`` when set; unset, none under ``train.max_minutes`` (the
     budget ends the run) and the seed's 100 without a budget."""
-    if train["epochs"] is not None:
-        return float(train["epochs"])
-    return math.inf if train["max_minutes"] else float(SEED_EPOCHS)
+    if train.epochs is not None:
+        return float(train.epochs)
+    return math.inf if train.max_minutes else float(SEED_EPOCHS)
 
 
 def budget_epochs(limit: float, position: float, elapsed: float, usable: float) -> float:
@@ -98,7 +98,7 @@ def init_distributed() -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def make_optimizer(optim: dict, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(optim: OptimConfig, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     """SGD (nesterov), Adam or AdamW over every trainable parameter, the margin head's included.
 
     With ``optim.no_decay_bn_bias`` BatchNorm weights and all biases (every
@@ -107,19 +107,19 @@ def make_optimizer(optim: dict, model: torch.nn.Module, fused: bool = False) -> 
     decay, no_decay = [], []
     for parameter in model.parameters():
         if parameter.requires_grad:
-            (no_decay if optim["no_decay_bn_bias"] and parameter.ndim <= 1 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": optim["weight_decay"]}]
+            (no_decay if optim.no_decay_bn_bias and parameter.ndim <= 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     extra = {"fused": True} if fused else {}
-    if optim["name"] == "sgd":
-        momentum = optim["momentum"]
-        optimizer = torch.optim.SGD(groups, lr=optim["lr"], momentum=momentum,
-                                    nesterov=optim["nesterov"] and momentum > 0, **extra)
-    elif optim["name"] == "adam":
-        optimizer = torch.optim.Adam(groups, lr=optim["lr"], betas=tuple(optim["betas"]), **extra)
+    if optim.name == "sgd":
+        momentum = optim.momentum
+        optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=momentum,
+                                    nesterov=optim.nesterov and momentum > 0, **extra)
+    elif optim.name == "adam":
+        optimizer = torch.optim.Adam(groups, lr=optim.lr, betas=tuple(optim.betas), **extra)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), **extra)
+        optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), **extra)
     check_optimizer_covers(optimizer, model)
     return optimizer
 
@@ -236,8 +236,8 @@ class TrainResult:
     graded: str = "raw"  # the weights best.pt grades: raw (trained) or ema (averaged)
 
 
-def run_directory(cfg: dict) -> Path:
-    return Path(cfg["run"]["out_dir"]) / (cfg["run"]["name"] or "run")
+def run_directory(cfg: Config) -> Path:
+    return Path(cfg.run.out_dir) / (cfg.run.name or "run")
 
 
 def prepare_run(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
@@ -251,8 +251,8 @@ def prepare_run(config_path: str | Path | None = None, overrides: list[str] = ()
     ``default_name`` names the run folder when the configuration does not.
     """
     cfg = load_config(config_path, overrides)
-    if cfg["run"]["name"] is None and default_name:
-        cfg["run"]["name"] = default_name
+    if cfg.run.name is None and default_name:
+        cfg = changed(cfg, {"run.name": default_name})
     path = None
     if resume == "auto":
         candidate = run_directory(cfg) / "last.pt"
@@ -272,46 +272,46 @@ def prepare_run(config_path: str | Path | None = None, overrides: list[str] = ()
 class Trainer:
     """Holds a run's model, optimiser and position; :meth:`fit` trains to the end of the epochs or the budget."""
 
-    def __init__(self, cfg: dict, state: dict | None = None, init_from: str | Path | None = None):
+    def __init__(self, cfg: Config, state: dict | None = None, init_from: str | Path | None = None):
         self.cfg = cfg
         self.dist = init_distributed()
-        train = cfg["train"]
-        self.device = pick_device(train["device"], self.dist.local_rank)
-        self.speed = fast_path(train, self.device, cfg["optim"]["name"])
-        if train["deterministic"]:
+        train = cfg.train
+        self.device = pick_device(train.device, self.dist.local_rank)
+        self.speed = fast_path(train, self.device, cfg.optim.name)
+        if train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        torch.manual_seed(train["seed"])
+        torch.manual_seed(train.seed)
         self.run_dir = run_directory(cfg)
-        self.quiet_progress = train["progress"] is False  # otherwise progress.py picks a bar or occasional lines
+        self.quiet_progress = train.progress is False  # otherwise progress.py picks a bar or occasional lines
 
-        data_cfg = cfg["data"]
-        if data_cfg["root"] is None:
+        data_cfg = cfg.data
+        if data_cfg.root is None:
             raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
                             "`python -m helpers demo-data data/demo`)")
-        self.data = open_data(data_cfg["root"], data_cfg["layout"])
-        self.train_set = training_set(self.data, data_cfg["singletons"], data_cfg["max_train_images"],
-                                      train["seed"], classes=state["classes"] if state else None)
+        self.data = open_data(data_cfg.root, data_cfg.layout)
+        self.train_set = training_set(self.data, data_cfg.singletons, data_cfg.max_train_images,
+                                      train.seed, classes=state["classes"] if state else None)
         self.classes = self.train_set.classes
-        self.workers = default_workers(data_cfg["num_workers"], self.device)
+        self.workers = default_workers(data_cfg.num_workers, self.device)
 
         model = build_face_model(cfg, len(self.classes))
         if state is not None:
             model.load_state_dict(model_weights(state, "raw"))  # the trained weights; the average resumes below
-        elif init_from or cfg["run"]["init_from"]:
-            load_weights(model, init_from or cfg["run"]["init_from"], self.classes, announce=self.dist.main)
+        elif init_from or cfg.run.init_from:
+            load_weights(model, init_from or cfg.run.init_from, self.classes, announce=self.dist.main)
         model.to(self.device)
         if self.speed.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model: FaceModel = model  # the plain module: what checkpoints and evaluation use
         # The moving average lives on rank 0 only: under torchrun the ranks hold the same weights, and rank 0
         # alone evaluates and saves.
-        self.average = WeightAverage(model, train["ema"]) if train["ema"] and self.dist.main else None
-        self.selection = Selection(resolve_select(train), ("raw", "ema") if train["ema"] else ("raw",))
-        self.optimizer = make_optimizer(cfg["optim"], model, fused=self.speed.fused)
+        self.average = WeightAverage(model, train.ema) if train.ema and self.dist.main else None
+        self.selection = Selection(resolve_select(train), ("raw", "ema") if train.ema else ("raw",))
+        self.optimizer = make_optimizer(cfg.optim, model, fused=self.speed.fused)
         self.forward = model
         if self.dist.world > 1:
             self.forward = torch.nn.parallel.DistributedDataParallel(
@@ -320,30 +320,30 @@ class Trainer:
             self.forward = torch.compile(self.forward)
 
         self.stepper = TrainStep(model, self.forward, self.optimizer, self.speed,
-                                 BatchAugment(AugmentConfig.from_config(cfg["augment"]), data_cfg["image_size"]),
-                                 self.device, train["accumulate"], train["grad_clip"])
-        self.sampler = EpochSampler(len(self.train_set.paths), train["batch_size"], train["seed"],
+                                 BatchAugment(cfg.augment, data_cfg.image_size),
+                                 self.device, train.accumulate, train.grad_clip)
+        self.sampler = EpochSampler(len(self.train_set.paths), train.batch_size, train.seed,
                                     self.dist.rank, self.dist.world)
-        if self.sampler.batches < train["accumulate"]:
+        if self.sampler.batches < train.accumulate:
             raise UserError(f"{len(self.train_set.paths)} training images make fewer than "
-                            f"{train['accumulate']} batch(es) of {train['batch_size']} per process; "
+                            f"{train.accumulate} batch(es) of {train.batch_size} per process; "
                             "lower train.batch_size")
-        self.decode_on_device = decodes_on_device(data_cfg["decode"])
+        self.decode_on_device = decodes_on_device(data_cfg.decode)
         self.loader = torch.utils.data.DataLoader(
-            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg["image_size"], reader=self.data.reader,
+            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg.image_size, reader=self.data.reader,
                        encoded=self.decode_on_device),
-            batch_size=train["batch_size"], sampler=self.sampler, num_workers=self.workers, collate_fn=collate,
+            batch_size=train.batch_size, sampler=self.sampler, num_workers=self.workers, collate_fn=collate,
             drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
             generator=torch.Generator())
-        self.steps_per_epoch = self.sampler.batches // train["accumulate"]
+        self.steps_per_epoch = self.sampler.batches // train.accumulate
         self.epoch_limit = epoch_limit(train)
         # step and multistep count epochs of a train.epochs-long run (the seed's when unset), stretched to a budget
-        self.schedule = LRSchedule(cfg["sched"], cfg["optim"]["lr"], train["epochs"] or SEED_EPOCHS)
+        self.schedule = LRSchedule(cfg.sched, cfg.optim.lr, train.epochs or SEED_EPOCHS)
 
         # Position and bookkeeping; a resumed run takes them from the checkpoint.
         self.epoch, self.batch, self.step = 0, 0, 0
         self.elapsed_before = 0.0
-        self.planned_epochs = float(train["epochs"] or SEED_EPOCHS)  # under a budget, until its pace is known
+        self.planned_epochs = float(train.epochs or SEED_EPOCHS)  # under a budget, until its pace is known
         self.nonfinite_total = 0
         self.skipped_total = 0
         self.eval_seconds = 0.0
@@ -403,9 +403,9 @@ class Trainer:
             "ema": self.average.state_dict() if self.average is not None else None, **self._graded_fields(name),
             "scaler": self.stepper.scaler.state_dict(), "schedule": self.schedule.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "data_order": {"seed": self.cfg["train"]["seed"], "epoch": self.epoch, "batch": self.batch,
+            "data_order": {"seed": self.cfg.train.seed, "epoch": self.epoch, "batch": self.batch,
                            "world": self.dist.world},
-            "rng": rng_state(), "classes": self.classes, "config": self.cfg,
+            "rng": rng_state(), "classes": self.classes, "config": self.cfg.as_dict(),
             "best_eer": self.best_eer, "best_epoch": self.best_epoch, "selection": self.selection.state_dict(),
             "wandb_run_id": self.tracker.run_id if self.tracker else None,
             "elapsed_seconds": self.elapsed(), "planned_epochs": self.planned_epochs,
@@ -436,7 +436,7 @@ class Trainer:
 
     @property
     def budget(self) -> float:
-        return self.cfg["train"]["max_minutes"] * 60.0
+        return self.cfg.train.max_minutes * 60.0
 
     def reserve(self) -> float:
         """Seconds kept back for the final evaluation and checkpoint: the slowest evaluation seen, with margin."""
@@ -479,7 +479,7 @@ class Trainer:
         A fresh run first evaluates the untrained model: the curves start from
         chance, and a time budget learns what the last evaluation will cost.
         """
-        train = self.cfg["train"]
+        train = self.cfg.train
         self._started = time.perf_counter()
         self._steps_this_process = 0
         self._stopped = False
@@ -496,7 +496,7 @@ class Trainer:
                 # Decided before evaluating and saving, so that last.pt holds at least the elapsed time that
                 # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
                 done = self._stopped or self.epoch >= self.epoch_limit or self.out_of_time()
-                last_record = self._end_of_stretch(stats, evaluate=done or self.epoch % train["eval_every"] == 0)
+                last_record = self._end_of_stretch(stats, evaluate=done or self.epoch % train.eval_every == 0)
                 if done:
                     break
             if last_record is not None and self.dist.main:
@@ -504,7 +504,7 @@ class Trainer:
             if last_record is None and self.dist.main:
                 limit = "-" if math.isinf(self.epoch_limit) else f"{self.epoch_limit:g}"
                 print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {limit}, "
-                      f"{self.elapsed() / 60:.1f} of {train['max_minutes'] or '-'} minutes)")
+                      f"{self.elapsed() / 60:.1f} of {train.max_minutes or '-'} minutes)")
         finally:
             if self.tracker is not None:
                 self.tracker.summarise(EER=self.best_eer, best_epoch=self.best_epoch)
@@ -514,7 +514,7 @@ class Trainer:
     def _report_selection(self) -> None:
         """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""
         labels = np.array([pair.label for pair in self.data.val_pairs])
-        report = self.selection.report(labels, self.cfg["train"]["eval_bootstrap"])
+        report = self.selection.report(labels, self.cfg.train.eval_bootstrap)
         if report is not None:
             atomic_write_text(self.run_dir / "selection.json", json.dumps(report, indent=2) + "\n")
             print("\n".join(report_lines(report)), flush=True)
@@ -523,8 +523,8 @@ class Trainer:
         return self.epoch + self.batch / max(self.sampler.batches, 1)
 
     def _train_epoch(self) -> dict:
-        train = self.cfg["train"]
-        accumulate = train["accumulate"]
+        train = self.cfg.train
+        accumulate = train.accumulate
         self.model.train()
         self.sampler.set_epoch(self.epoch, self.batch)
         sums = {k: torch.zeros((), device=self.device) for k in ("loss", "correct", "seen", "norm")}
@@ -544,7 +544,7 @@ class Trainer:
             batch = next(iterator)
             wait += time.perf_counter() - t0
             if self.decode_on_device:
-                batch = decode_batch(batch, self.device, self.cfg["data"]["image_size"], self.train_set.paths)
+                batch = decode_batch(batch, self.device, self.cfg.data.image_size, self.train_set.paths)
             self._note_skipped(batch)
             boundary = (self.batch + 1) % accumulate == 0
             loss, correct = self._forward_backward(batch, boundary)
@@ -558,7 +558,7 @@ class Trainer:
                 steps += 1
                 self.step += 1
                 self._steps_this_process += 1
-                every = train["checkpoint_every_steps"]
+                every = train.checkpoint_every_steps
                 if every and self.step % every == 0 and self.batch < self.sampler.batches:
                     self.save()
             bar.update(1)
@@ -586,7 +586,7 @@ class Trainer:
     def _note_skipped(self, batch) -> None:
         if not batch.skipped:
             return
-        if self.cfg["data"]["strict"]:
+        if self.cfg.data.strict:
             first = batch.skipped[0]
             raise UserError(f"{first.path}: {first.reason} (data.strict is true; set it false to skip bad images)")
         for item in batch.skipped:
@@ -598,9 +598,9 @@ class Trainer:
                             "run `python -m helpers check-data` and fix the data")
 
     def _forward_backward(self, batch, boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        seed = step_seed(self.cfg["train"]["seed"], self.epoch, self.batch, self.dist.rank)
+        seed = step_seed(self.cfg.train.seed, self.epoch, self.batch, self.dist.rank)
         torch.manual_seed(seed)  # dropout draws from the global generator
-        warmup = self.cfg["loss"]["margin_warmup_epochs"]
+        warmup = self.cfg.loss.margin_warmup_epochs
         self.model.head.set_margin_scale(min(1.0, self.position() / warmup) if warmup > 0 else 1.0)
         return self.stepper.forward_backward(batch.images, batch.labels, torch.Generator().manual_seed(seed),
                                              sync=boundary or self.dist.world == 1)
@@ -619,7 +619,7 @@ class Trainer:
         run, total = int(self.stepper.bad_run.item()), int(self.stepper.bad_total.item())
         self.nonfinite_total += total
         self.stepper.bad_total.zero_()
-        limit = self.cfg["train"]["max_nonfinite_steps"]
+        limit = self.cfg.train.max_nonfinite_steps
         if run >= limit:
             raise TrainingStopped(f"training stopped: {run} steps in a row had a non-finite loss or gradient "
                                   f"(lr {self.optimizer.param_groups[0]['lr']:.3g} may be too high, or try "
@@ -641,7 +641,7 @@ class Trainer:
             if self.data.val_pairs:
                 arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
                 for arm, model in arms.items():
-                    metrics = verify_pairs(model, self.data, settings, bootstrap=self.cfg["train"]["eval_bootstrap"])
+                    metrics = verify_pairs(model, self.data, settings, bootstrap=self.cfg.train.eval_bootstrap)
                     fields = {"val_eer": metrics["eer"], "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"],
                               "val_threshold": metrics["threshold"], "val_tar_at_far": metrics["tar_at_far"]}
                     if "eer_ci95" in metrics:

@@ -13,8 +13,8 @@ from helpers.core.io import read_metrics
 from helpers.eval.evaluation import evaluate_checkpoint
 from helpers.eval.selection import resolve_select
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
-from helpers.train.averaging import WeightAverage
-from helpers.train.engine import Trainer, train
+from helpers.training.averaging import WeightAverage
+from helpers.training.engine import Trainer, train
 
 DECAY = 0.9
 
@@ -122,8 +122,8 @@ def test_a_checkpoint_from_before_averaging_still_evaluates_and_resumes(ema_run,
     state["best_eer"], state["best_epoch"] = state["val"]["val_eer"], state["selection"]["best"]["raw"]["epoch"]
     for key in ("ema", "graded", "selection"):
         del state[key]
-    state["config"]["train"] = {k: v for k, v in state["config"]["train"].items() if k not in ("ema", "select")}
-    state["config"]["run"]["out_dir"] = str(tmp_path)
+    state["config"].train = {k: v for k, v in state["config"].train.items() if k not in ("ema", "select")}
+    state["config"].run.out_dir = str(tmp_path)
     old = tmp_path / "ema" / "last.pt"
     save_checkpoint(state, old)
     assert evaluate_checkpoint(old)["eer"] == pytest.approx(state["best_eer"], abs=1e-9)
@@ -178,8 +178,8 @@ def test_selecting_averaged_weights_needs_the_average():
 
     with pytest.raises(UserError, match="'train.select' is ema_best but train.ema is 0"):
         load_config(overrides=["train.select=ema_best"])
-    assert resolve_select(load_config(overrides=["train.ema=0.99"])["train"]) == "ema_best"
-    assert resolve_select(load_config()["train"]) == "best"
+    assert resolve_select(load_config(overrides=["train.ema=0.99"]).train) == "ema_best"
+    assert resolve_select(load_config().train) == "best"
 
 
 def test_each_evaluation_records_its_interval_and_the_run_ends_with_a_paired_comparison(ema_run):
@@ -207,7 +207,7 @@ def test_each_evaluation_records_its_interval_and_the_run_ends_with_a_paired_com
 
 def test_report_and_curves_show_the_average_beside_the_trained_weights(ema_run, tmp_path):
     from helpers.eval.plots import training_curves_figure
-    from helpers.train.tracking import run_summary
+    from helpers.training.tracking import run_summary
 
     result, _ = ema_run
     records = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("evaluated")]

@@ -6,16 +6,15 @@ import json
 
 import pytest
 
-from helpers.core.config import defaults
+from helpers.core.config import load_config
 from helpers.core.io import read_metrics
-from helpers.train.tracking import Tracker, offline_runs
+from helpers.training.tracking import Tracker, offline_runs
 
 
 def test_wandb_online_without_login_falls_back_to_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))  # no stored login either
-    cfg = defaults()
-    cfg["tracking"]["wandb"]["mode"] = "online"
+    cfg = load_config(overrides=["tracking.wandb.mode=online"])
     with pytest.warns(UserWarning, match="logging offline instead"):
         tracker = Tracker(tmp_path, cfg, name="run")
     tracker.log({"epoch": 1, "step": 5, "val_eer": 0.25, "train_loss": 3.0})
@@ -27,8 +26,7 @@ def test_wandb_online_without_login_falls_back_to_offline(tmp_path, monkeypatch)
 
 
 def test_metrics_reader_ignores_a_half_written_line_and_truncation_drops_redone_work(tmp_path):
-    cfg = defaults()
-    cfg["tracking"]["wandb"]["mode"] = "disabled"
+    cfg = load_config(overrides=["tracking.wandb.mode=disabled"])
     tracker = Tracker(tmp_path, cfg)
     for step in (10, 20, 30):
         tracker.log({"step": step, "val_eer": float("nan")})
@@ -54,8 +52,7 @@ class _RecordingRun:
 
 
 def test_wandb_gets_the_val_eer_under_the_course_key_and_only_numbers(tmp_path):
-    cfg = defaults()
-    cfg["tracking"]["wandb"]["mode"] = "disabled"
+    cfg = load_config(overrides=["tracking.wandb.mode=disabled"])
     tracker = Tracker(tmp_path, cfg)
     tracker.run = run = _RecordingRun()
     tracker.log({"epoch": 1, "step": 5, "val_eer": 0.25, "weights": "ema", "val_eer_low": None})

@@ -6,14 +6,12 @@ import math
 
 import pytest
 
-from helpers.core.config import defaults
-from helpers.train.schedule import LRSchedule
+from helpers.core.config import SchedConfig
+from helpers.training.schedule import LRSchedule
 
 
 def _schedule(**sched) -> LRSchedule:
-    cfg = defaults()["sched"]
-    cfg.update(sched)
-    return LRSchedule(cfg, base_lr=0.1, planned_epochs=10)
+    return LRSchedule(SchedConfig(**sched), base_lr=0.1, planned_epochs=10)
 
 
 def test_constant_by_default():

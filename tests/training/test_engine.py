@@ -18,9 +18,9 @@ from helpers.core.config import load_config
 from helpers.core.errors import UserError
 from helpers.core.io import WriteFailed, read_metrics
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
-from helpers.train import engine
-from helpers.train.engine import EpochSampler, Trainer, TrainingStopped, budget_epochs, epoch_limit, train
-from helpers.train.tracking import offline_runs
+from helpers.training import engine
+from helpers.training.engine import EpochSampler, Trainer, TrainingStopped, budget_epochs, epoch_limit, train
+from helpers.training.tracking import offline_runs
 
 
 def _sets(items):
@@ -45,7 +45,7 @@ def test_training_writes_its_files_and_learns(demo_root, tmp_path, capsys):
         assert 0.0 <= record["val_eer"] <= 1.0
     before, best = records[0]["val_eer"], min(r["val_eer"] for r in records[1:])
     assert best < before - 0.08, (before, best)
-    assert load_config(run / "config.yaml")["optim"]["lr"] == 0.005
+    assert load_config(run / "config.yaml").optim.lr == 0.005
     best_state = load_checkpoint(run / "best.pt")
     assert best_state["best_eer"] == pytest.approx(best) and best_state["classes"] == [str(i) for i in range(12)]
     assert len(offline_runs(run)) == 1  # the W&B offline run, for `wandb sync` and the hand-in
@@ -260,7 +260,7 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path):
     assert 1 < result.epochs < 1000
     for name in ("last.pt", "best.pt"):
         state = load_checkpoint(result.run_dir / name)
-        assert state["config"]["train"]["max_minutes"] == 0.25
+        assert state["config"].train.max_minutes == 0.25
     records = read_metrics(result.run_dir / "metrics.jsonl")
     assert records[-1]["lr"] < 0.25 * 0.01  # the cosine was laid over the budget and has nearly finished
     again = train(None, args, resume="auto")  # resume honours the budget already spent

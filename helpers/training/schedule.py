@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import math
 
+from helpers.core.config import SchedConfig
+
 
 class LRSchedule:
     """The lr for a position in training; ``observe(val_eer)`` drives reduce-on-plateau."""
 
-    def __init__(self, sched: dict, base_lr: float, planned_epochs: float):
-        self.name = sched["name"]
-        self.warmup = sched["warmup_epochs"]
-        self.min_lr = sched["min_lr"]
-        self.step_size = sched["step_size"]
-        self.milestones = list(sched["milestones"])
-        self.gamma = sched["gamma"]
-        self.patience = sched["patience"]
+    def __init__(self, sched: SchedConfig, base_lr: float, planned_epochs: float):
+        self.name = sched.name
+        self.warmup = sched.warmup_epochs
+        self.min_lr = sched.min_lr
+        self.step_size = sched.step_size
+        self.milestones = list(sched.milestones)
+        self.gamma = sched.gamma
+        self.patience = sched.patience
         self.base_lr = base_lr
         self.planned_epochs = planned_epochs
         self.plateau_factor = 1.0

@@ -122,8 +122,8 @@ def test_a_checkpoint_from_before_averaging_still_evaluates_and_resumes(ema_run,
     state["best_eer"], state["best_epoch"] = state["val"]["val_eer"], state["selection"]["best"]["raw"]["epoch"]
     for key in ("ema", "graded", "selection"):
         del state[key]
-    state["config"].train = {k: v for k, v in state["config"].train.items() if k not in ("ema", "select")}
-    state["config"].run.out_dir = str(tmp_path)
+    state["config"]["train"] = {k: v for k, v in state["config"]["train"].items() if k not in ("ema", "select")}
+    state["config"]["run"]["out_dir"] = str(tmp_path)
     old = tmp_path / "ema" / "last.pt"
     save_checkpoint(state, old)
     assert evaluate_checkpoint(old)["eer"] == pytest.approx(state["best_eer"], abs=1e-9)

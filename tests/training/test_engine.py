@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, call_cli
 
-from helpers.core.config import load_config
+from helpers.core.config import TrainConfig, load_config
 from helpers.core.errors import UserError
 from helpers.core.io import WriteFailed, read_metrics
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
@@ -260,7 +260,7 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path):
     assert 1 < result.epochs < 1000
     for name in ("last.pt", "best.pt"):
         state = load_checkpoint(result.run_dir / name)
-        assert state["config"].train.max_minutes == 0.25
+        assert state["config"]["train"]["max_minutes"] == 0.25  # checkpoints hold the configuration as plain values
     records = read_metrics(result.run_dir / "metrics.jsonl")
     assert records[-1]["lr"] < 0.25 * 0.01  # the cosine was laid over the budget and has nearly finished
     again = train(None, args, resume="auto")  # resume honours the budget already spent
@@ -268,10 +268,10 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path):
 
 
 def test_epochs_follow_the_budget_unless_train_epochs_caps_them():
-    assert epoch_limit({"epochs": None, "max_minutes": 40.0}) == math.inf  # the budget decides
-    assert epoch_limit({"epochs": 30, "max_minutes": 40.0}) == 30  # a cap set on purpose
-    assert epoch_limit({"epochs": None, "max_minutes": 0.0}) == 100  # the seed's length
-    assert epoch_limit({"epochs": 7, "max_minutes": 0.0}) == 7
+    assert epoch_limit(TrainConfig(epochs=None, max_minutes=40.0)) == math.inf  # the budget decides
+    assert epoch_limit(TrainConfig(epochs=30, max_minutes=40.0)) == 30  # a cap set on purpose
+    assert epoch_limit(TrainConfig(epochs=None, max_minutes=0.0)) == 100  # the seed's length
+    assert epoch_limit(TrainConfig(epochs=7, max_minutes=0.0)) == 7
     # 2 epochs took 60 s, 600 s are usable: the run will be 20 epochs long, unless capped.
     assert budget_epochs(math.inf, 2.0, 60.0, 600.0) == 20.0 and budget_epochs(12, 2.0, 60.0, 600.0) == 12
 

@@ -13,7 +13,14 @@ What it guarantees:
   last good checkpoint;
 * ``train.max_minutes`` lays the schedule over a time budget and ends with a
   final evaluation and valid checkpoints before the budget is spent; the
-  number of epochs then follows the budget, up to ``train.epochs`` if set.
+  number of epochs then follows the budget, up to ``train.epochs`` if set
+  (budget.py).
+
+A run is entered in three steps, as :func:`train` does: :func:`run_context`
+(the process group, the device, torch's global switches, all undone on exit),
+:func:`build_run` (data, model, optimiser, schedule; writes nothing) and
+:func:`run_folder` (config.yaml and tracking). The :class:`Trainer` then only
+trains what it is given.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,20 +39,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from helpers.core.config import Config, OptimConfig, TrainConfig, changed, dump_config, load_config
+from helpers.core.config import Config, OptimConfig, changed, dump_config, load_config
 from helpers.core.device import FastPath, default_workers, distributed_backend, fast_path, pick_device
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
 from helpers.data.augment import BatchAugment
-from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device, training_set
-from helpers.data.layout import open_data
+from helpers.data.datasets import FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, training_set
+from helpers.data.layout import FaceData, open_data
 from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
 from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
 from helpers.model.margins import margin_loss
 from helpers.model.resnet import FaceModel, build_face_model
 from helpers.training.averaging import WeightAverage
+from helpers.training.budget import SEED_EPOCHS, TimeBudget
 from helpers.training.schedule import LRSchedule
 from helpers.training.tracking import Tracker
 
@@ -53,24 +61,6 @@ from helpers.training.tracking import Tracker
 _SYNC_EVERY_CUDA = 16
 # Under torchrun with a time budget, rank 0's clock is shared every this many optimiser steps.
 _SHARE_CLOCK_EVERY = 8
-# The seed recipe's length: what a run trains when neither train.epochs nor a time budget says.
-SEED_EPOCHS = 100
-
-
-def epoch_limit(train: TrainConfig) -> float:
-    """The most epochs a run trains: ``train.epochs`` when set; unset, none under ``train.max_minutes`` (the
-    budget ends the run) and the seed's 100 without a budget."""
-    if train.epochs is not None:
-        return float(train.epochs)
-    return math.inf if train.max_minutes else float(SEED_EPOCHS)
-
-
-def budget_epochs(limit: float, position: float, elapsed: float, usable: float) -> float:
-    """How long a budgeted run will be: the epochs it reaches when ``usable`` seconds are spent at the pace of
-    ``position`` epochs in ``elapsed`` seconds, within ``limit``. The lr schedule is laid over this length."""
-    return min(limit, position * usable / elapsed)
-
-
 class TrainingStopped(UserError):
     """The run stopped itself (non-finite steps); the last good checkpoint is kept."""
 
@@ -269,100 +259,163 @@ def prepare_run(config_path: str | Path | None = None, overrides: list[str] = ()
     return load_config(None, overrides, base=state["config"]), state
 
 
-class Trainer:
-    """Holds a run's model, optimiser and position; :meth:`fit` trains to the end of the epochs or the budget."""
+@dataclass(frozen=True)
+class RunContext:
+    """What the process a run trains in holds: its place in a torchrun job, its device and that device's fast
+    path. Made by :func:`run_context`."""
 
-    def __init__(self, cfg: Config, state: dict | None = None, init_from: str | Path | None = None):
-        self.cfg = cfg
-        self.dist = init_distributed()
-        train = cfg.train
-        self.device = pick_device(train.device, self.dist.local_rank)
-        self.speed = fast_path(train, self.device, cfg.optim.name)
+    dist: Distributed
+    device: torch.device
+    speed: FastPath
+
+
+@contextmanager
+def run_context(cfg: Config):
+    """The process-wide set-up of a run, undone on exit: join the torchrun process group (left again when this
+    joined it), pick the device and its fast path, and set torch's global switches (deterministic kernels,
+    cuDNN autotuning), which are restored, so that a notebook's next cell starts as it was."""
+    joined = not dist.is_initialized()
+    place = init_distributed()
+    joined = joined and dist.is_initialized()
+    train = cfg.train
+    device = pick_device(train.device, place.local_rank)
+    speed = fast_path(train, device, cfg.optim.name)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    try:
         if train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
+        elif device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        torch.manual_seed(train.seed)
-        self.run_dir = run_directory(cfg)
-        self.quiet_progress = train.progress is False  # otherwise progress.py picks a bar or occasional lines
+        yield RunContext(place, device, speed)
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+        if before[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        if joined:
+            dist.destroy_process_group()
 
-        data_cfg = cfg.data
-        if data_cfg.root is None:
-            raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
-                            "`python -m helpers demo-data data/demo`)")
-        self.data = open_data(data_cfg.root, data_cfg.layout)
-        self.train_set = training_set(self.data, data_cfg.singletons, data_cfg.max_train_images,
-                                      train.seed, classes=state["classes"] if state else None)
-        self.classes = self.train_set.classes
-        self.workers = default_workers(data_cfg.num_workers, self.device)
 
-        model = build_face_model(cfg, len(self.classes))
+@dataclass
+class RunParts:
+    """What a run trains with, as :func:`build_run` makes it."""
+
+    data: FaceData
+    train_set: TrainingSet
+    workers: int
+    decode_on_device: bool
+    model: FaceModel
+    average: WeightAverage | None
+    selection: Selection
+    optimizer: torch.optim.Optimizer
+    stepper: TrainStep
+    sampler: EpochSampler
+    loader: torch.utils.data.DataLoader
+    schedule: LRSchedule
+
+
+def build_run(cfg: Config, run: RunContext, state: dict | None = None,
+              init_from: str | Path | None = None) -> RunParts:
+    """The data, model, optimiser, step and schedule of a run; the model holds ``state``'s trained weights (a
+    resume) or ``init_from``'s. Writes nothing."""
+    train, data_cfg = cfg.train, cfg.data
+    torch.manual_seed(train.seed)
+    if data_cfg.root is None:
+        raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
+                        "`python -m helpers demo-data data/demo`)")
+    data = open_data(data_cfg.root, data_cfg.layout)
+    train_set = training_set(data, data_cfg.singletons, data_cfg.max_train_images, train.seed,
+                             classes=state["classes"] if state else None)
+    workers = default_workers(data_cfg.num_workers, run.device)
+
+    model = build_face_model(cfg, len(train_set.classes))
+    if state is not None:
+        model.load_state_dict(model_weights(state, "raw"))  # the trained weights; the average resumes later
+    elif init_from or cfg.run.init_from:
+        load_weights(model, init_from or cfg.run.init_from, train_set.classes, announce=run.dist.main)
+    model.to(run.device)
+    if run.speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    # The moving average lives on rank 0 only: under torchrun the ranks hold the same weights, and rank 0
+    # alone evaluates and saves.
+    average = WeightAverage(model, train.ema) if train.ema and run.dist.main else None
+    selection = Selection(resolve_select(train), ("raw", "ema") if train.ema else ("raw",))
+    optimizer = make_optimizer(cfg.optim, model, fused=run.speed.fused)
+    forward = model
+    if run.dist.world > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    if run.speed.compile:
+        forward = torch.compile(forward)
+    stepper = TrainStep(model, forward, optimizer, run.speed, BatchAugment(cfg.augment, data_cfg.image_size),
+                        run.device, train.accumulate, train.grad_clip)
+    sampler = EpochSampler(len(train_set.paths), train.batch_size, train.seed, run.dist.rank, run.dist.world)
+    if sampler.batches < train.accumulate:
+        raise UserError(f"{len(train_set.paths)} training images make fewer than {train.accumulate} batch(es) of "
+                        f"{train.batch_size} per process; lower train.batch_size")
+    decode_on_device = decodes_on_device(data_cfg.decode)
+    loader = torch.utils.data.DataLoader(
+        FaceImages(train_set.paths, train_set.labels, data_cfg.image_size, reader=data.reader,
+                   encoded=decode_on_device),
+        batch_size=train.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+        drop_last=True, pin_memory=run.device.type == "cuda", persistent_workers=workers > 0,
+        generator=torch.Generator())
+    # step and multistep count epochs of a train.epochs-long run (the seed's when unset), stretched to a budget
+    schedule = LRSchedule(cfg.sched, cfg.optim.lr, train.epochs or SEED_EPOCHS)
+    return RunParts(data, train_set, workers, decode_on_device, model, average, selection, optimizer, stepper,
+                    sampler, loader, schedule)
+
+
+@contextmanager
+def run_folder(cfg: Config, run: RunContext, state: dict | None = None):
+    """The run folder with its ``config.yaml``, and the run's :class:`Tracker` (None on ranks other than 0),
+    finished on exit. A resume drops the records logged after its checkpoint: that work is redone."""
+    if not run.dist.main:
+        yield None
+        return
+    folder = run_directory(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.yaml", dump_config(cfg))
+    tracker = Tracker(folder, cfg, run_id=state.get("wandb_run_id") if state else None, name=folder.name)
+    try:
         if state is not None:
-            model.load_state_dict(model_weights(state, "raw"))  # the trained weights; the average resumes below
-        elif init_from or cfg.run.init_from:
-            load_weights(model, init_from or cfg.run.init_from, self.classes, announce=self.dist.main)
-        model.to(self.device)
-        if self.speed.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model: FaceModel = model  # the plain module: what checkpoints and evaluation use
-        # The moving average lives on rank 0 only: under torchrun the ranks hold the same weights, and rank 0
-        # alone evaluates and saves.
-        self.average = WeightAverage(model, train.ema) if train.ema and self.dist.main else None
-        self.selection = Selection(resolve_select(train), ("raw", "ema") if train.ema else ("raw",))
-        self.optimizer = make_optimizer(cfg.optim, model, fused=self.speed.fused)
-        self.forward = model
-        if self.dist.world > 1:
-            self.forward = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.speed.compile:
-            self.forward = torch.compile(self.forward)
+            tracker.truncate(state["step"])
+        yield tracker
+    finally:
+        tracker.finish()
 
-        self.stepper = TrainStep(model, self.forward, self.optimizer, self.speed,
-                                 BatchAugment(cfg.augment, data_cfg.image_size),
-                                 self.device, train.accumulate, train.grad_clip)
-        self.sampler = EpochSampler(len(self.train_set.paths), train.batch_size, train.seed,
-                                    self.dist.rank, self.dist.world)
-        if self.sampler.batches < train.accumulate:
-            raise UserError(f"{len(self.train_set.paths)} training images make fewer than "
-                            f"{train.accumulate} batch(es) of {train.batch_size} per process; "
-                            "lower train.batch_size")
-        self.decode_on_device = decodes_on_device(data_cfg.decode)
-        self.loader = torch.utils.data.DataLoader(
-            FaceImages(self.train_set.paths, self.train_set.labels, data_cfg.image_size, reader=self.data.reader,
-                       encoded=self.decode_on_device),
-            batch_size=train.batch_size, sampler=self.sampler, num_workers=self.workers, collate_fn=collate,
-            drop_last=True, pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
-            generator=torch.Generator())
-        self.steps_per_epoch = self.sampler.batches // train.accumulate
-        self.epoch_limit = epoch_limit(train)
-        # step and multistep count epochs of a train.epochs-long run (the seed's when unset), stretched to a budget
-        self.schedule = LRSchedule(cfg.sched, cfg.optim.lr, train.epochs or SEED_EPOCHS)
+
+class Trainer:
+    """Holds a run's model, optimiser and position; :meth:`fit` trains to the end of the epochs or the budget."""
+
+    def __init__(self, cfg: Config, run: RunContext, parts: RunParts, tracker: Tracker | None = None,
+                 state: dict | None = None):
+        self.cfg = cfg
+        self.dist, self.device, self.speed = run.dist, run.device, run.speed
+        self.run_dir = run_directory(cfg)
+        self.quiet_progress = cfg.train.progress is False  # otherwise progress.py picks a bar or occasional lines
+        self.tracker = tracker
+        self.data, self.train_set, self.classes = parts.data, parts.train_set, parts.train_set.classes
+        self.workers, self.decode_on_device = parts.workers, parts.decode_on_device
+        self.model: FaceModel = parts.model  # the plain module: what checkpoints and evaluation use
+        self.average, self.selection = parts.average, parts.selection
+        self.optimizer, self.stepper, self.schedule = parts.optimizer, parts.stepper, parts.schedule
+        self.sampler, self.loader = parts.sampler, parts.loader
+        self.budget = TimeBudget(cfg.train, self.dist.world, self.device)
 
         # Position and bookkeeping; a resumed run takes them from the checkpoint.
         self.epoch, self.batch, self.step = 0, 0, 0
-        self.elapsed_before = 0.0
-        self.planned_epochs = float(train.epochs or SEED_EPOCHS)  # under a budget, until its pace is known
         self.nonfinite_total = 0
         self.skipped_total = 0
-        self.eval_seconds = 0.0
-        self._shared_clock: float | None = None
-        run_id = None
         self.resumed = state is not None
         if state is not None:
             self._restore(state)
-            run_id = state.get("wandb_run_id")
             if self.dist.main:
                 print(f"resuming {self.run_dir} at epoch {self.position():.2f} with its saved configuration "
                       f"(--set overrides still apply)")
-        self.tracker = None
-        if self.dist.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
-            self.tracker = Tracker(self.run_dir, cfg, run_id=run_id, name=self.run_dir.name)
-            if state is not None:
-                self.tracker.truncate(self.step)
 
     # ------------------------------------------------------------------ state
 
@@ -374,11 +427,9 @@ class Trainer:
         self.selection.load_state_dict(state["selection"] if "selection" in state else Selection.legacy_state(state))
         if self.average is not None and state.get("ema"):  # else the average starts now (train.ema newly set)
             self.average.load_state_dict(state["ema"])
-        self.elapsed_before = state["elapsed_seconds"]
-        self.planned_epochs = state["planned_epochs"]
+        self.budget.load_state_dict(state)
         self.nonfinite_total = state["nonfinite_steps"]
         self.skipped_total = state["skipped_images"]
-        self.eval_seconds = state["eval_seconds"]
         set_rng_state(state["rng"])
 
     @property
@@ -408,9 +459,7 @@ class Trainer:
             "rng": rng_state(), "classes": self.classes, "config": self.cfg.as_dict(),
             "best_eer": self.best_eer, "best_epoch": self.best_epoch, "selection": self.selection.state_dict(),
             "wandb_run_id": self.tracker.run_id if self.tracker else None,
-            "elapsed_seconds": self.elapsed(), "planned_epochs": self.planned_epochs,
-            "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total,
-            "eval_seconds": self.eval_seconds,
+            **self.budget.state_dict(), "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total,
             "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
         }
 
@@ -429,48 +478,6 @@ class Trainer:
             save_checkpoint({**state, **self._graded_fields(name)}, self.run_dir / name)
         save_checkpoint(state, self.run_dir / "last.pt")
 
-    # ------------------------------------------------------------------ time budget
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + (time.perf_counter() - self._started if hasattr(self, "_started") else 0.0)
-
-    @property
-    def budget(self) -> float:
-        return self.cfg.train.max_minutes * 60.0
-
-    def reserve(self) -> float:
-        """Seconds kept back for the final evaluation and checkpoint: the slowest evaluation seen, with margin."""
-        return 1.25 * self.eval_seconds + min(5.0, 0.05 * self.budget)
-
-    def clock(self, refresh: bool = True) -> float:
-        """Elapsed seconds as every rank agrees on them.
-
-        One process reads its own clock. Under torchrun, rank 0's clock is
-        broadcast when ``refresh`` is set (every few steps), so that every rank
-        takes the same time-budget decisions: the same lr, the same last step.
-        """
-        if self.dist.world == 1:
-            return self.elapsed()
-        if refresh or self._shared_clock is None:
-            value = torch.tensor([self.elapsed()], dtype=torch.float64,
-                                 device=self.device if self.device.type == "cuda" else "cpu")
-            dist.broadcast(value, src=0)
-            self._shared_clock = float(value.item())
-        return self._shared_clock
-
-    def out_of_time(self, refresh: bool = True) -> bool:
-        return bool(self.budget) and self.clock(refresh) + self.reserve() >= self.budget
-
-    def total_epochs(self, position: float) -> float:
-        """How long the schedule thinks the run is: its epoch limit, or what fits the budget at the pace so far."""
-        if not self.budget:
-            return self.epoch_limit
-        elapsed = self.clock(refresh=False)
-        if self._steps_this_process >= 10 and elapsed > min(10.0, 0.05 * self.budget):
-            usable = max(self.budget - self.reserve(), 1.0)
-            self.planned_epochs = budget_epochs(self.epoch_limit, position, elapsed, usable)
-        return self.planned_epochs
-
     # ------------------------------------------------------------------ training
 
     def fit(self) -> TrainResult:
@@ -480,35 +487,33 @@ class Trainer:
         chance, and a time budget learns what the last evaluation will cost.
         """
         train = self.cfg.train
-        self._started = time.perf_counter()
-        self._steps_this_process = 0
+        self.budget.start()
         self._stopped = False
         last_record = None
         try:
             if self.position() == 0 and not self.resumed:  # a resumed run's last.pt already holds this evaluation
                 last_record = self._end_of_stretch({}, evaluate=True)
-            while self.epoch < self.epoch_limit:
-                if self.out_of_time():
+            while self.epoch < self.budget.limit:
+                if self.budget.out_of_time():
                     if last_record is not None:
                         self.save()  # the budget ran out after the last save: last.pt must say it is spent
                     break
                 stats = self._train_epoch()
                 # Decided before evaluating and saving, so that last.pt holds at least the elapsed time that
                 # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
-                done = self._stopped or self.epoch >= self.epoch_limit or self.out_of_time()
+                done = self._stopped or self.epoch >= self.budget.limit or self.budget.out_of_time()
                 last_record = self._end_of_stretch(stats, evaluate=done or self.epoch % train.eval_every == 0)
                 if done:
                     break
             if last_record is not None and self.dist.main:
                 self._report_selection()
             if last_record is None and self.dist.main:
-                limit = "-" if math.isinf(self.epoch_limit) else f"{self.epoch_limit:g}"
+                limit = "-" if math.isinf(self.budget.limit) else f"{self.budget.limit:g}"
                 print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {limit}, "
-                      f"{self.elapsed() / 60:.1f} of {train.max_minutes or '-'} minutes)")
+                      f"{self.budget.elapsed() / 60:.1f} of {train.max_minutes or '-'} minutes)")
         finally:
             if self.tracker is not None:
                 self.tracker.summarise(EER=self.best_eer, best_epoch=self.best_epoch)
-                self.tracker.finish()
         return TrainResult(self.run_dir, self.best_eer, self.position(), last_record or {}, self.selection.arm)
 
     def _report_selection(self) -> None:
@@ -537,7 +542,7 @@ class Trainer:
                        enabled=not self.quiet_progress and self.dist.main)
         iterator = iter(self.loader)
         while self.batch < self.sampler.batches:
-            if self.batch % accumulate == 0 and self.out_of_time(refresh=self.step % _SHARE_CLOCK_EVERY == 0):
+            if self.batch % accumulate == 0 and self.budget.out_of_time(refresh=self.step % _SHARE_CLOCK_EVERY == 0):
                 self._stopped = True
                 break
             t0 = time.perf_counter()
@@ -557,7 +562,7 @@ class Trainer:
                 sums["norm"] += self._optimizer_step()
                 steps += 1
                 self.step += 1
-                self._steps_this_process += 1
+                self.budget.steps += 1
                 every = train.checkpoint_every_steps
                 if every and self.step % every == 0 and self.batch < self.sampler.batches:
                     self.save()
@@ -607,7 +612,7 @@ class Trainer:
 
     def _optimizer_step(self) -> torch.Tensor:
         position = self.epoch + (self.batch / self.sampler.batches)
-        norm = self.stepper.optimizer_step(self.schedule.lr(position, self.total_epochs(position)))
+        norm = self.stepper.optimizer_step(self.schedule.lr(position, self.budget.total_epochs(position)))
         if self.average is not None:
             self.average.update(self.model)
         self._check_nonfinite()
@@ -658,7 +663,7 @@ class Trainer:
             shared = [(result, evaluations, seconds)]
             dist.broadcast_object_list(shared, src=0)
             result, evaluations, seconds = shared[0]
-        self.eval_seconds = max(self.eval_seconds, seconds)
+        self.budget.eval_seconds = max(self.budget.eval_seconds, seconds)
         return result, evaluations
 
     def _end_of_stretch(self, stats: dict, evaluate: bool) -> dict:
@@ -672,12 +677,12 @@ class Trainer:
             if "raw" in evaluations:
                 self.schedule.observe(evaluations["raw"].eer)  # the lr follows the weights it trains
             best = self.selection.observe(evaluations)
-        record["elapsed_s"] = round(self.elapsed(), 2)
+        record["elapsed_s"] = round(self.budget.elapsed(), 2)
         record["time"] = datetime.datetime.now().isoformat(timespec="seconds")
         if self.dist.main:
             self.tracker.log(record)
             self.save(best=best)
-            total = f"~{self.planned_epochs:.1f}" if self.budget else f"{self.epoch_limit:g}"
+            total = f"~{self.budget.planned_epochs:.1f}" if self.budget.seconds else f"{self.budget.limit:g}"
             print(format_record(record, total), flush=True)
         return record
 
@@ -726,9 +731,7 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
     cfg, state = prepare_run(config_path, overrides, resume, default_name)
     if state is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
-    trainer = Trainer(cfg, state=state, init_from=init_from)
-    try:
-        return trainer.fit()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    with run_context(cfg) as run:
+        parts = build_run(cfg, run, state, init_from)
+        with run_folder(cfg, run, state) as tracker:
+            return Trainer(cfg, run, parts, tracker, state).fit()

@@ -19,7 +19,7 @@ from helpers.core.config import (
     packaged_configs,
 )
 from helpers.core.errors import UserError
-from helpers.training.engine import epoch_limit
+from helpers.training.budget import epoch_limit
 
 REQUIRED_KEYS = """data.root data.layout data.num_workers data.strict model.depth model.width model.stem model.block
 model.embedding_dim loss.type loss.s loss.m loss.easy_margin optim.name optim.lr optim.momentum optim.weight_decay

@@ -33,7 +33,7 @@ from helpers.tools.selftest import (
     quick_selftest,
     speed_checks,
 )
-from helpers.training.engine import Trainer, init_distributed
+from helpers.training.engine import init_distributed, run_context
 
 CUDA = torch.device("cuda", 0)
 
@@ -110,11 +110,12 @@ def test_largest_batch_doubles_until_memory_cap_or_bound():
 def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_path, capsys):
     failing_probe(monkeypatch, channels_last=True)
     overrides = TINY + [f"data.root={demo_root}", f"run.out_dir={tmp_path}", "run.name=agree", "train.eval_tta=true"]
-    trainer = Trainer(load_config(None, overrides))
+    with run_context(load_config(None, overrides)) as run:
+        speed = run.speed
     report = quick_selftest(None, overrides)
     assert "training can run" in capsys.readouterr().out
-    assert trainer.speed.channels_last is False
-    assert report.fast_path == trainer.speed.describe()
+    assert speed.channels_last is False
+    assert report.fast_path == speed.describe()
     check = by_path(report)["channels-last"]
     assert (check.status, check.used, check.instead) == (FAILED, False, "NCHW (channels-last off)")
     assert "no kernel" in check.note

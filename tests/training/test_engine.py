@@ -19,7 +19,8 @@ from helpers.core.errors import UserError
 from helpers.core.io import WriteFailed, read_metrics
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
 from helpers.training import engine
-from helpers.training.engine import EpochSampler, Trainer, TrainingStopped, budget_epochs, epoch_limit, train
+from helpers.training.budget import TimeBudget, budget_epochs, epoch_limit
+from helpers.training.engine import EpochSampler, Trainer, TrainingStopped, build_run, run_context, train
 from helpers.training.tracking import offline_runs
 
 
@@ -200,9 +201,15 @@ def test_missing_data_root_is_explained(capsys):
     assert code == 1 and "data.root is not set" in err
 
 
+def test_a_run_leaves_torch_and_the_environment_as_it_found_them(demo_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    train(None, _run_args(demo_root, tmp_path, "tidy", "train.epochs=1", "train.deterministic=true"))
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ and not torch.distributed.is_initialized()
+
+
 def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monkeypatch):
-    cfg = load_config(overrides=_run_args(demo_root, tmp_path, "nan", "train.epochs=3", "train.max_nonfinite_steps=3"))
-    trainer = Trainer(cfg)
     real = engine.margin_loss
     calls = {"n": 0}
 
@@ -213,7 +220,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monk
 
     monkeypatch.setattr(engine, "margin_loss", poisoned)
     with pytest.raises(TrainingStopped, match="3 steps in a row had a non-finite"):
-        trainer.fit()
+        train(None, _run_args(demo_root, tmp_path, "nan", "train.epochs=3", "train.max_nonfinite_steps=3"))
     records = read_metrics(tmp_path / "nan" / "metrics.jsonl")
     assert records[-1]["epoch"] == 1 and records[-1]["nonfinite_steps"] == 1
     state = load_checkpoint(tmp_path / "nan" / "last.pt")
@@ -239,9 +246,11 @@ def test_init_from_loads_weights_for_fine_tuning(demo_root, tmp_path):
     first = train(None, _run_args(demo_root, tmp_path, "phase1", "train.epochs=1"))
     phase2 = load_config(overrides=_run_args(demo_root, tmp_path, "phase2", "train.epochs=1",
                                              f"run.init_from={first.run_dir / 'best.pt'}"))
-    trainer = Trainer(phase2)
+    with run_context(phase2) as run:
+        model = build_run(phase2, run).model
     source = load_checkpoint(first.run_dir / "best.pt")["model"]
-    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in source.items())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
+    assert not (tmp_path / "phase2").exists()  # building a run writes nothing
 
 
 def test_accumulation_steps_the_optimiser_once_per_group(demo_root, tmp_path):
@@ -287,8 +296,8 @@ def test_a_budgeted_run_fills_its_budget_and_ends_its_schedule_there(demo_root, 
         return step(self)
 
     monkeypatch.setattr(Trainer, "_optimizer_step", one_second_step)
-    monkeypatch.setattr(Trainer, "elapsed", lambda self: self.elapsed_before + clock["now"])
-    monkeypatch.setattr(Trainer, "reserve", lambda self: 2.0)
+    monkeypatch.setattr(TimeBudget, "elapsed", lambda self: self.spent_before + clock["now"])
+    monkeypatch.setattr(TimeBudget, "reserve", lambda self: 2.0)
     common = ["train.max_minutes=0.5", "sched.name=cosine", "optim.lr=0.01", "train.eval_every=100",
               "train.eval_bootstrap=0"]
 
@@ -315,7 +324,7 @@ def test_a_budget_spent_just_after_a_save_is_not_trained_on_at_resume(demo_root,
         save(self, *args, **kwargs)
         if self.epoch == 1 and not stalled:
             stalled.append(True)
-            time.sleep(max(0.0, self.budget - self.elapsed()) + 0.5)
+            time.sleep(max(0.0, self.budget.seconds - self.budget.elapsed()) + 0.5)
 
     monkeypatch.setattr(Trainer, "save", save_then_stall)
     result = train(None, args)

@@ -206,6 +206,13 @@ def restore_model(state: dict, device: torch.device, weights: str | None = None,
     return model.to(device).eval()
 
 
+def stored_threshold(state: dict, settings: EvalSettings) -> float | None:
+    """The val EER threshold an opened checkpoint (:func:`open_checkpoint`) stores, when ``settings`` make scores
+    the way it was found: raw cosines of the graded weights, with the training run's TTA setting; else None."""
+    same_scoring = settings.tta == state["config"].train.eval_tta and settings.score_norm.method == "none"
+    return state.get("val", {}).get("val_threshold") if same_scoring else None
+
+
 def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, device: str = "auto",
                     tta: bool = False, batch_size: int | None = None, progress: bool = False, need_data: bool = True, weights: str | None = None,
                     score_norm: ScoreNorm = ScoreNorm()):
@@ -318,7 +325,7 @@ def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bo
     TTA setting; scores made any other way get None.
     """
     model, state, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
-                                                weights=weights)
+                                                weights=weights, score_norm=score_norm)
     paths = [Path(p) for p in images]
     for path in paths:
         if not path.is_file():
@@ -326,11 +333,10 @@ def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bo
     embeddings, skipped = embed_images(model, paths, settings)
     if skipped:
         raise UserError(f"{skipped[0].path}: {skipped[0].reason}")
-    scores = score_rows(embeddings, range(0, len(paths), 2), range(1, len(paths), 2), score_norm, model.head)
+    scores = score_rows(embeddings, range(0, len(paths), 2), range(1, len(paths), 2), settings.score_norm,
+                        model.head)
     rows = [(str(paths[2 * i]), str(paths[2 * i + 1]), float(score)) for i, score in enumerate(scores)]
-    same_scoring = tta == state["config"].train.eval_tta and score_norm.method == "none"
-    threshold = state.get("val", {}).get("val_threshold") if same_scoring else None
-    return rows, threshold
+    return rows, stored_threshold(state, settings)
 
 
 def embed_folder(checkpoint: str | Path, folder: str | Path, out: str | Path, tta: bool = False,

@@ -107,7 +107,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     ``weights`` (raw or ema) overrides which of the checkpoint's weights are used.
     """
     from helpers.data.layout import answer_key_path
-    from helpers.eval.evaluation import open_checkpoint, score_pairs, verify_pairs
+    from helpers.eval.evaluation import open_checkpoint, score_pairs, stored_threshold, verify_pairs
 
     model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
                                                    weights=weights, score_norm=score_norm)
@@ -120,9 +120,9 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     result = SubmissionResult(Path(out), len(scores), fmt, score_norm=score_norm.describe(model.head))
     values = scores
     if fmt == "binary":
-        stored = state.get("val", {}).get("val_threshold")  # found on raw cosines, with the run's TTA setting
-        if stored is None or tta != state["config"].train.eval_tta or score_norm.method != "none":
-            stored = verify_pairs(model, data, settings)["threshold"]  # the threshold must match how scores are made
+        stored = stored_threshold(state, settings)
+        if stored is None:  # the threshold must match how the scores are made: find it again on the val pairs
+            stored = verify_pairs(model, data, settings)["threshold"]
         result.threshold = float(stored)
         values = (scores >= result.threshold).astype(np.int64)
     write_frame(submission_frame(values, fmt, expected_rows=len(data.test_pairs)), out)

@@ -99,3 +99,18 @@ def test_verify_and_embed(trained_run, demo_root, tmp_path, capsys):
     saved = np.load(tmp_path / "e.npz")
     assert code == 0 and saved["embeddings"].shape[0] == len(list((demo_root / "ver_data").iterdir()))
     assert np.allclose(np.linalg.norm(saved["embeddings"], axis=1), 1, atol=1e-5)
+
+
+def test_the_stored_threshold_is_used_only_for_scores_made_as_it_was_found():
+    from dataclasses import replace
+
+    from helpers.core.config import load_config
+    from helpers.eval.evaluation import EvalSettings, stored_threshold
+    from helpers.eval.score_norm import ScoreNorm
+
+    state = {"config": load_config(overrides=["train.eval_tta=true"]), "val": {"val_threshold": 0.31}}
+    same = EvalSettings(tta=True)
+    assert stored_threshold(state, same) == 0.31
+    assert stored_threshold(state, replace(same, tta=False)) is None  # other scores: flips averaged or not
+    assert stored_threshold(state, replace(same, score_norm=ScoreNorm("as-norm", 10))) is None
+    assert stored_threshold({**state, "val": {}}, same) is None  # the other weights' (open_checkpoint empties val)

@@ -14,6 +14,7 @@ to ``test_pairs.txt`` of a demo or prepared root live beside it, never inside.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
@@ -116,15 +117,30 @@ def find_data_root(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data root {root} does not exist or is not a folder")
-    if is_data_root(root):
-        return root
-    found = sorted({p.parent for pattern in ("*/cls_data", "*/ver_data", "*/*/cls_data", "*/*/ver_data")
-                    for p in root.glob(pattern) if p.is_dir() and is_data_root(p.parent)})
+    found = data_roots_below(root, depth=2)
     if len(found) == 1:
         return found[0]
     if not found:
         raise UserError(f"{root} holds no cls_data/ or ver_data/ folder: is it the HW2P2 data root?")
     raise UserError(f"{root} holds several HW2P2 data roots ({', '.join(map(str, found))}); pass one of them")
+
+
+def data_roots_below(folder: Path, depth: int) -> list[Path]:
+    """The data roots at ``folder`` or up to ``depth`` folders below it, in order; a data root's own folders are
+    not searched, and folders that cannot be listed are passed over."""
+    found, level = [], [Path(folder)]
+    for _ in range(depth + 1):
+        below = []
+        for current in level:
+            if is_data_root(current):
+                found.append(current)
+                continue
+            try:
+                below += sorted(Path(entry.path) for entry in os.scandir(current) if entry.is_dir())
+            except OSError:
+                continue
+        level = below
+    return found
 
 
 def is_data_root(path: Path) -> bool:

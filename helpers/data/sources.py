@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from helpers.core import kaggle, runtime
 from helpers.core.errors import UserError
-from helpers.data.layout import find_data_root, is_data_root
+from helpers.data.layout import data_roots_below, find_data_root
 
 
 def obtain_data(source: str, root: str | Path, competition: str | None = None, identities: int = 200,
@@ -52,19 +51,8 @@ def attached_kaggle_data(competition: str = "", inputs: Path | None = None, dept
     inputs = runtime.KAGGLE_INPUT if inputs is None else inputs
     if not inputs.is_dir():
         return None
-    level = [inputs / competition] if competition and (inputs / competition).is_dir() else [inputs]
-    found = []
-    for _ in range(depth + 1):
-        below = []
-        for folder in level:
-            if is_data_root(folder):
-                found.append(folder)  # its image folders are not searched
-                continue
-            try:
-                below += sorted(Path(entry.path) for entry in os.scandir(folder) if entry.is_dir())
-            except OSError:
-                continue
-        level = below
+    found = data_roots_below(inputs / competition if competition and (inputs / competition).is_dir() else inputs,
+                             depth)
     if len(found) > 1:
         raise UserError(f"several HW2P2 data roots are attached under {inputs} ({', '.join(map(str, found))}); "
                         "set data_source to the path of one of them")

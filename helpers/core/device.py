@@ -53,7 +53,8 @@ def amp_name(dtype: torch.dtype | None) -> str:
     return next(name for name, value in AMP_DTYPES.items() if value == dtype)
 
 
-_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+# optim.name -> torch optimiser: training builds from it, and the fast-path probe steps the same kind
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def amp_choices(setting: str, device: torch.device) -> list[str]:
@@ -127,7 +128,7 @@ def _train_tiny_net(device: torch.device, amp: str, channels_last: bool, fused: 
     if channels_last:
         features.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    step = _OPTIMIZERS[optimizer]([*features.parameters(), *head.parameters()], lr=1e-3,
+    step = OPTIMIZERS[optimizer]([*features.parameters(), *head.parameters()], lr=1e-3,
                                   **({"fused": True} if fused else {}))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     for _ in range(3):

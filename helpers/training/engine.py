@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 
 from helpers.core.config import Config, OptimConfig, changed, dump_config, load_config
-from helpers.core.device import FastPath, default_workers, distributed_backend, fast_path, pick_device
+from helpers.core.device import OPTIMIZERS, FastPath, default_workers, distributed_backend, fast_path, pick_device
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
@@ -101,15 +101,11 @@ def make_optimizer(optim: OptimConfig, model: torch.nn.Module, fused: bool = Fal
     groups = [{"params": decay, "weight_decay": optim.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    extra = {"fused": True} if fused else {}
     if optim.name == "sgd":
-        momentum = optim.momentum
-        optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=momentum,
-                                    nesterov=optim.nesterov and momentum > 0, **extra)
-    elif optim.name == "adam":
-        optimizer = torch.optim.Adam(groups, lr=optim.lr, betas=tuple(optim.betas), **extra)
+        options = {"momentum": optim.momentum, "nesterov": optim.nesterov and optim.momentum > 0}
     else:
-        optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), **extra)
+        options = {"betas": tuple(optim.betas)}
+    optimizer = OPTIMIZERS[optim.name](groups, lr=optim.lr, **options, **({"fused": True} if fused else {}))
     check_optimizer_covers(optimizer, model)
     return optimizer
 

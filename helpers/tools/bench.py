@@ -36,7 +36,7 @@ from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
 from helpers.eval.evaluation import embed_images, eval_settings, pair_images, score_pairs
 from helpers.model.resnet import build_face_model
-from helpers.training.engine import TrainStep, make_optimizer
+from helpers.training.engine import build_step, make_optimizer
 
 
 def _sync(device: torch.device) -> None:
@@ -195,13 +195,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     plain = _time_steps(plain_step, device, warmup, steps, batch)
     del plain_model, plain_optimizer
 
-    torch.manual_seed(0)
-    model = build_face_model(cfg, classes).to(device)
-    if speed.channels_last:
-        model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if speed.compile else model
-    stepper = TrainStep(model, forward, make_optimizer(cfg.optim, model, fused=speed.fused), speed,
-                        BatchAugment(cfg.augment, size), device)
+    stepper = build_step(cfg, device, speed, classes)
     lr = cfg.optim.lr
 
     def fast_step():

@@ -48,7 +48,7 @@ from helpers.core.device import (
 )
 from helpers.core.errors import UserError, one_line
 from helpers.core.runtime import describe_environment
-from helpers.data.augment import BatchAugment, normalize
+from helpers.data.augment import normalize
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder, sample_jpeg
 from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.images import ImageReader
@@ -58,7 +58,7 @@ from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, 
 from helpers.model.resnet import build_face_model
 from helpers.model.summary import COURSE_CLASSES
 from helpers.tools.bench import _sync
-from helpers.training.engine import TrainStep, make_optimizer
+from helpers.training.engine import build_step
 
 OK, FAILED, NOT_HERE, SKIPPED = "ok", "failed", "not applicable here", "skipped"
 
@@ -580,15 +580,8 @@ def _step_check(cfg: Config, device: torch.device, speed: FastPath, batch: int, 
 
 def _stepper(cfg: Config, device: torch.device, speed: FastPath, classes: int, compiled: bool = False):
     """A TrainStep for the configuration's model, and ``run(batch, steps, seed=0)`` on random uint8 images."""
-    torch.manual_seed(0)
-    model = build_face_model(cfg, classes).to(device)
-    if speed.channels_last:
-        model.to(memory_format=torch.channels_last)
     size = cfg.data.image_size
-    stepper = TrainStep(model, torch.compile(model) if compiled else model,
-                        make_optimizer(cfg.optim, model, fused=speed.fused), speed,
-                        BatchAugment(cfg.augment, size), device,
-                        grad_clip=cfg.train.grad_clip)
+    stepper = build_step(cfg, device, speed, classes, compiled)
     inputs = {}
 
     def run(batch: int, steps: int, seed: int = 0) -> None:

@@ -211,6 +211,20 @@ class TrainStep:
         return torch.where(bad > 0, torch.zeros_like(norm), norm)
 
 
+def build_step(cfg: Config, device: torch.device, speed: FastPath, classes: int,
+               compiled: bool | None = None) -> TrainStep:
+    """The training step of ``cfg``'s model (weights seeded with 0) for ``classes`` identities on ``device``, with
+    its fast path, as a run takes it, for the benchmarks and the self-test; ``compiled`` overrides
+    ``speed.compile``. One process, one batch per step."""
+    torch.manual_seed(0)
+    model = build_face_model(cfg, classes).to(device)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if (speed.compile if compiled is None else compiled) else model
+    return TrainStep(model, forward, make_optimizer(cfg.optim, model, fused=speed.fused), speed,
+                     BatchAugment(cfg.augment, cfg.data.image_size), device, grad_clip=cfg.train.grad_clip)
+
+
 @dataclass
 class TrainResult:
     """Where a finished run left its files, and the val EER of what best.pt holds (None without val pairs)."""

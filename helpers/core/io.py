@@ -116,6 +116,21 @@ def atomic_write(path: str | Path, write) -> None:
         os.close(folder)
 
 
+def atomic_link(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` the same file as ``source``, atomically: a hard link where the disk has them (no bytes are
+    written again), else a copy through :func:`atomic_write` (a mounted Google Drive, for one)."""
+    source, path = Path(source), Path(path)
+    tmp = path.with_name(f".{path.name}.link{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        with open(source, "rb") as original:
+            atomic_write(path, lambda handle: shutil.copyfileobj(original, handle))
+        return
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write` for text (CSV, JSON, YAML outputs)."""
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from helpers.core.errors import UserError
-from helpers.core.io import atomic_write
+from helpers.core.io import atomic_link, atomic_write
 
 FORMAT = "hw2p2-checkpoint"
 VERSION = 1
@@ -27,6 +27,20 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     """Save a training state atomically (see :func:`atomic_write`)."""
     state = {"format": FORMAT, "version": VERSION, **state}
     atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def save_checkpoints(state: dict, files: dict[str, dict], folder: str | Path) -> None:
+    """Save ``state`` as each of ``files`` (name -> the fields that file overrides), in order, serialising each
+    distinct content once: a file whose fields equal an earlier one's is a link to it (:func:`atomic_link`)."""
+    written: list[tuple[dict, Path]] = []
+    for name, fields in files.items():
+        path = Path(folder) / name
+        same = next((earlier for content, earlier in written if content == fields), None)
+        if same is None:
+            save_checkpoint({**state, **fields}, path)
+            written.append((fields, path))
+        else:
+            atomic_link(same, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

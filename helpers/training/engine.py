@@ -49,7 +49,7 @@ from helpers.data.datasets import FaceImages, TrainingSet, collate, decode_batch
 from helpers.data.layout import FaceData, open_data
 from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
-from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
+from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state
 from helpers.model.margins import margin_loss
 from helpers.model.resnet import FaceModel, build_face_model
 from helpers.training.averaging import WeightAverage
@@ -481,12 +481,11 @@ class Trainer:
         """Write last.pt, and the best files (best.pt, best_raw.pt, best_ema.pt) named in ``best``."""
         if not self.dist.main:
             return
-        state = self.state_dict()
         # The best files first: if the disk fills between them, last.pt still predates the new best, and a
-        # resume redoes that stretch instead of believing in a best.pt that was never written.
-        for name in best:
-            save_checkpoint({**state, **self._graded_fields(name)}, self.run_dir / name)
-        save_checkpoint(state, self.run_dir / "last.pt")
+        # resume redoes that stretch instead of believing in a best.pt that was never written. A best file is
+        # written when its weights were just evaluated, so it mostly holds what last.pt holds: one serialisation.
+        files = {name: self._graded_fields(name) for name in [*best, "last.pt"]}
+        save_checkpoints(self.state_dict(), files, self.run_dir)
 
     # ------------------------------------------------------------------ training
 

@@ -343,16 +343,14 @@ def config_file(name_or_path: str | Path) -> Path:
     return path  # load_config names it in its "cannot read" sentence, with the packaged names
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | Config | None = None
-                ) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> Config:
     """The defaults, updated by ``base`` (a checkpoint's configuration), the YAML file at ``path`` (or the
     packaged config of that name), then ``KEY=VALUE`` overrides; validated. Keys newer than ``base`` keep
     their defaults."""
     values: dict = {}
     origins: dict[str, str] = {}  # dotted key -> where its value came from, for messages
     if base is not None:
-        _merge(values, base.as_dict() if isinstance(base, Config) else base, "", "the checkpoint's configuration",
-               origins, {})
+        _merge(values, base, "", "the checkpoint's configuration", origins, {})
     if path is not None:
         path = config_file(path)
         loaded, lines = _read_yaml(path)

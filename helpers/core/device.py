@@ -39,6 +39,13 @@ class FastPath:
     compile: bool
     fused: bool
 
+    def place(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """``module`` moved to ``device``, in this path's memory format."""
+        module.to(device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        return module
+
     def describe(self) -> dict:
         """The settings as plain values, for JSON reports."""
         return {"amp": str(self.amp).replace("torch.", "") if self.amp else "none",

@@ -226,9 +226,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
         state["val"] = {}  # the stored val threshold belongs to the other weights
     device = pick_device(device)
     speed = fast_path(cfg.train, device, cfg.optim.name)  # the probe training ran, cached
-    model = restore_model(state, device, weights, checkpoint)
-    if speed.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = speed.place(restore_model(state, device, weights, checkpoint), device)
     settings = eval_settings(cfg, device, speed, tta=tta, progress=progress, score_norm=score_norm)
     if batch_size:
         settings = replace(settings, batch_size=batch_size)

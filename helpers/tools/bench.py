@@ -340,9 +340,7 @@ def bench_eval(config=None, overrides=(), checkpoint=None, data_root=None, devic
             cfg = load_config(config, overrides)
             device_ = pick_device(device)
             speed = fast_path(cfg.train, device_, cfg.optim.name)
-            model = build_face_model(cfg, 100).to(device_).eval()
-            if speed.channels_last:
-                model.to(memory_format=torch.channels_last)
+            model = speed.place(build_face_model(cfg, 100), device_).eval()
             if data_root is None:
                 data_root = _eval_demo(Path(scratch), cfg.data.image_size)
             data = open_data(data_root)

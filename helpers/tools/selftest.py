@@ -493,8 +493,7 @@ def eval_check(cfg: Config, device: torch.device, speed: FastPath, faces: FaceIm
         torch.manual_seed(0)
         model = build_face_model(cfg, 10).to(device)
         _calibrate_batchnorm(model, torch.stack([faces[i][0] for i in range(len(faces))]).to(device))
-        if speed.channels_last:
-            model.to(memory_format=torch.channels_last)
+        speed.place(model, device)
         settings = eval_settings(cfg, device, speed, workers=workers, decode_on_device=on_device)
         embeddings, skipped = embed_images(model, faces.paths, settings, reader=faces.reader)
         plain = replace(settings, workers=0, amp=None, channels_last=False, decode_on_device=False)
@@ -691,9 +690,7 @@ def _eval_rate(cfg: Config, device: torch.device, speed: FastPath) -> float:
     if device.type != "cuda":
         batch = min(batch, 64)  # a CPU's rate per image hardly depends on the batch; a small one keeps this short
     size = cfg.data.image_size
-    model = build_face_model(cfg, 10).to(device).eval()
-    if speed.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = speed.place(build_face_model(cfg, 10), device).eval()
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8).to(device)
 
     def embed(_batch: int, steps: int, seed: int = 0) -> None:

@@ -217,9 +217,7 @@ def build_step(cfg: Config, device: torch.device, speed: FastPath, classes: int,
     its fast path, as a run takes it, for the benchmarks and the self-test; ``compiled`` overrides
     ``speed.compile``. One process, one batch per step."""
     torch.manual_seed(0)
-    model = build_face_model(cfg, classes).to(device)
-    if speed.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = speed.place(build_face_model(cfg, classes), device)
     forward = torch.compile(model) if (speed.compile if compiled is None else compiled) else model
     return TrainStep(model, forward, make_optimizer(cfg.optim, model, fused=speed.fused), speed,
                      BatchAugment(cfg.augment, cfg.data.image_size), device, grad_clip=cfg.train.grad_clip)
@@ -346,9 +344,7 @@ def build_run(cfg: Config, run: RunContext, state: dict | None = None,
         model.load_state_dict(model_weights(state, "raw"))  # the trained weights; the average resumes later
     elif init_from or cfg.run.init_from:
         load_weights(model, init_from or cfg.run.init_from, train_set.classes, announce=run.dist.main)
-    model.to(run.device)
-    if run.speed.channels_last:
-        model.to(memory_format=torch.channels_last)
+    run.speed.place(model, run.device)
     # The moving average lives on rank 0 only: under torchrun the ranks hold the same weights, and rank 0
     # alone evaluates and saves.
     average = WeightAverage(model, train.ema) if train.ema and run.dist.main else None
@@ -453,15 +449,13 @@ class Trainer:
         graded = self.selection.graded
         return None if graded is None else graded.epoch
 
-    def state_dict(self, name: str = "last.pt") -> dict:
-        """Everything a resume needs, as tensors and plain values, for the checkpoint file ``name``.
-
-        ``model`` holds the trained weights and ``ema`` the averaged ones (or None); ``graded`` says which
-        of them the file stands for, and ``val`` holds their val metrics from the evaluation it was saved at.
-        """
+    def state_dict(self) -> dict:
+        """Everything a resume needs, as tensors and plain values: ``model`` holds the trained weights and ``ema``
+        the averaged ones (or None). Each file adds its own ``graded`` (which of them it stands for) and ``val``
+        (their val metrics when it was saved): :meth:`save`."""
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "ema": self.average.state_dict() if self.average is not None else None, **self._graded_fields(name),
+            "ema": self.average.state_dict() if self.average is not None else None,
             "scaler": self.stepper.scaler.state_dict(), "schedule": self.schedule.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "data_order": {"seed": self.cfg.train.seed, "epoch": self.epoch, "batch": self.batch,
@@ -615,7 +609,8 @@ class Trainer:
         seed = step_seed(self.cfg.train.seed, self.epoch, self.batch, self.dist.rank)
         torch.manual_seed(seed)  # dropout draws from the global generator
         warmup = self.cfg.loss.margin_warmup_epochs
-        self.model.head.set_margin_scale(min(1.0, self.position() / warmup) if warmup > 0 else 1.0)
+        if warmup > 0:  # the scale starts at 1 and stays there without a warm-up: no write per step then
+            self.model.head.set_margin_scale(min(1.0, self.position() / warmup))
         return self.stepper.forward_backward(batch.images, batch.labels, torch.Generator().manual_seed(seed),
                                              sync=boundary or self.dist.world == 1)
 

@@ -153,21 +153,17 @@ def test_bad_overrides_name_the_key(override, needle):
 
 def test_bad_file_contents_name_the_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("optim:\n  lr: 0.1\n  momentun: 0.9\n")
-    with pytest.raises(UserError, match=r"unknown config key 'optim.momentun' in .*bad.yaml"):
-        load_config(bad)
-    bad.write_text("optim:\n  lr: 0.1\nmodel:\n  depth: 101\n")
-    with pytest.raises(UserError, match=r"'model.depth' must be one of 18, 34, 50, not 101 \(from .*bad.yaml:4\)"):
-        load_config(bad)
-    bad.write_text("optim: 3\n")
-    with pytest.raises(UserError, match=r"'optim' must be a section"):
-        load_config(bad)
-    bad.write_text("optim:\n  lr: [1, 2\n")
-    with pytest.raises(UserError, match=r"bad.yaml:\d+ is not valid YAML"):
-        load_config(bad)
-    bad.write_text("- a list\n")
-    with pytest.raises(UserError, match="must hold a mapping"):
-        load_config(bad)
+    for text, needle in [
+        ("optim:\n  lr: 0.1\n  momentun: 0.9\n", r"unknown config key 'optim.momentun' in .*bad.yaml"),
+        ("optim:\n  lr: 0.1\nmodel:\n  depth: 101\n",
+         r"'model.depth' must be one of 18, 34, 50, not 101 \(from .*bad.yaml:4\)"),
+        ("optim: 3\n", r"'optim' must be a section"),
+        ("optim:\n  lr: [1, 2\n", r"bad.yaml:\d+ is not valid YAML"),
+        ("- a list\n", "must hold a mapping"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(UserError, match=needle):
+            load_config(bad)
     with pytest.raises(UserError, match="cannot read config file"):
         load_config(tmp_path / "missing.yaml")
 

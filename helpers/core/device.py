@@ -119,8 +119,14 @@ def probe_problem(device: torch.device, amp: str = "none", channels_last: bool =
         return one_line(error)
 
 
+def own_rng(device: torch.device):
+    """A context in which code may seed and draw as it pleases: the caller's random states (a notebook's, a
+    run's) are put back after, ``device``'s generator included."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def _probe_steps(device: torch.device, amp: str, channels_last: bool, fused: bool, optimizer: str) -> str | None:
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with own_rng(device):
         return _train_tiny_net(device, amp, channels_last, fused, optimizer)
 
 

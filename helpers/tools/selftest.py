@@ -43,6 +43,7 @@ from helpers.core.device import (
     distributed_backend,
     fast_path,
     fused_choices,
+    own_rng,
     pick_device,
     probe_problem,
 )
@@ -226,7 +227,7 @@ def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool 
     started = time.perf_counter()
     run = _setup(config, overrides, data_root)
     cfg, device, speed = run.cfg, run.device, run.speed
-    with tempfile.TemporaryDirectory() as scratch, _own_rng(device):
+    with tempfile.TemporaryDirectory() as scratch, own_rng(device):
         faces = _face_images(Path(scratch) / "faces", run.data, 8 if quick else 64, cfg.data.image_size)
         compile_row = compile_check(cfg, device, check_compile, compile_seconds)
         checks = [*speed_checks(cfg.train, device, speed, cfg.optim.name),
@@ -259,18 +260,13 @@ def print_epoch_estimate(config=None, overrides=(), data_root=None, seconds: flo
     """Time the training step for ``seconds`` and print the minutes an epoch of ``data_root`` (the course
     data when None) will take, with the epochs that fit train.max_minutes; returns the measured cost."""
     run = _setup(config, overrides, data_root)
-    with tempfile.TemporaryDirectory() as scratch, _own_rng(run.device):
+    with tempfile.TemporaryDirectory() as scratch, own_rng(run.device):
         faces = _face_images(Path(scratch) / "faces", run.data, 32, run.cfg.data.image_size)
         check, cost = measure_cost(run, faces, seconds, compiled=False, search=False)
     if check.status != OK:
         raise UserError(f"the training step failed on {run.device}: {check.note}")
     print(cost_lines(cost)[-1])
     return cost
-
-
-def _own_rng(device: torch.device):
-    """The checks seed and draw as they please; the caller's random state (a notebook's) is put back after."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 # ----------------------------------------------------------------------------- the checks

@@ -91,7 +91,7 @@ def _evaluate(args) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
                                  bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
-                                 weights=args.weights, score_norm=_score_norm(args))
+                                 weights=args.weights, score_norm=_score_norm(args), term=args.term)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -110,6 +110,13 @@ def _evaluate(args) -> int:
     if "top1" in result:
         print(f"dev classification: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
               f"({result['dev_images']} images)")
+    if "score" in result:
+        print(f"combined score {result['score']:.4f} = 0.5 x dev top-1 + 0.5 x (1 - val EER)"
+              + (" (the leaderboard metric of " + result["leaderboard"]["term"] + ", higher is better)"
+                 if result["leaderboard"]["metric"] == "score" else ""))
+    elif result["leaderboard"]["metric"] == "score":
+        print(f"no combined score (the {result['leaderboard']['term']} leaderboard metric): it needs val pairs "
+              "and dev images of the training identities")
     if "rank1" in result:
         print(f"1:N identification against {result['gallery_identities']} identities: rank-1 "
               f"{result['rank1']:.4f}, rank-5 {result['rank5']:.4f}")
@@ -485,7 +492,17 @@ def _layout_writer_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
+def _term_argument(command: argparse.ArgumentParser, default_says: str) -> None:
+    from helpers.core.terms import NEWEST, all_terms
+
+    terms = {name: term.title for name, term in all_terms().items()}
+    command.add_argument("--term", choices=[*terms, NEWEST], metavar="TERM",
+                         help=f"the course term whose rules apply: {', '.join(f'{k} ({v})' for k, v in terms.items())}"
+                              f" or {NEWEST} (default: {default_says})")
+
+
 def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:
+    _term_argument(command, "the checkpoint's course.term")
     command.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
     command.add_argument("--data-root", help="data root (default: the one the checkpoint trained on)")
     command.add_argument("--tta", action="store_true", help="flip test-time augmentation")

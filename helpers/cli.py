@@ -171,11 +171,21 @@ def _embed(args) -> int:
 
 def _bundle(args) -> int:
     from helpers.handin.bundle import build_bundle
+    from helpers.handin.check import check_bundle
 
+    if (args.check is None) == (args.run is None):
+        raise UserError("bundle takes --run RUN (build a hand-in) or --check ZIP (test one), one of the two")
+    if args.check is not None:
+        report = check_bundle(args.check, args.term)
+        print("\n".join(report.lines()))
+        return 0 if report.ok else 1
     result = build_bundle(args.run, args.notebook, args.out, acknowledgement=args.acknowledgement, readme=args.readme,
                           submissions=args.submission, checkpoint_json=args.checkpoint_json,
-                          kaggle_score=args.kaggle_score)
-    print(f"wrote {result.path} with {len(result.members)} files: {', '.join(result.members)}")
+                          kaggle_score=args.kaggle_score, term=args.term, kaggle_username=args.kaggle_username,
+                          slack=args.slack, wandb_project=args.wandb_project, draft=args.draft)
+    kind = "a DRAFT hand-in (the grader will refuse it)" if result.draft else "the hand-in"
+    print(f"wrote {kind} {result.path} for term {result.term} with {len(result.members)} files: "
+          f"{', '.join(result.members)}")
     for line in result.missing:
         print(f"  not included: {line}")
     return 0
@@ -398,19 +408,32 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     embed.set_defaults(handler=_embed)
 
-    bundle = commands.add_parser("bundle", help="build the Autolab hand-in zip",
-                                 description="Build the Autolab hand-in: acknowledgement, README.txt, model_arch.txt, "
-                                             "model metadata, the notebook, submissions, config and metrics, W&B "
-                                             "summaries found offline. Refuses without the acknowledgement flag "
-                                             "and when any file carries a Kaggle or W&B key.")
-    bundle.add_argument("--run", required=True, help="the run folder (holding best.pt)")
+    bundle = commands.add_parser("bundle", help="build the hand-in zip the term's grader expects, or check one",
+                                 description="Build the hand-in zip of a course term (--term, the newest by "
+                                             "default) from a run: exactly the members its grader expects, e.g. Fall "
+                                             "2026's ACKNOWLEDGEMENT.txt, README.txt, model_metadata.json, "
+                                             "wandb_export.pkl and kaggle_metadata.json, the Kaggle and W&B exports "
+                                             "read with your logins. Refuses without the acknowledgement flag, when "
+                                             "any file carries a Kaggle or W&B key, and when a member cannot be "
+                                             "built (naming each; --draft writes the incomplete zip anyway). "
+                                             "--check ZIP runs the grader's test on a zip.")
+    bundle.add_argument("--run", help="the run folder (holding best.pt)")
+    bundle.add_argument("--check", metavar="ZIP", help="test ZIP as the term's grader would, instead of building")
+    _term_argument(bundle, "the newest")
     bundle.add_argument("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to hand in")
-    bundle.add_argument("--out", default="HW2P2_final_submission.zip", help="zip to write")
+    bundle.add_argument("--out", help="zip to write (default: the term's name, HW2P2_final_submission.zip)")
+    bundle.add_argument("--kaggle-username", help="the Kaggle account that submitted (default: KAGGLE_USERNAME, "
+                                                  "else the account the credentials sign in as)")
+    bundle.add_argument("--slack", action="store_true", help="Spring 2026: the best score of the slack competition")
+    bundle.add_argument("--wandb-project", metavar="ENTITY/PROJECT",
+                        help="Spring 2026: the W&B project whose best runs to export (default: the run's own)")
+    bundle.add_argument("--draft", action="store_true",
+                        help="write the zip even when members cannot be built (named _DRAFT, with MISSING.txt)")
     bundle.add_argument("--acknowledgement", default="acknowledgement.txt", help="the acknowledgement file")
     bundle.add_argument("--readme", default="README.txt", help="the implementation notes")
     bundle.add_argument("--submission", action="append", help="submission CSV(s) (default: RUN/submission*.csv)")
     bundle.add_argument("--checkpoint-json", help="checkpoint_submission.json (default: RUN/checkpoint_submission.json)")
-    bundle.add_argument("--kaggle-score", type=float, help="your best Kaggle score, to record it")
+    bundle.add_argument("--kaggle-score", type=float, help="Fall 2025: your best Kaggle score, to record it")
     bundle.set_defaults(handler=_bundle)
 
     bench = commands.add_parser("bench", help="measure training, data loading and evaluation speed",

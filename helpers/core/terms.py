@@ -23,7 +23,6 @@ from helpers.core.errors import UserError
 
 TERMS_FILE = Path(__file__).with_name("terms.yaml")
 NEWEST = "newest"  # the course.term value that means the newest known term
-TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list, "dict": dict, "any": object}
 
 
 class _Frozen(BaseModel):

@@ -130,15 +130,28 @@ def _submit(args) -> int:
 
     result = make_submission(args.checkpoint, args.out, args.data_root, fmt=args.format, tta=args.tta,
                              device=args.device, kaggle_competition=args.kaggle_competition, message=args.message,
-                             progress=_progress(args), weights=args.weights, score_norm=_score_norm(args))
+                             progress=_progress(args), weights=args.weights, score_norm=_score_norm(args),
+                             sample=args.sample, kaggle=args.kaggle, slack=args.slack, term=args.term)
     print(as_json(result) if args.json else "\n".join(describe(result)))
     return 0
 
 
 def _score(args) -> int:
-    from helpers.handin.submission import score_submission
+    from helpers.core.terms import get_term
+    from helpers.handin.submission import score_file
 
-    print(f"EER {score_submission(args.submission, args.answers):.6f}")
+    scored = score_file(args.submission, args.answers)
+    if scored["score"] is None and scored["accuracy"] is None:
+        print(f"EER {scored['eer']:.6f}")
+        return 0
+    term = get_term(args.term)
+    parts = [f"score {scored['score']:.6f}" if scored["score"] is not None else "",
+             f"classification accuracy {scored['accuracy']:.6f} ({scored['images']} images)"
+             if scored["accuracy"] is not None else "",
+             f"EER {scored['eer']:.6f} ({scored['pairs']} pairs)" if scored["eer"] is not None else ""]
+    print(", ".join(part for part in parts if part)
+          + (f" ({term.title}'s leaderboard: 0.5 x accuracy + 0.5 x (1 - EER), higher is better)"
+             if term.leaderboard.metric == "combined" and scored["score"] is not None else ""))
     return 0
 
 
@@ -304,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="people held out for verification: a count, or a fraction of those with two or more "
                            "images (default 0.2)")
     prep.add_argument("--dev-fraction", type=float, default=0.1, help="share of each person's images for dev")
-    prep.add_argument("--test-fraction", type=float, default=0.0, help="share of each person's images for a test split")
+    prep.add_argument("--test-fraction", type=float, default=None,
+                      help="share of each person's images for a test split (default 0.1 for --layout f26, else 0)")
     _layout_writer_arguments(prep)
     prep.set_defaults(handler=_prepare_folder)
 
@@ -370,22 +384,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
 
     submit = commands.add_parser("submit", help="write the Kaggle submission CSV",
-                                 description="Score every line of test_pairs.txt, in file order, and write the "
-                                             "submission after checking its rows, IDs and values.")
+                                 description="Write the submission after checking its rows, IDs and values: in the "
+                                             "shape of the competition's sample_submission.csv when the data root "
+                                             "(or --sample) has one (its header and IDs in its order: test-pair "
+                                             "indices get scores, test-image names get class ids), else one row "
+                                             "per line of test_pairs.txt. --kaggle submits it to the term's "
+                                             "competition, described as the term asks (Fall 2026: "
+                                             "HW2P2|WB=ENTITY/PROJECT/RUN_ID, from the checkpoint's W&B run).")
     _checkpoint_arguments(submit)
     submit.add_argument("--out", default="submission.csv", help="CSV to write (default submission.csv)")
-    submit.add_argument("--format", choices=("scores", "binary"), default="scores",
-                        help="scores: ID,Label cosine (the EER leaderboard); binary: id,predicted 0/1")
-    submit.add_argument("--kaggle-competition", metavar="NAME", help="also submit with the kaggle tool")
-    submit.add_argument("--message", default="hw2p2 helpers submission", help="Kaggle submission message")
+    submit.add_argument("--sample", metavar="CSV", help="the sample submission to follow (default: the data "
+                                                        "root's sample_submission.csv, when there is one)")
+    submit.add_argument("--format", choices=("scores", "binary"), default=None,
+                        help="scores: cosine similarities (the EER leaderboard); binary: 0/1 at the val threshold "
+                             "(default: what the sample's values look like, else scores, header ID,Label; binary "
+                             "writes id,predicted)")
+    submit.add_argument("--kaggle", action="store_true", help="also submit to the term's Kaggle competition")
+    submit.add_argument("--slack", action="store_true", help="with --kaggle: the term's slack competition")
+    submit.add_argument("--kaggle-competition", metavar="NAME", help="also submit, to this competition")
+    submit.add_argument("--message", help="Kaggle description (default: the term's; Fall 2026 accepts only "
+                                          "HW2P2|WB=ENTITY/PROJECT/RUN_ID)")
     submit.add_argument("--json", action="store_true", help="print one JSON object")
     submit.set_defaults(handler=_submit)
 
-    score = commands.add_parser("score", help="the EER of a submission against an answer key",
-                                description="Compute a submission's EER against one 0/1 per line (the demo and "
-                                            "prepared roots write theirs beside the root as ROOT.test_labels.txt).")
-    score.add_argument("submission", help="submission CSV (ID,Label scores)")
-    score.add_argument("answers", help="answer key: one 0/1 per line, in test_pairs.txt order")
+    score = commands.add_parser("score", help="score a submission against an answer key",
+                                description="Score a submission as the leaderboard would: its EER against one "
+                                            "0/1 per test pair (ROOT.test_labels.txt beside a demo or prepared "
+                                            "root), or a unified submission's combined score against its answers "
+                                            "(ROOT.solution.csv beside an f26 root: ID,Label,Task).")
+    score.add_argument("submission", help="submission CSV")
+    score.add_argument("answers", help="answer key: one 0/1 per line in test_pairs.txt order, or ID,Label,Task")
+    _term_argument(score, "the newest")
     score.set_defaults(handler=_score)
 
     verify = commands.add_parser("verify", help="same person or not, for pairs of image files",
@@ -507,7 +536,9 @@ def _config_arguments(command: argparse.ArgumentParser) -> None:
 
 def _layout_writer_arguments(command: argparse.ArgumentParser) -> None:
     """The options of the commands that write a data root."""
-    command.add_argument("--layout", choices=("f25", "f24"), default="f25", help="folder layout (default f25)")
+    command.add_argument("--layout", choices=("f25", "f24", "f26"), default="f25",
+                         help="folder layout (default f25); f26: an unlabelled test split and a unified "
+                              "sample_submission.csv, its answers beside the root as OUT.solution.csv")
     command.add_argument("--image-size", type=_positive_int, default=112, help="image side in pixels (default 112)")
     command.add_argument("--val-pairs", type=_positive_int, default=1000, help="val pairs to draw (default 1000)")
     command.add_argument("--test-pairs", type=_positive_int, default=1000, help="test pairs to draw (default 1000)")

@@ -21,7 +21,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from helpers.core.credentials import KAGGLE_TOKEN_RELEASE, kaggle_problem
+from helpers.core.credentials import kaggle_problem
 from helpers.core.errors import UserError, one_line
 
 KAGGLE_API_RELEASE = "2.0"  # the Python API the hand-in reads submissions with
@@ -33,8 +33,19 @@ MAX_PAGES = 200  # 10,000 submissions: far more than 10 a day for a term
 def unavailable() -> str | None:
     """Why the kaggle tool cannot be used here, or None when it can."""
     if shutil.which("kaggle") is None:
-        return f"the kaggle command is not installed (pip install 'kaggle>={KAGGLE_TOKEN_RELEASE}')"
-    return kaggle_problem()
+        return f"the kaggle command is not installed ({INSTALL_API})"
+    return _six_problem() or kaggle_problem()
+
+
+def _six_problem() -> str | None:
+    """kaggle 2.2 imports six without declaring it: when it is installed here, it fails at import without six."""
+    try:
+        importlib.metadata.version("kaggle")
+    except importlib.metadata.PackageNotFoundError:
+        return None  # the kaggle command belongs to another Python; it has its own packages
+    if importlib.util.find_spec("six") is None:
+        return "the kaggle tool imports six but does not install it: pip install six"
+    return None
 
 
 def _run(arguments: list[str]) -> subprocess.CompletedProcess:
@@ -84,9 +95,7 @@ def api_problem() -> str | None:
         return f"the kaggle package is not installed ({INSTALL_API}, or pip install 'hw2p2-helpers[kaggle]')"
     if Version(version) < Version(KAGGLE_API_RELEASE):
         return f"kaggle {version} predates the 2.x API this toolkit reads submissions with: {INSTALL_API}"
-    if importlib.util.find_spec("six") is None:
-        return f"kaggle {version} imports six but does not install it: pip install six"
-    return kaggle_problem()
+    return _six_problem() or kaggle_problem()
 
 
 class KaggleAccount:

@@ -30,6 +30,7 @@ _API = {
     "data.demo": ["make_demo_data"],
     "data.layout": ["FaceData", "open_data", "answer_key_path"],
     "data.prepare": ["prepare_folder"],
+    "data.stage": ["stage_data"],
     "eval.evaluation": ["EvalSettings", "embed_images", "score_pairs", "verify_pairs"],
     "eval.metrics": ["compute_eer", "verification_metrics"],
     "eval.score_norm": ["ScoreNorm"],

@@ -47,6 +47,7 @@ from helpers.core.progress import progress
 from helpers.data.augment import BatchAugment
 from helpers.data.datasets import FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.layout import FaceData, open_data
+from helpers.data.stage import training_root
 from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
 from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state
@@ -334,7 +335,7 @@ def build_run(cfg: Config, run: RunContext, state: dict | None = None,
     if data_cfg.root is None:
         raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
                         "`python -m helpers demo-data data/demo`)")
-    data = open_data(data_cfg.root, data_cfg.layout)
+    data = open_data(training_root(data_cfg, announce=run.dist.main), data_cfg.layout)  # data.stage_to: a copy
     train_set = training_set(data, data_cfg.singletons, data_cfg.max_train_images, train.seed,
                              classes=state["classes"] if state else None)
     workers = default_workers(data_cfg.num_workers, run.device)

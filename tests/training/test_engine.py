@@ -350,3 +350,29 @@ def test_run_folder_is_named_after_the_config_file_unless_named(demo_root, tmp_p
     config.write_text(f"run:\n  out_dir: {tmp_path}\n  name: chosen\ntrain:\n  epochs: 1\n")
     assert call_cli(capsys, "train", "--config", config, *tiny)[0] == 0
     assert (tmp_path / "chosen" / "best.pt").is_file()
+
+
+def test_data_stage_to_trains_from_a_local_copy_and_keeps_checkpoints_in_out_dir(demo_root, tmp_path, monkeypatch,
+                                                                                 capsys):
+    from helpers.eval.evaluation import evaluate_checkpoint
+
+    monkeypatch.setenv("LOCAL", str(tmp_path / "node1"))  # PSC's node-local disk of this job
+    args = _sets(_run_args(demo_root, tmp_path / "home", "staged", "train.epochs=1", "data.stage_to=$LOCAL"))
+    code, out, err = call_cli(capsys, "train", *args)
+    assert code == 0, err
+    source, copy = demo_root.resolve(), tmp_path / "node1" / demo_root.name
+    assert f"staged {source} to {copy}" in out
+    run = tmp_path / "home" / "staged"
+    assert {"last.pt", "best.pt", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    assert not [p for p in (tmp_path / "node1").rglob("*") if p.suffix in (".pt", ".jsonl", ".yaml")]
+    data_cfg = load_checkpoint(run / "last.pt")["config"]["data"]
+    assert (data_cfg["root"], data_cfg["stage_to"]) == (str(demo_root), "$LOCAL")  # as written, for the next node
+    assert evaluate_checkpoint(run / "best.pt")["data_root"] == str(copy)  # the same job reads the copy
+
+    monkeypatch.setenv("LOCAL", str(tmp_path / "node2"))  # the next job runs on another node
+    assert evaluate_checkpoint(run / "best.pt")["data_root"] == str(demo_root)  # no copy there: the source
+    code, out, err = call_cli(capsys, "train", *args, "--set", "train.epochs=2", "--resume", "auto")
+    assert code == 0, err
+    assert f"staged {source} to {tmp_path / 'node2' / demo_root.name}" in out
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+

@@ -41,6 +41,7 @@ import torch.distributed as dist
 
 from helpers.core.config import Config, OptimConfig, changed, dump_config, load_config
 from helpers.core.device import OPTIMIZERS, FastPath, default_workers, distributed_backend, fast_path, pick_device
+from helpers.core.device import kernel_errors_explained
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
@@ -736,7 +737,7 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
     cfg, state = prepare_run(config_path, overrides, resume, default_name)
     if state is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
-    with run_context(cfg) as run:
+    with run_context(cfg) as run, kernel_errors_explained(run.device):
         parts = build_run(cfg, run, state, init_from)
         with run_folder(cfg, run, state) as tracker:
             return Trainer(cfg, run, parts, tracker, state).fit()

@@ -376,3 +376,27 @@ def test_data_stage_to_trains_from_a_local_copy_and_keeps_checkpoints_in_out_dir
     assert f"staged {source} to {tmp_path / 'node2' / demo_root.name}" in out
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
 
+
+def test_a_missing_gpu_kernel_met_at_start_up_names_the_wheel_to_install(demo_root, tmp_path, monkeypatch,
+                                                                         fake_gpu, capsys):
+    from contextlib import contextmanager
+
+    from helpers.core.device import FastPath
+
+    fake_gpu()
+
+    @contextmanager
+    def on_the_gpu(cfg):
+        yield engine.RunContext(engine.Distributed(), torch.device("cuda", 0), FastPath(None, False, False, False))
+
+    def first_kernel(*args, **kwargs):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device\n"
+                           "CUDA kernel errors might be asynchronously reported at some other API call")
+
+    monkeypatch.setattr(engine, "run_context", on_the_gpu)
+    monkeypatch.setattr(engine, "build_run", first_kernel)
+    code, out, err = call_cli(capsys, "train", *_sets(_run_args(demo_root, tmp_path, "v100")))
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("error: the Tesla V100-SXM2-32GB GPU is sm_70, for which the installed torch 2.9.1+cu130")
+    assert err.rstrip().endswith("pip install torch==2.9.1 torchvision==0.24.1 "
+                                 "--index-url https://download.pytorch.org/whl/cu126")

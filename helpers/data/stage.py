@@ -94,8 +94,8 @@ def stage_data(source: str | Path, dest: str | Path, key: str = "DEST", announce
             plan = _plan(source)
             copied = 0 if is_complete(copy, plan) else _build_copy(source, copy, plan, announce, progress)
     except OSError as error:  # a folder that cannot be written or read: no space is WriteFailed, a UserError
-        raise UserError(f"could not stage {source} to {copy}: {error.strerror or error} "
-                        f"({error.filename})") from None
+        where = f" ({error.filename})" if error.filename else ""
+        raise UserError(f"could not stage {source} to {copy}: {error.strerror or error}{where}") from None
     size = sum(size for size, _ in plan["files"].values())
     return StagedRoot(source, copy, len(plan["files"]), size, copied, time.perf_counter() - started)
 

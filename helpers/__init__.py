@@ -30,6 +30,7 @@ _API = {
     "data.demo": ["make_demo_data"],
     "data.layout": ["FaceData", "open_data", "answer_key_path"],
     "data.prepare": ["prepare_folder"],
+    "data.stage": ["stage_data"],
     "eval.evaluation": ["EvalSettings", "embed_images", "score_pairs", "verify_pairs"],
     "eval.metrics": ["compute_eer", "verification_metrics"],
     "eval.score_norm": ["ScoreNorm"],
@@ -39,6 +40,7 @@ _API = {
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
     "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
     "training.engine": ["Trainer", "TrainResult", "train"],
+    "training.launch": ["train_on_all_gpus"],
 }
 _HOME = {name: module for module, names in _API.items() for name in names}
 __all__ = sorted(_HOME)

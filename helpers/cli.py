@@ -226,6 +226,13 @@ def _pack_data(args) -> int:
     return 0
 
 
+def _stage_data(args) -> int:
+    from helpers.data.stage import stage_data
+
+    print(stage_data(args.src, args.dest).line())
+    return 0
+
+
 def _bench(args) -> int:
     from helpers.tools import bench
 
@@ -339,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("out", help="folder to create")
     pack.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     pack.set_defaults(handler=_pack_data)
+
+    stage = commands.add_parser("stage-data", help="copy a data root to node-local disk, once",
+                                description="Copy the data root SRC to DEST/<its name> (node-local disk: $LOCAL "
+                                            "on PSC) unless a complete copy is there already; a copy left "
+                                            "half-done by a killed job is finished. data.stage_to does the same "
+                                            "before training.")
+    stage.add_argument("src", help="the data root to copy (a packed one from pack-data, or any)")
+    stage.add_argument("dest", help="the folder to copy it into; ~ and $VARIABLES expand")
+    stage.set_defaults(handler=_stage_data)
 
     train = commands.add_parser("train", help="train a model",
                                 description="Train from a YAML config (the seed defaults when none is given) "

@@ -54,6 +54,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     root: Optional[Text] = None
     """the folder holding cls_data/ and ver_data/ (or one folder above it)"""
+    stage_to: Optional[Text] = None
+    """copy data.root into this folder before training and train from the copy (node-local disk: $LOCAL on PSC;
+    ~ and $VARIABLES expand when it is used); a complete copy is reused; checkpoints stay in run.out_dir"""
     layout: Literal["auto", "f24", "f25", "packed"] = "auto"
     """auto | f24 (cls_data/<split>/<identity>/) | f25 (images/ + labels.txt) | packed (pack-data)"""
     num_workers: Union[Annotated[int, Field(ge=0)], Literal["auto"]] = "auto"

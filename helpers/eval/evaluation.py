@@ -28,6 +28,7 @@ from helpers.data.augment import normalize
 from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device
 from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData, Pair, open_data
+from helpers.data.stage import evaluation_root
 from helpers.eval.metrics import verification_metrics
 from helpers.eval.score_norm import ScoreNorm
 from helpers.eval.score_norm import pair_scores as score_rows
@@ -233,7 +234,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
         settings = replace(settings, batch_size=batch_size)
     data = None
     if need_data:
-        root = data_root or cfg.data.root
+        root = data_root or evaluation_root(cfg.data)  # a complete staged copy (data.stage_to), else data.root
         if root is None:
             raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
         data = open_data(root, cfg.data.layout if data_root is None else "auto")

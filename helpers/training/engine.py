@@ -41,6 +41,7 @@ import torch.distributed as dist
 
 from helpers.core.config import Config, OptimConfig, changed, dump_config, load_config
 from helpers.core.device import OPTIMIZERS, FastPath, default_workers, distributed_backend, fast_path, pick_device
+from helpers.core.device import kernel_errors_explained
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
@@ -48,6 +49,7 @@ from helpers.core.terms import combined_score, get_term
 from helpers.data.augment import BatchAugment
 from helpers.data.datasets import FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.layout import FaceData, open_data
+from helpers.data.stage import training_root
 from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
 from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state
@@ -335,7 +337,7 @@ def build_run(cfg: Config, run: RunContext, state: dict | None = None,
     if data_cfg.root is None:
         raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
                         "`python -m helpers demo-data data/demo`)")
-    data = open_data(data_cfg.root, data_cfg.layout)
+    data = open_data(training_root(data_cfg, announce=run.dist.main), data_cfg.layout)  # data.stage_to: a copy
     train_set = training_set(data, data_cfg.singletons, data_cfg.max_train_images, train.seed,
                              classes=state["classes"] if state else None)
     workers = default_workers(data_cfg.num_workers, run.device)
@@ -754,7 +756,7 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
     cfg, state = prepare_run(config_path, overrides, resume, default_name)
     if state is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
-    with run_context(cfg) as run:
+    with run_context(cfg) as run, kernel_errors_explained(run.device):
         parts = build_run(cfg, run, state, init_from)
         with run_folder(cfg, run, state) as tracker:
             return Trainer(cfg, run, parts, tracker, state).fit()

@@ -25,6 +25,7 @@ LAYERS = ("core", ("data", "model"), "eval", "training", ("handin", "tools"))
 _API = {
     "core.config": ["AugmentConfig", "Config", "load_config"],
     "core.errors": ["UserError"],
+    "core.terms": ["Term", "get_term"],
     "data.augment": ["BatchAugment", "eval_transform", "seed_train_transform"],
     "data.datasets": ["FaceImages", "training_set"],
     "data.demo": ["make_demo_data"],

@@ -50,7 +50,7 @@ from helpers.data.augment import BatchAugment
 from helpers.data.datasets import FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.layout import FaceData, open_data
 from helpers.data.stage import training_root
-from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
+from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, known_dev_images, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
 from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state
 from helpers.model.margins import margin_loss
@@ -353,6 +353,9 @@ def build_run(cfg: Config, run: RunContext, state: dict | None = None,
     average = WeightAverage(model, train.ema) if train.ema and run.dist.main else None
     selection = Selection(resolve_select(train), ("raw", "ema") if train.ema else ("raw",),
                           get_term(cfg.course.term).leaderboard)
+    if selection.ranking.metric == "combined" and not (data.val_pairs and known_dev_images(data, train_set.classes)[0]):
+        raise UserError(f"train.select {train.select} ranks by the combined score of dev top-1 and val EER, and "
+                        f"{data.root} lacks val pairs or dev images of the training identities; select best instead")
     optimizer = make_optimizer(cfg.optim, model, fused=run.speed.fused)
     forward = model
     if run.dist.world > 1:

@@ -25,11 +25,13 @@ LAYERS = ("core", ("data", "model"), "eval", "training", ("handin", "tools"))
 _API = {
     "core.config": ["AugmentConfig", "Config", "load_config"],
     "core.errors": ["UserError"],
+    "core.terms": ["Term", "get_term"],
     "data.augment": ["BatchAugment", "eval_transform", "seed_train_transform"],
     "data.datasets": ["FaceImages", "training_set"],
     "data.demo": ["make_demo_data"],
     "data.layout": ["FaceData", "open_data", "answer_key_path"],
     "data.prepare": ["prepare_folder"],
+    "data.stage": ["stage_data"],
     "eval.evaluation": ["EvalSettings", "embed_images", "score_pairs", "verify_pairs"],
     "eval.metrics": ["compute_eer", "verification_metrics"],
     "eval.score_norm": ["ScoreNorm"],
@@ -39,6 +41,7 @@ _API = {
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
     "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
     "training.engine": ["Trainer", "TrainResult", "train"],
+    "training.launch": ["train_on_all_gpus"],
 }
 _HOME = {name: module for module, names in _API.items() for name in names}
 __all__ = sorted(_HOME)

@@ -91,7 +91,7 @@ def _evaluate(args) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
                                  bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
-                                 weights=args.weights, score_norm=_score_norm(args))
+                                 weights=args.weights, score_norm=_score_norm(args), term=args.term)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -110,6 +110,13 @@ def _evaluate(args) -> int:
     if "top1" in result:
         print(f"dev classification: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
               f"({result['dev_images']} images)")
+    if "score" in result:
+        print(f"combined score {result['score']:.4f} = 0.5 x dev top-1 + 0.5 x (1 - val EER)"
+              + (" (the leaderboard metric of " + result["leaderboard"]["term"] + ", higher is better)"
+                 if result["leaderboard"]["metric"] == "score" else ""))
+    elif result["leaderboard"]["metric"] == "score":
+        print(f"no combined score (the {result['leaderboard']['term']} leaderboard metric): it needs val pairs "
+              "and dev images of the training identities")
     if "rank1" in result:
         print(f"1:N identification against {result['gallery_identities']} identities: rank-1 "
               f"{result['rank1']:.4f}, rank-5 {result['rank5']:.4f}")
@@ -123,15 +130,28 @@ def _submit(args) -> int:
 
     result = make_submission(args.checkpoint, args.out, args.data_root, fmt=args.format, tta=args.tta,
                              device=args.device, kaggle_competition=args.kaggle_competition, message=args.message,
-                             progress=_progress(args), weights=args.weights, score_norm=_score_norm(args))
+                             progress=_progress(args), weights=args.weights, score_norm=_score_norm(args),
+                             sample=args.sample, kaggle=args.kaggle, slack=args.slack, term=args.term)
     print(as_json(result) if args.json else "\n".join(describe(result)))
     return 0
 
 
 def _score(args) -> int:
-    from helpers.handin.submission import score_submission
+    from helpers.core.terms import get_term
+    from helpers.handin.submission import score_file
 
-    print(f"EER {score_submission(args.submission, args.answers):.6f}")
+    scored = score_file(args.submission, args.answers)
+    if scored["score"] is None and scored["accuracy"] is None:
+        print(f"EER {scored['eer']:.6f}")
+        return 0
+    term = get_term(args.term)
+    parts = [f"score {scored['score']:.6f}" if scored["score"] is not None else "",
+             f"classification accuracy {scored['accuracy']:.6f} ({scored['images']} images)"
+             if scored["accuracy"] is not None else "",
+             f"EER {scored['eer']:.6f} ({scored['pairs']} pairs)" if scored["eer"] is not None else ""]
+    print(", ".join(part for part in parts if part)
+          + (f" ({term.title}'s leaderboard: 0.5 x accuracy + 0.5 x (1 - EER), higher is better)"
+             if term.leaderboard.metric == "combined" and scored["score"] is not None else ""))
     return 0
 
 
@@ -164,11 +184,21 @@ def _embed(args) -> int:
 
 def _bundle(args) -> int:
     from helpers.handin.bundle import build_bundle
+    from helpers.handin.check import check_bundle
 
+    if (args.check is None) == (args.run is None):
+        raise UserError("bundle takes --run RUN (build a hand-in) or --check ZIP (test one), one of the two")
+    if args.check is not None:
+        report = check_bundle(args.check, args.term)
+        print("\n".join(report.lines()))
+        return 0 if report.ok else 1
     result = build_bundle(args.run, args.notebook, args.out, acknowledgement=args.acknowledgement, readme=args.readme,
                           submissions=args.submission, checkpoint_json=args.checkpoint_json,
-                          kaggle_score=args.kaggle_score)
-    print(f"wrote {result.path} with {len(result.members)} files: {', '.join(result.members)}")
+                          kaggle_score=args.kaggle_score, term=args.term, kaggle_username=args.kaggle_username,
+                          slack=args.slack, wandb_project=args.wandb_project, draft=args.draft)
+    kind = "a DRAFT hand-in (the grader will refuse it)" if result.draft else "the hand-in"
+    print(f"wrote {kind} {result.path} for term {result.term} with {len(result.members)} files: "
+          f"{', '.join(result.members)}")
     for line in result.missing:
         print(f"  not included: {line}")
     return 0
@@ -193,6 +223,13 @@ def _pack_data(args) -> int:
 
     counts = pack_root(args.root, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: " + ", ".join(f"{name} {count} images" for name, count in counts.items()))
+    return 0
+
+
+def _stage_data(args) -> int:
+    from helpers.data.stage import stage_data
+
+    print(stage_data(args.src, args.dest).line())
     return 0
 
 
@@ -287,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="people held out for verification: a count, or a fraction of those with two or more "
                            "images (default 0.2)")
     prep.add_argument("--dev-fraction", type=float, default=0.1, help="share of each person's images for dev")
-    prep.add_argument("--test-fraction", type=float, default=0.0, help="share of each person's images for a test split")
+    prep.add_argument("--test-fraction", type=float, default=None,
+                      help="share of each person's images for a test split (default 0.1 for --layout f26, else 0)")
     _layout_writer_arguments(prep)
     prep.set_defaults(handler=_prepare_folder)
 
@@ -308,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("out", help="folder to create")
     pack.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     pack.set_defaults(handler=_pack_data)
+
+    stage = commands.add_parser("stage-data", help="copy a data root to node-local disk, once",
+                                description="Copy the data root SRC to DEST/<its name> (node-local disk: $LOCAL "
+                                            "on PSC) unless a complete copy is there already; a copy left "
+                                            "half-done by a killed job is finished. data.stage_to does the same "
+                                            "before training.")
+    stage.add_argument("src", help="the data root to copy (a packed one from pack-data, or any)")
+    stage.add_argument("dest", help="the folder to copy it into; ~ and $VARIABLES expand")
+    stage.set_defaults(handler=_stage_data)
 
     train = commands.add_parser("train", help="train a model",
                                 description="Train from a YAML config (the seed defaults when none is given) "
@@ -353,22 +400,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
 
     submit = commands.add_parser("submit", help="write the Kaggle submission CSV",
-                                 description="Score every line of test_pairs.txt, in file order, and write the "
-                                             "submission after checking its rows, IDs and values.")
+                                 description="Write the submission after checking its rows, IDs and values: in the "
+                                             "shape of the competition's sample_submission.csv when the data root "
+                                             "(or --sample) has one (its header and IDs in its order: test-pair "
+                                             "indices get scores, test-image names get class ids), else one row "
+                                             "per line of test_pairs.txt. --kaggle submits it to the term's "
+                                             "competition, described as the term asks (Fall 2026: "
+                                             "HW2P2|WB=ENTITY/PROJECT/RUN_ID, from the checkpoint's W&B run).")
     _checkpoint_arguments(submit)
     submit.add_argument("--out", default="submission.csv", help="CSV to write (default submission.csv)")
-    submit.add_argument("--format", choices=("scores", "binary"), default="scores",
-                        help="scores: ID,Label cosine (the EER leaderboard); binary: id,predicted 0/1")
-    submit.add_argument("--kaggle-competition", metavar="NAME", help="also submit with the kaggle tool")
-    submit.add_argument("--message", default="hw2p2 helpers submission", help="Kaggle submission message")
+    submit.add_argument("--sample", metavar="CSV", help="the sample submission to follow (default: the data "
+                                                        "root's sample_submission.csv, when there is one)")
+    submit.add_argument("--format", choices=("scores", "binary"), default=None,
+                        help="scores: cosine similarities (the EER leaderboard); binary: 0/1 at the val threshold "
+                             "(default: what the sample's values look like, else scores, header ID,Label; binary "
+                             "writes id,predicted)")
+    submit.add_argument("--kaggle", action="store_true", help="also submit to the term's Kaggle competition")
+    submit.add_argument("--slack", action="store_true", help="with --kaggle: the term's slack competition")
+    submit.add_argument("--kaggle-competition", metavar="NAME", help="also submit, to this competition")
+    submit.add_argument("--message", help="Kaggle description (default: the term's; Fall 2026 accepts only "
+                                          "HW2P2|WB=ENTITY/PROJECT/RUN_ID)")
     submit.add_argument("--json", action="store_true", help="print one JSON object")
     submit.set_defaults(handler=_submit)
 
-    score = commands.add_parser("score", help="the EER of a submission against an answer key",
-                                description="Compute a submission's EER against one 0/1 per line (the demo and "
-                                            "prepared roots write theirs beside the root as ROOT.test_labels.txt).")
-    score.add_argument("submission", help="submission CSV (ID,Label scores)")
-    score.add_argument("answers", help="answer key: one 0/1 per line, in test_pairs.txt order")
+    score = commands.add_parser("score", help="score a submission against an answer key",
+                                description="Score a submission as the leaderboard would: its EER against one "
+                                            "0/1 per test pair (ROOT.test_labels.txt beside a demo or prepared "
+                                            "root), or a unified submission's combined score against its answers "
+                                            "(ROOT.solution.csv beside an f26 root: ID,Label,Task).")
+    score.add_argument("submission", help="submission CSV")
+    score.add_argument("answers", help="answer key: one 0/1 per line in test_pairs.txt order, or ID,Label,Task")
+    _term_argument(score, "the newest")
     score.set_defaults(handler=_score)
 
     verify = commands.add_parser("verify", help="same person or not, for pairs of image files",
@@ -391,19 +453,32 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     embed.set_defaults(handler=_embed)
 
-    bundle = commands.add_parser("bundle", help="build the Autolab hand-in zip",
-                                 description="Build the Autolab hand-in: acknowledgement, README.txt, model_arch.txt, "
-                                             "model metadata, the notebook, submissions, config and metrics, W&B "
-                                             "summaries found offline. Refuses without the acknowledgement flag "
-                                             "and when any file carries a Kaggle or W&B key.")
-    bundle.add_argument("--run", required=True, help="the run folder (holding best.pt)")
+    bundle = commands.add_parser("bundle", help="build the hand-in zip the term's grader expects, or check one",
+                                 description="Build the hand-in zip of a course term (--term, the newest by "
+                                             "default) from a run: exactly the members its grader expects, e.g. Fall "
+                                             "2026's ACKNOWLEDGEMENT.txt, README.txt, model_metadata.json, "
+                                             "wandb_export.pkl and kaggle_metadata.json, the Kaggle and W&B exports "
+                                             "read with your logins. Refuses without the acknowledgement flag, when "
+                                             "any file carries a Kaggle or W&B key, and when a member cannot be "
+                                             "built (naming each; --draft writes the incomplete zip anyway). "
+                                             "--check ZIP runs the grader's test on a zip.")
+    bundle.add_argument("--run", help="the run folder (holding best.pt)")
+    bundle.add_argument("--check", metavar="ZIP", help="test ZIP as the term's grader would, instead of building")
+    _term_argument(bundle, "the newest")
     bundle.add_argument("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to hand in")
-    bundle.add_argument("--out", default="HW2P2_final_submission.zip", help="zip to write")
+    bundle.add_argument("--out", help="zip to write (default: the term's name, HW2P2_final_submission.zip)")
+    bundle.add_argument("--kaggle-username", help="the Kaggle account that submitted (default: KAGGLE_USERNAME, "
+                                                  "else the account the credentials sign in as)")
+    bundle.add_argument("--slack", action="store_true", help="Spring 2026: the best score of the slack competition")
+    bundle.add_argument("--wandb-project", metavar="ENTITY/PROJECT",
+                        help="Spring 2026: the W&B project whose best runs to export (default: the run's own)")
+    bundle.add_argument("--draft", action="store_true",
+                        help="write the zip even when members cannot be built (named _DRAFT, with MISSING.txt)")
     bundle.add_argument("--acknowledgement", default="acknowledgement.txt", help="the acknowledgement file")
     bundle.add_argument("--readme", default="README.txt", help="the implementation notes")
     bundle.add_argument("--submission", action="append", help="submission CSV(s) (default: RUN/submission*.csv)")
     bundle.add_argument("--checkpoint-json", help="checkpoint_submission.json (default: RUN/checkpoint_submission.json)")
-    bundle.add_argument("--kaggle-score", type=float, help="your best Kaggle score, to record it")
+    bundle.add_argument("--kaggle-score", type=float, help="Fall 2025: your best Kaggle score, to record it")
     bundle.set_defaults(handler=_bundle)
 
     bench = commands.add_parser("bench", help="measure training, data loading and evaluation speed",
@@ -477,7 +552,9 @@ def _config_arguments(command: argparse.ArgumentParser) -> None:
 
 def _layout_writer_arguments(command: argparse.ArgumentParser) -> None:
     """The options of the commands that write a data root."""
-    command.add_argument("--layout", choices=("f25", "f24"), default="f25", help="folder layout (default f25)")
+    command.add_argument("--layout", choices=("f25", "f24", "f26"), default="f25",
+                         help="folder layout (default f25); f26: an unlabelled test split and a unified "
+                              "sample_submission.csv, its answers beside the root as OUT.solution.csv")
     command.add_argument("--image-size", type=_positive_int, default=112, help="image side in pixels (default 112)")
     command.add_argument("--val-pairs", type=_positive_int, default=1000, help="val pairs to draw (default 1000)")
     command.add_argument("--test-pairs", type=_positive_int, default=1000, help="test pairs to draw (default 1000)")
@@ -485,7 +562,17 @@ def _layout_writer_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
+def _term_argument(command: argparse.ArgumentParser, default_says: str) -> None:
+    from helpers.core.terms import NEWEST, all_terms
+
+    terms = {name: term.title for name, term in all_terms().items()}
+    command.add_argument("--term", choices=[*terms, NEWEST], metavar="TERM",
+                         help=f"the course term whose rules apply: {', '.join(f'{k} ({v})' for k, v in terms.items())}"
+                              f" or {NEWEST} (default: {default_says})")
+
+
 def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:
+    _term_argument(command, "the checkpoint's course.term")
     command.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
     command.add_argument("--data-root", help="data root (default: the one the checkpoint trained on)")
     command.add_argument("--tta", action="store_true", help="flip test-time augmentation")

@@ -92,3 +92,39 @@ def call_cli(capsys, *args) -> tuple[int, str, str]:
         code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+# torch.cuda.get_arch_list() of the default (CUDA 13.0) and the CUDA 12.6 wheels on x86_64
+CU130_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+CU126_ARCHS = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """``fake_gpu(name, capability, arch_list, ...)``: torch sees one CUDA GPU of that name and capability,
+    and is a build (version, CUDA, torchvision version) with those architectures' kernels. No GPU is needed."""
+    import importlib.metadata
+
+    import torch
+
+    real_version = importlib.metadata.version
+
+    def make(name="Tesla V100-SXM2-32GB", capability=(7, 0), arch_list=CU130_ARCHS, torch_version="2.9.1+cu130",
+             cuda="13.0", vision="0.24.1+cu130"):
+        def version(package):
+            if package != "torchvision":
+                return real_version(package)
+            if vision is None:
+                raise importlib.metadata.PackageNotFoundError(package)
+            return vision
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(arch_list))
+        monkeypatch.setattr(torch.version, "cuda", cuda)
+        monkeypatch.setattr(torch, "__version__", torch_version)
+        monkeypatch.setattr(importlib.metadata, "version", version)
+
+    return make

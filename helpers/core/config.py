@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from helpers.core.errors import UserError
+from helpers.core.terms import NEWEST, get_term
 
 PACKAGED = Path(__file__).parents[1] / "configs"  # the shipped recipes, chosen by name
 
@@ -53,6 +54,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     root: Optional[Text] = None
     """the folder holding cls_data/ and ver_data/ (or one folder above it)"""
+    stage_to: Optional[Text] = None
+    """copy data.root into this folder before training and train from the copy (node-local disk: $LOCAL on PSC;
+    ~ and $VARIABLES expand when it is used); a complete copy is reused; checkpoints stay in run.out_dir"""
     layout: Literal["auto", "f24", "f25", "packed"] = "auto"
     """auto | f24 (cls_data/<split>/<identity>/) | f25 (images/ + labels.txt) | packed (pack-data)"""
     num_workers: Union[Annotated[int, Field(ge=0)], Literal["auto"]] = "auto"
@@ -223,9 +227,10 @@ class TrainConfig(Section):
     """decay of an exponential moving average of the weights (e.g. 0.999); 0 = off (warmed up: min(ema,
     (1+n)/(10+n)) after n steps). With it, each evaluation measures the trained and the averaged weights, and
     the run keeps best_raw.pt and best_ema.pt beside best.pt"""
-    select: Literal["auto", "best", "ema_best", "last", "ema_last"] = "auto"
+    select: Literal["auto", "best", "ema_best", "last", "ema_last", "leaderboard", "ema_leaderboard"] = "auto"
     """what best.pt holds: best (trained weights, lowest val EER) | ema_best | last | ema_last (the latest
-    evaluation); auto: ema_best with train.ema, best without"""
+    evaluation) | leaderboard | ema_leaderboard (best by course.term's leaderboard metric: val EER, or the
+    combined score of dev top-1 and val EER); auto: ema_best with train.ema, best without"""
     progress: Union[bool, Literal["auto"]] = "auto"
     """auto | true: bars in a terminal or live notebook, a few lines in logs | false"""
 
@@ -271,6 +276,20 @@ class TrackingConfig(Section):
     wandb: WandbConfig = WandbConfig()
 
 
+class CourseConfig(Section):
+    term: Text = NEWEST
+    """the course term whose rules apply (leaderboard metric, cutoff, hand-in): f25 | s26 | f26 | newest (the
+    newest known, helpers/core/terms.yaml)"""
+
+    @model_validator(mode="after")
+    def _known_term(self) -> CourseConfig:
+        try:
+            get_term(self.term)
+        except UserError as error:
+            raise UserError(f"config key 'course.term': {error}") from None
+        return self
+
+
 class Config(Section):
     """A whole run configuration; ``Config()`` is the seed recipe."""
 
@@ -283,6 +302,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     run: RunConfig = RunConfig()
     tracking: TrackingConfig = TrackingConfig()
+    course: CourseConfig = CourseConfig()
 
     def as_dict(self) -> dict:
         """Plain values (lists, not tuples), as YAML, JSON, W&B and checkpoints hold them."""

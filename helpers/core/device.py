@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +17,16 @@ from helpers.core.errors import UserError, one_line
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """CUDA, then MPS, then the CPU; ``name`` (cpu, cuda, cuda:N, mps) overrides."""
+    """CUDA, then MPS, then the CPU; ``name`` (cpu, cuda, cuda:N, mps) overrides. A GPU the installed torch
+    has no kernels for is refused, naming the build that has them (:func:`gpu_kernels`)."""
+    device = _named_device(name, local_rank)
+    if device.type == "cuda":
+        gpu_kernels(device.index or 0)
+    return device
+
+
+def _named_device(name: str, local_rank: int) -> torch.device:
+    """The device ``name`` asks for, checked to be there."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
@@ -28,6 +40,94 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "cuda":
         return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+# CUDA 13 builds dropped Maxwell, Pascal and Volta (sm_50-sm_72); the CUDA 12.6 builds still carry them.
+OLDER_GPU_INDEX = "https://download.pytorch.org/whl/cu126"
+NO_KERNEL_IMAGE = "no kernel image is available"  # what CUDA says when a kernel lacks this GPU's architecture
+
+
+def kernels_for(capability: tuple[int, int], arch_list: list[str]) -> str | None:
+    """The entry of ``arch_list`` (``torch.cuda.get_arch_list()``) whose kernels run on a GPU of ``capability``,
+    or None. A cubin ``sm_XY`` runs on GPUs of major X from minor Y up; PTX ``compute_XY`` is compiled by the
+    driver for XY and every later GPU; an ``a``-suffixed entry (sm_90a) runs on its own GPU only."""
+    device = 10 * capability[0] + capability[1]
+    cubins, ptx = [], []
+    for kind, number, suffix, entry in _architectures(arch_list):
+        if suffix == "a":
+            runs = number == device
+        elif kind == "sm":
+            runs = number // 10 == capability[0] and number <= device
+        else:
+            runs = number <= device
+        if runs:
+            (cubins if kind == "sm" else ptx).append((number, entry))
+    found = max(cubins) if cubins else max(ptx) if ptx else None
+    return found[1] if found else None
+
+
+def _architectures(arch_list: list[str]) -> list[tuple[str, int, str, str]]:
+    """Each ``sm_XY``/``compute_XY`` entry as (kind, XY, suffix, entry); others (a ROCm gfx name) are left out."""
+    found = []
+    for entry in arch_list:
+        match = re.fullmatch(r"(sm|compute)_(\d+)([a-z]?)", entry)
+        if match:
+            found.append((match.group(1), int(match.group(2)), match.group(3), entry))
+    return found
+
+
+def missing_kernels_sentence(name: str, capability: tuple[int, int], arch_list: list[str], torch_version: str,
+                             cuda: str, vision_version: str | None) -> str:
+    """One sentence: which GPU, which architecture, that this torch (its version and CUDA) lacks it, and the
+    pip line of the build that has it: the same release for CUDA 12.6 for older GPUs, a newer torch for newer."""
+    installed = f"the installed torch {torch_version} (CUDA {cuda})"
+    if kernels_for(capability, arch_list) is None:
+        lacks = f", for which {installed} has no kernels (it is built for {', '.join(arch_list)})"
+    else:  # torch lists the architecture, yet CUDA found a kernel without it
+        lacks = f", and {installed} lacks a kernel for it ({NO_KERNEL_IMAGE} for execution on the device)"
+    numbers = [number for _, number, _, _ in _architectures(arch_list)]
+    if numbers and 10 * capability[0] + capability[1] > max(numbers):
+        fix = "install a newer torch: pip install --upgrade torch torchvision"
+    else:
+        vision = f" torchvision=={vision_version.split('+')[0]}" if vision_version else ""
+        fix = (f"install the same release built for CUDA 12.6, which has them: pip install "
+               f"torch=={torch_version.split('+')[0]}{vision} --index-url {OLDER_GPU_INDEX}")
+    return f"the {name} GPU is sm_{capability[0]}{capability[1]}{lacks}; {fix}"
+
+
+def gpu_kernels(index: int = 0) -> str:
+    """The entry of the installed torch's architectures that runs on GPU ``index`` ("" where torch does not
+    list them: a ROCm build); a GPU none runs on is refused with :func:`missing_kernels_sentence`."""
+    arch_list = torch.cuda.get_arch_list()
+    if torch.version.cuda is None or not arch_list:
+        return ""
+    capability = torch.cuda.get_device_capability(index)
+    found = kernels_for(capability, arch_list)
+    if found is None:
+        raise UserError(_kernel_sentence(index, capability, arch_list))
+    return found
+
+
+def _kernel_sentence(index: int, capability: tuple[int, int], arch_list: list[str]) -> str:
+    try:
+        vision = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        vision = None
+    return missing_kernels_sentence(torch.cuda.get_device_name(index), capability, arch_list, torch.__version__,
+                                    torch.version.cuda, vision)
+
+
+@contextmanager
+def kernel_errors_explained(device: torch.device):
+    """Turn CUDA's "no kernel image is available" met in the block into the sentence that names the fix."""
+    try:
+        yield
+    except RuntimeError as error:
+        if device.type != "cuda" or NO_KERNEL_IMAGE not in str(error):
+            raise
+        index = device.index or 0
+        capability = torch.cuda.get_device_capability(index)
+        raise UserError(_kernel_sentence(index, capability, torch.cuda.get_arch_list())) from None
 
 
 @dataclass(frozen=True)

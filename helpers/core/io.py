@@ -49,15 +49,19 @@ def _free_space(path: Path) -> str:
     while not os.path.ismount(mount) and mount != mount.parent:
         mount = mount.parent
     try:
-        free = float(shutil.disk_usage(place).free)
+        free = shutil.disk_usage(place).free
     except OSError:
         return "free space unknown"
+    return f"{size_words(free)} free on {mount}"
+
+
+def size_words(size: float) -> str:
+    """A number of bytes in words: ``"512 bytes"``, ``"1.5 MiB"``, ``"12.3 GiB"``."""
     for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if free < 1024 or unit == "GiB":
+        if size < 1024 or unit == "GiB":
             break
-        free /= 1024
-    amount = f"{free:.0f} bytes" if unit == "bytes" else f"{free:.1f} {unit}"
-    return f"{amount} free on {mount}"
+        size /= 1024
+    return f"{size:.0f} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
 
 
 class _Recording:

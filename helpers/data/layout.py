@@ -28,12 +28,19 @@ from helpers.data.packed import PackedImages
 LAYOUTS = ("auto", "f24", "f25", "packed")
 SPLITS = ("train", "dev", "test")
 PAIR_FILES = {"val": "val_pairs.txt", "test": "test_pairs.txt"}
+SAMPLE_SUBMISSION = "sample_submission.csv"  # Kaggle's statement of a competition's submission format
 
 
 def answer_key_path(root: str | Path) -> Path:
     """Where the answers to ``test_pairs.txt`` of ``root`` live: beside the root, not inside it."""
     root = Path(root)
     return root.parent / f"{root.name}.test_labels.txt"
+
+
+def solution_path(root: str | Path) -> Path:
+    """Where the answers to a unified (Fall 2026) submission of ``root`` live, beside it: ``ID,Label,Task``."""
+    root = Path(root)
+    return root.parent / f"{root.name}.solution.csv"
 
 
 @dataclass(frozen=True)

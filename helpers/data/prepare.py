@@ -6,6 +6,11 @@ Training identities get per-identity train/dev(/test) image splits under
 ``test_pairs.txt``. The test pairs' labels are written beside the root as
 ``OUT.test_labels.txt`` (one 0/1 per line), so a submission can be scored
 without putting the answers inside the data.
+
+The ``f26`` layout is Fall 2026's: ``f25``'s folders with an unlabelled
+``cls_data/test/images`` and a ``sample_submission.csv`` for one unified
+submission (the test images' class ids, then the test pairs' scores); its
+answers go beside the root as ``OUT.solution.csv`` (``ID,Label,Task``).
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from PIL import Image
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write, staged_folder
 from helpers.data.images import BadImageError, is_image, load_image
-from helpers.data.layout import answer_key_path
+from helpers.data.layout import SAMPLE_SUBMISSION, answer_key_path, solution_path
 from helpers.data.packed import write_pack
 
 _ANSWERS_IN_STAGING = ".test_labels.txt"  # moved out beside the root once the root is in place
+_SOLUTION_IN_STAGING = ".solution.csv"
+LAYOUTS_WRITTEN = ("f25", "f24", "f26")
 
 # A picture to write: a file to convert, or a function that renders one.
 ImageSource = Union[Path, Callable[[], Image.Image]]
@@ -43,43 +50,57 @@ class LayoutSummary:
     val_pairs: int
     test_pairs: int
     test_labels: Path
+    solution: Path | None = None  # f26: the answers to the unified sample_submission.csv
 
     def lines(self) -> list[str]:
         split_counts = ", ".join(f"{name} {count}" for name, count in self.images.items())
-        return [f"wrote {self.root}",
-                f"  training identities: {self.train_identities} (images: {split_counts})",
-                f"  verification identities: {self.verification_identities}",
-                f"  pairs: val {self.val_pairs}, test {self.test_pairs} (balanced)",
-                f"  test pair labels: {self.test_labels}"]
+        lines = [f"wrote {self.root}",
+                 f"  training identities: {self.train_identities} (images: {split_counts})",
+                 f"  verification identities: {self.verification_identities}",
+                 f"  pairs: val {self.val_pairs}, test {self.test_pairs} (balanced)",
+                 f"  test pair labels: {self.test_labels}"]
+        if self.solution is not None:
+            lines += [f"  unified submission: {self.root / SAMPLE_SUBMISSION} (test images unlabelled), answers: "
+                      f"{self.solution}"]
+        return lines
 
 
 def write_layout(out: str | Path, train: dict[str, Sequence[ImageSource]], verification: dict[str, Sequence[ImageSource]],
                  *, layout: str = "f25", seed: int = 0, size: int = 112, dev_fraction: float = 0.1,
-                 test_fraction: float = 0.0, val_pairs: int = 1000, test_pairs: int = 1000,
+                 test_fraction: float | None = None, val_pairs: int = 1000, test_pairs: int = 1000,
                  overwrite: bool = False) -> LayoutSummary:
     """Write a complete HW2P2 data root at ``out``, atomically: built beside it, then renamed into place."""
-    if layout not in ("f24", "f25"):
-        raise UserError(f"layout must be f24 or f25, not '{layout}'")
+    if layout not in LAYOUTS_WRITTEN:
+        raise UserError(f"layout must be one of {', '.join(LAYOUTS_WRITTEN)}, not '{layout}'")
+    if test_fraction is None:  # Fall 2026 classifies a test split; the earlier layouts need none
+        test_fraction = 0.1 if layout == "f26" else 0.0
     if not 0 <= dev_fraction < 1 or not 0 <= test_fraction < 1 or dev_fraction + test_fraction >= 1:
         raise UserError("dev and test fractions must lie in [0, 1) and leave images for training")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --overwrite")
     rng = np.random.default_rng(seed)
+    if layout == "f26" and not test_fraction:
+        raise UserError("the f26 layout classifies a test split: give it a test fraction above 0 (e.g. 0.1)")
     with staged_folder(out) as staging:
-        counts = _write_classification(staging, train, layout, rng, size, dev_fraction, test_fraction)
+        counts, test_classes = _write_classification(staging, train, layout, rng, size, dev_fraction, test_fraction)
         pairs = _write_verification(staging, verification, rng, size, val_pairs, test_pairs)
         # Written inside the staged copy, so a full disk stops before anything is renamed into place.
         (staging / _ANSWERS_IN_STAGING).write_text("".join(f"{label}\n" for label in pairs["test_labels"]))
+        if layout == "f26":
+            _write_unified(staging, test_classes, pairs["test_labels"])
     os.replace(out / _ANSWERS_IN_STAGING, answer_key_path(out))
+    if layout == "f26":
+        os.replace(out / _SOLUTION_IN_STAGING, solution_path(out))
     return LayoutSummary(out, len(train), len(verification), counts, pairs["val"], pairs["test"],
-                         answer_key_path(out))
+                         answer_key_path(out), solution_path(out) if layout == "f26" else None)
 
 
 def _write_classification(root: Path, train: dict, layout: str, rng, size: int, dev_fraction: float,
                           test_fraction: float) -> dict:
     counts = {"train": 0, "dev": 0, "test": 0}
     labels = {split: [] for split in counts}
+    test_classes: list[tuple[str, int]] = []
     for class_id, identity in enumerate(sorted(train)):
         sources = list(train[identity])
         order = rng.permutation(len(sources))
@@ -94,12 +115,23 @@ def _write_classification(root: Path, train: dict, layout: str, rng, size: int, 
                 name = f"{counts[split]:07d}.jpg"
                 target = root / "cls_data" / split / "images" / name
                 labels[split].append(f"{name} {class_id}\n")
+                if split == "test":
+                    test_classes.append((name, class_id))
             _save(sources[index], target, size)
-    if layout == "f25":
+    if layout != "f24":
         for split, lines in labels.items():
-            if lines:
+            if lines and not (layout == "f26" and split == "test"):  # Fall 2026's test split is unlabelled
                 (root / "cls_data" / split / "labels.txt").write_text("".join(lines))
-    return {split: count for split, count in counts.items() if count}
+    return {split: count for split, count in counts.items() if count}, test_classes
+
+
+def _write_unified(root: Path, test_classes: list[tuple[str, int]], pair_labels: list[int]) -> None:
+    """Fall 2026's one submission for both tasks: the sample (inside the root) and its answers (staged)."""
+    rows = [(name, "0", str(class_id), "image") for name, class_id in test_classes]
+    rows += [(str(i), "0.0", str(label), "pair") for i, label in enumerate(pair_labels)]
+    (root / SAMPLE_SUBMISSION).write_text("ID,Label\n" + "".join(f"{key},{value}\n" for key, value, _, _ in rows))
+    (root / _SOLUTION_IN_STAGING).write_text("ID,Label,Task\n"
+                                             + "".join(f"{key},{answer},{task}\n" for key, _, answer, task in rows))
 
 
 def _write_verification(root: Path, verification: dict, rng, size: int, n_val: int, n_test: int) -> dict:
@@ -221,7 +253,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def prepare_folder(src: str | Path, out: str | Path, *, verification_identities: float = 0.2, seed: int = 0,
-                   layout: str = "f25", size: int = 112, dev_fraction: float = 0.1, test_fraction: float = 0.0,
+                   layout: str = "f25", size: int = 112, dev_fraction: float = 0.1, test_fraction: float | None = None,
                    val_pairs: int = 1000, test_pairs: int = 1000, overwrite: bool = False) -> LayoutSummary:
     """Turn a folder-per-identity collection into an HW2P2 data root.
 
@@ -255,7 +287,7 @@ def prepare_folder(src: str | Path, out: str | Path, *, verification_identities:
 
 def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, int]:
     """Pack every split and ``ver_data/`` of a data root into ``out``; returns image counts per pack."""
-    from helpers.data.layout import answer_key_path, open_data
+    from helpers.data.layout import answer_key_path, open_data, solution_path
 
     data = open_data(root)
     out = Path(out)
@@ -280,10 +312,11 @@ def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dic
                      for name in names]
             write_pack(staging / "ver_data.json", items)
             counts["ver_data"] = len(names)
-        for pair_file in ("val_pairs.txt", "test_pairs.txt"):
-            if (data.root / pair_file).is_file():
-                shutil.copyfile(data.root / pair_file, staging / pair_file)
-    answers = answer_key_path(data.root)
-    if answers.is_file():  # the answer key of a demo or prepared root travels with it
-        atomic_write(answer_key_path(out), lambda handle: handle.write(answers.read_bytes()))
+        for text_file in ("val_pairs.txt", "test_pairs.txt", SAMPLE_SUBMISSION):
+            if (data.root / text_file).is_file():
+                shutil.copyfile(data.root / text_file, staging / text_file)
+    for answers in (answer_key_path, solution_path):  # the answer keys of a demo or prepared root travel with it
+        if answers(data.root).is_file():
+            key = answers(data.root).read_bytes()
+            atomic_write(answers(out), lambda handle: handle.write(key))
     return counts

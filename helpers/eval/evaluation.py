@@ -23,10 +23,12 @@ from helpers.core.config import Config, load_config
 from helpers.core.device import FastPath, default_workers, fast_path, pick_device
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
+from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.augment import normalize
 from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device
 from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData, Pair, open_data
+from helpers.data.stage import evaluation_root
 from helpers.eval.metrics import verification_metrics
 from helpers.eval.score_norm import ScoreNorm
 from helpers.eval.score_norm import pair_scores as score_rows
@@ -232,7 +234,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
         settings = replace(settings, batch_size=batch_size)
     data = None
     if need_data:
-        root = data_root or cfg.data.root
+        root = data_root or evaluation_root(cfg.data)  # a complete staged copy (data.stage_to), else data.root
         if root is None:
             raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
         data = open_data(root, cfg.data.layout if data_root is None else "auto")
@@ -250,8 +252,10 @@ def hardest_pairs(pairs: Sequence[Pair], scores: np.ndarray, labels: np.ndarray,
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, tta: bool = False,
                         device: str = "auto", bootstrap: int = 0, gallery_per_identity: int = 10,
                         plots_dir: str | Path | None = None, progress: bool = False,
-                        weights: str | None = None, score_norm: ScoreNorm = ScoreNorm()) -> dict:
-    """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, 1:N identification, plots.
+                        weights: str | None = None, score_norm: ScoreNorm = ScoreNorm(),
+                        term: str | None = None) -> dict:
+    """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, the combined score, 1:N
+    identification, plots; and the leaderboard metric of ``term`` (default: the checkpoint's course.term).
 
     ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated.
     """
@@ -273,6 +277,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
             index = {name: i for i, name in enumerate(state["classes"])}
             result.update(_identification(model, data, index, *known_dev_images(data, state["classes"]), settings,
                                           gallery_per_identity))
+    result.update(_leaderboard(result, get_term(term or state["config"].course.term)))
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
         written = []
@@ -298,6 +303,16 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
             written.append("training_curves.png")
         result["plots"] = [str(plots_dir / name) for name in written]
     return result
+
+
+def _leaderboard(result: dict, term: Term) -> dict:
+    """The combined score (0.5 x dev top-1 + 0.5 x (1 - val EER), when both are measured) and the value of
+    ``term``'s leaderboard metric."""
+    score = combined_score(result.get("top1"), result.get("eer"))
+    board = term.leaderboard
+    return {**({"score": score} if score is not None else {}), "term": term.name,
+            "leaderboard": {"metric": board.label, "better": board.better, "term": term.title,
+                            "value": board.value(result.get("eer"), result.get("top1"))}}
 
 
 def _identification(model, data: FaceData, index: dict, probe_paths, probe_labels, settings, per_identity: int) -> dict:

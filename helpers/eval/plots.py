@@ -110,7 +110,8 @@ def hardest_pairs_figure(images_a: Sequence, images_b: Sequence, scores: Sequenc
 
 
 def training_curves_figure(records: list[dict], path=None) -> Figure:
-    """Train loss, learning rate and val EER per epoch (and the EMA's val EER), from a run's metrics.jsonl."""
+    """Train loss, learning rate and val EER per epoch (and the EMA's val EER, and the combined score of dev top-1
+    and val EER when it was measured), from a run's metrics.jsonl."""
     trained = [r for r in records if r.get("train_loss") is not None]
     evaluated = [r for r in records if r.get("val_eer") is not None]
     figure = Figure(figsize=(12, 3.4))
@@ -127,6 +128,12 @@ def training_curves_figure(records: list[dict], path=None) -> Figure:
                     label="EMA weights")
         eer_ax.legend(fontsize=8)
     eer_ax.set_title("val EER (lower is better)")
+    scored = [r for r in evaluated if r.get("val_score") is not None]
+    if scored:  # Fall 2026's combined score, on its own axis: higher is better
+        score_ax = eer_ax.twinx()
+        score_ax.plot([r["epoch"] for r in scored], [r["val_score"] for r in scored], ls="--", color="C5")
+        score_ax.set_ylabel("combined score (dashed, higher is better)", color="C5", fontsize=8)
+        eer_ax.set_title("val EER (lower is better) and combined score")
     for ax in (loss_ax, lr_ax, eer_ax):
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)

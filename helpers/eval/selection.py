@@ -3,7 +3,9 @@
 Each evaluation measures one or two *arms*: the trained weights (``raw``)
 and, with ``train.ema``, their moving average (``ema``). ``train.select``
 names what best.pt holds: the evaluation with the lowest val EER of one arm
-(``best``, ``ema_best``) or that arm's latest evaluation (``last``,
+(``best``, ``ema_best``), the best by the course term's leaderboard metric
+(``leaderboard``, ``ema_leaderboard``: val EER, or Fall 2026's combined score
+of dev top-1 and val EER) or that arm's latest evaluation (``last``,
 ``ema_last``); ``auto`` is ``ema_best`` when the EMA is on and ``best``
 otherwise. With two arms the run also keeps ``best_raw.pt`` and
 ``best_ema.pt``, so that every candidate can be scored on the test pairs.
@@ -23,11 +25,14 @@ import numpy as np
 import torch
 
 from helpers.core.config import TrainConfig
+from helpers.core.terms import Leaderboard
 from helpers.eval.metrics import paired_bootstrap_eers
 
 ARMS = ("raw", "ema")
 # train.select -> (arm, which evaluation of it)
-RULES = {"best": ("raw", "best"), "ema_best": ("ema", "best"), "last": ("raw", "last"), "ema_last": ("ema", "last")}
+RULES = {"best": ("raw", "best"), "ema_best": ("ema", "best"), "last": ("raw", "last"), "ema_last": ("ema", "last"),
+         "leaderboard": ("raw", "leaderboard"), "ema_leaderboard": ("ema", "leaderboard")}
+BY_EER = Leaderboard(metric="eer", better="lower", wandb_key="EER")  # what best and ema_best rank by
 ARM_NAMES = {"raw": "trained weights", "ema": "EMA weights"}
 
 
@@ -40,34 +45,42 @@ def resolve_select(train: TrainConfig) -> str:
 
 @dataclass
 class Evaluation:
-    """One arm at one evaluation: its val EER, the val_* fields a checkpoint stores, the scores of the val pairs."""
+    """One arm at one evaluation: its val EER and dev top-1, the val_* fields a checkpoint stores, the scores of
+    the val pairs."""
 
     arm: str
     epoch: float
     eer: float
     metrics: dict
     scores: np.ndarray | None = None  # in val_pairs.txt order; NaN where a pair could not be scored
+    top1: float | None = None  # dev top-1 of these weights, for the combined score
 
     def state_dict(self) -> dict:
-        return {"arm": self.arm, "epoch": self.epoch, "eer": self.eer, "metrics": self.metrics,
+        return {"arm": self.arm, "epoch": self.epoch, "eer": self.eer, "metrics": self.metrics, "top1": self.top1,
                 "scores": None if self.scores is None else torch.from_numpy(np.asarray(self.scores, np.float64))}
 
     @classmethod
     def from_state(cls, state: dict) -> "Evaluation":
         scores = state.get("scores")
         return cls(state["arm"], state["epoch"], state["eer"], state.get("metrics", {}),
-                   None if scores is None else scores.numpy())
+                   None if scores is None else scores.numpy(), state.get("top1"))
 
 
 class Selection:
     """The best and latest evaluation of each arm, and which of them best.pt holds."""
 
-    def __init__(self, rule: str, arms: tuple[str, ...] = ("raw",)):
+    def __init__(self, rule: str, arms: tuple[str, ...] = ("raw",), leaderboard: Leaderboard = BY_EER):
         self.rule = rule
         self.arm, self.mode = RULES[rule]
         self.arms = arms
+        # what "best" means: the lowest val EER, or for the leaderboard rules the term's metric
+        self.ranking = leaderboard if self.mode == "leaderboard" else BY_EER
         self.best: dict[str, Evaluation] = {}
         self.latest: dict[str, Evaluation] = {}
+
+    def grade(self, evaluation: Evaluation) -> float | None:
+        """The value ``evaluation`` is ranked by (val EER, or the term's leaderboard metric)."""
+        return self.ranking.value(evaluation.eer, evaluation.top1)
 
     @property
     def graded(self) -> Evaluation | None:
@@ -81,7 +94,7 @@ class Selection:
         """
         self.latest.update(evaluations)
         improved = [arm for arm in self.arms if arm not in evaluations or arm not in self.best
-                    or evaluations[arm].eer < self.best[arm].eer]
+                    or self._improves(evaluations[arm], self.best[arm])]
         for arm in improved:
             if arm in evaluations:
                 self.best[arm] = evaluations[arm]
@@ -89,6 +102,12 @@ class Selection:
         if len(self.arms) > 1:
             files += [f"best_{arm}.pt" for arm in improved]
         return files
+
+    def _improves(self, new: Evaluation, old: Evaluation) -> bool:
+        new_grade, old_grade = self.grade(new), self.grade(old)
+        if new_grade is None or old_grade is None:  # the combined score needs dev images; fall back to the EER
+            return new.eer < old.eer
+        return self.ranking.better_than(new_grade, old_grade)
 
     def report(self, labels: np.ndarray, rounds: int) -> dict | None:
         """best.pt's evaluation against each other candidate, by a paired bootstrap of ``rounds`` resamplings.
@@ -117,11 +136,12 @@ class Selection:
         for (candidate, role), test in zip(others, tests):
             low, high = test["ci95"]
             comparisons.append({"weights": candidate.arm, "role": " and ".join(role), "epoch": candidate.epoch,
-                                "val_eer": candidate.eer, "difference": test["difference"],
+                                "val_eer": candidate.eer, "val_score": candidate.metrics.get("val_score"),
+                                "difference": test["difference"],
                                 "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
         return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, "val_eer": graded.eer,
                 "val_eer_ci95": [graded.metrics.get("val_eer_low"), graded.metrics.get("val_eer_high")],
-                "bootstrap_rounds": rounds, "comparisons": comparisons}
+                "val_score": graded.metrics.get("val_score"), "bootstrap_rounds": rounds, "comparisons": comparisons}
 
     def holds(self, name: str) -> tuple[str, Evaluation | None]:
         """The arm a checkpoint file grades, and the evaluation its weights had: last.pt, best.pt, best_ARM.pt."""
@@ -153,8 +173,9 @@ def report_lines(report: dict) -> list[str]:
     """The end-of-run comparison for the log: one line for best.pt, one per other candidate."""
     low, high = report["val_eer_ci95"]
     interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None else ""
+    score = f", score {report['val_score']:.4f}" if report.get("val_score") is not None else ""
     lines = [f"best.pt ({report['select']}): {ARM_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
-             f"val EER {report['val_eer']:.4f}{interval}"]
+             f"val EER {report['val_eer']:.4f}{interval}{score}"]
     for item in report["comparisons"]:
         low, high = item["difference_ci95"]
         verdict = "distinguishable" if item["distinguishable"] else "within the noise of the val pairs"

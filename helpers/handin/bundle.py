@@ -1,13 +1,16 @@
-"""The Autolab hand-in zip: what the course asks for, built offline, never with a credential inside.
+"""The hand-in zip, exactly as the course term's grader expects it, never with a credential inside.
 
-Members: ``acknowledgement.txt`` (the flag must be set), ``README.txt``,
-``model_arch.txt``, ``model_metadata_<timestamp>.json``, the notebook, the
-submission CSV(s), the run's ``config.yaml`` and ``metrics.jsonl``,
-``checkpoint_submission.json`` when there is one, ``run_summary.json`` (the
-course's summary key ``EER`` and the run's headline numbers, from ``metrics.jsonl``)
-and the offline W&B run folders as W&B wrote them (``wandb/offline-run-*``, for
-``wandb sync``). What needs a login (online W&B exports, the Kaggle score) is
-listed in ``MISSING.txt`` instead.
+The members come from the term (``helpers/core/terms.yaml``): Fall 2026's five
+(``ACKNOWLEDGEMENT.txt``, ``README.txt``, ``model_metadata.json``,
+``wandb_export.pkl``, ``kaggle_metadata.json``) and the notebook; Spring 2026's
+``kaggle_data.json``, ``wandb_top_runs.pkl`` and stamped model metadata; Fall
+2025's offline bundle (model_arch.txt, the run's config, metrics, submissions
+and offline W&B runs, with ``MISSING.txt`` for what needs a login).
+
+A member that needs a login or the network and cannot be had here is named,
+with why, in one sentence each, and nothing is written: a zip the grader would
+refuse must not look finished. ``draft=True`` writes it anyway, on purpose,
+with ``MISSING.txt``, under a name that says DRAFT.
 """
 
 from __future__ import annotations
@@ -15,19 +18,20 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import os
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.core.config import load_config
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write
+from helpers.core.terms import Term, get_term
 from helpers.handin.key_scan import describe, scan_file
+from helpers.handin.members import HandinSources
 from helpers.model.checkpoint import load_checkpoint
 
 ACKNOWLEDGED = re.compile(r"^\s*ACKNOWLEDGED\s*=\s*True\s*$", re.MULTILINE)
-CHECKPOINT_CUTOFF = 0.09  # the checkpoint milestone's val EER bar
 SKIP_SCAN_SUFFIXES = {".pt", ".wandb", ".png", ".jpg", ".zip"}
 
 
@@ -36,91 +40,119 @@ class BundleResult:
     path: Path
     members: list[str]
     missing: list[str]
+    term: str = ""
+    draft: bool = False
 
 
-def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "HW2P2_final_submission.zip",
+def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path | None = None,
                  acknowledgement: str | Path = "acknowledgement.txt", readme: str | Path = "README.txt",
                  submissions: list[str | Path] | None = None, checkpoint_json: str | Path | None = None,
-                 kaggle_score: float | None = None) -> BundleResult:
-    """Assemble the hand-in zip at ``out`` (atomically), refusing on a missing flag or any credential."""
-    from helpers.model.summary import model_arch_text, model_summary
-    from helpers.training.tracking import offline_runs, run_summary
+                 kaggle_score: float | None = None, term: str | None = None, kaggle_username: str | None = None,
+                 slack: bool = False, wandb_project: str | None = None, draft: bool = False) -> BundleResult:
+    """Assemble ``term``'s hand-in zip at ``out`` (the term's zip name by default), atomically; refuse on a
+    missing acknowledgement, a member that cannot be built (unless ``draft``), or any credential inside."""
+    chosen = get_term(term)
+    kaggle_username = kaggle_username or os.environ.get("KAGGLE_USERNAME") or None
+    sources = _sources(Path(run_dir), Path(notebook), Path(acknowledgement), Path(readme), chosen,
+                       kaggle_username=kaggle_username, slack=slack, wandb_project=wandb_project)
+    sources.run_files = lambda s: _run_files(s, submissions, checkpoint_json, kaggle_score)
+    # Before any login is used: a key in the notebook or the run folder stops the hand-in whatever the term.
+    _refuse_credentials({path.name: path.read_bytes() for path in (sources.notebook, sources.acknowledgement,
+                                                                   sources.readme)}, sources.run_dir)
+    members, unbuilt = _build_members(sources)
+    if unbuilt and not draft:
+        raise UserError(f"no hand-in was written: {chosen.title}'s grader needs {len(unbuilt)} member(s) that "
+                        "could not be built here:\n" + "\n".join(f"  {name}: {why}" for name, why in unbuilt.items())
+                        + "\n(--draft writes the incomplete zip on purpose, with MISSING.txt)")
+    notes = list(sources.notes) + [f"{name}: {why}" for name, why in unbuilt.items()]
+    if notes:
+        heading = "What this bundle could not include" + (" (a DRAFT: the grader will refuse it)" if unbuilt else "")
+        members["MISSING.txt"] = (heading + ":\n" + "".join(f"- {line}\n" for line in notes)).encode()
+    _refuse_credentials(members)  # what the exports brought in (a key typed into a W&B config, say)
+    path = Path(out) if out else Path(chosen.zip)
+    if unbuilt and "draft" not in path.name.lower():
+        path = path.with_name(f"{path.stem}_DRAFT{path.suffix}")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    return BundleResult(path, list(members), notes, chosen.name, bool(unbuilt))
 
-    run_dir = Path(run_dir)
+
+def _sources(run_dir: Path, notebook: Path, acknowledgement: Path, readme: Path, term: Term, **options) -> HandinSources:
+    """What the hand-in is made from, after the checks that need no login: the run, the files, the flag."""
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist")
     checkpoint = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
     if not checkpoint.is_file():
         raise UserError(f"{run_dir} holds no best.pt or last.pt: train first")
-    acknowledgement, readme, notebook = Path(acknowledgement), Path(readme), Path(notebook)
     for required in (acknowledgement, readme, notebook):
         if not required.is_file():
             raise UserError(f"{required} does not exist; the hand-in needs it")
     if not ACKNOWLEDGED.search(acknowledgement.read_text(encoding="utf-8-sig", errors="replace")):
         raise UserError(f"{acknowledgement} does not say 'ACKNOWLEDGED = True': read the academic integrity "
                         "policy and set the flag in the notebook before handing in")
+    return HandinSources(run_dir, checkpoint, load_checkpoint(checkpoint), notebook, acknowledgement, readme, term,
+                         datetime.datetime.now(), **options)
 
-    members: dict[str, bytes] = {
-        "acknowledgement.txt": acknowledgement.read_bytes(),
-        "README.txt": readme.read_bytes(),
-        notebook.name: notebook.read_bytes(),
-    }
-    state = load_checkpoint(checkpoint)
-    summary = model_summary(load_config(base=state["config"]), len(state["classes"]))
-    members["model_arch.txt"] = model_arch_text(summary).encode()
-    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-    members[f"model_metadata_{stamp}.json"] = json.dumps(
-        {"trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
-         "architecture": summary["architecture"], "checkpoint": checkpoint.name,
-         "best_val_eer": state.get("best_eer"), "model": summary["printed_model"]}, indent=2).encode()
+
+def _build_members(sources: HandinSources) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Every member's files by name, and the members that could not be built with why."""
+    members: dict[str, bytes] = {}
+    unbuilt: dict[str, str] = {}
+    for member in sources.term.members:
+        try:
+            members.update(sources.build(member))
+        except UserError as error:
+            if not member.needs:  # a refusal that no login cures (over the parameter budget): stop
+                raise
+            unbuilt[member.file_name(sources.stamp, sources.notebook.name)] = str(error)
+    return members, unbuilt
+
+
+def _run_files(sources: HandinSources, submissions, checkpoint_json, kaggle_score) -> tuple[dict[str, bytes], list[str]]:
+    """Fall 2025's extras: the run's config, metrics, submissions and offline W&B runs; and what they lack."""
+    from helpers.training.tracking import offline_runs, run_summary
+
+    run_dir, files, missing = sources.run_dir, {}, []
     for name in ("config.yaml", "metrics.jsonl"):
         if (run_dir / name).is_file():
-            members[name] = (run_dir / name).read_bytes()
+            files[name] = (run_dir / name).read_bytes()
     csvs = [Path(p) for p in submissions] if submissions else sorted(run_dir.glob("submission*.csv"))
     for csv in csvs:
         if not csv.is_file():
             raise UserError(f"submission {csv} does not exist")
-        members[csv.name] = csv.read_bytes()
+        files[csv.name] = csv.read_bytes()
     checkpoint_json = Path(checkpoint_json) if checkpoint_json else run_dir / "checkpoint_submission.json"
     if checkpoint_json.is_file():
-        members["checkpoint_submission.json"] = checkpoint_json.read_bytes()
-
-    missing = []
+        files["checkpoint_submission.json"] = checkpoint_json.read_bytes()
     if not csvs:
         missing.append("no submission CSV: run `python -m helpers submit` first")
     # The course ranks runs by the summary key EER; the numbers come from metrics.jsonl, which holds what
     # W&B was sent, and the offline W&B runs travel as they are, for `wandb sync` once there is a login.
-    members["run_summary.json"] = json.dumps({"EER": state.get("best_eer"), **run_summary(run_dir)},
-                                             indent=2).encode()
+    files["run_summary.json"] = json.dumps({"EER": sources.state.get("best_eer"), **run_summary(run_dir)},
+                                           indent=2).encode()
     wandb_runs = offline_runs(run_dir)
     for folder in wandb_runs:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
-                members[path.relative_to(run_dir).as_posix()] = path.read_bytes()
+                files[path.relative_to(run_dir).as_posix()] = path.read_bytes()
     missing.append(f"online W&B run exports: they need a W&B login; the {len(wandb_runs)} offline run(s) are under "
                    "wandb/ (upload with `wandb sync`), their numbers in run_summary.json"
                    if wandb_runs else "W&B run exports: no offline W&B run found in the run folder; the run's "
                    "numbers are in run_summary.json")
     if kaggle_score is not None:
-        members["kaggle_score.txt"] = f"{kaggle_score}\n".encode()
+        files["kaggle_score.txt"] = f"{kaggle_score}\n".encode()
     else:
         missing.append("best Kaggle score: pass --kaggle-score (fetching it needs a Kaggle login)")
-    members["MISSING.txt"] = ("What this offline bundle could not include:\n"
-                              + "".join(f"- {line}\n" for line in missing)).encode()
-
-    _refuse_credentials(members, run_dir)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    atomic_write(out, lambda handle: handle.write(buffer.getvalue()))
-    return BundleResult(Path(out), list(members), missing)
+    return files, missing
 
 
-def _refuse_credentials(members: dict[str, bytes], run_dir: Path) -> None:
+def _refuse_credentials(members: dict[str, bytes], run_dir: Path | None = None) -> None:
     """Stop on any secret in what is packed, or lying anywhere in the run folder; name where, never the key."""
     files = list(members.items())
-    files += [(str(path), path.read_bytes()) for path in sorted(run_dir.rglob("*"))
+    files += [(str(path), path.read_bytes()) for path in sorted(run_dir.rglob("*") if run_dir else [])
               if path.is_file() and path.suffix not in SKIP_SCAN_SUFFIXES and path.stat().st_size < 20_000_000]
     for name, data in files:
         findings = scan_file(name, data)
@@ -130,12 +162,21 @@ def _refuse_credentials(members: dict[str, bytes], run_dir: Path) -> None:
 
 
 def write_checkpoint_submission(path: str | Path, val_eer: float | None, parameters: int, quiz_score: int,
-                                quiz_total: int, kaggle_username: str = "") -> dict:
-    """The checkpoint milestone's ``checkpoint_submission.json`` (written atomically); returns its content."""
+                                quiz_total: int, kaggle_username: str = "", term: str | None = None,
+                                val_score: float | None = None) -> dict:
+    """The checkpoint milestone's ``checkpoint_submission.json`` (written atomically); returns its content.
+
+    The cutoff is ``term``'s: a val EER at or below it (Fall 2025, Spring 2026), or a combined score at or
+    above it (Fall 2026)."""
     from helpers.core.io import atomic_write_text
 
-    record = {"val_eer": val_eer, "meets_cutoff": val_eer is not None and val_eer <= CHECKPOINT_CUTOFF,
-              "cutoff": CHECKPOINT_CUTOFF, "parameters": parameters, "quiz_score": quiz_score,
+    chosen = get_term(term)
+    board = chosen.leaderboard
+    value = board.value(val_eer, None) if board.metric == "eer" else val_score
+    record = {"term": chosen.name, "metric": board.label, "value": value, "val_eer": val_eer,
+              "val_score": val_score,
+              "meets_cutoff": value is not None and board.passes(value, chosen.checkpoint_cutoff),
+              "cutoff": chosen.checkpoint_cutoff, "parameters": parameters, "quiz_score": quiz_score,
               "quiz_total": quiz_total, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
               "kaggle_username": kaggle_username or None}
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")

@@ -43,6 +43,7 @@ from helpers.core.device import (
     distributed_backend,
     fast_path,
     fused_choices,
+    gpu_kernels,
     own_rng,
     pick_device,
     probe_problem,
@@ -230,7 +231,8 @@ def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool 
     with tempfile.TemporaryDirectory() as scratch, own_rng(device):
         faces = _face_images(Path(scratch) / "faces", run.data, 8 if quick else 64, cfg.data.image_size)
         compile_row = compile_check(cfg, device, check_compile, compile_seconds)
-        checks = [*speed_checks(cfg.train, device, speed, cfg.optim.name),
+        checks = [gpu_kernels_check(device),
+                  *speed_checks(cfg.train, device, speed, cfg.optim.name),
                   compile_row,
                   *decoder_checks(),
                   workers_check(faces, run.workers),
@@ -270,6 +272,24 @@ def print_epoch_estimate(config=None, overrides=(), data_root=None, seconds: flo
 
 
 # ----------------------------------------------------------------------------- the checks
+
+
+def gpu_kernels_check(device: torch.device) -> PathCheck:
+    """Which of the installed torch's architectures runs on this GPU. A GPU none runs on never gets here:
+    device choice refuses it with the pip line of the build that has its kernels (device.gpu_kernels)."""
+    label = "kernels for this GPU in torch"
+    if device.type != "cuda":
+        return PathCheck(label, NOT_HERE, False, f"no CUDA GPU ({device.type})")
+    entry = gpu_kernels(device.index or 0)
+    major, minor = torch.cuda.get_device_capability(device)
+    arch = f"sm_{major}{minor}"
+    if not entry:
+        note = "this torch lists no CUDA architectures"
+    elif entry.startswith("compute_"):
+        note = f"{arch}: no {arch} kernels; the driver compiles torch's {entry} PTX at first use (a slow start)"
+    else:
+        note = f"{arch}: torch's {entry} kernels"
+    return PathCheck(label, OK, True, note)
 
 
 def speed_checks(train: TrainConfig, device: torch.device, speed: FastPath, optimizer: str) -> list[PathCheck]:

@@ -41,13 +41,16 @@ import torch.distributed as dist
 
 from helpers.core.config import Config, OptimConfig, changed, dump_config, load_config
 from helpers.core.device import OPTIMIZERS, FastPath, default_workers, distributed_backend, fast_path, pick_device
+from helpers.core.device import kernel_errors_explained
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
+from helpers.core.terms import combined_score, get_term
 from helpers.data.augment import BatchAugment
 from helpers.data.datasets import FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, training_set
 from helpers.data.layout import FaceData, open_data
-from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
+from helpers.data.stage import training_root
+from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, known_dev_images, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
 from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state
 from helpers.model.margins import margin_loss
@@ -334,7 +337,7 @@ def build_run(cfg: Config, run: RunContext, state: dict | None = None,
     if data_cfg.root is None:
         raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
                         "`python -m helpers demo-data data/demo`)")
-    data = open_data(data_cfg.root, data_cfg.layout)
+    data = open_data(training_root(data_cfg, announce=run.dist.main), data_cfg.layout)  # data.stage_to: a copy
     train_set = training_set(data, data_cfg.singletons, data_cfg.max_train_images, train.seed,
                              classes=state["classes"] if state else None)
     workers = default_workers(data_cfg.num_workers, run.device)
@@ -348,7 +351,11 @@ def build_run(cfg: Config, run: RunContext, state: dict | None = None,
     # The moving average lives on rank 0 only: under torchrun the ranks hold the same weights, and rank 0
     # alone evaluates and saves.
     average = WeightAverage(model, train.ema) if train.ema and run.dist.main else None
-    selection = Selection(resolve_select(train), ("raw", "ema") if train.ema else ("raw",))
+    selection = Selection(resolve_select(train), ("raw", "ema") if train.ema else ("raw",),
+                          get_term(cfg.course.term).leaderboard)
+    if selection.ranking.metric == "combined" and not (data.val_pairs and known_dev_images(data, train_set.classes)[0]):
+        raise UserError(f"train.select {train.select} ranks by the combined score of dev top-1 and val EER, and "
+                        f"{data.root} lacks val pairs or dev images of the training identities; select best instead")
     optimizer = make_optimizer(cfg.optim, model, fused=run.speed.fused)
     forward = model
     if run.dist.world > 1:
@@ -516,7 +523,7 @@ class Trainer:
                       f"{self.budget.elapsed() / 60:.1f} of {train.max_minutes or '-'} minutes)")
         finally:
             if self.tracker is not None:
-                self.tracker.summarise(EER=self.best_eer, best_epoch=self.best_epoch)
+                self.tracker.summarise(self.selection.graded)
         return TrainResult(self.run_dir, self.best_eer, self.position(), last_record or {}, self.selection.arm)
 
     def _report_selection(self) -> None:
@@ -647,21 +654,13 @@ class Trainer:
         started = time.perf_counter()
         if self.dist.main:
             settings = self.eval_settings()
-            if self.data.val_pairs:
-                arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
-                for arm, model in arms.items():
-                    metrics = verify_pairs(model, self.data, settings, bootstrap=self.cfg.train.eval_bootstrap)
-                    fields = {"val_eer": metrics["eer"], "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"],
-                              "val_threshold": metrics["threshold"], "val_tar_at_far": metrics["tar_at_far"]}
-                    if "eer_ci95" in metrics:
-                        fields["val_eer_low"], fields["val_eer_high"] = metrics["eer_ci95"]
-                    evaluations[arm] = Evaluation(arm, round(self.position(), 4), metrics["eer"], fields,
-                                                  metrics["scores"])
-                    suffix = "" if arm == "raw" else f"_{arm}"
-                    result.update({key + suffix: value for key, value in fields.items()})
-            accuracy = dev_accuracy(self.model, self.data, self.classes, settings)
-            if accuracy is not None:
-                result.update(dev_top1=accuracy["top1"], dev_top5=accuracy["top5"])
+            arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
+            for arm, model in arms.items():
+                fields, evaluation = self._evaluate_arm(arm, model, settings)
+                suffix = "" if arm == "raw" else f"_{arm}"
+                result.update({key + suffix: value for key, value in fields.items()})
+                if evaluation is not None:
+                    evaluations[arm] = evaluation
         seconds = time.perf_counter() - started
         if self.dist.world > 1:
             shared = [(result, evaluations, seconds)]
@@ -669,6 +668,29 @@ class Trainer:
             result, evaluations, seconds = shared[0]
         self.budget.eval_seconds = max(self.budget.eval_seconds, seconds)
         return result, evaluations
+
+    def _evaluate_arm(self, arm: str, model: FaceModel, settings: EvalSettings) -> tuple[dict, Evaluation | None]:
+        """One arm's record fields (val verification, dev top-1/5, the combined score) and its evaluation (None
+        without val pairs)."""
+        fields: dict = {}
+        metrics = None
+        if self.data.val_pairs:
+            metrics = verify_pairs(model, self.data, settings, bootstrap=self.cfg.train.eval_bootstrap)
+            fields = {"val_eer": metrics["eer"], "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"],
+                      "val_threshold": metrics["threshold"], "val_tar_at_far": metrics["tar_at_far"]}
+            if "eer_ci95" in metrics:
+                fields["val_eer_low"], fields["val_eer_high"] = metrics["eer_ci95"]
+        accuracy = dev_accuracy(model, self.data, self.classes, settings)
+        top1 = None
+        if accuracy is not None:
+            top1 = accuracy["top1"]
+            fields.update(dev_top1=top1, dev_top5=accuracy["top5"])
+        score = combined_score(top1, fields.get("val_eer"))
+        if score is not None:
+            fields["val_score"] = score
+        if metrics is None:
+            return fields, None
+        return fields, Evaluation(arm, round(self.position(), 4), metrics["eer"], fields, metrics["scores"], top1)
 
     def _end_of_stretch(self, stats: dict, evaluate: bool) -> dict:
         record = {"epoch": round(self.position(), 4), "step": self.step, **stats,
@@ -706,6 +728,8 @@ def format_record(record: dict, total: str) -> str:
             parts.append(f"{name} {record['val_eer' + suffix]:.4f}{interval} AUC {record['val_auc' + suffix]:.4f}")
     if record.get("dev_top1") is not None:
         parts.append(f"dev top-1 {record['dev_top1']:.3f}")
+    if record.get("val_score") is not None:
+        parts.append(f"score {record['val_score']:.4f}")
     if record.get("nonfinite_steps"):
         parts.append(f"skipped steps {record['nonfinite_steps']}")
     parts.append(f"{record['elapsed_s'] / 60:.1f} min")
@@ -735,7 +759,7 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
     cfg, state = prepare_run(config_path, overrides, resume, default_name)
     if state is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
-    with run_context(cfg) as run:
+    with run_context(cfg) as run, kernel_errors_explained(run.device):
         parts = build_run(cfg, run, state, init_from)
         with run_folder(cfg, run, state) as tracker:
             return Trainer(cfg, run, parts, tracker, state).fit()

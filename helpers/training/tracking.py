@@ -2,7 +2,9 @@
 
 W&B never stops training: no network, no login or any W&B failure gives
 one warning and the run carries on offline or without it. The val EER is
-logged under the key ``EER``, the key the course's hand-in tooling ranks runs by.
+logged under the key ``EER``, the key the course's hand-in tooling ranks runs by,
+and the course term's leaderboard metric under the key the term names (Fall
+2026: ``score``, the combined score of dev top-1 and val EER).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from helpers.core.config import Config
 from helpers.core.io import append_text, atomic_write_text, read_metrics
+from helpers.core.terms import get_term
 
 
 def _jsonable(value):
@@ -32,6 +35,7 @@ class Tracker:
         self.path = run_dir / "metrics.jsonl"
         self.run = None
         self.run_id = run_id
+        self.leaderboard = get_term(cfg.course.term).leaderboard
         mode = cfg.tracking.wandb.mode
         if mode != "disabled":
             self._start_wandb(run_dir, cfg, mode, name)
@@ -65,13 +69,20 @@ class Tracker:
         append_text(self.path, json.dumps(record) + "\n")
         if self.run is not None:
             wandb_record = {k: v for k, v in record.items() if v is not None and not isinstance(v, (dict, str))}
-            if record.get("val_eer") is not None:
-                wandb_record["EER"] = record["val_eer"]
+            wandb_record.update(self._course_keys(record.get("val_eer"), record.get("dev_top1")))
             self._safely(lambda: self.run.log(wandb_record, step=record["step"], commit=True))
 
-    def summarise(self, **values) -> None:
-        if self.run is not None:
-            self._safely(lambda: self.run.summary.update(_jsonable(values)))
+    def _course_keys(self, eer: float | None, top1: float | None) -> dict:
+        """The keys the course's tooling reads: ``EER``, and the term's leaderboard metric under its own key."""
+        keys = {"EER": eer, self.leaderboard.wandb_key: self.leaderboard.value(eer, top1)}
+        return {key: value for key, value in keys.items() if value is not None}
+
+    def summarise(self, graded) -> None:
+        """Put the graded evaluation (what best.pt holds; None before any) into the W&B run's summary."""
+        if self.run is None or graded is None:
+            return
+        values = {**self._course_keys(graded.eer, graded.top1), "best_epoch": graded.epoch}
+        self._safely(lambda: self.run.summary.update(_jsonable(values)))
 
     def finish(self) -> None:
         if self.run is not None:
@@ -102,10 +113,12 @@ def run_summary(run_dir: str | Path) -> dict:
                 "epochs": None, "minutes": None}
     best = min(evaluated, key=lambda r: r["val_eer"])
     averaged = [r["val_eer_ema"] for r in evaluated if r.get("val_eer_ema") is not None]  # runs with train.ema
+    scored = [r["val_score"] for r in evaluated if r.get("val_score") is not None]
     return {
         "best_val_eer": best["val_eer"],
         "final_val_eer": evaluated[-1]["val_eer"],
         **({"best_val_eer_ema": min(averaged), "final_val_eer_ema": averaged[-1]} if averaged else {}),
+        **({"best_val_score": max(scored), "final_val_score": scored[-1]} if scored else {}),
         "val_auc": best.get("val_auc"),
         "images_per_s": sum(r["images_per_s"] for r in trained) / len(trained) if trained else None,
         "epochs": records[-1]["epoch"],

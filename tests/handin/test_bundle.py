@@ -1,4 +1,5 @@
-"""The Autolab hand-in zip, the acknowledgement, the checkpoint record and the quiz."""
+"""The Fall 2025 (seed) hand-in zip, the key refusals every term shares, the acknowledgement, the checkpoint
+record and the quiz. Each term's own members: test_term_handin.py."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ def _bundle_args(run, tmp_path, ack="ACKNOWLEDGED = True\n"):
     (tmp_path / "ack.txt").write_text(ack)
     (tmp_path / "README.txt").write_text("notes\n")
     (tmp_path / "nb.ipynb").write_text('{"cells": []}')
-    return ["bundle", "--run", run, "--notebook", tmp_path / "nb.ipynb", "--out", tmp_path / "hand.zip",
-            "--acknowledgement", tmp_path / "ack.txt", "--readme", tmp_path / "README.txt"]
+    return ["bundle", "--term", "f25", "--run", run, "--notebook", tmp_path / "nb.ipynb", "--out",
+            tmp_path / "hand.zip", "--acknowledgement", tmp_path / "ack.txt", "--readme", tmp_path / "README.txt"]
 
 
 def test_bundle_holds_the_listed_members(trained_run, tmp_path, capsys):
@@ -97,9 +98,14 @@ def test_acknowledgement_and_checkpoint_record(tmp_path):
     assert ACKNOWLEDGED.search(text) and "academic integrity" in text and "= False" not in text
     assert not ACKNOWLEDGED.search(write_acknowledgement(False, tmp_path / "no.txt", ROOT / "acknowledgement.txt")
                                    .read_text())
-    record = write_checkpoint_submission(tmp_path / "c.json", 0.08, 25_966_400, 4, 5, "student")
+    record = write_checkpoint_submission(tmp_path / "c.json", 0.08, 25_966_400, 4, 5, "student", term="f25")
     assert json.loads((tmp_path / "c.json").read_text()) == record
     assert record["meets_cutoff"] and record["quiz_score"] == 4 and record["kaggle_username"] == "student"
+    assert record["metric"] == "EER" and record["cutoff"] == 0.09
+    # Fall 2026 grades the combined score, higher is better, against 0.80
+    newest = write_checkpoint_submission(tmp_path / "d.json", 0.08, 25_966_400, 4, 5, val_score=0.79)
+    assert newest["term"] == "f26" and newest["metric"] == "score" and not newest["meets_cutoff"]
+    assert write_checkpoint_submission(tmp_path / "e.json", 0.2, 1, 4, 5, val_score=0.8)["meets_cutoff"]
 
 
 def test_quiz_grading():

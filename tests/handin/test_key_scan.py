@@ -96,7 +96,7 @@ def _bundle(run, tmp_path, notebook: bytes):
     (tmp_path / "ack.txt").write_text("ACKNOWLEDGED = True\n")
     (tmp_path / "README.txt").write_text("notes\n")
     (tmp_path / "HW2P2_Starter_Notebook.ipynb").write_bytes(notebook)
-    return ["bundle", "--run", run, "--notebook", tmp_path / "HW2P2_Starter_Notebook.ipynb",
+    return ["bundle", "--term", "f25", "--run", run, "--notebook", tmp_path / "HW2P2_Starter_Notebook.ipynb",
             "--out", tmp_path / "hand.zip", "--acknowledgement", tmp_path / "ack.txt",
             "--readme", tmp_path / "README.txt"]
 

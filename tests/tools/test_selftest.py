@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import torchvision
-from conftest import TINY, call_cli
+from conftest import CU126_ARCHS, TINY, call_cli
 
 from helpers.core import device as device_module
 from helpers.core.config import load_config
@@ -24,10 +24,12 @@ from helpers.tools.selftest import (
     NOT_HERE,
     OK,
     SKIPPED,
+    PathCheck,
     SelfTestReport,
     ddp_check,
     decoder_checks,
     epoch_estimate,
+    gpu_kernels_check,
     largest_batch,
     print_epoch_estimate,
     quick_selftest,
@@ -212,7 +214,7 @@ def test_selftest_json_reports_every_path_and_the_course_epoch(capsys):
     report = json.loads(out)
     assert code == 0 and report["can_train"]
     paths = {c["path"]: c for c in report["paths"]}
-    for prefix in ("autocast bf16", "autocast fp16", "fp32", "channels-last", "fused optimizer", "torch.compile",
+    for prefix in ("kernels for this GPU", "autocast bf16", "autocast fp16", "fp32", "channels-last", "fused optimizer", "torch.compile",
                    "JPEG decoder: torchcodec", "JPEG decoder: torchvision", "JPEG decoding in loader workers",
                    "JPEG decoding on the device", "torchrun / DDP", "checkpoint save -> load -> resume",
                    "evaluation embedding", "training step"):
@@ -242,3 +244,23 @@ def test_the_epoch_estimate_counts_the_users_data_root(demo_root, capsys):
     epoch = cost["epoch"]
     assert epoch["train_images"] == images and epoch["images_per_epoch"] == images // 8 * 8
     assert cost["eval_images"] > 0 and epoch["epochs_in_budget"] > 0 and cost["images_per_s"] > 0
+
+
+def test_selftest_on_a_gpu_without_kernels_names_the_wheel_to_install(fake_gpu, capsys):
+    fake_gpu()  # a V100 and the default CUDA 13.0 wheels
+    code, out, err = call_cli(capsys, "selftest", "--quick", *[a for o in TINY for a in ("--set", o)])
+    assert code == 1 and out == ""
+    assert err.startswith("error: the Tesla V100-SXM2-32GB GPU is sm_70, for which the installed torch "
+                          "2.9.1+cu130 (CUDA 13.0) has no kernels")
+    assert err.rstrip().endswith("pip install torch==2.9.1 torchvision==0.24.1 "
+                                 "--index-url https://download.pytorch.org/whl/cu126")
+
+
+def test_the_kernel_row_says_which_of_torchs_architectures_runs_here(fake_gpu):
+    fake_gpu(arch_list=CU126_ARCHS, torch_version="2.9.1+cu126", cuda="12.6")
+    assert gpu_kernels_check(CUDA) == PathCheck("kernels for this GPU in torch", OK, True,
+                                                "sm_70: torch's sm_70 kernels")
+    fake_gpu(name="NVIDIA RTX PRO 6000", capability=(12, 0), arch_list=["sm_80", "sm_90", "compute_90"])
+    note = gpu_kernels_check(CUDA).note
+    assert note == "sm_120: no sm_120 kernels; the driver compiles torch's compute_90 PTX at first use (a slow start)"
+    assert gpu_kernels_check(torch.device("cpu")).status == NOT_HERE

@@ -350,3 +350,53 @@ def test_run_folder_is_named_after_the_config_file_unless_named(demo_root, tmp_p
     config.write_text(f"run:\n  out_dir: {tmp_path}\n  name: chosen\ntrain:\n  epochs: 1\n")
     assert call_cli(capsys, "train", "--config", config, *tiny)[0] == 0
     assert (tmp_path / "chosen" / "best.pt").is_file()
+
+
+def test_data_stage_to_trains_from_a_local_copy_and_keeps_checkpoints_in_out_dir(demo_root, tmp_path, monkeypatch,
+                                                                                 capsys):
+    from helpers.eval.evaluation import evaluate_checkpoint
+
+    monkeypatch.setenv("LOCAL", str(tmp_path / "node1"))  # PSC's node-local disk of this job
+    args = _sets(_run_args(demo_root, tmp_path / "home", "staged", "train.epochs=1", "data.stage_to=$LOCAL"))
+    code, out, err = call_cli(capsys, "train", *args)
+    assert code == 0, err
+    source, copy = demo_root.resolve(), tmp_path / "node1" / demo_root.name
+    assert f"staged {source} to {copy}" in out
+    run = tmp_path / "home" / "staged"
+    assert {"last.pt", "best.pt", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    assert not [p for p in (tmp_path / "node1").rglob("*") if p.suffix in (".pt", ".jsonl", ".yaml")]
+    data_cfg = load_checkpoint(run / "last.pt")["config"]["data"]
+    assert (data_cfg["root"], data_cfg["stage_to"]) == (str(demo_root), "$LOCAL")  # as written, for the next node
+    assert evaluate_checkpoint(run / "best.pt")["data_root"] == str(copy)  # the same job reads the copy
+
+    monkeypatch.setenv("LOCAL", str(tmp_path / "node2"))  # the next job runs on another node
+    assert evaluate_checkpoint(run / "best.pt")["data_root"] == str(demo_root)  # no copy there: the source
+    code, out, err = call_cli(capsys, "train", *args, "--set", "train.epochs=2", "--resume", "auto")
+    assert code == 0, err
+    assert f"staged {source} to {tmp_path / 'node2' / demo_root.name}" in out
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_a_missing_gpu_kernel_met_at_start_up_names_the_wheel_to_install(demo_root, tmp_path, monkeypatch,
+                                                                         fake_gpu, capsys):
+    from contextlib import contextmanager
+
+    from helpers.core.device import FastPath
+
+    fake_gpu()
+
+    @contextmanager
+    def on_the_gpu(cfg):
+        yield engine.RunContext(engine.Distributed(), torch.device("cuda", 0), FastPath(None, False, False, False))
+
+    def first_kernel(*args, **kwargs):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device\n"
+                           "CUDA kernel errors might be asynchronously reported at some other API call")
+
+    monkeypatch.setattr(engine, "run_context", on_the_gpu)
+    monkeypatch.setattr(engine, "build_run", first_kernel)
+    code, out, err = call_cli(capsys, "train", *_sets(_run_args(demo_root, tmp_path, "v100")))
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("error: the Tesla V100-SXM2-32GB GPU is sm_70, for which the installed torch 2.9.1+cu130")
+    assert err.rstrip().endswith("pip install torch==2.9.1 torchvision==0.24.1 "
+                                 "--index-url https://download.pytorch.org/whl/cu126")

@@ -1,0 +1,171 @@
+"""The course's terms: what each one grades and what its hand-in holds, read from ``terms.yaml`` beside this file.
+
+A :class:`Term` is data, not code: its leaderboard metric and direction, the
+checkpoint cutoff, the Kaggle competitions, the tag every Kaggle submission's
+description carries, and the hand-in's members with the field table each must
+match. ``course.term`` (``--term`` on the command line, ``term`` in the
+notebooks) picks one; ``newest``, the default, is the entry with the highest
+``order``. Everything that grades, selects, submits or hands in asks the term.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import re
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from helpers.core.errors import UserError
+
+TERMS_FILE = Path(__file__).with_name("terms.yaml")
+NEWEST = "newest"  # the course.term value that means the newest known term
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Leaderboard(_Frozen):
+    """How a term's leaderboard scores a submission."""
+
+    metric: Literal["eer", "combined"]
+    """eer: test-pair EER | combined: 0.5 x classification accuracy + 0.5 x (1 - EER)"""
+    better: Literal["lower", "higher"]
+    wandb_key: str
+    """the W&B summary key the metric is logged under"""
+
+    @property
+    def label(self) -> str:
+        return "EER" if self.metric == "eer" else "score"
+
+    @property
+    def score_mode(self) -> Literal["min", "max"]:
+        """``min`` or ``max``, as the course's backends rank Kaggle scores."""
+        return "min" if self.better == "lower" else "max"
+
+    def value(self, eer: float | None, top1: float | None) -> float | None:
+        """This metric from a val EER and a dev top-1 accuracy; None when an input it needs is missing."""
+        return eer if self.metric == "eer" else combined_score(top1, eer)
+
+    def better_than(self, a: float, b: float) -> bool:
+        return a < b if self.better == "lower" else a > b
+
+    def passes(self, value: float, cutoff: float) -> bool:
+        """Whether ``value`` meets ``cutoff``: at or below it for a lower-is-better metric, at or above otherwise."""
+        return value <= cutoff if self.better == "lower" else value >= cutoff
+
+
+class Member(_Frozen):
+    """One file of the hand-in zip."""
+
+    name: str
+    """the file name; {stamp:FORMAT} is the build time, {notebook} the notebook's, {run_files} the run's files"""
+    content: Literal["acknowledgement", "readme", "notebook", "model_arch", "model_metadata", "run_files",
+                     "kaggle_best", "kaggle_submissions", "wandb_top_runs", "wandb_linked_runs"]
+    table: Optional[str] = Field(None, alias="schema")
+    """the field table under schemas: in terms.yaml that the file must match"""
+    needs: Optional[Literal["Kaggle", "W&B"]] = None
+    """the login this member cannot be built without"""
+
+    def file_name(self, stamp: datetime.datetime, notebook: str = "") -> str:
+        """The name this member gets in a zip built at ``stamp`` around ``notebook``."""
+        text = self.name.replace("{notebook}", notebook)
+        return re.sub(r"\{stamp:([^}]*)\}", lambda match: stamp.strftime(match.group(1)), text)
+
+    def pattern(self) -> re.Pattern:
+        """What a zip member's name must look like to be this member (for ``bundle --check``)."""
+        if self.content == "notebook":
+            return re.compile(r"[^/]+\.ipynb")
+        parts = re.split(r"(\{stamp:[^}]*\})", self.name)
+        return re.compile("".join(r"[0-9_:-]+" if part.startswith("{stamp:") else re.escape(part) for part in parts))
+
+    @property
+    def shown(self) -> str:
+        """The name as a user reads it in a message."""
+        return "the notebook (.ipynb)" if self.content == "notebook" else re.sub(r"\{stamp:[^}]*\}", "<stamp>", self.name)
+
+
+class Term(_Frozen):
+    """One term of the course: its leaderboard, cutoff, competitions and hand-in."""
+
+    name: str
+    title: str
+    order: int
+    leaderboard: Leaderboard
+    checkpoint_cutoff: float
+    """the checkpoint milestone's bar, in the leaderboard's metric"""
+    competition: Optional[str] = None
+    slack_competition: Optional[str] = None
+    deadline: Optional[str] = None
+    """Eastern Time, as the term's backend records it"""
+    submission_tag: Optional[str] = None
+    """every Kaggle submission's description reads "<tag>|WB=<entity>/<project>/<run_id>"; null: free text"""
+    wandb_runs: int = Field(10, ge=1)
+    """the most W&B runs the hand-in exports"""
+    zip: str
+    members: tuple[Member, ...]
+
+    def description(self, run_path: str) -> str:
+        """The Kaggle submission description that ties a submission to the W&B run ``entity/project/run_id``."""
+        return f"{self.submission_tag}|WB={run_path}"
+
+    def run_path_in(self, description: str | None) -> str | None:
+        """The W&B run path a submission description names in this term's form, or None."""
+        prefix = f"{self.submission_tag}|WB="
+        if not self.submission_tag or not description or not description.strip().startswith(prefix):
+            return None
+        path = description.strip()[len(prefix):].strip()
+        parts = path.split("/")
+        return path if len(parts) == 3 and all(parts) else None
+
+    @property
+    def graded_members(self) -> tuple[Member, ...]:
+        """The members a grader looks for (the run's own files are extras)."""
+        return tuple(member for member in self.members if member.content != "run_files")
+
+    @property
+    def online(self) -> bool:
+        """Whether the hand-in needs a Kaggle or W&B login."""
+        return any(member.needs for member in self.members)
+
+
+@functools.lru_cache(maxsize=1)
+def _declarations() -> tuple[dict[str, Term], dict]:
+    raw = yaml.safe_load(TERMS_FILE.read_text(encoding="utf-8"))
+    terms = {name: Term(name=name, **entry) for name, entry in raw["terms"].items()}
+    return terms, raw["schemas"]
+
+
+def all_terms() -> dict[str, Term]:
+    """Every declared term by name, oldest first."""
+    return dict(sorted(_declarations()[0].items(), key=lambda item: item[1].order))
+
+
+def schema(name: str):
+    """The field table called ``name`` in terms.yaml."""
+    return _declarations()[1][name]
+
+
+def newest() -> Term:
+    return list(all_terms().values())[-1]
+
+
+def get_term(name: str | None = None) -> Term:
+    """The term called ``name`` (``newest`` or None: the newest known); one sentence for an unknown name."""
+    if name in (None, "", NEWEST):
+        return newest()
+    terms = all_terms()
+    if name not in terms:
+        raise UserError(f"unknown course term '{name}'; the known terms are {', '.join(terms)} (or {NEWEST})")
+    return terms[name]
+
+
+def combined_score(top1: float | None, eer: float | None) -> float | None:
+    """Fall 2026's leaderboard score: 0.5 x classification accuracy + 0.5 x (1 - EER); None without both."""
+    if top1 is None or eer is None:
+        return None
+    return 0.5 * top1 + 0.5 * (1.0 - eer)

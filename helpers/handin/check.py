@@ -1,0 +1,112 @@
+"""``bundle --check``: the course grader's test of a hand-in zip, run before uploading it.
+
+The grader looks for the term's members by name; this also opens each one the
+way the course reads it: the JSON members parse and hold the term's fields with
+their types, the pickle loads (without running any code) as a list of run
+records, the model is inside the parameter budget, and (Fall 2026) the
+best-ranked Kaggle submission names the W&B run it came from.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers.core.course import PARAMETER_BUDGET
+from helpers.core.terms import Member, Term, get_term
+from helpers.handin.schema import problems as field_problems
+
+
+@dataclass
+class CheckReport:
+    """What ``bundle --check`` found: the members it matched, and one sentence per problem."""
+
+    path: Path
+    term: Term
+    found: dict[str, str] = field(default_factory=dict)  # member as declared -> name in the zip
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        head = (f"{self.path}: passes {self.term.title}'s hand-in check ({len(self.found)} members)" if self.ok else
+                f"{self.path}: FAILS {self.term.title}'s hand-in check ({len(self.problems)} problem(s)):")
+        return [head] + [f"  {text}" for text in self.problems]
+
+
+class _NoObjects(pickle.Unpickler):
+    """Loads plain containers and numbers only: a pickle naming any class or function is refused unrun."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it holds a pickled {module}.{name}, which loading would have to run")
+
+
+def check_bundle(path: str | Path, term: str | None = None) -> CheckReport:
+    """Check the zip at ``path`` against ``term``'s hand-in (the newest term by default)."""
+    report = CheckReport(Path(path), get_term(term))
+    if not report.path.is_file() or not zipfile.is_zipfile(report.path):
+        report.problems.append(f"{report.path} is not a zip file")
+        return report
+    with zipfile.ZipFile(report.path) as archive:
+        names = archive.namelist()
+        missing = []
+        for member in report.term.graded_members:
+            name = next((n for n in names if member.pattern().fullmatch(n)), None)
+            if name is None:
+                missing.append(member.shown)
+                continue
+            report.found[member.shown] = name
+            report.problems += _member_problems(member, name, archive.read(name))
+    if missing:
+        report.problems.insert(0, f"missing {', '.join(missing)} (the grader looks for these names at the top of "
+                                  "the zip)")
+    return report
+
+
+def _member_problems(member: Member, name: str, data: bytes) -> list[str]:
+    if not data.strip():
+        return [f"{name} is empty"]
+    if not member.table:
+        return []
+    try:
+        value = _NoObjects(io.BytesIO(data)).load() if name.endswith(".pkl") else json.loads(data)
+    except (pickle.UnpicklingError, EOFError, ValueError, UnicodeDecodeError) as error:
+        kind = "a pickle of plain values" if name.endswith(".pkl") else "JSON"
+        return [f"{name} does not load as {kind}: {error}"]
+    found = field_problems(value, member.table, name)
+    if len(found) > 5:
+        found = found[:5] + [f"{name}: and {len(found) - 5} more field problems"]
+    if found:
+        return found
+    return _budget_problems(name, value) + _provenance_problems(name, value)
+
+
+def _budget_problems(name: str, value) -> list[str]:
+    """The parameter count a model metadata file states, against the assignment's budget."""
+    counts = value.get("model", {}) if isinstance(value, dict) and isinstance(value.get("model"), dict) else value
+    if not isinstance(counts, dict):
+        return []
+    stated = [counts.get(key) for key in ("total_parameters", "trainable_parameters", "parameter_count",
+                                          "total_params", "trainable_params") if isinstance(counts.get(key), int)]
+    if stated and max(stated) > PARAMETER_BUDGET:
+        return [f"{name} states {max(stated):,} parameters, over the assignment's {PARAMETER_BUDGET:,}"]
+    return []
+
+
+def _provenance_problems(name: str, value) -> list[str]:
+    """Fall 2026: the backend refuses a hand-in whose best-ranked Kaggle submission names no W&B run."""
+    if not isinstance(value, dict) or "ranked_submissions" not in value:
+        return []
+    ranked = value["ranked_submissions"]
+    if not ranked:
+        return [f"{name} ranks no scored Kaggle submission"]
+    if not ranked[0].get("wandb_run_path"):
+        return [f"{name}: the best-ranked Kaggle submission ({ranked[0].get('submission_ref')}) names no W&B run "
+                "in its description"]
+    return []

@@ -1,0 +1,187 @@
+"""The files of a hand-in, one builder per kind of content a term's member names (terms.yaml ``content``).
+
+:class:`HandinSources` holds what they are made from (the run folder, its
+checkpoint, the notebook, the acknowledgement and README) and opens the Kaggle
+and W&B clients once, on first use; :meth:`HandinSources.build` turns one
+member into the files it stands for. A member that cannot be built (no login,
+no network, a refusal from the service) raises :class:`UserError` with the
+reason in one sentence.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pickle
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+from helpers.core.errors import UserError
+from helpers.core.terms import Member, Term
+from helpers.handin.schema import conform
+
+# Stand-ins replace these in tests; the defaults sign in with the credentials found on this machine.
+OPENERS: dict[str, Callable] = {}
+
+
+def _open(service: str):
+    if service in OPENERS:
+        return OPENERS[service]()
+    if service == "kaggle":
+        from helpers.core.kaggle import KaggleAccount
+
+        return KaggleAccount.open()
+    from helpers.handin.exports import open_wandb
+
+    return open_wandb()
+
+
+@dataclass
+class HandinSources:
+    """What a term's hand-in is made from; the clients open lazily and at most once."""
+
+    run_dir: Path
+    checkpoint: Path
+    state: dict
+    notebook: Path
+    acknowledgement: Path
+    readme: Path
+    term: Term
+    stamp: datetime.datetime = field(default_factory=datetime.datetime.now)
+    kaggle_username: str | None = None
+    slack: bool = False
+    wandb_project: str | None = None  # entity/project of the runs to rank (Spring 2026)
+    run_files: Callable[["HandinSources"], tuple[dict[str, bytes], list[str]]] | None = None
+    notes: list[str] = field(default_factory=list)  # what the bundle says it left out (MISSING.txt)
+    _clients: dict = field(default_factory=dict)
+
+    def client(self, service: str):
+        """The signed-in Kaggle account or W&B API; a failure is remembered, so it is reported once per member."""
+        if service not in self._clients:
+            try:
+                self._clients[service] = _open(service)
+            except UserError as error:
+                self._clients[service] = error
+        found = self._clients[service]
+        if isinstance(found, UserError):
+            raise found
+        return found
+
+    def build(self, member: Member) -> dict[str, bytes]:
+        """The files ``member`` stands for, by name (one, except ``run_files``)."""
+        name = member.file_name(self.stamp, self.notebook.name)
+        if member.content == "run_files":
+            files, notes = self.run_files(self)
+            self.notes += notes
+            return files
+        if member.content == "model_metadata":
+            value = self._model_metadata(member.table)
+        else:
+            value = getattr(self, f"_{member.content}")()
+        if member.table:
+            value = conform(value, member.table)
+        if isinstance(value, bytes):
+            return {name: value}
+        if name.endswith(".pkl"):
+            return {name: pickle.dumps(value)}
+        return {name: json.dumps(value, indent=2).encode()}
+
+    # ------------------------------------------------------------------ files from the run
+
+    def _acknowledgement(self) -> bytes:
+        return self.acknowledgement.read_bytes()
+
+    def _readme(self) -> bytes:
+        return self.readme.read_bytes()
+
+    def _notebook(self) -> bytes:
+        return self.notebook.read_bytes()
+
+    @cached_property
+    def _model(self):
+        """The checkpoint's model, its weights loaded (what the backends describe)."""
+        from helpers.core.config import load_config
+        from helpers.model.checkpoint import model_weights
+        from helpers.model.resnet import build_face_model
+
+        model = build_face_model(load_config(base=self.state["config"]), len(self.state["classes"]))
+        model.load_state_dict(model_weights(self.state, source=self.checkpoint))
+        return model
+
+    @cached_property
+    def _summary(self) -> dict:
+        from helpers.core.config import load_config
+        from helpers.model.summary import model_summary
+
+        summary = model_summary(load_config(base=self.state["config"]), len(self.state["classes"]))
+        if not summary["within_budget"]:
+            raise UserError(f"{self.checkpoint}'s model has {summary['total_params']:,} parameters, over the "
+                            f"assignment's {summary['budget']:,}: the course refuses it")
+        return summary
+
+    def _model_arch(self) -> bytes:
+        from helpers.model.summary import model_arch_text
+
+        return model_arch_text(self._summary).encode()
+
+    def _model_metadata(self, table: str) -> dict:
+        """The model metadata in the layout of ``table`` (a term's own, or one it shares with an earlier term)."""
+        import torch
+
+        summary, model = self._summary, self._model
+        if table == "f25_model_metadata":
+            return {"trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+                    "architecture": summary["architecture"], "checkpoint": self.checkpoint.name,
+                    "best_val_eer": self.state.get("best_eer"), "model": summary["printed_model"]}
+        if table == "s26_model_metadata":
+            return {"parameter_count": summary["trainable_params"], "model_architecture": str(model)}
+        if table == "f26_model_metadata":
+            return {"schema_version": "1.0",
+                    "model": {"class_name": type(model).__name__, "module": type(model).__module__,
+                              "repr": repr(model), "trainable_parameters": summary["trainable_params"],
+                              "total_parameters": summary["total_params"]},
+                    "framework": {"backend_name": "torch", "torch_version": torch.__version__,
+                                  "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda}}
+        raise ValueError(f"no model metadata layout for the table {table}")  # a terms.yaml mistake, not a user's
+
+    # ------------------------------------------------------------------ files from Kaggle and W&B
+
+    @cached_property
+    def _kaggle_metadata(self) -> dict:
+        from helpers.handin.exports import kaggle_metadata
+
+        return kaggle_metadata(self.client("kaggle"), self.kaggle_username, self.term)
+
+    def _kaggle_submissions(self) -> dict:
+        return self._kaggle_metadata
+
+    def _kaggle_best(self) -> dict:
+        from helpers.handin.exports import kaggle_best
+
+        return kaggle_best(self.client("kaggle"), self.kaggle_username, self.term, self.slack)
+
+    def _wandb_linked_runs(self) -> list:
+        from helpers.handin.exports import linked_run_records, linked_runs
+
+        try:
+            paths = linked_runs(self._kaggle_metadata, self.term)
+        except UserError as error:
+            raise UserError(f"the runs to export are the ones the Kaggle submissions name, and {error}") from None
+        return linked_run_records(self.client("wandb"), paths)
+
+    def _wandb_top_runs(self) -> list:
+        from helpers.handin.exports import top_run_records
+
+        project = self.wandb_project or self._run_project()
+        return top_run_records(self.client("wandb"), project, self.term)
+
+    def _run_project(self) -> str:
+        """``entity/project`` of the run's own W&B settings (the login's default entity when none is set)."""
+        settings = self.state["config"]["tracking"]["wandb"]
+        entity = settings.get("entity") or getattr(self.client("wandb"), "default_entity", None)
+        if not entity:
+            raise UserError("the run names no W&B entity and the W&B login has no default one: pass "
+                            "--wandb-project ENTITY/PROJECT")
+        return f"{entity}/{settings['project']}"

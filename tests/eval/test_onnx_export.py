@@ -248,3 +248,23 @@ def test_export_needs_val_pairs_to_check_on(trained_run, tmp_path, capsys):
                             "--data-root", root)
     assert code == 1 and ONE_SENTENCE.match(err) and "has no val_pairs.txt" in err, err
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("variant", [["model.head=bn", "model.dropout=0.2"],
+                                     ["model.depth=50", "model.block=preact", "model.stem=face",
+                                      "model.embedding_dim=64"]])
+def test_every_architecture_exports_as_pytorch_computes_it(demo_root, tmp_path, variant):
+    from helpers.core.config import load_config
+    from helpers.data.layout import open_data
+    from helpers.eval.evaluation import EvalSettings
+
+    cfg = load_config(overrides=["model.width=0.125", "data.image_size=32", *variant])
+    torch.manual_seed(0)
+    model = resnet.build_face_model(cfg, 12)
+    with torch.no_grad():  # BatchNorm statistics of their own, not the identity a fresh layer starts as
+        model.embed(torch.randn(16, 3, 32, 32) * 3 + 1)
+    model.eval()
+    report = onnx_export.export_model(model, open_data(demo_root), EvalSettings(image_size=32, batch_size=64),
+                                      tmp_path / "model.onnx", {})
+    assert report.lowest_cosine >= 0.9999 and report.embedding_dim == cfg.model.embedding_dim
+    assert round(report.onnx_eer, 4) == round(report.torch_eer, 4)

@@ -58,10 +58,16 @@ def require(packages: Sequence[str], purpose: str) -> list:
         except ImportError:
             missing.append(name)
     if missing:
-        names = " and ".join(missing)
-        raise UserError(f"{purpose} needs {', '.join(packages)}, and {names} cannot be imported here: "
+        which = (", which is" if list(packages) == missing == missing[:1]
+                 else f", and {_listed(missing)} {'is' if len(missing) == 1 else 'are'}")
+        raise UserError(f"{purpose} needs {_listed(packages)}{which} not installed: "
                         f"pip install 'hw2p2-helpers[export]' (or pip install {' '.join(missing)})")
     return modules
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 class ExportedEmbedder(torch.nn.Module):
@@ -94,8 +100,12 @@ def export_graph(module: torch.nn.Module, image_size: int):
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the fallback is deprecated; the report says it was used
-        torch.onnx.export(module, example, buffer, dynamo=False, **names,
-                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        try:
+            torch.onnx.export(module, example, buffer, dynamo=False, **names,
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        except Exception as error:  # as above: the TorchScript exporter's refusals come in many types too
+            raise UserError(f"neither of torch's ONNX exporters can export this model (dynamo: {reason}; "
+                            f"TorchScript: {one_line(error)})") from None
     return onnx.load_model_from_string(buffer.getvalue()), f"torch.onnx.export (TorchScript; dynamo failed: {reason})"
 
 

@@ -148,13 +148,26 @@ def test_the_torchscript_exporter_takes_over_when_dynamo_fails_and_says_so(train
     assert metadata["exporter"] == path
 
 
+def test_a_model_neither_exporter_can_export_is_refused_in_one_sentence(trained_run, tmp_path, monkeypatch,
+                                                                        capsys):
+    def refuses(*args, **kwargs):
+        raise RuntimeError(f"{'dynamo' if kwargs.get('dynamo') else 'torchscript'} cannot export it")
+
+    monkeypatch.setattr(torch.onnx, "export", refuses)
+    code, _, err = call_cli(capsys, "export", "--checkpoint", trained_run / "best.pt", "--out", tmp_path / "m.onnx")
+    assert code == 1 and err == ("error: neither of torch's ONNX exporters can export this model (dynamo: "
+                                 "RuntimeError: dynamo cannot export it; TorchScript: RuntimeError: torchscript "
+                                 "cannot export it)\n")
+    assert left_over(tmp_path) == []
+
+
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime", "onnxscript"])
 def test_without_the_packages_export_says_what_to_install(trained_run, tmp_path, monkeypatch, capsys, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # import fails as when it is not installed
     code, _, err = call_cli(capsys, "export", "--checkpoint", trained_run / "best.pt", "--out", tmp_path / "m.onnx")
     assert code == 1 and ONE_SENTENCE.match(err), err
-    assert err == (f"error: the ONNX export needs onnx, onnxruntime, onnxscript, and {missing} cannot be imported "
-                   f"here: pip install 'hw2p2-helpers[export]' (or pip install {missing})\n")
+    assert err == (f"error: the ONNX export needs onnx, onnxruntime and onnxscript, and {missing} is not installed: "
+                   f"pip install 'hw2p2-helpers[export]' (or pip install {missing})\n")
     assert left_over(tmp_path) == []
 
 
@@ -165,9 +178,8 @@ def test_without_onnxruntime_verify_and_embed_say_what_to_install(exported, demo
     for command in (["verify", "--onnx", exported, a, b], ["embed", "--onnx", exported, a.parent, "--out",
                                                            tmp_path / "e.npz"]):
         code, _, err = call_cli(capsys, *command)
-        assert code == 1 and err == ("error: running an ONNX model needs onnxruntime, and onnxruntime cannot be "
-                                     "imported here: pip install 'hw2p2-helpers[export]' (or pip install "
-                                     "onnxruntime)\n"), err
+        assert code == 1 and err == ("error: running an ONNX model needs onnxruntime, which is not installed: "
+                                     "pip install 'hw2p2-helpers[export]' (or pip install onnxruntime)\n"), err
 
 
 def _rows(out: str):

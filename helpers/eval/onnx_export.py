@@ -58,7 +58,7 @@ def require(packages: Sequence[str], purpose: str) -> list:
         except ImportError:
             missing.append(name)
     if missing:
-        which = (", which is" if list(packages) == missing == missing[:1]
+        which = (", which is" if len(packages) == 1
                  else f", and {_listed(missing)} {'is' if len(missing) == 1 else 'are'}")
         raise UserError(f"{purpose} needs {_listed(packages)}{which} not installed: "
                         f"pip install 'hw2p2-helpers[export]' (or pip install {' '.join(missing)})")
@@ -145,7 +145,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | 
                       weights: str | None = None, progress: bool = False) -> ExportReport:
     """Export a checkpoint's embedder to ``out`` (ONNX), checked on its val pairs (``data_root`` or the run's).
 
-    ``weights`` (raw, ema) picks the other weights than the ones the checkpoint grades.
+    ``weights`` (raw, ema) chooses the weights; by default the ones the checkpoint grades.
     """
     require(EXPORT_PACKAGES, "the ONNX export")
     model, state, data, settings = open_checkpoint(checkpoint, data_root, device="cpu", progress=progress,

@@ -121,6 +121,24 @@ def test_a_tampered_graph_is_refused_in_one_sentence_and_nothing_is_written(trai
     assert out.read_bytes() == b"an earlier export" and left_over(tmp_path) == ["model.onnx"]
 
 
+def test_a_val_eer_that_differs_in_the_fourth_decimal_is_refused(trained_run, tmp_path, monkeypatch, capsys):
+    """Embeddings can agree to 0.9999 and still move a pair across the EER point; the EER itself is compared."""
+    original, calls = onnx_export.compute_eer, []
+
+    def onnx_side_shifted(scores, labels):
+        eer, threshold = original(scores, labels)
+        calls.append(eer)
+        return eer + (0.0002 if len(calls) == 2 else 0.0), threshold  # the second call scores the ONNX embeddings
+
+    monkeypatch.setattr(onnx_export, "compute_eer", onnx_side_shifted)
+    out = tmp_path / "model.onnx"
+    code, _, err = call_cli(capsys, "export", "--checkpoint", trained_run / "best.pt", "--out", out)
+    assert code == 1 and ONE_SENTENCE.match(err), err
+    assert err == (f"error: the exported model's val EER is {calls[0] + 0.0002:.6f} on onnxruntime against "
+                   f"{calls[0]:.6f} in PyTorch, not equal to 4 decimals; nothing was written to {out}\n")
+    assert left_over(tmp_path) == []
+
+
 def test_a_graph_of_another_input_size_is_refused(trained_run, tmp_path, monkeypatch, capsys):
     original = onnx_export.export_graph
     monkeypatch.setattr(onnx_export, "export_graph", lambda module, size: original(module, size + 16))

@@ -161,13 +161,20 @@ def _verify(args) -> int:
     if len(args.images) % 2:
         raise UserError("verify takes images in pairs: A1 B1 [A2 B2 ...]")
     norm = _score_norm(args)
-    rows, threshold = compare_images(args.checkpoint, args.images, tta=args.tta, device=args.device, score_norm=norm,
-                                      weights=args.weights)
+    if args.onnx:
+        from helpers.eval.onnx_export import compare_images_onnx
+
+        _onnx_options(args)
+        rows, threshold = compare_images_onnx(args.onnx, args.images, tta=args.tta, score_norm=norm)
+    else:
+        rows, threshold = compare_images(args.checkpoint, args.images, tta=args.tta, device=args.device,
+                                          score_norm=norm, weights=args.weights)
     for a, b, score in rows:
         verdict = "" if threshold is None else ("  same person" if score >= threshold else "  different people")
         print(f"{score:+.4f}  {a}  {b}{verdict}")
     if threshold is not None:
-        print(f"(decision threshold {threshold:.4f}: the val EER threshold stored with the checkpoint)")
+        print(f"(decision threshold {threshold:.4f}: the val EER threshold stored with the "
+              f"{'exported model' if args.onnx else 'checkpoint'})")
     elif norm.method != "none":
         print("(AS-norm scores, no decision: the threshold stored with the checkpoint is for raw cosines; "
               "evaluate --score-norm as-norm gives the val EER threshold of these scores)")
@@ -177,8 +184,31 @@ def _verify(args) -> int:
 def _embed(args) -> int:
     from helpers.eval.evaluation import embed_folder
 
-    count = embed_folder(args.checkpoint, args.folder, args.out, tta=args.tta, device=args.device)
+    if args.onnx:
+        from helpers.eval.onnx_export import embed_folder_onnx
+
+        _onnx_options(args)
+        count = embed_folder_onnx(args.onnx, args.folder, args.out, tta=args.tta)
+    else:
+        count = embed_folder(args.checkpoint, args.folder, args.out, tta=args.tta, device=args.device)
     print(f"wrote {count} embeddings to {args.out}")
+    return 0
+
+
+def _onnx_options(args) -> None:
+    """The checkpoint-only options are mistakes with --onnx: the exported model fixed its weights and runtime."""
+    if getattr(args, "weights", None):
+        raise UserError("--weights applies to --checkpoint; an exported model holds the weights chosen at export")
+    if args.device not in ("auto", "cpu"):
+        raise UserError(f"--device {args.device} applies to --checkpoint; --onnx runs on onnxruntime's CPU provider")
+
+
+def _export(args) -> int:
+    from helpers.eval.onnx_export import export_checkpoint
+
+    report = export_checkpoint(args.checkpoint, args.out, data_root=args.data_root, weights=args.weights,
+                               progress=_progress(args))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else "\n".join(report.lines()))
     return 0
 
 
@@ -242,6 +272,9 @@ def _bench(args) -> int:
     elif args.what == "data":
         result = bench.bench_data(args.data_root, workers=args.workers, batch_size=args.batch_size or 64,
                                   images=args.images, device="auto" if args.device == "auto" else args.device)
+    elif args.what == "onnx":
+        result = bench.bench_onnx(args.config, args.set or [], checkpoint=args.checkpoint, data_root=args.data_root,
+                                  batch_size=args.batch_size, tta=args.tta)
     else:
         result = bench.bench_eval(args.config, args.set or [], checkpoint=args.checkpoint, data_root=args.data_root,
                                   device=args.device, batch_size=args.batch_size, tta=args.tta)
@@ -436,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="same person or not, for pairs of image files",
                                  description="Print the cosine similarity of each pair of images and the "
                                              "decision at the val EER threshold stored with the checkpoint.")
-    verify.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
+    _model_arguments(verify)
     verify.add_argument("images", nargs="+", help="A1 B1 [A2 B2 ...]")
     verify.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     verify.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -446,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="embeddings of a folder of images",
                                 description="Write the unit-norm embeddings of every image in a folder to an "
                                             ".npz file (arrays 'names' and 'embeddings').")
-    embed.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
+    _model_arguments(embed)
     embed.add_argument("folder", help="folder of images")
     embed.add_argument("--out", required=True, help="the .npz file to write")
     embed.add_argument("--tta", action="store_true", help="flip test-time augmentation")
@@ -481,23 +514,42 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--kaggle-score", type=float, help="Fall 2025: your best Kaggle score, to record it")
     bundle.set_defaults(handler=_bundle)
 
+    export = commands.add_parser("export", help="the embedder as an ONNX model, checked on onnxruntime",
+                                 description="Write the backbone and embedding head (no margin head) as ONNX: uint8 "
+                                             "images of the trained size in, normalised inside the graph, unit "
+                                             "embeddings out, any batch size; class mapping, val threshold and "
+                                             "training summary in its metadata. Before writing, the val pairs' "
+                                             "images go through onnxruntime (CPU) and PyTorch: every image's "
+                                             "embeddings must agree (cosine >= 0.9999) and the val EER to 4 "
+                                             "decimals, or nothing is written. Needs pip install "
+                                             "'hw2p2-helpers[export]'.")
+    export.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--data-root", help="data root of the val pairs checked (default: the one the checkpoint "
+                                            "trained on)")
+    export.add_argument("--weights", choices=("raw", "ema"),
+                        help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+    export.set_defaults(handler=_export)
+
     bench = commands.add_parser("bench", help="measure training, data loading and evaluation speed",
                                 description="train: images/s and FLOPs utilisation of the plain training step "
                                             "against the engine's fast step, same model and batch. data: decode + "
                                             "augmentation images/s per worker, naive loader against the project's, "
                                             "with JPEG decoding alone as the ceiling. eval: embeddings/s and the "
-                                            "time to score the val and test pairs.")
-    bench.add_argument("what", choices=("train", "data", "eval"))
+                                            "time to score the val and test pairs. onnx: the exported model's "
+                                            "size and embeddings/s on onnxruntime against PyTorch on the CPU.")
+    bench.add_argument("what", choices=("train", "data", "eval", "onnx"))
     _config_arguments(bench)
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     bench.add_argument("--batch-size", type=_positive_int, help="batch size (default: the config's)")
     bench.add_argument("--classes", type=_positive_int, default=COURSE_CLASSES, help="train: margin-head classes")
     bench.add_argument("--steps", type=_positive_int, help="train: timed steps per path")
-    bench.add_argument("--data-root", help="data, eval: a data root (default: generated demo faces)")
+    bench.add_argument("--data-root", help="data, eval, onnx: a data root (default: generated demo faces)")
     bench.add_argument("--workers", type=int, default=0, help="data: loader workers (0: in this process)")
     bench.add_argument("--images", type=_positive_int, default=2000, help="data: images to load")
-    bench.add_argument("--checkpoint", help="eval: a checkpoint (default: an untrained model of the config)")
-    bench.add_argument("--tta", action="store_true", help="eval: flip test-time augmentation")
+    bench.add_argument("--checkpoint", help="eval, onnx: a checkpoint (default: an untrained model of the config)")
+    bench.add_argument("--tta", action="store_true", help="eval, onnx: flip test-time augmentation")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_bench)
 
@@ -569,6 +621,14 @@ def _term_argument(command: argparse.ArgumentParser, default_says: str) -> None:
     command.add_argument("--term", choices=[*terms, NEWEST], metavar="TERM",
                          help=f"the course term whose rules apply: {', '.join(f'{k} ({v})' for k, v in terms.items())}"
                               f" or {NEWEST} (default: {default_says})")
+
+
+def _model_arguments(command: argparse.ArgumentParser) -> None:
+    """The model of verify and embed: a checkpoint, or its ONNX export run on onnxruntime."""
+    which = command.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a checkpoint (best.pt)")
+    which.add_argument("--onnx", metavar="MODEL", help="a model written by export, run on onnxruntime (CPU) with no "
+                                                       "PyTorch model built")
 
 
 def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:

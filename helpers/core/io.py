@@ -82,13 +82,15 @@ class _Recording:
         self.handle.flush()
 
 
-def atomic_write(path: str | Path, write) -> None:
+def atomic_write(path: str | Path, write, check=None) -> None:
     """Write a file through ``write(handle)`` so that a crash leaves either the old file or the new one.
 
     The bytes go to a temporary file beside the target, are flushed to disk,
     and the temporary file is renamed over the target; the folder is synced so
     the rename itself survives a power cut. A failed write (a full disk)
-    raises :class:`WriteFailed` and leaves no temporary file.
+    raises :class:`WriteFailed` and leaves no temporary file. ``check(temporary
+    path)``, when given, reads the finished file before the rename: whatever it
+    raises leaves the target as it was and no temporary file.
     """
     path = Path(path)
     existed = path.exists()
@@ -101,6 +103,8 @@ def atomic_write(path: str | Path, write) -> None:
             write(handle)
             raw.flush()
             os.fsync(raw.fileno())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)  # first, so that the message counts the space it held as free

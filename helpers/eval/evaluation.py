@@ -77,37 +77,51 @@ def image_loader(paths: Sequence[Path], settings: EvalSettings, reader: ImageRea
 @torch.no_grad()
 def embed_images(model, paths: Sequence[Path], settings: EvalSettings, desc: str = "embedding",
                  reader: ImageReader | None = None) -> tuple[torch.Tensor, list]:
-    """Unit-norm embeddings (N x D, float32, CPU) of ``paths``, and the images that could not be read.
+    """Unit-norm embeddings (N x D, float32, CPU) of ``paths`` from a PyTorch model, and the images that could not
+    be read (see :func:`embed_with`)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return embed_with(lambda images: torch_embeddings(model, images, settings), paths, settings, desc, reader)
+    finally:
+        model.train(was_training)
+
+
+def torch_embeddings(model, images: torch.Tensor, settings: EvalSettings) -> torch.Tensor:
+    """A uint8 batch's unit-norm embeddings from a PyTorch model, with flip TTA when ``settings`` ask; on the CPU."""
+    images = normalize(images.to(settings.device, non_blocking=True))
+    if settings.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    autocast = (torch.autocast(settings.device.type, dtype=settings.amp) if settings.amp is not None
+                else nullcontext())
+    with autocast:
+        embeddings = model.embed(images)
+        if settings.tta:
+            embeddings = F.normalize(embeddings + model.embed(images.flip(3)), dim=1)
+    return embeddings.float().cpu()
+
+
+def embed_with(embed, paths: Sequence[Path], settings: EvalSettings, desc: str = "embedding",
+               reader: ImageReader | None = None) -> tuple[torch.Tensor, list]:
+    """``embed(uint8 batch)`` over the images at ``paths``, loaded in order as ``settings`` say: their embeddings
+    (N x D, float32, CPU) and the images that could not be read. Any runtime's embedder (PyTorch, onnxruntime) goes
+    through this one loader.
 
     Rows of unreadable images are NaN, so anything computed from them is
     visibly undefined rather than silently wrong.
     """
-    was_training = model.training
-    model.eval()
     loader = image_loader(paths, settings, reader)
     out = None
     skipped = []
-    autocast = (torch.autocast(settings.device.type, dtype=settings.amp) if settings.amp is not None
-                else nullcontext())
-    try:
-        for batch in progress(loader, desc=desc, unit="batch", enabled=settings.progress):
-            batch = decode_batch(batch, settings.device, settings.image_size, loader.dataset.paths)
-            skipped += batch.skipped
-            if not len(batch.indices):
-                continue
-            images = normalize(batch.images.to(settings.device, non_blocking=True))
-            if settings.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                embeddings = model.embed(images)
-                if settings.tta:
-                    embeddings = F.normalize(embeddings + model.embed(images.flip(3)), dim=1)
-            embeddings = embeddings.float().cpu()
-            if out is None:
-                out = torch.full((len(paths), embeddings.shape[1]), float("nan"))
-            out[batch.indices] = embeddings
-    finally:
-        model.train(was_training)
+    for batch in progress(loader, desc=desc, unit="batch", enabled=settings.progress):
+        batch = decode_batch(batch, settings.device, settings.image_size, loader.dataset.paths)
+        skipped += batch.skipped
+        if not len(batch.indices):
+            continue
+        embeddings = embed(batch.images)
+        if out is None:
+            out = torch.full((len(paths), embeddings.shape[1]), float("nan"))
+        out[batch.indices] = embeddings
     if out is None:
         raise UserError(f"none of the {len(paths)} images could be read (first: {skipped[0].path}: {skipped[0].reason})"
                         if skipped else "there are no images to embed")
@@ -339,23 +353,39 @@ def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bo
     """
     model, state, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
                                                 weights=weights, score_norm=score_norm)
+    paths = existing_images(images)
+    rows = consecutive_pairs(paths, *embed_images(model, paths, settings), settings.score_norm, model.head)
+    return rows, stored_threshold(state, settings)
+
+
+def existing_images(images: Sequence[str | Path]) -> list[Path]:
+    """``images`` as paths, each checked to be a file."""
     paths = [Path(p) for p in images]
     for path in paths:
         if not path.is_file():
             raise UserError(f"image {path} does not exist")
-    embeddings, skipped = embed_images(model, paths, settings)
+    return paths
+
+
+def consecutive_pairs(paths: Sequence[Path], embeddings: torch.Tensor, skipped: list,
+                      score_norm: ScoreNorm = ScoreNorm(), head=None) -> list[tuple[str, str, float]]:
+    """``(a, b, score)`` of the image pairs (paths[0], paths[1]), (paths[2], paths[3])...; an unreadable one stops."""
     if skipped:
         raise UserError(f"{skipped[0].path}: {skipped[0].reason}")
-    scores = score_rows(embeddings, range(0, len(paths), 2), range(1, len(paths), 2), settings.score_norm,
-                        model.head)
-    rows = [(str(paths[2 * i]), str(paths[2 * i + 1]), float(score)) for i, score in enumerate(scores)]
-    return rows, stored_threshold(state, settings)
+    scores = score_rows(embeddings, range(0, len(paths), 2), range(1, len(paths), 2), score_norm, head)
+    return [(str(paths[2 * i]), str(paths[2 * i + 1]), float(score)) for i, score in enumerate(scores)]
 
 
 def embed_folder(checkpoint: str | Path, folder: str | Path, out: str | Path, tta: bool = False,
                  device: str = "auto") -> int:
     """Write the embeddings of every image in ``folder`` to ``out`` (.npz: names, embeddings); returns the count."""
-    from helpers.core.io import atomic_write
+    paths = folder_images(folder)
+    model, _, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False)
+    return save_embeddings(Path(folder), paths, *embed_images(model, paths, settings), out)
+
+
+def folder_images(folder: str | Path) -> list[Path]:
+    """Every image under ``folder``, sorted."""
     from helpers.data.images import is_image
 
     folder = Path(folder)
@@ -364,8 +394,15 @@ def embed_folder(checkpoint: str | Path, folder: str | Path, out: str | Path, tt
     paths = sorted(p for p in folder.rglob("*") if is_image(p))
     if not paths:
         raise UserError(f"{folder} holds no images")
-    model, _, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False)
-    embeddings, skipped = embed_images(model, paths, settings)
+    return paths
+
+
+def save_embeddings(folder: Path, paths: Sequence[Path], embeddings: torch.Tensor, skipped: list,
+                    out: str | Path) -> int:
+    """Write the readable images' embeddings to ``out`` (.npz: names relative to ``folder``, embeddings), warning
+    about the others; returns how many were written."""
+    from helpers.core.io import atomic_write
+
     keep = torch.isfinite(embeddings).all(dim=1).numpy()
     names = np.array([p.relative_to(folder).as_posix() for p in paths])[keep]
     for item in skipped:

@@ -331,22 +331,9 @@ def _throughput(run, count: int) -> float:
 def bench_eval(config=None, overrides=(), checkpoint=None, data_root=None, device: str = "auto",
                batch_size: int | None = None, tta: bool = False) -> dict:
     """Embeddings/s at evaluation, and the end-to-end time to score the val and test pairs."""
-    from helpers.eval.evaluation import open_checkpoint
-
     with tempfile.TemporaryDirectory() as scratch:
-        if checkpoint is not None:
-            model, _, data, settings = open_checkpoint(checkpoint, data_root, device, tta, batch_size=batch_size)
-        else:
-            cfg = load_config(config, overrides)
-            device_ = pick_device(device)
-            speed = fast_path(cfg.train, device_, cfg.optim.name)
-            model = speed.place(build_face_model(cfg, 100), device_).eval()
-            if data_root is None:
-                data_root = _eval_demo(Path(scratch), cfg.data.image_size)
-            data = open_data(data_root)
-            settings = eval_settings(cfg, device_, speed, tta=tta)
-            if batch_size:
-                settings = replace(settings, batch_size=batch_size)
+        model, data, settings = _eval_model(config, overrides, checkpoint, data_root, device, batch_size, tta,
+                                            Path(scratch))
         paths, _ = pair_images(data, (data.val_pairs or []) + (data.test_pairs or []))
         embed_images(model, paths[: settings.batch_size], settings, reader=data.reader)  # warm up
         started = time.perf_counter()
@@ -362,6 +349,57 @@ def bench_eval(config=None, overrides=(), checkpoint=None, data_root=None, devic
             "embeddings_per_s": embed_rate,
             **{f"{kind}_pairs": n for kind, (n, _) in timings.items()},
             **{f"{kind}_seconds": t for kind, (_, t) in timings.items()}}
+
+
+def _eval_model(config, overrides, checkpoint, data_root, device: str, batch_size: int | None, tta: bool,
+                scratch: Path):
+    """The model, data and eval settings a bench of evaluation runs: a checkpoint's, or an untrained model of the
+    config on ``data_root`` (default: demo faces generated in ``scratch``)."""
+    from helpers.eval.evaluation import open_checkpoint
+
+    if checkpoint is not None:
+        model, _, data, settings = open_checkpoint(checkpoint, data_root, device, tta, batch_size=batch_size)
+        return model, data, settings
+    cfg = load_config(config, overrides)
+    device_ = pick_device(device)
+    speed = fast_path(cfg.train, device_, cfg.optim.name)
+    model = speed.place(build_face_model(cfg, 100), device_).eval()
+    data = open_data(data_root if data_root is not None else _eval_demo(scratch, cfg.data.image_size))
+    settings = eval_settings(cfg, device_, speed, tta=tta)
+    return model, data, replace(settings, batch_size=batch_size) if batch_size else settings
+
+
+def bench_onnx(config=None, overrides=(), checkpoint=None, data_root=None, batch_size: int | None = None,
+               tta: bool = False, repeats: int = 5) -> dict:
+    """The exported model's size, and embeddings/s on the CPU of onnxruntime against the PyTorch model (eager, the
+    project's eval path): end to end over the val and test pairs' images (loading included, as ``bench eval``), and
+    the model alone on one loaded batch (best of ``repeats``). The export is checked as ``export`` checks it."""
+    from helpers.eval.evaluation import embed_with, torch_embeddings
+    from helpers.eval.onnx_export import EXPORT_PACKAGES, OnnxEmbedder, export_model, require
+
+    require(EXPORT_PACKAGES, "bench onnx")
+    with tempfile.TemporaryDirectory() as scratch:
+        model, data, settings = _eval_model(config, overrides, checkpoint, data_root, "cpu", batch_size, tta,
+                                            Path(scratch))
+        report = export_model(model, data, replace(settings, tta=False), Path(scratch) / "model.onnx", {})
+        embedder = OnnxEmbedder(report.out)
+        paths, _ = pair_images(data, (data.val_pairs or []) + (data.test_pairs or []))
+        runtimes = {"torch": lambda images: torch_embeddings(model, images, settings),
+                    "onnx": lambda images: embedder.run(images, tta)}
+        batch = torch.stack([data.load(path, settings.image_size) for path in paths[: settings.batch_size]])
+        result = {"device": _device_name(settings.device), "threads": torch.get_num_threads(),
+                  "tta": tta, "unique_images": len(paths), "batch_size": len(batch),
+                  "onnx_file_mib": report.size_bytes / 2**20, "exporter": report.exporter, "opset": report.opset}
+        with torch.no_grad():
+            for name, run in runtimes.items():
+                embed_with(run, paths[: settings.batch_size], settings, reader=data.reader)  # warm up
+                result[f"{name}_embeddings_per_s"] = _throughput(
+                    lambda: embed_with(run, paths, settings, reader=data.reader), len(paths))
+                result[f"{name}_model_embeddings_per_s"] = len(batch) / _best_seconds(
+                    lambda: run(batch), settings.device, repeats)
+    result["speedup"] = result["onnx_embeddings_per_s"] / result["torch_embeddings_per_s"]
+    result["model_speedup"] = result["onnx_model_embeddings_per_s"] / result["torch_model_embeddings_per_s"]
+    return result
 
 
 def _eval_demo(scratch: Path, size: int) -> Path:

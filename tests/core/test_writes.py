@@ -15,6 +15,7 @@ import torch
 from conftest import TINY, call_cli
 
 from helpers.core import io as safe_io
+from helpers.core.errors import UserError
 from helpers.core.io import WriteFailed, append_text, atomic_write_text, read_metrics, staged_folder
 from helpers.data.prepare import pack_root
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
@@ -126,6 +127,23 @@ def test_a_submission_on_a_full_disk_keeps_the_previous_one(trained_run, tmp_pat
     assert code == 1 and sentence, err
     assert sentence["path"] == str(out) and sentence["kept"] == "the previous submission.csv is intact"
     assert out.read_bytes() == before and _left_over(tmp_path) == []
+
+
+def test_a_check_of_the_written_file_runs_before_the_rename_and_a_refusal_keeps_the_old_file(tmp_path):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"old")
+    seen = []
+
+    def refuse(written):
+        seen.append((written.parent, written.read_bytes(), out.read_bytes()))
+        raise UserError("the new file is wrong")
+
+    with pytest.raises(UserError, match="the new file is wrong"):
+        safe_io.atomic_write(out, lambda handle: handle.write(b"new"), check=refuse)
+    assert seen == [(tmp_path, b"new", b"old")]  # the check read the finished file beside the target
+    assert out.read_bytes() == b"old" and _left_over(tmp_path) == []
+    safe_io.atomic_write(out, lambda handle: handle.write(b"new"), check=lambda written: None)
+    assert out.read_bytes() == b"new" and _left_over(tmp_path) == []
 
 
 def test_a_staged_folder_is_all_or_nothing(tmp_path):

@@ -65,6 +65,18 @@ def test_bench_eval_json(capsys):
     assert result["unique_images"] <= 400  # every image embedded once however many pairs name it
 
 
+def test_bench_onnx_json(capsys):
+    code, out, err = call_cli(capsys, "bench", "onnx", *TINY_MODEL, "--batch-size", "16", "--json")
+    result = json.loads(out)
+    assert code == 0, err
+    assert result["onnx_file_mib"] > 0 and result["exporter"] == "torch.onnx.export (dynamo)" and result["opset"] > 0
+    for key in ("torch_embeddings_per_s", "onnx_embeddings_per_s", "torch_model_embeddings_per_s",
+                "onnx_model_embeddings_per_s"):
+        assert result[key] > 0, key
+    assert result["speedup"] == pytest.approx(result["onnx_embeddings_per_s"] / result["torch_embeddings_per_s"])
+    assert result["batch_size"] == 16 and result["unique_images"] <= 400
+
+
 def test_bench_table_puts_the_ratio_first(capsys):
     code, out, _ = call_cli(capsys, "bench", "data", "--images", "30", "--batch-size", "10")
     assert code == 0 and out.splitlines()[0].startswith("speedup")

@@ -96,11 +96,12 @@ def embed_images(model, paths: Sequence[Path], settings: EvalSettings, desc: str
             images = normalize(batch.images.to(settings.device, non_blocking=True))
             if settings.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                embeddings = model.embed(images)
-                if settings.tta:
-                    embeddings = F.normalize(embeddings + model.embed(images.flip(3)), dim=1)
-            embeddings = embeddings.float().cpu()
+            with autocast:  # the network only: embeddings are normalised, summed and compared in fp32
+                embeddings = model.embed(images).float()
+                flipped = model.embed(images.flip(3)).float() if settings.tta else None
+            if flipped is not None:
+                embeddings = F.normalize(embeddings + flipped, dim=1)
+            embeddings = embeddings.cpu()
             if out is None:
                 out = torch.full((len(paths), embeddings.shape[1]), float("nan"))
             out[batch.indices] = embeddings
@@ -225,7 +226,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
     if weights is not None and weights != state.get("graded", "raw"):
         state["val"] = {}  # the stored val threshold belongs to the other weights
     device = pick_device(device)
-    speed = fast_path(cfg.train, device, cfg.optim.name)  # the probe training ran, cached
+    speed = fast_path(cfg, device, state.get("fast_path"))  # autocast and layout as the run trained, where it can
     model = speed.place(restore_model(state, device, weights, checkpoint), device)
     settings = eval_settings(cfg, device, speed, tta=tta, progress=progress, score_norm=score_norm)
     if batch_size:

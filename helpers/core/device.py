@@ -50,6 +50,15 @@ class FastPath:
             module.to(memory_format=torch.channels_last)
         return module
 
+    def sentence(self) -> str:
+        """The settings in words, with the timed probe's verdicts where it decided them, for a run's log."""
+        words = [f"autocast {amp_name(self.amp)}" if self.amp else "fp32",
+                 "channels-last" if self.channels_last else "NCHW"]
+        words += (["torch.compile"] if self.compile else []) + (["fused optimiser"] if self.fused else [])
+        verdicts = self.timing.verdicts((amp_name(self.amp), self.channels_last)) if self.timing else {}
+        probe = f" (timed probe: {'; '.join(verdicts.values())})" if verdicts else ""
+        return "fast path: " + ", ".join(words) + probe
+
     def describe(self) -> dict:
         """The settings as plain values, for JSON reports and checkpoints."""
         return {"amp": amp_name(self.amp), "channels_last": self.channels_last, "compile": self.compile,
@@ -270,8 +279,8 @@ class ProbeTiming:
                 factor = self.speedup(value, other)
                 faster = "faster " if factor >= 1 else ""
                 taken = "taken" if value == chosen else "not taken"
-                why = f" (under the {TIMING_MARGIN:g}x margin)" if value != chosen and 1 <= factor < TIMING_MARGIN \
-                    else ""
+                under_margin = value != chosen and 1 <= factor < TIMING_MARGIN
+                why = f" (under the {TIMING_MARGIN:g}x margin)" if under_margin else ""
                 phrases[name] = f"{name}: {factor:.2f}x {faster}here, {taken}{why}"
         return phrases
 
@@ -360,6 +369,7 @@ def _measure(device: torch.device, shape: ProbeShape, candidates: list) -> tuple
     minimum)."""
     steps = {candidate: _stand_in_steps(device, shape, *candidate) for candidate in candidates}
     small = screen_batch(shape)
+    # The first call makes the kernels, the second is timed; a non-finite loss (None) ends it at the first.
     screen = {candidate: step(small) and step(small) for candidate, step in steps.items()}
     problems = {c: "the loss was not finite" for c, seconds in screen.items() if seconds is None}
     fastest = min((s for s in screen.values() if s is not None), default=0.0)
@@ -412,7 +422,7 @@ def _stand_in(shape: ProbeShape, device: torch.device | str) -> torch.nn.Sequent
             conv(width, 3, stride)
             conv(width, 3, 1)
     return torch.nn.Sequential(*layers, _MeanOverMap(), torch.nn.Linear(channels, 512, device=device),
-                               _Fp32Head(512, PROBE_CLASSES, device))
+                               _Fp32Head(512, PROBE_CLASSES, device=device))
 
 
 class _MeanOverMap(torch.nn.Module):
@@ -425,16 +435,14 @@ class _MeanOverMap(torch.nn.Module):
 class _Fp32Head(torch.nn.Linear):
     """The class head in fp32 with autocast off, as the margin heads compute their logits."""
 
-    def __init__(self, features: int, classes: int, device):
-        super().__init__(features, classes, device=device)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return super().forward(x.float())
 
 
 def _forward_flops(shape: ProbeShape) -> float:
-    """Multiply-add FLOPs of one image through the stand-in's convolutions (built on the meta device: free)."""
+    """FLOPs of one image through the stand-in's convolutions, a multiply-add counted as two (the net is built on
+    the meta device: no memory, no time)."""
     size, flops = shape.image_size, 0.0
     for layer in _stand_in(shape, "meta"):
         if isinstance(layer, (torch.nn.Conv2d, torch.nn.MaxPool2d)):

@@ -742,6 +742,8 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
     if state is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
     with run_context(cfg, state.get("fast_path") if state else None) as run:
+        if run.dist.main:
+            print(run.speed.sentence(), flush=True)
         parts = build_run(cfg, run, state, init_from)
         with run_folder(cfg, run, state) as tracker:
             return Trainer(cfg, run, parts, tracker, state).fit()

@@ -45,6 +45,8 @@ def test_bf16_is_taken_on_the_cpu_when_the_probe_finds_it_faster(fake_timings):
     assert sorted(asked[0]) == sorted(FAST_BF16)  # every pair of the two auto settings was timed
     verdicts = speed.describe()["probe"]["verdicts"]
     assert "bf16: 2.20x faster here, taken" in verdicts and "channels-last: 1.22x faster here, taken" in verdicts
+    assert speed.sentence() == ("fast path: autocast bf16, channels-last (timed probe: bf16: 2.20x faster here, "
+                                "taken; channels-last: 1.22x faster here, taken)")
 
 
 def test_fp32_stays_on_the_cpu_when_bf16_is_slower(fake_timings):

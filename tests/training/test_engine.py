@@ -122,7 +122,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(demo_root, tmp_path)
     assert straight_curve[-1] == resumed_curve[-1]
 
 
-def test_a_resume_trains_on_with_the_fast_path_its_run_chose(demo_root, tmp_path, fake_timings):
+def test_a_resume_trains_on_with_the_fast_path_its_run_chose(demo_root, tmp_path, fake_timings, capsys):
     fake_timings(FAST_BF16)
     args = _run_args(demo_root, tmp_path, "kept", "train.epochs=1")
     train(None, args)
@@ -132,6 +132,7 @@ def test_a_resume_trains_on_with_the_fast_path_its_run_chose(demo_root, tmp_path
     train(None, args + ["train.epochs=2"], resume="auto")
     resumed = load_checkpoint(tmp_path / "kept" / "last.pt")
     assert resumed["epoch"] == 2 and resumed["fast_path"]["amp"] == "bf16" and asked == []
+    assert "fast path: autocast bf16, channels-last\n" in capsys.readouterr().out  # said in the run's log
 
 
 def test_torchrun_two_cpu_processes(demo_root, tmp_path):

@@ -534,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure training, data loading and evaluation speed",
                                 description="train: images/s and FLOPs utilisation of the plain training step "
-                                            "against the engine's fast step, same model and batch. data: decode + "
+                                            "against the engine's fast step, same model and batch, with what the "
+                                            "timed probe measured of each fast-path choice. data: decode + "
                                             "augmentation images/s per worker, naive loader against the project's, "
                                             "with JPEG decoding alone as the ceiling. eval: embeddings/s and the "
                                             "time to score the val and test pairs. onnx: the exported model's "
@@ -558,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "channels-last, fused optimiser, torch.compile, JPEG decoding in "
                                             "workers and on the device, a one-process DDP group, checkpoint "
                                             "round trip, evaluation) a few steps on synthetic input and say what "
-                                            "works and what training does instead; then time the training step "
+                                            "works, what the timed probe measured of autocast and channels-last, "
+                                            "and what training does instead; then time the training step "
                                             "and estimate an epoch. Exit 0 when training can run, 1 when not.")
     _config_arguments(selftest)
     selftest.add_argument("--data-root", help="estimate an epoch of this data root (default: the course data, "

@@ -19,6 +19,42 @@ TINY = ["model.depth=18", "model.width=0.125", "data.image_size=32", "train.batc
         "tracking.wandb.mode=disabled", "train.progress=false", "data.num_workers=0"]
 
 
+# Timed-probe results (images/s per (train.amp, channels-last)) for :func:`fake_timings`: a CPU with fast bf16
+# kernels, and one that emulates bf16.
+FAST_BF16 = {("bf16", True): 220.0, ("bf16", False): 180.0, ("none", True): 100.0, ("none", False): 80.0}
+SLOW_BF16 = {("bf16", True): 40.0, ("bf16", False): 30.0, ("none", True): 100.0, ("none", False): 80.0}
+
+
+@pytest.fixture
+def fake_timings(monkeypatch):
+    """``fake(rates, not_finite=())`` makes the timed probe measure ``rates`` (images/s per (amp, channels-last))
+    from then on, as a fresh process would, and returns the list of candidate lists it is asked to time, one per
+    probe run. The cached decisions are cleared after the test too, so that no faked timing reaches another."""
+    from helpers.core import device as device_module
+    from helpers.core.device import Measured
+
+    def clear():
+        device_module.probe_problem.cache_clear()
+        device_module.timed_probe.cache_clear()
+
+    def fake(rates: dict, not_finite=()) -> list:
+        clear()
+        asked = []
+
+        def measure(device, shape, candidates):
+            asked.append(list(candidates))
+            return tuple(Measured(amp, layout, 0.0 if (amp, layout) in not_finite else rates[(amp, layout)],
+                                  None if (amp, layout) in not_finite else rates[(amp, layout)],
+                                  "the loss was not finite" if (amp, layout) in not_finite else None)
+                         for amp, layout in candidates)
+
+        monkeypatch.setattr(device_module, "_measure", measure)
+        return asked
+
+    yield fake
+    clear()
+
+
 def write_image(path: Path, seed: int = 0, size=(20, 20), mode: str = "RGB", fmt: str = "JPEG") -> Path:
     """A small random picture in ``mode``, saved as ``fmt``."""
     rng = np.random.default_rng(seed)

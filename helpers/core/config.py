@@ -195,9 +195,9 @@ class TrainConfig(Section):
     batch_size: int = Field(64, ge=1)
     """per process"""
     amp: Literal["auto", "none", "fp16", "bf16"] = "auto"
-    """auto (bf16 or fp16 on CUDA, none on CPU) | none | fp16 | bf16"""
+    """auto (CUDA: bf16, else fp16; CPU: bf16 if the timed probe finds it faster) | none | fp16 | bf16"""
     channels_last: Union[bool, Literal["auto"]] = "auto"
-    """auto (on CUDA and CPU) | true | false"""
+    """auto (on CUDA; on the CPU unless the timed probe finds NCHW faster) | true | false"""
     compile: bool = False
     """torch.compile the model"""
     grad_clip: float = Field(0.0, ge=0.0)

@@ -94,11 +94,12 @@ def torch_embeddings(model, images: torch.Tensor, settings: EvalSettings) -> tor
         images = images.contiguous(memory_format=torch.channels_last)
     autocast = (torch.autocast(settings.device.type, dtype=settings.amp) if settings.amp is not None
                 else nullcontext())
-    with autocast:
-        embeddings = model.embed(images)
-        if settings.tta:
-            embeddings = F.normalize(embeddings + model.embed(images.flip(3)), dim=1)
-    return embeddings.float().cpu()
+    with autocast:  # the network only: embeddings are summed, normalised and compared in fp32
+        embeddings = model.embed(images).float()
+        flipped = model.embed(images.flip(3)).float() if settings.tta else None
+    if flipped is not None:
+        embeddings = F.normalize(embeddings + flipped, dim=1)
+    return embeddings.cpu()
 
 
 def embed_with(embed, paths: Sequence[Path], settings: EvalSettings, desc: str = "embedding",
@@ -241,7 +242,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
     if weights is not None and weights != state.get("graded", "raw"):
         state["val"] = {}  # the stored val threshold belongs to the other weights
     device = pick_device(device)
-    speed = fast_path(cfg.train, device, cfg.optim.name)  # the probe training ran, cached
+    speed = fast_path(cfg, device, state.get("fast_path"))  # autocast and layout as the run trained, where it can
     model = speed.place(restore_model(state, device, weights, checkpoint), device)
     settings = eval_settings(cfg, device, speed, tta=tta, progress=progress, score_norm=score_norm)
     if batch_size:

@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.config import AugmentConfig, load_config
 from helpers.core.course import COURSE_CLASSES
-from helpers.core.device import fast_path, pick_device
+from helpers.core.device import describe_fast_path, fast_path, pick_device, probe_summary
 from helpers.data.augment import BatchAugment, normalize, seed_train_transform
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder
 from helpers.data.datasets import FaceImages, collate, decode_batch
@@ -170,7 +170,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, classes, (batch,), generator=generator)
-    speed = fast_path(cfg.train, device, cfg.optim.name)
+    speed = fast_path(cfg, device)
     matmul_fp32 = matmul_flops(device, torch.float32)
     matmul_fast = matmul_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
 
@@ -205,7 +205,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     fast = _time_steps(fast_step, device, warmup + (2 if speed.compile else 0), steps, batch)
     return {
         "device": _device_name(device), "batch_size": batch, "image_size": size, "classes": classes,
-        "fast_path": speed.describe(),
+        "fast_path": describe_fast_path(cfg, device, speed),
         "train_gflops_per_image": flops / 1e9,
         "matmul_tflops_fp32": matmul_fp32 / 1e12, "matmul_tflops_fast": matmul_fast / 1e12,
         "conv_tflops_plain": conv_plain / 1e12, "conv_tflops_fast": conv_fast / 1e12,
@@ -362,7 +362,7 @@ def _eval_model(config, overrides, checkpoint, data_root, device: str, batch_siz
         return model, data, settings
     cfg = load_config(config, overrides)
     device_ = pick_device(device)
-    speed = fast_path(cfg.train, device_, cfg.optim.name)
+    speed = fast_path(cfg, device_)
     model = speed.place(build_face_model(cfg, 100), device_).eval()
     data = open_data(data_root if data_root is not None else _eval_demo(scratch, cfg.data.image_size))
     settings = eval_settings(cfg, device_, speed, tta=tta)
@@ -423,9 +423,12 @@ def table(result: dict) -> str:
     for key, value in result.items():
         if key == "speedup":
             continue
+        probe = value.get("probe") if isinstance(value, dict) else None
         if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
+            value = ", ".join(f"{k}={v}" for k, v in value.items() if k != "probe")
         elif isinstance(value, float):
             value = f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
         lines.append(f"{key:<28}{value}")
+        if probe:
+            lines.append(f"{'probe':<28}{probe_summary(probe)}")
     return "\n".join(lines)

@@ -35,11 +35,14 @@ import torch.distributed as dist
 
 from helpers.core.config import Config, TrainConfig, load_config
 from helpers.core.device import (
+    AMP_WORDS,
     FastPath,
+    ProbeTiming,
     amp_choices,
     amp_name,
     channels_last_choices,
     default_workers,
+    describe_fast_path,
     distributed_backend,
     fast_path,
     fused_choices,
@@ -47,6 +50,8 @@ from helpers.core.device import (
     own_rng,
     pick_device,
     probe_problem,
+    probe_summary,
+    reported_timing,
 )
 from helpers.core.errors import UserError, one_line
 from helpers.core.runtime import describe_environment
@@ -121,6 +126,8 @@ class SelfTestReport:
             used = "*" if check.used else " "
             out.append(f" {used} {check.path:<{width}}{check.status:<21}{' | '.join(tail)}")
         out.append("   (* = the path training takes as configured)")
+        if self.fast_path.get("probe"):
+            out.append(probe_summary(self.fast_path["probe"]))
         if self.cost:
             out += cost_lines(self.cost)
         out += self.notes
@@ -215,7 +222,7 @@ class _Setup:
 def _setup(config, overrides, data_root) -> _Setup:
     cfg = load_config(config, overrides)
     device = pick_device(cfg.train.device)
-    return _Setup(cfg, device, fast_path(cfg.train, device, cfg.optim.name),
+    return _Setup(cfg, device, fast_path(cfg, device),
                   default_workers(cfg.data.num_workers, device), decodes_on_device(cfg.data.decode),
                   open_data(data_root, cfg.data.layout) if data_root else None)
 
@@ -232,7 +239,7 @@ def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool 
         faces = _face_images(Path(scratch) / "faces", run.data, 8 if quick else 64, cfg.data.image_size)
         compile_row = compile_check(cfg, device, check_compile, compile_seconds)
         checks = [gpu_kernels_check(device),
-                  *speed_checks(cfg.train, device, speed, cfg.optim.name),
+                  *speed_checks(cfg.train, device, speed, cfg.optim.name, reported_timing(cfg, device, speed)),
                   compile_row,
                   *decoder_checks(),
                   workers_check(faces, run.workers),
@@ -246,7 +253,7 @@ def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool 
         else:
             check, cost = measure_cost(run, faces, seconds, compiled=speed.compile and compile_row.status == OK)
             checks.append(check)
-    return SelfTestReport(describe_environment(device), speed.describe(), checks, cost,
+    return SelfTestReport(describe_environment(device), describe_fast_path(cfg, device, speed), checks, cost,
                           time.perf_counter() - started)
 
 
@@ -292,23 +299,27 @@ def gpu_kernels_check(device: torch.device) -> PathCheck:
     return PathCheck(label, OK, True, note)
 
 
-def speed_checks(train: TrainConfig, device: torch.device, speed: FastPath, optimizer: str) -> list[PathCheck]:
-    """Autocast dtypes, channels-last and the fused optimiser: the choices :func:`device.fast_path` resolves."""
+def speed_checks(train: TrainConfig, device: torch.device, speed: FastPath, optimizer: str,
+                 timing: ProbeTiming | None = None) -> list[PathCheck]:
+    """Autocast dtypes, channels-last and the fused optimiser: the choices :func:`device.fast_path` resolves,
+    each with what the timed probe (``timing``) measured of it."""
 
     def amp_not_here(value: str) -> str:
         if device.type == "cuda":
             return f"{torch.cuda.get_device_name(device)} has no native bf16"
         if value == "fp16":
             return "fp16 with loss scaling is for CUDA GPUs"
-        return "the CPU trains in fp32 (bf16 is emulated, and slower, without AMX)" if device.type == "cpu" else \
-            f"{device.type} trains in fp32"
+        return f"{device.type} trains in fp32"
 
+    verdicts = timing.verdicts((amp_name(speed.amp), speed.channels_last)) if timing else {}
     checks = _choice_checks(AMP_LABELS, "train.amp", train.amp, amp_choices(train.amp, device),
-                            amp_name(speed.amp), lambda value: probe_problem(device, amp=value), amp_not_here)
+                            amp_name(speed.amp), lambda value: probe_problem(device, amp=value), amp_not_here,
+                            notes={amp: verdicts.get(AMP_WORDS[amp], "") for amp in AMP_LABELS})
     checks += _choice_checks({True: "channels-last", False: "NCHW (channels-last off)"}, "train.channels_last",
                              train.channels_last, channels_last_choices(train.channels_last, device),
                              speed.channels_last, lambda value: probe_problem(device, channels_last=value),
-                             lambda value: f"not used on {device.type}", shown=(True,))
+                             lambda value: f"not used on {device.type}", shown=(True,),
+                             notes={True: verdicts.get("channels-last", "")})
     checks += _choice_checks({True: f"fused optimizer ({optimizer})", False: f"the stock for-each {optimizer} step"},
                              None, "auto", fused_choices(device), speed.fused,
                              lambda value: probe_problem(device, fused=value, optimizer=optimizer),
@@ -317,9 +328,10 @@ def speed_checks(train: TrainConfig, device: torch.device, speed: FastPath, opti
 
 
 def _choice_checks(labels: dict, key: str | None, setting, choices: list, chosen, problem, not_here,
-                   shown=None) -> list[PathCheck]:
-    """One check per value in ``shown`` (default: every label) of a setting that ``device.first_working``
-    resolves from ``choices``; ``not_here(value)`` says why a value is not among them."""
+                   shown=None, notes: dict | None = None) -> list[PathCheck]:
+    """One check per value in ``shown`` (default: every label) of a setting that :func:`device.fast_path`
+    resolves from ``choices``; ``not_here(value)`` says why a value is not among them, ``notes`` what the timed
+    probe measured of a value that works."""
     checks = []
     for value in labels if shown is None else shown:
         label = labels[value]
@@ -334,7 +346,7 @@ def _choice_checks(labels: dict, key: str | None, setting, choices: list, chosen
             instead = f"cannot run with it: set {key}=auto" if key else "cannot run with it"
         else:
             instead = "" if used else labels[chosen]
-        checks.append(PathCheck(label, FAILED if error else OK, used, error or "", instead))
+        checks.append(PathCheck(label, FAILED if error else OK, used, error or (notes or {}).get(value, ""), instead))
     return checks
 
 
@@ -372,7 +384,7 @@ def _compile_child() -> None:
     request = json.loads(sys.stdin.read())
     cfg = load_config(None, base=request["config"])
     device = pick_device(cfg.train.device)
-    speed = fast_path(cfg.train, device, cfg.optim.name)
+    speed = fast_path(cfg, device)
     batch = request["batch"]
     rates = {}
     for compiled in (False, True):

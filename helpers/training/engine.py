@@ -281,16 +281,21 @@ class RunContext:
 
 
 @contextmanager
-def run_context(cfg: Config):
+def run_context(cfg: Config, previous: dict | None = None):
     """The process-wide set-up of a run, undone on exit: join the torchrun process group (left again when this
-    joined it), pick the device and its fast path, and set torch's global switches (deterministic kernels,
-    cuDNN autotuning), which are restored, so that a notebook's next cell starts as it was."""
+    joined it), pick the device and its fast path (``previous``: the ``fast_path`` record of the checkpoint a
+    resume continues), and set torch's global switches (deterministic kernels, cuDNN autotuning), which are
+    restored, so that a notebook's next cell starts as it was."""
     joined = not dist.is_initialized()
     place = init_distributed()
     joined = joined and dist.is_initialized()
     train = cfg.train
     device = pick_device(train.device, place.local_rank)
-    speed = fast_path(train, device, cfg.optim.name)
+    speed = fast_path(cfg, device, previous)
+    if place.world > 1:  # each process timed its own probe: every rank takes rank 0's choice
+        shared = [speed]
+        dist.broadcast_object_list(shared, src=0, device=device)
+        speed = shared[0]
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     try:
@@ -470,6 +475,7 @@ class Trainer:
             "rng": rng_state(), "classes": self.classes, "config": self.cfg.as_dict(),
             "best_eer": self.best_eer, "best_epoch": self.best_epoch, "selection": self.selection.state_dict(),
             "wandb_run_id": self.tracker.run_id if self.tracker else None,
+            "fast_path": {"device": self.device.type, **self.speed.describe()},  # a resume keeps these choices
             **self.budget.state_dict(), "nonfinite_steps": self.nonfinite_total, "skipped_images": self.skipped_total,
             "saved_at": datetime.datetime.now().isoformat(timespec="seconds"),
         }
@@ -759,7 +765,9 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
     cfg, state = prepare_run(config_path, overrides, resume, default_name)
     if state is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
-    with run_context(cfg) as run, kernel_errors_explained(run.device):
+    with run_context(cfg, state.get("fast_path") if state else None) as run, kernel_errors_explained(run.device):
+        if run.dist.main:
+            print(run.speed.sentence(), flush=True)
         parts = build_run(cfg, run, state, init_from)
         with run_folder(cfg, run, state) as tracker:
             return Trainer(cfg, run, parts, tracker, state).fit()

@@ -1,73 +1,180 @@
-"""Device choice refuses a GPU the installed torch has no kernels for, and names the wheel that has them."""
+"""The fast path: `auto` follows the timed probe on the CPU, keeps its order on CUDA, never overrides a set value."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
-from conftest import CU126_ARCHS, CU130_ARCHS
+from conftest import FAST_BF16, SLOW_BF16
 
-from helpers.core.device import kernel_errors_explained, kernels_for, missing_kernels_sentence, pick_device
-from helpers.core.errors import UserError
+from helpers.core import device as device_module
+from helpers.core.config import load_config
+from helpers.core.device import (
+    Measured,
+    choose_timed,
+    describe_fast_path,
+    fast_path,
+    probe_shape,
+    timed_probe,
+)
 
-V100_FIX = ("the Tesla V100-SXM2-32GB GPU is sm_70, for which the installed torch 2.9.1+cu130 (CUDA 13.0) has no "
-            "kernels (it is built for sm_75, sm_80, sm_86, sm_90, sm_100, sm_120); install the same release built "
-            "for CUDA 12.6, which has them: pip install torch==2.9.1 torchvision==0.24.1 "
-            "--index-url https://download.pytorch.org/whl/cu126")
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda", 0)
+TINY_MODEL = ["model.depth=18", "model.width=0.125", "data.image_size=32", "train.batch_size=8"]
 
 
-@pytest.mark.parametrize("capability, arch_list, runs", [
-    ((7, 0), CU130_ARCHS, None),  # a V100 on the default wheels: CUDA 13 dropped Volta
-    ((7, 0), CU126_ARCHS, "sm_70"),
-    ((7, 5), CU130_ARCHS, "sm_75"),  # a T4 (Kaggle)
-    ((8, 6), ["sm_80", "sm_90"], "sm_80"),  # a cubin runs on later minors of its major
-    ((8, 0), ["sm_86"], None),  # ... not on earlier ones
-    ((10, 0), ["sm_90"], None),  # ... nor on another major
-    ((12, 0), ["sm_80", "sm_90", "compute_90"], "compute_90"),  # PTX is compiled for any later GPU
-    ((7, 5), ["compute_80"], None),  # ... never for an earlier one
-    ((9, 0), ["sm_90a"], "sm_90a"),  # an arch-specific cubin runs on its own GPU only
-    ((10, 0), ["sm_90a", "compute_90a"], None),
+@pytest.fixture(autouse=True)
+def fresh_decisions():
+    """The decisions are cached per process: each test starts from, and leaves, a clean cache."""
+    for cache in (device_module.probe_problem, device_module.timed_probe):
+        cache.cache_clear()
+    yield
+    for cache in (device_module.probe_problem, device_module.timed_probe):
+        cache.cache_clear()
+
+
+def chosen(speed) -> tuple:
+    return device_module.amp_name(speed.amp), speed.channels_last
+
+
+def test_bf16_is_taken_on_the_cpu_when_the_probe_finds_it_faster(fake_timings):
+    asked = fake_timings(FAST_BF16)
+    speed = fast_path(load_config(overrides=TINY_MODEL), CPU)
+    assert chosen(speed) == ("bf16", True) and speed.amp == torch.bfloat16
+    assert sorted(asked[0]) == sorted(FAST_BF16)  # every pair of the two auto settings was timed
+    verdicts = speed.describe()["probe"]["verdicts"]
+    assert "bf16: 2.20x faster here, taken" in verdicts and "channels-last: 1.22x faster here, taken" in verdicts
+    assert speed.sentence() == ("fast path: autocast bf16, channels-last (timed probe: bf16: 2.20x faster here, "
+                                "taken; channels-last: 1.22x faster here, taken)")
+
+
+def test_fp32_stays_on_the_cpu_when_bf16_is_slower(fake_timings):
+    fake_timings(SLOW_BF16)
+    speed = fast_path(load_config(overrides=TINY_MODEL), CPU)
+    assert chosen(speed) == ("none", True) and speed.amp is None
+    probe = speed.describe()["probe"]
+    assert "bf16: 0.40x here, not taken" in probe["verdicts"] and probe["decided"]
+    assert probe["images_per_s"] == {"bf16 channels-last": 40.0, "bf16 NCHW": 30.0, "fp32 channels-last": 100.0,
+                                     "fp32 NCHW": 80.0}
+
+
+@pytest.mark.parametrize("rates,expected", [
+    # bf16 faster, but not by the margin: fp32 stays
+    ({("bf16", True): 105.0, ("bf16", False): 84.0, ("none", True): 100.0, ("none", False): 80.0}, ("none", True)),
+    # channels-last a little slower: it stays (the default), NCHW must be the margin faster to be taken
+    ({("bf16", True): 40.0, ("bf16", False): 30.0, ("none", True): 96.0, ("none", False): 100.0}, ("none", True)),
+    ({("bf16", True): 40.0, ("bf16", False): 30.0, ("none", True): 80.0, ("none", False): 100.0}, ("none", False)),
+    # bf16 pays only in NCHW: the fastest pair whose every change from the default pays for itself
+    ({("bf16", True): 90.0, ("bf16", False): 150.0, ("none", True): 100.0, ("none", False): 95.0}, ("bf16", False)),
 ])
-def test_which_kernels_run_on_which_gpu(capability, arch_list, runs):
-    assert kernels_for(capability, arch_list) == runs
+def test_a_change_from_the_default_is_taken_only_when_faster_by_the_margin(fake_timings, rates, expected):
+    fake_timings(rates)
+    assert chosen(fast_path(load_config(overrides=TINY_MODEL), CPU)) == expected
 
 
-def test_the_sentence_names_gpu_arch_torch_and_the_cu126_pip_line():
-    assert missing_kernels_sentence("Tesla V100-SXM2-32GB", (7, 0), CU130_ARCHS, "2.9.1+cu130", "13.0",
-                                    "0.24.1+cu130") == V100_FIX
-    without_vision = missing_kernels_sentence("Tesla P100-PCIE-16GB", (6, 0), CU130_ARCHS, "2.10.0", "13.0", None)
-    assert without_vision.endswith("pip install torch==2.10.0 --index-url https://download.pytorch.org/whl/cu126")
-    newer = missing_kernels_sentence("NVIDIA B200", (10, 0), ["sm_80", "sm_90"], "2.4.0+cu121", "12.1", "0.19.0")
-    assert newer.endswith("install a newer torch: pip install --upgrade torch torchvision")
+def test_the_margin_is_named_when_a_faster_choice_is_not_taken(fake_timings):
+    fake_timings({("bf16", True): 105.0, ("bf16", False): 84.0, ("none", True): 100.0,
+                               ("none", False): 80.0})
+    verdicts = fast_path(load_config(overrides=TINY_MODEL), CPU).describe()["probe"]["verdicts"]
+    assert "bf16: 1.05x faster here, not taken (under the 1.1x margin)" in verdicts
 
 
-def test_device_choice_refuses_a_gpu_without_kernels(fake_gpu):
-    fake_gpu()
-    for name in ("auto", "cuda", "cuda:0"):
-        with pytest.raises(UserError) as refused:
-            pick_device(name)
-        assert str(refused.value) == V100_FIX
-    fake_gpu(arch_list=CU126_ARCHS, torch_version="2.9.1+cu126", cuda="12.6")
-    assert pick_device("auto", local_rank=1) == torch.device("cuda", 1)
-    fake_gpu(name="Tesla T4", capability=(7, 5))
-    assert pick_device("cuda") == torch.device("cuda", 0)
+def test_a_fast_choice_whose_loss_is_not_finite_is_not_taken(fake_timings):
+    fake_timings(FAST_BF16, not_finite=[("bf16", True), ("bf16", False)])
+    speed = fast_path(load_config(overrides=TINY_MODEL), CPU)
+    assert chosen(speed) == ("none", True)
+    assert speed.describe()["probe"]["not_finite"] == {"bf16 channels-last": "the loss was not finite",
+                                                       "bf16 NCHW": "the loss was not finite"}
 
 
-def test_no_kernel_image_errors_become_the_sentence_others_stay(fake_gpu):
-    fake_gpu()
-    cuda = torch.device("cuda", 0)
-    with pytest.raises(UserError) as explained:
-        with kernel_errors_explained(cuda):
-            raise RuntimeError("CUDA error: no kernel image is available for execution on the device\n"
-                               "CUDA kernel errors might be asynchronously reported at some other API call")
-    assert str(explained.value) == V100_FIX
-    fake_gpu(arch_list=CU126_ARCHS, torch_version="2.9.1+cu126", cuda="12.6", vision="0.24.1+cu126")
-    with pytest.raises(UserError, match=r"^the Tesla V100-SXM2-32GB GPU is sm_70, and the installed torch "
-                                        r"2.9.1\+cu126 \(CUDA 12.6\) lacks a kernel for it"):
-        with kernel_errors_explained(cuda):
-            raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
-    for device, error in ((cuda, RuntimeError("CUDA out of memory")),
-                          (torch.device("cpu"), RuntimeError("no kernel image is available"))):
-        with pytest.raises(RuntimeError) as kept:
-            with kernel_errors_explained(device):
-                raise error
-        assert kept.value is error
+@pytest.mark.parametrize("rates", [FAST_BF16, SLOW_BF16], ids=["fast bf16", "slow bf16"])
+@pytest.mark.parametrize("amp,layout", [("none", True), ("none", False), ("bf16", True), ("bf16", False)])
+def test_a_set_value_is_never_overridden(fake_timings, rates, amp, layout):
+    asked = fake_timings(rates)
+    cfg = load_config(overrides=TINY_MODEL + [f"train.amp={amp}", f"train.channels_last={str(layout).lower()}"])
+    assert chosen(fast_path(cfg, CPU)) == (amp, layout)
+    assert asked == []  # nothing left to decide: no probe, no start-up cost
+
+
+@pytest.mark.parametrize("rates", [FAST_BF16, SLOW_BF16], ids=["fast bf16", "slow bf16"])
+@pytest.mark.parametrize("setting,index", [("train.amp=none", 0), ("train.amp=bf16", 0),
+                                           ("train.channels_last=true", 1), ("train.channels_last=false", 1)])
+def test_one_set_value_stays_while_the_probe_decides_the_other(fake_timings, rates, setting, index):
+    asked = fake_timings(rates)
+    value = setting.split("=")[1]
+    speed = fast_path(load_config(overrides=TINY_MODEL + [setting]), CPU)
+    assert str(chosen(speed)[index]).lower() == value
+    assert {pair[index] for pair in asked[0]} == {value if index == 0 else value == "true"}  # only it was timed
+
+
+def test_the_probe_runs_once_per_process_and_model_shape(fake_timings):
+    asked = fake_timings(FAST_BF16)
+    cfg = load_config(overrides=TINY_MODEL)
+    assert fast_path(cfg, CPU) == fast_path(cfg, CPU)
+    assert len(asked) == 1
+    fast_path(load_config(overrides=TINY_MODEL + ["model.width=0.25"]), CPU)
+    assert len(asked) == 2
+
+
+def test_a_resume_keeps_the_choice_its_run_trained_with(fake_timings):
+    asked = fake_timings(SLOW_BF16)
+    cfg = load_config(overrides=TINY_MODEL)
+    kept = fast_path(cfg, CPU, previous={"device": "cpu", "amp": "bf16", "channels_last": False})
+    assert chosen(kept) == ("bf16", False) and asked == []
+    # trained on a GPU: this CPU decides for itself
+    elsewhere = fast_path(cfg, CPU, previous={"device": "cuda", "amp": "bf16", "channels_last": True})
+    assert chosen(elsewhere) == ("none", True) and len(asked) == 1
+    # a value set now wins over the checkpoint's
+    set_now = fast_path(load_config(overrides=TINY_MODEL + ["train.amp=none"]), CPU,
+                        previous={"device": "cpu", "amp": "bf16", "channels_last": True})
+    assert chosen(set_now)[0] == "none"
+
+
+def test_cuda_keeps_its_order_and_its_timing_is_reported_beside_it(fake_timings, monkeypatch):
+    """No GPU needed: the kernels probe as working, and the timing says fp32 would be faster."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(device_module, "_probe_steps", lambda *args: None)
+    monkeypatch.setattr(device_module, "own_rng", lambda device: nullcontext())  # no CUDA generator here
+    rates = {(amp, layout): 100.0 if amp == "none" else 50.0 for amp in ("bf16", "fp16", "none")
+             for layout in (True, False)}
+    asked = fake_timings(rates)
+    cfg = load_config(overrides=TINY_MODEL)
+    speed = fast_path(cfg, CUDA)
+    assert chosen(speed) == ("bf16", True) and speed.fused and asked == []  # the order, no probe at start
+    probe = describe_fast_path(cfg, CUDA, speed)["probe"]
+    assert not probe["decided"] and len(asked) == 1
+    assert "bf16: 0.50x here, taken" in probe["verdicts"] and "fp16: 0.50x here, not taken" in probe["verdicts"]
+
+
+def test_choose_timed_uses_the_screen_for_candidates_dropped_early():
+    measured = (Measured("bf16", True, 10.0, None), Measured("bf16", False, 8.0, None),
+                Measured("none", True, 40.0, 100.0), Measured("none", False, 38.0, 80.0))
+    assert choose_timed(measured, ("none", True)) == ("none", True)
+    # a candidate that ran the timed rounds is compared with a dropped one by their screening rates
+    measured = (Measured("bf16", True, 90.0, 300.0), Measured("bf16", False, 20.0, None),
+                Measured("none", True, 40.0, 100.0), Measured("none", False, 30.0, 80.0))
+    assert choose_timed(measured, ("none", True)) == ("bf16", True)
+
+
+def test_the_stand_in_follows_the_configured_model_and_its_batch_shrinks_with_its_cost():
+    seed = probe_shape(load_config())
+    fast = probe_shape(load_config("fast"))
+    assert seed.widths == (64, 128, 256, 512) and fast.widths == (32, 64, 128, 256)
+    assert (seed.stem, seed.image_size, seed.optimizer, fast.optimizer) == ("seed", 112, "sgd", "adamw")
+    assert 2 <= seed.batch < fast.batch <= 64  # a wider model gets fewer images per probe step
+    assert probe_shape(load_config(overrides=["model.depth=50"])).bottleneck
+    assert probe_shape(load_config(overrides=TINY_MODEL)).batch == 8  # never more than train.batch_size
+
+
+def test_the_real_probe_times_every_candidate_and_leaves_the_random_state():
+    shape = probe_shape(load_config(overrides=TINY_MODEL))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    timing = timed_probe(CPU, ("bf16", "none"), (True, False), shape)
+    assert torch.equal(torch.rand(3), expected)
+    assert {(m.amp, m.channels_last) for m in timing.measured} == set(FAST_BF16)
+    assert all(m.screen > 0 and m.problem is None for m in timing.measured)
+    assert any(m.timed for m in timing.measured) and timing.chosen in set(FAST_BF16)
+    assert timing.default == ("none", True)

@@ -30,6 +30,23 @@ def test_evaluate_json_and_plots(trained_run, tmp_path, capsys):
         assert data.startswith(PNG) and len(data) > 5000, name
 
 
+def test_bf16_embeddings_give_the_fp32_eer_within_0_005(trained_run):
+    """Autocast bf16 runs on any CPU (emulated where it has no bf16 kernels, only slower), so it is forced here."""
+    from dataclasses import replace
+
+    from helpers.eval.evaluation import embed_images, verify_pairs
+
+    model, _, data, settings = open_checkpoint(trained_run / "best.pt")
+    fp32 = verify_pairs(model, data, replace(settings, amp=None))
+    bf16 = verify_pairs(model, data, replace(settings, amp=torch.bfloat16))
+    assert fp32["eer"] < 0.3  # trained: the comparison is between working models
+    assert abs(bf16["eer"] - fp32["eer"]) <= 0.005, (bf16["eer"], fp32["eer"])
+    embeddings, _ = embed_images(model, sorted((data.root / "ver_data").iterdir())[:8],
+                                 replace(settings, amp=torch.bfloat16, tta=True))
+    assert embeddings.dtype == torch.float32  # normalised and compared in fp32
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(8), atol=1e-5)
+
+
 def test_tar_at_a_far_the_pairs_cannot_resolve_is_n_a_in_the_table_and_null_in_json(trained_run, capsys):
     code, out, _ = call_cli(capsys, "evaluate", "--checkpoint", trained_run / "best.pt")
     line = next(text for text in out.splitlines() if text.startswith("TAR at FAR"))

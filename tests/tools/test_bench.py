@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import call_cli
+from conftest import FAST_BF16, SLOW_BF16, call_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.config import AugmentConfig, load_config
@@ -33,6 +33,22 @@ def test_bench_train_json(capsys):
     assert result["peak_tflops_fp32"] == max(result["matmul_tflops_fp32"], result["conv_tflops_plain"])
     assert result["peak_tflops_fast"] == max(result["matmul_tflops_fast"], result["conv_tflops_fast"])
     assert 0 < result["plain_mfu"] <= 1 and 0 < result["fast_mfu"] <= 1
+
+
+@pytest.mark.parametrize("rates,amp", [(FAST_BF16, "bf16"), (SLOW_BF16, "none")], ids=["fast bf16", "slow bf16"])
+def test_bench_train_shows_what_auto_chose_and_the_alternatives_rates(fake_timings, capsys, rates, amp):
+    fake_timings(rates)
+    args = ["bench", "train", *TINY_MODEL, "--classes", "10", "--batch-size", "8", "--steps", "1"]
+    code, out, _ = call_cli(capsys, *args, "--json")
+    fast_path = json.loads(out)["fast_path"]
+    assert code == 0 and (fast_path["amp"], fast_path["channels_last"]) == (amp, True)
+    assert fast_path["probe"]["images_per_s"] == {"bf16 channels-last": rates[("bf16", True)],
+                                                  "bf16 NCHW": rates[("bf16", False)],
+                                                  "fp32 channels-last": rates[("none", True)],
+                                                  "fp32 NCHW": rates[("none", False)]}
+    code, out, _ = call_cli(capsys, *args)
+    probe_line = next(line for line in out.splitlines() if line.startswith("probe"))
+    assert code == 0 and f"bf16: {rates[('bf16', True)] / 100:.2f}x" in probe_line
 
 
 def test_training_flops_count_the_backward_pass_as_it_runs():

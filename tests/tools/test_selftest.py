@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import torchvision
-from conftest import CU126_ARCHS, TINY, call_cli
+from conftest import CU126_ARCHS, FAST_BF16, SLOW_BF16, TINY, call_cli
 
 from helpers.core import device as device_module
 from helpers.core.config import load_config
@@ -43,7 +43,8 @@ CUDA = torch.device("cuda", 0)
 @pytest.fixture(autouse=True)
 def fresh_decisions():
     """The decisions are cached per process; each test starts from, and leaves, a clean cache."""
-    caches = (device_module.probe_problem, codec.decoder_problem, codec.image_decoder, codec._library)
+    caches = (device_module.probe_problem, device_module.timed_probe, codec.decoder_problem, codec.image_decoder,
+              codec._library)
     for cache in caches:
         cache.cache_clear()
     yield
@@ -127,9 +128,9 @@ def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_
 
 def test_a_set_value_that_fails_stops_training(monkeypatch):
     failing_probe(monkeypatch, channels_last=True)
-    train = load_config(overrides=["train.channels_last=true"]).train
-    cpu = torch.device("cpu")
-    speed = fast_path(train, cpu)
+    cfg = load_config(overrides=["train.channels_last=true"])
+    train, cpu = cfg.train, torch.device("cpu")
+    speed = fast_path(cfg, cpu)
     assert speed.channels_last  # a set value is taken as it is, not probed
     checks = speed_checks(train, cpu, speed, "sgd")
     check = by_path(checks)["channels-last"]
@@ -141,8 +142,9 @@ def test_cuda_choices_fall_back_in_order(monkeypatch):
     """What the engine picks on a GPU without bf16 or fused kernels, and what the report says; no GPU needed."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     failing_probe(monkeypatch, amp="bf16", fused=True)
-    train = load_config().train
-    speed = fast_path(train, CUDA, "adamw")
+    cfg = load_config(overrides=["optim.name=adamw"])
+    train = cfg.train
+    speed = fast_path(cfg, CUDA)
     assert (speed.amp, speed.channels_last, speed.fused) == (torch.float16, True, False)
     checks = by_path(speed_checks(train, CUDA, speed, "adamw"))
     bf16, fp16 = checks[AMP_LABELS["bf16"]], checks[AMP_LABELS["fp16"]]
@@ -152,13 +154,32 @@ def test_cuda_choices_fall_back_in_order(monkeypatch):
     assert (fused.status, fused.used, fused.instead) == (FAILED, False, "the stock for-each adamw step")
 
 
-def test_cuda_paths_are_not_applicable_on_the_cpu():
-    train = load_config().train
+def test_cuda_paths_are_not_applicable_on_the_cpu_and_bf16_is_timed(fake_timings):
+    fake_timings(SLOW_BF16)
+    cfg = load_config()
     cpu = torch.device("cpu")
-    checks = by_path(speed_checks(train, cpu, fast_path(train, cpu), "sgd"))
-    for path in (AMP_LABELS["bf16"], AMP_LABELS["fp16"], "fused optimizer (sgd)"):
+    speed = fast_path(cfg, cpu)
+    checks = by_path(speed_checks(cfg.train, cpu, speed, "sgd", speed.timing))
+    for path in (AMP_LABELS["fp16"], "fused optimizer (sgd)"):
         assert checks[path].status == NOT_HERE and not checks[path].used
     assert checks[AMP_LABELS["none"]].used and checks[AMP_LABELS["none"]].status == OK
+    bf16 = checks[AMP_LABELS["bf16"]]
+    assert (bf16.status, bf16.used, bf16.note) == (OK, False, "bf16: 0.40x here, not taken")
+
+
+@pytest.mark.parametrize("rates,amp,verdict", [(FAST_BF16, "bf16", "bf16: 2.20x faster here, taken"),
+                                               (SLOW_BF16, "none", "bf16: 0.40x here, not taken")],
+                         ids=["fast bf16", "slow bf16"])
+def test_selftest_json_reports_what_the_timed_probe_measured_and_chose(fake_timings, capsys, rates, amp, verdict):
+    fake_timings(rates)
+    code, out, _ = call_cli(capsys, "selftest", "--quick", "--json", *[a for o in TINY for a in ("--set", o)])
+    report = json.loads(out)
+    assert code == 0 and report["can_train"]
+    probe = report["fast_path"]["probe"]
+    assert report["fast_path"]["amp"] == amp and probe["decided"] and verdict in probe["verdicts"]
+    assert probe["images_per_s"]["bf16 channels-last"] == rates[("bf16", True)]
+    bf16 = {c["path"]: c for c in report["paths"]}[AMP_LABELS["bf16"]]
+    assert (bf16["status"], bf16["used"], bf16["note"]) == (OK, amp == "bf16", verdict)
 
 
 def test_without_torchcodec_torchvision_decodes_and_its_deprecation_shows(monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, call_cli
+from conftest import FAST_BF16, ROOT, SLOW_BF16, TINY, call_cli
 
 from helpers.core.config import TrainConfig, load_config
 from helpers.core.errors import UserError
@@ -79,10 +79,11 @@ def _state_equal(a: dict, b: dict) -> bool:
 
 
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(demo_root, tmp_path):
-    # Dropout and the stronger augmentations make the test sensitive to every random draw.
+    # Dropout and the stronger augmentations make the test sensitive to every random draw. The two fresh runs
+    # must train alike: the speed settings are set, not timed by each process (a resume keeps its run's).
     common = ["train.deterministic=true", "train.epochs=4", "train.checkpoint_every_steps=1", "optim.name=adamw",
               "model.dropout=0.2", "augment.color_jitter=0.2", "augment.erasing=0.3", "sched.name=cosine",
-              "sched.warmup_epochs=1"]
+              "sched.warmup_epochs=1", "train.amp=none", "train.channels_last=true"]
     cmd = [sys.executable, "-m", "helpers", "train"]
     straight = subprocess.run(cmd + _sets(_run_args(demo_root, tmp_path, "straight", *common)), cwd=ROOT,
                               capture_output=True, text=True, timeout=600)
@@ -119,6 +120,19 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(demo_root, tmp_path)
     straight_curve = [r["val_eer"] for r in read_metrics(tmp_path / "straight" / "metrics.jsonl")]
     resumed_curve = [r["val_eer"] for r in read_metrics(tmp_path / "killed" / "metrics.jsonl")]
     assert straight_curve[-1] == resumed_curve[-1]
+
+
+def test_a_resume_trains_on_with_the_fast_path_its_run_chose(demo_root, tmp_path, fake_timings, capsys):
+    fake_timings(FAST_BF16)
+    args = _run_args(demo_root, tmp_path, "kept", "train.epochs=1")
+    train(None, args)
+    recorded = load_checkpoint(tmp_path / "kept" / "last.pt")["fast_path"]
+    assert (recorded["device"], recorded["amp"], recorded["channels_last"]) == ("cpu", "bf16", True)
+    asked = fake_timings(SLOW_BF16)  # the resuming process would now time bf16 as slower
+    train(None, args + ["train.epochs=2"], resume="auto")
+    resumed = load_checkpoint(tmp_path / "kept" / "last.pt")
+    assert resumed["epoch"] == 2 and resumed["fast_path"]["amp"] == "bf16" and asked == []
+    assert "fast path: autocast bf16, channels-last\n" in capsys.readouterr().out  # said in the run's log
 
 
 def test_torchrun_two_cpu_processes(demo_root, tmp_path):

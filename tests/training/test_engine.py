@@ -400,7 +400,7 @@ def test_a_missing_gpu_kernel_met_at_start_up_names_the_wheel_to_install(demo_ro
     fake_gpu()
 
     @contextmanager
-    def on_the_gpu(cfg):
+    def on_the_gpu(cfg, previous=None):
         yield engine.RunContext(engine.Distributed(), torch.device("cuda", 0), FastPath(None, False, False, False))
 
     def first_kernel(*args, **kwargs):

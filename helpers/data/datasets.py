@@ -92,6 +92,19 @@ def collate(items: list) -> Batch:
     return Batch(images, labels, indices, skipped)
 
 
+def refill(batch: Batch, size: int) -> Batch:
+    """``batch`` (stacked) grown back to ``size`` images: each skipped image's slot is taken by another image of
+    the same batch, in order. Training keeps the one batch shape its fast path was chosen for: torch's CPU
+    channels-last backward crashes natively on some odd batches (engine.channels_last_crash)."""
+    missing = size - len(batch.labels)
+    if missing <= 0 or not len(batch.labels):
+        return batch
+    again = torch.arange(missing) % len(batch.labels)
+    return Batch(torch.cat([batch.images, batch.images[again.to(batch.images.device)]]),
+                 torch.cat([batch.labels, batch.labels[again]]), torch.cat([batch.indices, batch.indices[again]]),
+                 batch.skipped)
+
+
 def decodes_on_device(setting: str) -> bool:
     """``data.decode``: ``auto`` decodes in the loader workers, which keep up with a CPU step (BENCHMARKS.md)."""
     return setting == "device"

@@ -41,7 +41,6 @@ from helpers.core.device import (
     channels_last_choices,
     default_workers,
     distributed_backend,
-    fast_path,
     fused_choices,
     own_rng,
     pick_device,
@@ -59,7 +58,7 @@ from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, 
 from helpers.model.resnet import build_face_model
 from helpers.model.summary import COURSE_CLASSES
 from helpers.tools.bench import _sync
-from helpers.training.engine import build_step
+from helpers.training.engine import build_step, training_fast_path
 
 OK, FAILED, NOT_HERE, SKIPPED = "ok", "failed", "not applicable here", "skipped"
 
@@ -214,7 +213,7 @@ class _Setup:
 def _setup(config, overrides, data_root) -> _Setup:
     cfg = load_config(config, overrides)
     device = pick_device(cfg.train.device)
-    return _Setup(cfg, device, fast_path(cfg.train, device, cfg.optim.name),
+    return _Setup(cfg, device, training_fast_path(cfg, device),
                   default_workers(cfg.data.num_workers, device), decodes_on_device(cfg.data.decode),
                   open_data(data_root, cfg.data.layout) if data_root else None)
 
@@ -352,8 +351,8 @@ def _compile_child() -> None:
     request = json.loads(sys.stdin.read())
     cfg = load_config(None, base=request["config"])
     device = pick_device(cfg.train.device)
-    speed = fast_path(cfg.train, device, cfg.optim.name)
     batch = request["batch"]
+    speed = training_fast_path(cfg, device, batch, announce=False)
     rates = {}
     for compiled in (False, True):
         _, run = _stepper(cfg, device, speed, 100, compiled)

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,8 @@ from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
 from helpers.data.augment import BatchAugment
-from helpers.data.datasets import FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, training_set
+from helpers.data.datasets import (FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, refill,
+                                    training_set)
 from helpers.data.layout import FaceData, open_data
 from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
@@ -223,6 +224,43 @@ def build_step(cfg: Config, device: torch.device, speed: FastPath, classes: int,
                      BatchAugment(cfg.augment, cfg.data.image_size), device, grad_clip=cfg.train.grad_clip)
 
 
+def channels_last_crash(model: torch.nn.Module, batch_size: int, device: torch.device) -> str | None:
+    """The layer at which channels-last training at ``batch_size`` would crash on ``device``, or None.
+
+    torch's CPU backward of a strided 1x1 convolution with fewer than 16 input
+    channels corrupts the heap in channels-last when the batch is odd (seen on
+    torch 2.14.1: ``model.width`` 0.125 gives its shortcuts 8 channels). It is
+    a native crash, which the fast-path probe cannot catch, so it is avoided.
+    """
+    if device.type != "cpu" or batch_size % 2 == 0:
+        return None
+    return next((name for name, layer in model.named_modules() if isinstance(layer, torch.nn.Conv2d)
+                 and layer.kernel_size == (1, 1) and max(layer.stride) > 1 and layer.in_channels < 16), None)
+
+
+def training_fast_path(cfg: Config, device: torch.device, batch_size: int | None = None,
+                       announce: bool = True) -> FastPath:
+    """The fast path ``cfg``'s model trains with on ``device`` at ``batch_size`` (``train.batch_size`` when not
+    given): :func:`fast_path`, with channels-last off where it would crash (:func:`channels_last_crash`); there
+    ``train.channels_last: true`` is refused."""
+    speed = fast_path(cfg.train, device, cfg.optim.name)
+    batch = batch_size or cfg.train.batch_size
+    if not speed.channels_last:
+        return speed
+    with torch.device("meta"):  # the layer shapes only: no weights are made
+        layer = channels_last_crash(build_face_model(cfg, 2), batch, device)
+    if layer is None:
+        return speed
+    why = (f"torch's CPU backward crashes in channels-last on an odd batch ({batch}) through {layer}, a strided "
+           "1x1 convolution of fewer than 16 channels")
+    if cfg.train.channels_last is True:
+        raise UserError(f"train.channels_last is true but {why}; use an even train.batch_size or set "
+                        "train.channels_last to auto")
+    if announce:
+        print(f"note: channels-last is off for this run: {why}", file=sys.stderr)
+    return replace(speed, channels_last=False)
+
+
 @dataclass
 class TrainResult:
     """Where a finished run left its files, and the val EER of what best.pt holds (None without val pairs)."""
@@ -287,7 +325,7 @@ def run_context(cfg: Config):
     joined = joined and dist.is_initialized()
     train = cfg.train
     device = pick_device(train.device, place.local_rank)
-    speed = fast_path(train, device, cfg.optim.name)
+    speed = training_fast_path(cfg, device, announce=place.main)
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     try:
@@ -554,6 +592,7 @@ class Trainer:
             if self.decode_on_device:
                 batch = decode_batch(batch, self.device, self.cfg.data.image_size, self.train_set.paths)
             self._note_skipped(batch)
+            batch = refill(batch, train.batch_size)  # the batch shape the fast path was chosen for
             boundary = (self.batch + 1) % accumulate == 0
             loss, correct = self._forward_backward(batch, boundary)
             sums["loss"] += loss * len(batch.labels)

@@ -23,12 +23,11 @@ from pathlib import Path
 from helpers.core.config import load_config
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write
-from helpers.handin.key_scan import describe, scan_file
+from helpers.handin.key_scan import describe, files_inside, folder_texts, refuse_links_out, scan_file
 from helpers.model.checkpoint import load_checkpoint
 
 ACKNOWLEDGED = re.compile(r"^\s*ACKNOWLEDGED\s*=\s*True\s*$", re.MULTILINE)
 CHECKPOINT_CUTOFF = 0.09  # the checkpoint milestone's val EER bar
-SKIP_SCAN_SUFFIXES = {".pt", ".wandb", ".png", ".jpg", ".zip"}
 
 
 @dataclass
@@ -94,9 +93,8 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
                                              indent=2).encode()
     wandb_runs = offline_runs(run_dir)
     for folder in wandb_runs:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                members[path.relative_to(run_dir).as_posix()] = path.read_bytes()
+        for path in files_inside(folder, run_dir):  # never a file linked from outside (W&B's debug-core.log)
+            members[path.relative_to(run_dir).as_posix()] = path.read_bytes()
     missing.append(f"online W&B run exports: they need a W&B login; the {len(wandb_runs)} offline run(s) are under "
                    "wandb/ (upload with `wandb sync`), their numbers in run_summary.json"
                    if wandb_runs else "W&B run exports: no offline W&B run found in the run folder; the run's "
@@ -119,9 +117,8 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path = "H
 
 def _refuse_credentials(members: dict[str, bytes], run_dir: Path) -> None:
     """Stop on any secret in what is packed, or lying anywhere in the run folder; name where, never the key."""
-    files = list(members.items())
-    files += [(str(path), path.read_bytes()) for path in sorted(run_dir.rglob("*"))
-              if path.is_file() and path.suffix not in SKIP_SCAN_SUFFIXES and path.stat().st_size < 20_000_000]
+    refuse_links_out(run_dir)
+    files = list(members.items()) + folder_texts(run_dir)
     for name, data in files:
         findings = scan_file(name, data)
         if findings:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from helpers.core import kaggle
 from helpers.core.errors import UserError, printable
-from helpers.core.io import atomic_write_text
+from helpers.core.io import atomic_write_text, output_file
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm, norm_words
 
@@ -109,6 +109,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     from helpers.data.layout import answer_key_path
     from helpers.eval.evaluation import open_checkpoint, score_pairs, stored_threshold, verify_pairs
 
+    out = output_file(out)  # refused before the scoring, not after it
     model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
                                                    weights=weights, score_norm=score_norm)
     if not data.test_pairs:
@@ -131,11 +132,16 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
         result.test_eer = score_submission(out, answers)
         result.messages.append(f"test EER {result.test_eer:.4f} (scored with the answer key {answers})")
     if data.test is not None and data.test.paths:
-        result.classification_path = Path(out).with_name(Path(out).stem + "_classification.csv")
+        result.classification_path = _classification_file(out)
         _write_class_predictions(model, state, data, settings, result.classification_path)
     if kaggle_competition:
         result.messages.append(kaggle.submit(out, kaggle_competition, message))
     return result
+
+
+def _classification_file(out: Path) -> Path:
+    """Where the class predictions of a test split go, beside the submission ``out``."""
+    return out.with_name(out.stem + "_classification.csv")
 
 
 def _write_class_predictions(model, state, data, settings, path: Path) -> None:

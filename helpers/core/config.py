@@ -243,6 +243,9 @@ class TrainConfig(Section):
         return self
 
 
+MAX_RUN_NAME = 128
+
+
 class RunConfig(Section):
     out_dir: Text = "runs"
     """the folder that holds the run folders"""
@@ -256,6 +259,9 @@ class RunConfig(Section):
         name = self.name
         if name is not None and (not name or "/" in name or "\\" in name or name in (".", "..")):
             raise UserError(f"config key 'run.name' must be a plain folder name, not '{name}'")
+        if name is not None and len(name) > MAX_RUN_NAME:  # file systems take 255 bytes; W&B and a shell less
+            raise UserError(f"config key 'run.name' must be at most {MAX_RUN_NAME} characters, not {len(name)} "
+                            f"('{name[:20]}...')")
         return self
 
 

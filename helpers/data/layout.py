@@ -15,7 +15,8 @@ to ``test_pairs.txt`` of a demo or prepared root live beside it, never inside.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
@@ -257,7 +258,8 @@ def read_pairs(path: Path, labelled: bool) -> tuple[list[Pair], list[Problem]]:
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("+-").isdigit()
+    """An integer as int() reads it and nothing else: ASCII digits after one sign at most (not '--5', not '²')."""
+    return re.fullmatch(r"[+-]?[0-9]+", text) is not None
 
 
 # ----------------------------------------------------------------------------- splits

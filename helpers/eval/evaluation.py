@@ -30,7 +30,7 @@ from helpers.data.layout import FaceData, Pair, open_data
 from helpers.eval.metrics import verification_metrics
 from helpers.eval.score_norm import ScoreNorm
 from helpers.eval.score_norm import pair_scores as score_rows
-from helpers.model.checkpoint import load_checkpoint, model_weights
+from helpers.model.checkpoint import load_checkpoint, model_weights, weights_misfit
 from helpers.model.resnet import FaceModel, build_face_model
 
 
@@ -202,7 +202,13 @@ def restore_model(state: dict, device: torch.device, weights: str | None = None,
                   source: str | Path = "the checkpoint") -> FaceModel:
     """A checkpoint's FaceModel, in eval mode on ``device``: the weights it grades, or ``weights`` (raw, ema)."""
     model = build_face_model(state["config"], len(state["classes"]))
-    model.load_state_dict(model_weights(state, weights, source))
+    chosen = model_weights(state, weights, source)
+    misfit = weights_misfit(model, chosen)
+    if misfit:
+        raise UserError(f"the weights in {source} do not fit the model that its own configuration and class list "
+                        f"({len(state['classes'])} classes) describe: {misfit}; the file was changed after "
+                        "training or written by another tool")
+    model.load_state_dict(chosen)
     return model.to(device).eval()
 
 

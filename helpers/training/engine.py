@@ -302,7 +302,25 @@ def prepare_run(config_path: str | Path | None = None, overrides: list[str] = ()
                             "it, or set run.name to start another")
         return cfg, None
     state = load_checkpoint(path)
-    return load_config(None, overrides, base=state["config"]), state
+    cfg = load_config(None, overrides, base=state["config"])
+    _refuse_another_model(cfg, state, path)
+    return cfg, state
+
+
+def _refuse_another_model(cfg: Config, state: dict, path: Path) -> None:
+    """A resume continues the model it saved: a ``--set`` that reshapes it (``model.depth=34`` on a depth-18
+    run) is refused in one sentence saying what does start a new model from those weights."""
+    with torch.device("meta"):  # shapes only
+        misfit = weights_misfit(build_face_model(cfg, len(state["classes"])), model_weights(state, "raw"))
+    if misfit is None:
+        return
+    saved = load_config(base=state["config"])
+    changes = [f"{section}.{key} {getattr(getattr(saved, section), key)} -> {getattr(getattr(cfg, section), key)}"
+               for section in ("model", "loss") for key in type(getattr(cfg, section)).model_fields
+               if getattr(getattr(saved, section), key) != getattr(getattr(cfg, section), key)]
+    raise UserError(f"--resume continues the model in {path}, but {', '.join(changes) or 'this configuration'} "
+                    f"changes its shape ({misfit}); {path} is untouched. To train a new model starting from its "
+                    "weights, use --init-from with another run.name")
 
 
 @dataclass(frozen=True)
@@ -421,7 +439,11 @@ def run_folder(cfg: Config, run: RunContext, state: dict | None = None):
         yield None
         return
     folder = run_directory(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the run folder {folder}: {error.strerror or error} (run.out_dir, "
+                        "run.name)") from None
     atomic_write_text(folder / "config.yaml", dump_config(cfg))
     tracker = Tracker(folder, cfg, run_id=state.get("wandb_run_id") if state else None, name=folder.name)
     try:
@@ -752,20 +774,25 @@ def format_record(record: dict, total: str) -> str:
 
 
 def load_weights(model: FaceModel, path: str | Path, classes: list[str], announce: bool = True) -> None:
-    """Start from another run's weights (the fine-tune phases); the margin head too when the classes match."""
+    """Start a new model from another run's weights (the fine-tune phases, or a deeper or wider model): every
+    tensor whose name and shape fit is taken, the rest starts fresh and is counted. The margin head is taken
+    only when the classes match (its rows are the classes)."""
     state = load_checkpoint(path)
     weights = model_weights(state, source=path)
     same_classes = state.get("classes") == classes
-    if not same_classes:
-        weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
-    try:
-        model.load_state_dict(weights, strict=same_classes)
-    except RuntimeError as error:
-        raise UserError(f"{path} does not fit this model (model.* settings differ): "
-                        f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}") from None
+    own = model.state_dict()
+    fitting = {name: value for name, value in weights.items() if name in own and (same_classes or not
+               name.startswith("head.")) and tuple(getattr(value, "shape", ())) == tuple(own[name].shape)}
+    if not fitting:
+        raise UserError(f"none of the weights in {path} fit this model: {weights_misfit(model, weights)}")
+    model.load_state_dict(fitting, strict=False)
     if announce:
-        note = "" if same_classes else " (margin head left fresh: the classes differ)"
-        print(f"initialised from {path}{note}")
+        notes = [] if same_classes else ["margin head left fresh: the classes differ"]
+        fresh = [name for name in own if name not in fitting and (same_classes or not name.startswith("head."))]
+        if fresh:
+            notes.append(f"{len(fresh)} of {len(own)} tensors left fresh, e.g. {fresh[0]}: the model.* settings "
+                         "differ")
+        print(f"initialised from {path}" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def train(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,

@@ -68,6 +68,17 @@ class DataConfig(Section):
     """0 = all; otherwise a seeded random subset, for quick runs"""
     singletons: Literal["keep", "drop", "negatives"] = "keep"
     """identities with one image: keep (as classes) | drop | negatives (no class, pushed from all)"""
+    max_image_pixels: int = Field(4096 * 4096, ge=1)
+    """an image whose header claims more pixels is refused before decoding (a decompression bomb)"""
+    follow_links: bool = False
+    """false: an image reached through a link leaving the data root is refused (check-data names it) | true"""
+
+    @model_validator(mode="after")
+    def _root_not_empty(self) -> DataConfig:
+        if self.root is not None and not self.root.strip():
+            raise UserError("config key 'data.root' is empty; give the folder holding cls_data/ ('.' for the "
+                            "current folder)")
+        return self
 
 
 class AugmentConfig(Section):

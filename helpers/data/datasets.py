@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from helpers.core.errors import UserError
 from helpers.data.codec import decode_jpegs
-from helpers.data.images import BadImageError, ImageReader, decode_rgb, describe_bytes
+from helpers.data.images import BadImageError, ImageReader, decode_rgb, describe_bytes, refuse_oversized
 from helpers.data.layout import FaceData, class_names
 
 
@@ -65,8 +65,9 @@ class FaceImages(torch.utils.data.Dataset):
             if self.encoded:
                 data = self.reader(path)
                 if data[:2] == b"\xff\xd8":
+                    refuse_oversized(data, str(path), self.reader.max_pixels)  # before the device decodes it
                     return torch.frombuffer(bytearray(data), dtype=torch.uint8), self.labels[index], index
-                image = decode_rgb(data, self.image_size, where=str(path))
+                image = decode_rgb(data, self.image_size, where=str(path), max_pixels=self.reader.max_pixels)
             else:
                 image = self.reader.load(path, self.image_size)
         except BadImageError as error:

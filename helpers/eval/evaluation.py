@@ -148,6 +148,17 @@ def verify_pairs(model, data: FaceData, settings: EvalSettings, bootstrap: int =
     return result
 
 
+def unscored_note(result: dict) -> str | None:
+    """A sentence for the val pairs :func:`verify_pairs` left out (an image unreadable), naming the images; None
+    when every pair was scored."""
+    left, unreadable = result.get("unscored_pairs", 0), result.get("unreadable", [])
+    if not left:
+        return None
+    more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+    return (f"{left} val pair(s) left out of the EER: an image of each cannot be read ({unreadable[0]}{more}); "
+            "run `python -m helpers check-data`")
+
+
 @torch.no_grad()
 def known_dev_images(data: FaceData, classes: Sequence[str]) -> tuple[list[Path], list[int]]:
     """The dev images of identities among ``classes`` (the ones the head knows), with their class indices."""
@@ -238,10 +249,11 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
         settings = replace(settings, batch_size=batch_size)
     data = None
     if need_data:
-        root = data_root or cfg.data.root
+        root = cfg.data.root if data_root is None else data_root  # '' is refused, not the checkpoint's root
         if root is None:
             raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
-        data = open_data(root, cfg.data.layout if data_root is None else "auto")
+        data = open_data(root, cfg.data.layout if data_root is None else "auto", cfg.data.max_image_pixels,
+                         cfg.data.follow_links)
     return model, state, data, settings
 
 

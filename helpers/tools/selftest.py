@@ -215,7 +215,8 @@ def _setup(config, overrides, data_root) -> _Setup:
     device = pick_device(cfg.train.device)
     return _Setup(cfg, device, training_fast_path(cfg, device),
                   default_workers(cfg.data.num_workers, device), decodes_on_device(cfg.data.decode),
-                  open_data(data_root, cfg.data.layout) if data_root else None)
+                  open_data(data_root, cfg.data.layout, cfg.data.max_image_pixels, cfg.data.follow_links)
+                  if data_root else None)
 
 
 def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool = False, quick: bool = False,

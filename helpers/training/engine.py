@@ -48,9 +48,10 @@ from helpers.data.augment import BatchAugment
 from helpers.data.datasets import (FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, refill,
                                     training_set)
 from helpers.data.layout import FaceData, open_data
-from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, verify_pairs
+from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, unscored_note, verify_pairs
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
-from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state
+from helpers.model.checkpoint import (load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state,
+                                     weights_misfit)
 from helpers.model.margins import margin_loss
 from helpers.model.resnet import FaceModel, build_face_model
 from helpers.training.averaging import WeightAverage
@@ -390,7 +391,9 @@ def build_run(cfg: Config, run: RunContext, state: dict | None = None,
     if data_cfg.root is None:
         raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
                         "`python -m helpers demo-data data/demo`)")
-    data = open_data(data_cfg.root, data_cfg.layout)
+    data = open_data(data_cfg.root, data_cfg.layout, data_cfg.max_image_pixels, data_cfg.follow_links)
+    for note in data.notes if run.dist.main else ():
+        print(f"note: {note}", file=sys.stderr)
     train_set = training_set(data, data_cfg.singletons, data_cfg.max_train_images, train.seed,
                              classes=state["classes"] if state else None)
     workers = default_workers(data_cfg.num_workers, run.device)
@@ -712,10 +715,14 @@ class Trainer:
                 arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
                 for arm, model in arms.items():
                     metrics = verify_pairs(model, self.data, settings, bootstrap=self.cfg.train.eval_bootstrap)
+                    if unscored_note(metrics):
+                        print(f"warning: {unscored_note(metrics)}", file=sys.stderr)
                     fields = {"val_eer": metrics["eer"], "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"],
                               "val_threshold": metrics["threshold"], "val_tar_at_far": metrics["tar_at_far"]}
                     if "eer_ci95" in metrics:
                         fields["val_eer_low"], fields["val_eer_high"] = metrics["eer_ci95"]
+                    if metrics["unscored_pairs"]:
+                        fields["val_unscored_pairs"] = metrics["unscored_pairs"]
                     evaluations[arm] = Evaluation(arm, round(self.position(), 4), metrics["eer"], fields,
                                                   metrics["scores"])
                     suffix = "" if arm == "raw" else f"_{arm}"

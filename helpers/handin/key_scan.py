@@ -214,10 +214,10 @@ def folder_texts(folder: str | Path) -> list[tuple[str, bytes]]:
 
 
 def refuse_links_out(folder: str | Path) -> None:
-    """Refuse a file directly in ``folder`` (what a hand-in packs by name: ``config.yaml``, ``submission.csv``...)
-    that is a link to a file outside it: one sentence naming it. Checkpoints are read, never packed."""
+    """Refuse an entry directly in ``folder`` (what a hand-in packs by name: ``config.yaml``, ``submission.csv``,
+    ``wandb/``...) that is a link to outside it: one sentence naming it. Checkpoints are read, never packed."""
     inside = Path(os.path.realpath(folder))
     for path in sorted(Path(folder).iterdir()):
         if path.is_symlink() and path.suffix != ".pt" and not Path(os.path.realpath(path)).is_relative_to(inside):
-            raise UserError(f"{path} is a link to a file outside the run folder; the hand-in packs only the run's "
-                            "own files: put the file itself there")
+            raise UserError(f"{path} is a link to {'a folder' if path.is_dir() else 'a file'} outside the run "
+                            "folder; the hand-in packs only the run's own files: put the file itself there")

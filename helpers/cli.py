@@ -40,7 +40,8 @@ def _prepare_folder(args) -> int:
 def _check_data(args) -> int:
     from helpers.data.checks import check_data
 
-    report = check_data(args.root, layout=args.layout, workers=args.workers, progress=_progress(args))
+    report = check_data(args.root, layout=args.layout, workers=args.workers, progress=_progress(args),
+                        max_pixels=args.max_pixels, follow_links=args.follow_links)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -86,7 +87,7 @@ def _model_summary(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from helpers.eval.evaluation import evaluate_checkpoint
+    from helpers.eval.evaluation import evaluate_checkpoint, unscored_note
     from helpers.eval.score_norm import norm_words
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
@@ -98,6 +99,8 @@ def _evaluate(args) -> int:
     notes = ", ".join(note for note in ("flip TTA" if args.tta else "", norm_words(result["score_norm"])) if note)
     print(f"checkpoint {result['checkpoint']} ({result['weights']} weights) on {result['data_root']}"
           + (f" ({notes})" if notes else ""))
+    if unscored_note(result):
+        print(f"warning: {unscored_note(result)}")
     if "eer" in result:
         interval = (f" (95 % CI {result['eer_ci95'][0]:.4f}-{result['eer_ci95'][1]:.4f})"
                     if "eer_ci95" in result else "")
@@ -368,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("root", help="the data root (the folder holding cls_data/ and ver_data/)")
     check.add_argument("--layout", choices=("auto", "f24", "f25", "packed"), default="auto", help="force a layout")
     check.add_argument("--workers", type=_positive_int, default=None, help="decoding threads (default: all cores)")
+    check.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                       help="refuse images whose header claims more pixels (default: data.max_image_pixels, 4096x4096)")
+    check.add_argument("--follow-links", action="store_true",
+                       help="follow links that leave the root (data.follow_links) instead of counting them as problems")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=_check_data)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -71,6 +72,17 @@ class DataConfig(Section):
     """0 = all; otherwise a seeded random subset, for quick runs"""
     singletons: Literal["keep", "drop", "negatives"] = "keep"
     """identities with one image: keep (as classes) | drop | negatives (no class, pushed from all)"""
+    max_image_pixels: int = Field(4096 * 4096, ge=1)
+    """an image whose header claims more pixels is refused before decoding (a decompression bomb)"""
+    follow_links: bool = False
+    """false: an image reached through a link leaving the data root is refused (check-data names it) | true"""
+
+    @model_validator(mode="after")
+    def _root_not_empty(self) -> DataConfig:
+        if self.root is not None and not self.root.strip():
+            raise UserError("config key 'data.root' is empty; give the folder holding cls_data/ ('.' for the "
+                            "current folder)")
+        return self
 
 
 class AugmentConfig(Section):
@@ -247,6 +259,9 @@ class TrainConfig(Section):
         return self
 
 
+MAX_RUN_NAME = 128
+
+
 class RunConfig(Section):
     out_dir: Text = "runs"
     """the folder that holds the run folders"""
@@ -260,6 +275,9 @@ class RunConfig(Section):
         name = self.name
         if name is not None and (not name or "/" in name or "\\" in name or name in (".", "..")):
             raise UserError(f"config key 'run.name' must be a plain folder name, not '{name}'")
+        if name is not None and len(name) > MAX_RUN_NAME:  # file systems take 255 bytes; W&B and a shell less
+            raise UserError(f"config key 'run.name' must be at most {MAX_RUN_NAME} characters, not {len(name)} "
+                            f"('{name[:20]}...')")
         return self
 
 
@@ -381,7 +399,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
         if not sep or not key:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            _refuse_aliases(text, f"--set {key}")
+            value = yaml.load(text, Loader=_ConfigLoader) if text.strip() else None
         except yaml.YAMLError:
             value = text
         _set(values, key, value, "--set", origins)
@@ -396,8 +415,28 @@ def changed(cfg: Config, values: dict[str, Any]) -> Config:
     return _validate(plain, origins)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but ``1e-3`` and ``5e-4`` are numbers: YAML 1.1 reads an exponent without a
+    dot (what YAML 1.2 and every student write) as text."""
+
+
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789"))
+
+
+def _refuse_aliases(text: str, where: str) -> None:
+    """Refuse YAML aliases (``*name``) from the event stream, before anything is built: configs are passed
+    around, and nine levels of ten aliases in 511 bytes expand to billions of values."""
+    for event in yaml.parse(text, Loader=_ConfigLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise UserError(f"{where}:{event.start_mark.line + 1} uses the YAML alias *{event.anchor}; a config "
+                            "holds plain values only: write the value out")
+
+
 def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
-    """A config file's mapping, and the line of each dotted key in it."""
+    """A config file's mapping, and the line of each dotted key in it; a key or section given twice is refused
+    with both lines (YAML would keep the last silently)."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM from Windows editors
     except OSError as error:
@@ -407,8 +446,9 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         raise UserError(f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
                         "save it as UTF-8") from None
     try:
-        loaded = yaml.safe_load(text)
-        node = yaml.compose(text)
+        _refuse_aliases(text, str(path))
+        node = yaml.compose(text, Loader=_ConfigLoader)
+        loaded = yaml.load(text, Loader=_ConfigLoader)
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f":{where.line + 1}" if where is not None else ""
@@ -419,8 +459,12 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
 
     def walk(mapping, prefix):
         for key, value in mapping.value:
-            dotted = f"{prefix}{key.value}"
-            lines[dotted] = key.start_mark.line + 1
+            dotted, line = f"{prefix}{key.value}", key.start_mark.line + 1
+            if dotted in lines:
+                what = "section" if isinstance(value, yaml.MappingNode) or _section(dotted) else "key"
+                raise UserError(f"{path}:{line} gives the {what} '{dotted}' again (first on line {lines[dotted]}); "
+                                f"YAML would keep only the last: {'merge them' if what == 'section' else 'keep one'}")
+            lines[dotted] = line
             if isinstance(value, yaml.MappingNode):
                 walk(value, dotted + ".")
 

@@ -414,11 +414,17 @@ def probe_shape(cfg: Config) -> ProbeShape:
     shape = ProbeShape(model.stem, widths, model.depth >= 50, cfg.data.image_size, 1, cfg.optim.name)
     per_image = 3 * _forward_flops(shape)  # forward and backward
     batch = max(2, min(cfg.train.batch_size, round(PROBE_STEP_FLOPS / per_image)))
-    return replace(shape, batch=batch)
+    return replace(shape, batch=_even(batch))
+
+
+def _even(batch: int) -> int:
+    # torch's CPU backward crashes (heap corruption, not an exception) in channels-last on an odd batch through a
+    # strided 1x1 convolution of fewer than 16 channels (training.engine.channels_last_crash): probe even batches
+    return max(2, batch - batch % 2)
 
 
 def screen_batch(shape: ProbeShape) -> int:
-    return max(2, shape.batch // 8)
+    return _even(shape.batch // 8)
 
 
 def speed_probe(cfg: Config, device: torch.device) -> ProbeTiming | None:

@@ -1,7 +1,9 @@
 """Safe writing: every file the project writes goes through :func:`atomic_write`, :func:`append_text` or
 :func:`staged_folder`.
 
-A write that fails (a full disk, a quota, no permission) leaves what was there
+A target that cannot be written without loss (a name ending with a separator,
+a folder, a read-only file) is refused before anything is written
+(:func:`output_file`). A write that fails (a full disk, a quota, no permission) leaves what was there
 before and no temporary file, and stops with one sentence naming the file and
 the free space left. Also the reader of a run's ``metrics.jsonl``.
 """
@@ -82,6 +84,24 @@ class _Recording:
         self.handle.flush()
 
 
+def output_file(path: str | Path) -> Path:
+    """``path`` as a file about to be written, or one sentence when writing it would lose something or fail
+    half-way: a name that ends with a separator (``out.csv/`` would replace ``out.csv``), a folder, a
+    read-only file (replaced, it would come back writable) or a parent that is a file."""
+    text = os.fspath(path)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise UserError(f"{text} ends with a path separator: give the name of the file to write")
+    path = Path(text)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: give the name of the file to write in it")
+    if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):
+        raise UserError(f"{path} is read-only; refusing to replace it (make it writable, or write elsewhere)")
+    parent = next((folder for folder in path.parents if folder.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"cannot write {path}: {parent} is a file, not a folder")
+    return path
+
+
 def atomic_write(path: str | Path, write, check=None) -> None:
     """Write a file through ``write(handle)`` so that a crash leaves either the old file or the new one.
 
@@ -92,7 +112,7 @@ def atomic_write(path: str | Path, write, check=None) -> None:
     path)``, when given, reads the finished file before the rename: whatever it
     raises leaves the target as it was and no temporary file.
     """
-    path = Path(path)
+    path = output_file(path)
     existed = path.exists()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     handle = None
@@ -127,7 +147,7 @@ def atomic_write(path: str | Path, write, check=None) -> None:
 def atomic_link(source: str | Path, path: str | Path) -> None:
     """Make ``path`` the same file as ``source``, atomically: a hard link where the disk has them (no bytes are
     written again), else a copy through :func:`atomic_write` (a mounted Google Drive, for one)."""
-    source, path = Path(source), Path(path)
+    source, path = Path(source), output_file(path)
     tmp = path.with_name(f".{path.name}.link{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:

@@ -52,11 +52,13 @@ class DataReport:
         return out
 
 
-def check_data(root: str | Path, layout: str = "auto", workers: int | None = None,
-               progress: bool = False) -> DataReport:
-    """Scan a data root: parse every text file, open and fully decode every image it names."""
-    data, problems = scan_root(root, layout)
-    warnings: list[Problem] = []
+def check_data(root: str | Path, layout: str = "auto", workers: int | None = None, progress: bool = False,
+               max_pixels: int | None = None, follow_links: bool = False) -> DataReport:
+    """Scan a data root: parse every text file, open and fully decode every image it names (none claiming more
+    than ``max_pixels``, ``data.max_image_pixels`` by default), and name the images linked from outside it
+    (problems, or warnings with ``follow_links``)."""
+    data, problems = scan_root(root, layout, max_pixels, follow_links)
+    warnings: list[Problem] = list(data.notes)
     images: dict[str, int] = {}
     to_decode: dict[Path, str] = {}
     classes = None
@@ -70,7 +72,7 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
             where = split.origins[i] if split.origins else _relative(path, data.root)
             if not data.reader.exists(path):
                 problems.append(Problem(where, f"{_relative(path, data.root)} does not exist"))
-            else:
+            elif follow_links or not _linked_out(path, data.linked_out):
                 to_decode[path] = _relative(path, data.root)
         if split.name != "train" and split.labels and data.train and data.train.labels:
             unknown = sorted(set(split.labels) - set(data.train.labels))
@@ -105,7 +107,7 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
                 ver_names.add(name)
                 if not data.reader.exists(path):
                     problems.append(Problem(f"{kind}_pairs.txt:{pair.line}", f"{name} does not exist in ver_data/"))
-                else:
+                elif follow_links or not _linked_out(path, data.linked_out):
                     to_decode[path] = _relative(path, data.root)
     if data.train is None and data.val_pairs is None:
         problems.append(Problem(str(data.root), "holds neither cls_data/<split> nor val_pairs.txt"))
@@ -129,6 +131,11 @@ def _decode_all(reader: ImageReader, paths: dict[Path, str], workers: int | None
         found = [problem for problem in progress(results, total=len(paths), desc="decoding", unit="img",
                                                  enabled=show_progress) if problem]
     return sorted(found, key=lambda p: p.where)
+
+
+def _linked_out(path: Path, linked_out: set[Path]) -> bool:
+    """Whether a refused link leads to ``path`` (it or its folder): such a file is named, never read."""
+    return path in linked_out or path.parent in linked_out
 
 
 def _relative(path: Path, root: Path) -> str:

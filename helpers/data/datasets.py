@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from helpers.core.errors import UserError
 from helpers.data.codec import decode_jpegs
-from helpers.data.images import BadImageError, ImageReader, decode_rgb, describe_bytes
+from helpers.data.images import BadImageError, ImageReader, decode_rgb, describe_bytes, refuse_oversized
 from helpers.data.layout import FaceData, class_names
 
 
@@ -65,8 +65,9 @@ class FaceImages(torch.utils.data.Dataset):
             if self.encoded:
                 data = self.reader(path)
                 if data[:2] == b"\xff\xd8":
+                    refuse_oversized(data, str(path), self.reader.max_pixels)  # before the device decodes it
                     return torch.frombuffer(bytearray(data), dtype=torch.uint8), self.labels[index], index
-                image = decode_rgb(data, self.image_size, where=str(path))
+                image = decode_rgb(data, self.image_size, where=str(path), max_pixels=self.reader.max_pixels)
             else:
                 image = self.reader.load(path, self.image_size)
         except BadImageError as error:
@@ -90,6 +91,19 @@ def collate(items: list) -> Batch:
     if all(image.dim() == 3 for image in images):
         images = torch.stack(images)
     return Batch(images, labels, indices, skipped)
+
+
+def refill(batch: Batch, size: int) -> Batch:
+    """``batch`` (stacked) grown back to ``size`` images: each skipped image's slot is taken by another image of
+    the same batch, in order. Training keeps the one batch shape its fast path was chosen for: torch's CPU
+    channels-last backward crashes natively on some odd batches (engine.channels_last_crash)."""
+    missing = size - len(batch.labels)
+    if missing <= 0 or not len(batch.labels):
+        return batch
+    again = torch.arange(missing) % len(batch.labels)
+    return Batch(torch.cat([batch.images, batch.images[again.to(batch.images.device)]]),
+                 torch.cat([batch.labels, batch.labels[again]]), torch.cat([batch.indices, batch.indices[again]]),
+                 batch.skipped)
 
 
 def decodes_on_device(setting: str) -> bool:

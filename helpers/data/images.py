@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +12,12 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from helpers.core.config import DataConfig
 from helpers.core.errors import UserError, printable
 from helpers.data.codec import decode_image
 from helpers.data.packed import PackedImages
 
+MAX_PIXELS = DataConfig.model_fields["max_image_pixels"].default  # data.max_image_pixels
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff", ".gif"})
 
 
@@ -33,15 +37,38 @@ def is_image(path: Path) -> bool:
 # ----------------------------------------------------------------------------- images
 
 
-def decode_rgb(data: bytes | torch.Tensor, size: int | None = None, where: str = "image") -> torch.Tensor:
+def refuse_oversized(data: bytes | torch.Tensor, where: str = "image", max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image whose header claims more than ``max_pixels`` pixels, before any decoder allocates them:
+    a 2 KB JPEG may claim 20000x20000 (1.2 GB decoded). Only the header is read (PIL's lazy open); a file PIL
+    cannot identify is left to the decoders, whose errors describe it."""
+    stream = io.BytesIO(data.numpy().tobytes() if isinstance(data, torch.Tensor) else data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit here is ours
+            with Image.open(stream) as img:
+                pixels, claimed = img.width * img.height, f"{img.width}x{img.height} pixels"
+    except Image.DecompressionBombError as error:  # beyond twice PIL's own limit: its message has the count
+        counted = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = int(counted.group(1)) if counted else 2 * Image.MAX_IMAGE_PIXELS + 1
+        claimed = f"{pixels:,} pixels"
+    except (OSError, ValueError, SyntaxError):  # SyntaxError: what some PIL plugins raise for a bad header
+        return
+    if pixels > max_pixels:
+        raise BadImageError(where, f"its header claims {claimed}, more than data.max_image_pixels "
+                                   f"({max_pixels:,}); refused before decoding (a decompression bomb?)")
+
+
+def decode_rgb(data: bytes | torch.Tensor, size: int | None = None, where: str = "image",
+               max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Decode image bytes of any mode (L, LA, P, RGBA, CMYK, 16-bit) into a 3xHxW uint8 RGB tensor.
 
     TorchCodec or torchvision (codec.py) decodes JPEG, PNG, WEBP and GIF; anything else goes through PIL.
-    When ``size`` is given the image is resized to ``size`` x ``size``, as the
-    assignment's ``Resize((112, 112))`` does.
+    Every path is guarded by :func:`refuse_oversized` (``max_pixels``). When ``size`` is given the image is
+    resized to ``size`` x ``size``, as the assignment's ``Resize((112, 112))`` does.
     """
     if len(data) == 0:
         raise BadImageError(where, "empty (zero-byte) file")
+    refuse_oversized(data, where, max_pixels)
     raw = data if isinstance(data, torch.Tensor) else torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
         image = decode_image(raw)
@@ -87,7 +114,8 @@ def describe_bytes(data: bytes) -> str:
     """What a file that would not decode seems to be, from its size and first bytes, in words for a message.
 
     E.g. ``a truncated JPEG (2,048 bytes, its end marker missing)``, ``an HTML
-    page (5,120 bytes; ...)``, ``a Git LFS pointer (...)``, ``12 bytes of text starting '...'``.
+    page (5,120 bytes; ...)``, ``a Git LFS pointer (...)``, ``12 bytes of text, not an image``. The file's
+    content itself is never shown.
     """
     size = f"{len(data):,} byte{'s' if len(data) != 1 else ''}"
     if not data:
@@ -108,7 +136,7 @@ def describe_bytes(data: bytes) -> str:
         return f"a {kind} ({size})"
     text = _as_text(data[:512])
     if text is None:
-        return f"{size} of unrecognised binary data starting {data[:8].hex(' ')}"
+        return f"{size} of unrecognised binary data"
     start = text.lstrip().lower()
     if start.startswith("version https://git-lfs"):
         return f"a Git LFS pointer ({size} of text; fetch the real file with git lfs pull)"
@@ -116,7 +144,7 @@ def describe_bytes(data: bytes) -> str:
         return f"an HTML page ({size}; a download that returned a web page?)"
     if start.startswith(("<?xml", "<svg")):
         return f"XML or SVG text ({size})"
-    return f"{size} of text starting '{printable(text.strip()[:24])}'"
+    return f"{size} of text, not an image"  # never its content: a linked file may hold a secret
 
 
 def _as_text(head: bytes) -> str | None:
@@ -133,11 +161,13 @@ def _as_text(head: bytes) -> str | None:
 class ImageReader:
     """Reads an image's bytes from its file, or from the pack holding its folder (see packed.py).
 
-    Picklable, so loader workers get their own copy (each opens its own pack descriptor).
+    Picklable, so loader workers get their own copy (each opens its own pack descriptor). ``max_pixels``
+    (``data.max_image_pixels``) bounds every image it decodes.
     """
 
-    def __init__(self):
+    def __init__(self, max_pixels: int = MAX_PIXELS):
         self.packs: list[tuple[Path, PackedImages]] = []
+        self.max_pixels = max_pixels
 
     def add(self, folder: Path, pack: PackedImages) -> None:
         self.packs.append((folder, pack))
@@ -162,7 +192,7 @@ class ImageReader:
             raise BadImageError(str(path), f"cannot be read ({error.strerror or error})") from None
 
     def load(self, path: Path, size: int | None = None) -> torch.Tensor:
-        return decode_rgb(self(path), size, where=str(path))
+        return decode_rgb(self(path), size, where=str(path), max_pixels=self.max_pixels)
 
 
 def load_image(path: Path, size: int | None = None) -> torch.Tensor:

@@ -15,7 +15,8 @@ to ``test_pairs.txt`` of a demo or prepared root live beside it, never inside.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
@@ -89,6 +90,8 @@ class FaceData:
     val_pairs: list[Pair] | None
     test_pairs: list[Pair] | None
     reader: "ImageReader" = None
+    notes: list[Problem] = field(default_factory=list)  # worth knowing, not wrong (two spellings of a class id)
+    linked_out: set[Path] = field(default_factory=set)  # images and folders reached through links leaving the root
 
     def __post_init__(self):
         if self.reader is None:
@@ -121,6 +124,9 @@ def find_data_root(root: str | Path) -> Path:
     Kaggle archives unpack into a folder whose name changes every term, so one
     or two levels of nesting are searched.
     """
+    if not str(root).strip():  # Path('') is the current folder: never what an empty setting meant
+        raise UserError("the data root is an empty path; give the folder holding cls_data/ ('.' for the current "
+                        "folder)")
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data root {root} does not exist or is not a folder")
@@ -264,7 +270,8 @@ def read_pairs(path: Path, labelled: bool) -> tuple[list[Pair], list[Problem]]:
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("+-").isdigit()
+    """An integer as int() reads it and nothing else: ASCII digits after one sign at most (not '--5', not '²')."""
+    return re.fullmatch(r"[+-]?[0-9]+", text) is not None
 
 
 # ----------------------------------------------------------------------------- splits
@@ -313,9 +320,12 @@ def read_split(root: Path, layout: str, split: str, reader: "ImageReader | None"
     return ClassSplit(split, paths, labels, origins), problems
 
 
-def open_data(root: str | Path, layout: str = "auto") -> FaceData:
-    """Parse a data root; a malformed line anywhere stops with one sentence naming ``file:line``."""
-    data, problems = scan_root(root, layout)
+def open_data(root: str | Path, layout: str = "auto", max_pixels: int | None = None,
+              follow_links: bool = False) -> FaceData:
+    """Parse a data root; a malformed line anywhere stops with one sentence naming ``file:line``, and so does an
+    image linked from outside the root unless ``follow_links``. ``max_pixels`` bounds every image it decodes
+    (``data.max_image_pixels``)."""
+    data, problems = scan_root(root, layout, max_pixels, follow_links)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise UserError(f"{printable(str(data.root / problems[0].where))}: {printable(problems[0].what)}{more}; "
@@ -323,11 +333,13 @@ def open_data(root: str | Path, layout: str = "auto") -> FaceData:
     return data
 
 
-def scan_root(root: str | Path, layout: str = "auto") -> tuple[FaceData, list[Problem]]:
-    """Parse a data root, collecting every problem in the text files instead of stopping at the first."""
+def scan_root(root: str | Path, layout: str = "auto", max_pixels: int | None = None,
+              follow_links: bool = False) -> tuple[FaceData, list[Problem]]:
+    """Parse a data root, collecting every problem in the text files instead of stopping at the first; images
+    reached through a link that leaves the root are problems too, or notes with ``follow_links``."""
     root = find_data_root(root)
     layout = detect_layout(root, layout)
-    reader = ImageReader()
+    reader = ImageReader() if max_pixels is None else ImageReader(max_pixels)
     if (root / "ver_data.json").is_file():
         reader.add(root / "ver_data", PackedImages.open(root / "ver_data.json"))
     problems: list[Problem] = []
@@ -343,8 +355,59 @@ def scan_root(root: str | Path, layout: str = "auto") -> tuple[FaceData, list[Pr
             problems += found
         else:
             pairs[kind] = None
-    data = FaceData(root, layout, splits["train"], splits["dev"], splits["test"], pairs["val"], pairs["test"], reader)
+    notes = unify_class_ids([split for split in splits.values() if split is not None and split.labels])
+    data = FaceData(root, layout, splits["train"], splits["dev"], splits["test"], pairs["val"], pairs["test"], reader,
+                    notes)
+    data.linked_out, leaving = links_leaving(data, follow_links)
+    (data.notes if follow_links else problems).extend(leaving)
     return data, problems
+
+
+def unify_class_ids(splits: list[ClassSplit]) -> list[Problem]:
+    """Class ids compare as integers: ``01`` and ``1`` are one class, spelt as it is first met (train first).
+    Each split's labels are rewritten to that spelling; a note names each other spelling where first met."""
+    spelling: dict[int, str] = {}
+    notes: dict[str, Problem] = {}
+    for split in splits:
+        for i, label in enumerate(split.labels):
+            if not _is_int(label):
+                continue
+            first = spelling.setdefault(int(label), label)
+            if first != label:
+                split.labels[i] = first
+                where = split.origins[i] if split.origins else f"cls_data/{split.name}/{label}"
+                notes.setdefault(label, Problem(where, f"class id '{label}' is read as the class '{first}' (ids "
+                                                       "compare as integers)"))
+    return list(notes.values())
+
+
+def links_leaving(data: FaceData, followed: bool = False) -> tuple[set[Path], list[Problem]]:
+    """The image folders of a root, and the images in them, reached through a link whose target lies outside
+    the root (the real places of the root, its cls_data/ and its ver_data/), and a problem naming each: a
+    shared data root may hold a link to any file of the machine it is opened on. ``followed`` words them as
+    followed (``data.follow_links``) rather than refused."""
+    inside = [Path(os.path.realpath(data.root / part)) for part in ("", "cls_data", "ver_data")]
+    verdict = "followed (data.follow_links is true)" if followed else "refused (data.follow_links: true follows it)"
+
+    def leaves(path: Path) -> bool:
+        real = Path(os.path.realpath(path))
+        return not any(real.is_relative_to(place) for place in inside)
+
+    folders = {path.parent for split in (data.train, data.dev, data.test) if split for path in split.paths}
+    folders.add(data.root / "ver_data")
+    found: dict[Path, str] = {}
+    for folder in sorted(folder for folder in folders if folder.is_dir()):
+        if leaves(folder):
+            found[folder] = "is reached through a link to a folder outside the data root"
+            continue
+        with os.scandir(folder) as entries:
+            found.update({Path(entry.path): "is a link to a file outside the data root" for entry in entries
+                          if entry.is_symlink() and leaves(Path(entry.path))})
+    return set(found), [Problem(_shown(path, data.root), f"{what}; {verdict}") for path, what in sorted(found.items())]
+
+
+def _shown(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def class_names(labels: Sequence[str]) -> list[str]:

@@ -32,7 +32,7 @@ from helpers.data.stage import evaluation_root
 from helpers.eval.metrics import verification_metrics
 from helpers.eval.score_norm import ScoreNorm
 from helpers.eval.score_norm import pair_scores as score_rows
-from helpers.model.checkpoint import load_checkpoint, model_weights
+from helpers.model.checkpoint import load_checkpoint, model_weights, weights_misfit
 from helpers.model.resnet import FaceModel, build_face_model
 
 
@@ -165,6 +165,17 @@ def verify_pairs(model, data: FaceData, settings: EvalSettings, bootstrap: int =
     return result
 
 
+def unscored_note(result: dict) -> str | None:
+    """A sentence for the val pairs :func:`verify_pairs` left out (an image unreadable), naming the images; None
+    when every pair was scored."""
+    left, unreadable = result.get("unscored_pairs", 0), result.get("unreadable", [])
+    if not left:
+        return None
+    more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+    return (f"{left} val pair(s) left out of the EER: an image of each cannot be read ({unreadable[0]}{more}); "
+            "run `python -m helpers check-data`")
+
+
 @torch.no_grad()
 def known_dev_images(data: FaceData, classes: Sequence[str]) -> tuple[list[Path], list[int]]:
     """The dev images of identities among ``classes`` (the ones the head knows), with their class indices."""
@@ -219,7 +230,13 @@ def restore_model(state: dict, device: torch.device, weights: str | None = None,
                   source: str | Path = "the checkpoint") -> FaceModel:
     """A checkpoint's FaceModel, in eval mode on ``device``: the weights it grades, or ``weights`` (raw, ema)."""
     model = build_face_model(state["config"], len(state["classes"]))
-    model.load_state_dict(model_weights(state, weights, source))
+    chosen = model_weights(state, weights, source)
+    misfit = weights_misfit(model, chosen)
+    if misfit:
+        raise UserError(f"the weights in {source} do not fit the model that its own configuration and class list "
+                        f"({len(state['classes'])} classes) describe: {misfit}; the file was changed after "
+                        "training or written by another tool")
+    model.load_state_dict(chosen)
     return model.to(device).eval()
 
 
@@ -249,10 +266,12 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
         settings = replace(settings, batch_size=batch_size)
     data = None
     if need_data:
-        root = data_root or evaluation_root(cfg.data)  # a complete staged copy (data.stage_to), else data.root
+        # '' is refused, not the checkpoint's root; without one, a complete staged copy (data.stage_to), else data.root
+        root = evaluation_root(cfg.data) if data_root is None else data_root
         if root is None:
             raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
-        data = open_data(root, cfg.data.layout if data_root is None else "auto")
+        data = open_data(root, cfg.data.layout if data_root is None else "auto", cfg.data.max_image_pixels,
+                         cfg.data.follow_links)
     return model, state, data, settings
 
 

@@ -27,12 +27,11 @@ from pathlib import Path
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write
 from helpers.core.terms import Term, get_term
-from helpers.handin.key_scan import describe, scan_file
+from helpers.handin.key_scan import describe, files_inside, folder_texts, refuse_links_out, scan_file
 from helpers.handin.members import HandinSources
 from helpers.model.checkpoint import load_checkpoint
 
 ACKNOWLEDGED = re.compile(r"^\s*ACKNOWLEDGED\s*=\s*True\s*$", re.MULTILINE)
-SKIP_SCAN_SUFFIXES = {".pt", ".wandb", ".png", ".jpg", ".zip"}
 
 
 @dataclass
@@ -135,9 +134,8 @@ def _run_files(sources: HandinSources, submissions, checkpoint_json, kaggle_scor
                                            indent=2).encode()
     wandb_runs = offline_runs(run_dir)
     for folder in wandb_runs:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                files[path.relative_to(run_dir).as_posix()] = path.read_bytes()
+        for path in files_inside(folder, run_dir):  # never a file linked from outside (W&B's debug-core.log)
+            files[path.relative_to(run_dir).as_posix()] = path.read_bytes()
     missing.append(f"online W&B run exports: they need a W&B login; the {len(wandb_runs)} offline run(s) are under "
                    "wandb/ (upload with `wandb sync`), their numbers in run_summary.json"
                    if wandb_runs else "W&B run exports: no offline W&B run found in the run folder; the run's "
@@ -152,8 +150,9 @@ def _run_files(sources: HandinSources, submissions, checkpoint_json, kaggle_scor
 def _refuse_credentials(members: dict[str, bytes], run_dir: Path | None = None) -> None:
     """Stop on any secret in what is packed, or lying anywhere in the run folder; name where, never the key."""
     files = list(members.items())
-    files += [(str(path), path.read_bytes()) for path in sorted(run_dir.rglob("*") if run_dir else [])
-              if path.is_file() and path.suffix not in SKIP_SCAN_SUFFIXES and path.stat().st_size < 20_000_000]
+    if run_dir is not None:
+        refuse_links_out(run_dir)
+        files += folder_texts(run_dir)
     for name, data in files:
         findings = scan_file(name, data)
         if findings:

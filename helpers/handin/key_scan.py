@@ -1,29 +1,52 @@
 """Finding Kaggle and W&B credentials in files about to leave the machine (the hand-in zip).
 
 A notebook is parsed and each cell's source and outputs (stream text, text
-data, error tracebacks) are scanned as the text the student saw; the raw bytes
-of every file are scanned too. A finding names the file, the cell or line and
-the kind of key, never the key itself.
+data, error tracebacks) are scanned as the text the student saw, joined the
+way nbformat joins them; the raw bytes of every file are scanned too, and so
+is every text file of the run folder (W&B's logs and ``.wandb`` files
+included). A finding names the file, the cell or line and the kind of key,
+never the key itself.
 
-A key is recognised by its context (``wandb.login(key=...)``, ``KAGGLE_KEY=...``,
-a kaggle.json body, a .netrc line) or by a prefix no other string carries
-(``KGAT_``, ``wandb_v1_``). Bare hexadecimal strings are not keys: checkpoint
-hashes, commit ids and W&B run ids fill ordinary notebooks.
+A key is recognised three ways:
+
+* by its context (``wandb.login(key=...)``, ``KAGGLE_KEY=...``, a kaggle.json
+  body, a .netrc line);
+* by a prefix no other string carries (``KGAT_``, ``wandb_v1_``), also across a
+  concatenation of literals (``'KGAT_' + '...'``);
+* by its value: a string literal, a YAML or JSON value or a ``NAME=VALUE``
+  value that is a whole legacy W&B key (40 hex digits, optionally after a
+  ``local-`` style prefix), or 32 hex digits (a Kaggle key) under a key-like
+  name or beside a ``username``. Such a value may go on to be used through a
+  variable (``api_key = '...'`` then ``wandb.login(key=api_key)``).
+
+Hex strings that are not keys: those in prose or log text (``commit 3f2a...``
+in ``git log``, ``finishing run <project>/<id>``), those inside a longer value
+(a path, a URL, a version ``0.31.0+3f2a...``), 32 hex digits with no key-like
+name nor username near, and any value under a name that says it is a digest
+or an id: ``sha``/``sha1``/``sha256``, ``hash``, ``digest``, ``checksum``,
+``md5``, ``commit``, ``revision``/``rev``, ``etag``, ``oid``, ``fingerprint``,
+``id`` and ``*_id`` (W&B's ``"commit": "..."`` metadata, a checkpoint's
+checksum in a config).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from helpers.core.errors import UserError
 
 SECRET_FILES = {"kaggle.json", ".netrc", "netrc", "access_token"}
 
 _QUOTE = r"""\\?["']"""  # a quote, JSON-escaped or not: raw .ipynb bytes hold cell text as JSON strings
 _WANDB_V1 = r"wandb_v1_[A-Za-z0-9_-]{20,}"  # the 86-character keys of 2025 on
 _KGAT = r"KGAT_[A-Za-z0-9]{20,}"  # Kaggle's single API token
-_WANDB_KEY = rf"(?:{_WANDB_V1}|(?:[a-z]+-)?[0-9a-f]{{40}}(?![0-9a-f]))"
+_HEX_KEY = r"(?:[a-z]+-)?[0-9a-f]{40}"  # the legacy W&B key (local-... on a W&B server)
+_WANDB_KEY = rf"(?:{_WANDB_V1}|{_HEX_KEY}(?![0-9a-f]))"
 _TOKEN = r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{32,}"  # a long value with a digit: not a variable name
 _NAMED = r"{names}\\?[\"']?\]?\s*[=:,]?\s*(?:{quote})?{value}"  # NAME = "v", os.environ["NAME"] = "v", %env NAME v
 
@@ -41,6 +64,19 @@ PATTERNS = [  # the ones that name their context first: a line reports the first
 ]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes in tracebacks would split a key from its context
 
+# The end of one string literal and the start of the next, in a concatenation: 'KGAT_' + '...', or "a" "b".
+_JOINED_LITERALS = re.compile(r"""\\?["']\s*\+?\s*\\?["']""")
+_QUOTED = r"""(?<=["'])(?P<value>{value})(?=\\?["'])"""  # a whole literal; \" closes one in raw JSON
+_YAML_VALUE = r"^[ \t]*(?:-[ \t]+)?(?P<name>[\w.-]+)[ \t]*:[ \t]+(?P<value>{value})[ \t]*(?:#.*)?$"
+_ASSIGNED = r"(?P<name>[\w.-]+)=(?P<value>{value})(?![\w-])"  # --set tracking.wandb.project=..., X=... in a shell
+_VALUE_FORMS = [re.compile(form.format(value=value), re.MULTILINE) for value in (_HEX_KEY, r"[0-9a-f]{32}")
+                for form in (_QUOTED, _YAML_VALUE, _ASSIGNED)]
+_NAME_BEFORE = re.compile(r"(?P<name>[A-Za-z_][\w.-]*)\\?[\"']?\]?\s*[:=]\s*\\?$")  # name = '...', "name": "..."
+DIGEST_NAMES = re.compile(r"sha|hash|digest|checksum|md5|commit|revision|^rev$|etag|oid|fingerprint|(?:^|[_.-])id$",
+                          re.IGNORECASE)
+_KEY_NAMES = re.compile(r"key|token|secret|password|api", re.IGNORECASE)
+_USERNAME_NEAR = 300  # characters either side of a 32-hex value in which a username makes it a Kaggle key
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -52,12 +88,53 @@ class Finding:
 
 def scan_text(text: str) -> list[tuple[int, str]]:
     """(line number, kind) of each line of ``text`` that holds a credential."""
-    text = _ANSI.sub("", text)
+    text, line_of = _join_literals(_ANSI.sub("", text))
     found: dict[int, str] = {}
     for pattern, kind in PATTERNS:
         for match in pattern.finditer(text):
-            found.setdefault(text.count("\n", 0, match.start()) + 1, kind)
+            found.setdefault(line_of(match.start()), kind)
+    for form in _VALUE_FORMS:
+        for match in form.finditer(text):
+            kind = _value_kind(text, match)
+            if kind:
+                found.setdefault(line_of(match.start()), kind)
     return sorted(found.items())
+
+
+def _join_literals(text: str):
+    """``text`` with concatenated string literals made one (``'KGAT_' + 'x'`` reads ``'KGAT_x'``), and the line
+    of the original text that a position in the joined text falls on."""
+    pieces, starts, newlines_before, kept, removed = [], [0], [0], 0, 0
+    for match in _JOINED_LITERALS.finditer(text):
+        pieces.append(text[kept:match.start()])
+        removed += match.group().count("\n")
+        starts.append(sum(map(len, pieces)))
+        newlines_before.append(removed)
+        kept = match.end()
+    joined = "".join(pieces) + text[kept:]
+
+    def line_of(position: int) -> int:
+        return joined.count("\n", 0, position) + newlines_before[bisect.bisect_right(starts, position) - 1] + 1
+
+    return joined, line_of
+
+
+def _value_kind(text: str, match: re.Match) -> str | None:
+    """The kind of key a whole value is (a 40-hex W&B key, a 32-hex Kaggle key), or None when its name says it
+    is a digest or an id, or a 32-hex value has no key-like name and no username near."""
+    name = match.groupdict().get("name") or _name_before(text, match.start())
+    if DIGEST_NAMES.search(name):
+        return None
+    if len(match.group("value")) != 32:
+        return "a W&B API key (a 40-hex value)"
+    near = text[max(0, match.start() - _USERNAME_NEAR):match.end() + _USERNAME_NEAR]
+    return "a Kaggle API key (a 32-hex value)" if _KEY_NAMES.search(name) or "username" in near.lower() else None
+
+
+def _name_before(text: str, start: int) -> str:
+    """The name a quoted value is given (``api_key = '...'``, ``"commit": "..."``, ``key='...'``), or ''."""
+    found = _NAME_BEFORE.search(text, max(0, start - 120), max(0, start - 1))
+    return found.group("name") if found else ""
 
 
 def scan_file(name: str, data: bytes) -> list[Finding]:
@@ -89,15 +166,17 @@ def _scan_notebook(text: str) -> list[Finding]:
     return findings
 
 
-def _text_of(content) -> str:
+def _text_of(content, joiner: str = "") -> str:
     """All the text in a cell source or output: strings, lists of lines, and every text field of an output
-    (``text``, ``data`` of text types, ``ename``/``evalue``/``traceback``); images are skipped."""
+    (``text``, ``data`` of text types, ``ename``/``evalue``/``traceback``); images are skipped. Lists are joined
+    as nbformat joins them: a multiline string's pieces with nothing (a line may be split across them), a
+    traceback's lines with newlines."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(_text_of(item) for item in content)
+        return joiner.join(_text_of(item) for item in content)
     if isinstance(content, dict):
-        return "\n".join(_text_of(value) for key, value in content.items()
+        return "\n".join(_text_of(value, "\n" if key == "traceback" else "") for key, value in content.items()
                          if not str(key).startswith("image/") and key not in ("metadata", "output_type"))
     return ""
 
@@ -106,3 +185,39 @@ def describe(name: str, findings: list[Finding]) -> str:
     """One sentence naming the file, where and what: never the key."""
     places = "; ".join(f"{finding.where} holds {finding.kind}" for finding in findings)
     return f"{name}: {places}"
+
+
+# Not text: never scanned in the run folder (what is packed is scanned whatever it is).
+BINARY_SUFFIXES = {".pt", ".png", ".jpg", ".jpeg", ".zip"}
+_LARGEST_SCANNED = 20_000_000  # bytes; a run folder's text files are far smaller
+
+
+def files_inside(folder: str | Path, boundary: str | Path | None = None) -> list[Path]:
+    """The files under ``folder`` whose real path lies inside ``boundary`` (default ``folder``), sorted: a file
+    reached through a link that leaves it is not listed (W&B links its ``debug-core.log`` into ``~/.cache``),
+    and linked folders are not entered (their files are listed where they really are, if inside)."""
+    inside = Path(os.path.realpath(boundary if boundary is not None else folder))
+    found = []
+    for current, _, names in os.walk(folder):
+        for name in names:
+            path = Path(current) / name
+            if path.is_file() and Path(os.path.realpath(path)).is_relative_to(inside):
+                found.append(path)
+    return sorted(found)
+
+
+def folder_texts(folder: str | Path) -> list[tuple[str, bytes]]:
+    """``(path, bytes)`` of every file of ``folder`` worth scanning for keys: each one :func:`files_inside` lists
+    but images, checkpoints and zips (W&B's logs and ``.wandb`` files included)."""
+    return [(str(path), path.read_bytes()) for path in files_inside(folder)
+            if path.suffix.lower() not in BINARY_SUFFIXES and path.stat().st_size < _LARGEST_SCANNED]
+
+
+def refuse_links_out(folder: str | Path) -> None:
+    """Refuse an entry directly in ``folder`` (what a hand-in packs by name: ``config.yaml``, ``submission.csv``,
+    ``wandb/``...) that is a link to outside it: one sentence naming it. Checkpoints are read, never packed."""
+    inside = Path(os.path.realpath(folder))
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_symlink() and path.suffix != ".pt" and not Path(os.path.realpath(path)).is_relative_to(inside):
+            raise UserError(f"{path} is a link to {'a folder' if path.is_dir() else 'a file'} outside the run "
+                            "folder; the hand-in packs only the run's own files: put the file itself there")

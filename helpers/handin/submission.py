@@ -32,7 +32,7 @@ import pandas as pd
 
 from helpers.core import kaggle as kaggle_tool
 from helpers.core.errors import UserError, printable
-from helpers.core.io import atomic_write_text
+from helpers.core.io import atomic_write_text, output_file
 from helpers.core.terms import Term, combined_score, get_term
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm, norm_words
@@ -204,6 +204,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     """
     from helpers.eval.evaluation import open_checkpoint
 
+    out = output_file(out)  # refused before the scoring, not after it
     model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
                                                    weights=weights, score_norm=score_norm)
     chosen = get_term(term or state["config"].course.term)

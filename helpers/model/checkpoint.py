@@ -99,3 +99,19 @@ def model_weights(state: dict, which: str | None = None, source: str | Path = "t
     if not state.get("ema"):
         raise UserError(f"{source} holds no averaged weights (it was trained with train.ema 0); use --weights raw")
     return state["ema"]["weights"]
+
+
+def weights_misfit(model: torch.nn.Module, weights: dict) -> str | None:
+    """How ``weights`` fail to fit ``model``, in words (the first difference and how many more), or None when
+    they fit. Only names and shapes are compared, so ``model`` may live on the meta device."""
+    expected = model.state_dict()
+    problems = [f"{name} is missing from the file" for name in expected if name not in weights]
+    problems += [f"the file's {name} has no place in the model" for name in weights if name not in expected]
+    for name in (name for name in expected if name in weights):
+        found = getattr(weights[name], "shape", None)
+        if found is None or tuple(found) != tuple(expected[name].shape):
+            shape = list(found) if found is not None else type(weights[name]).__name__
+            problems.append(f"{name} is {shape} in the file but {list(expected[name].shape)} in the model")
+    if not problems:
+        return None
+    return problems[0] + (f" (and {len(problems) - 1} more differences)" if len(problems) > 1 else "")

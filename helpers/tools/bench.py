@@ -36,7 +36,7 @@ from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
 from helpers.eval.evaluation import embed_images, eval_settings, pair_images, score_pairs
 from helpers.model.resnet import build_face_model
-from helpers.training.engine import build_step, make_optimizer
+from helpers.training.engine import build_step, make_optimizer, training_fast_path
 
 
 def _sync(device: torch.device) -> None:
@@ -170,7 +170,7 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, classes, (batch,), generator=generator)
-    speed = fast_path(cfg, device)
+    speed = training_fast_path(cfg, device, batch)
     matmul_fp32 = matmul_flops(device, torch.float32)
     matmul_fast = matmul_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
 

@@ -44,7 +44,6 @@ from helpers.core.device import (
     default_workers,
     describe_fast_path,
     distributed_backend,
-    fast_path,
     fused_choices,
     gpu_kernels,
     own_rng,
@@ -65,7 +64,7 @@ from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, 
 from helpers.model.resnet import build_face_model
 from helpers.model.summary import COURSE_CLASSES
 from helpers.tools.bench import _sync
-from helpers.training.engine import build_step
+from helpers.training.engine import build_step, training_fast_path
 
 OK, FAILED, NOT_HERE, SKIPPED = "ok", "failed", "not applicable here", "skipped"
 
@@ -222,9 +221,10 @@ class _Setup:
 def _setup(config, overrides, data_root) -> _Setup:
     cfg = load_config(config, overrides)
     device = pick_device(cfg.train.device)
-    return _Setup(cfg, device, fast_path(cfg, device),
+    return _Setup(cfg, device, training_fast_path(cfg, device),
                   default_workers(cfg.data.num_workers, device), decodes_on_device(cfg.data.decode),
-                  open_data(data_root, cfg.data.layout) if data_root else None)
+                  open_data(data_root, cfg.data.layout, cfg.data.max_image_pixels, cfg.data.follow_links)
+                  if data_root else None)
 
 
 def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool = False, quick: bool = False,
@@ -384,8 +384,8 @@ def _compile_child() -> None:
     request = json.loads(sys.stdin.read())
     cfg = load_config(None, base=request["config"])
     device = pick_device(cfg.train.device)
-    speed = fast_path(cfg, device)
     batch = request["batch"]
+    speed = training_fast_path(cfg, device, batch, announce=False)
     rates = {}
     for compiled in (False, True):
         _, run = _stepper(cfg, device, speed, 100, compiled)

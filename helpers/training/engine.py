@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +47,15 @@ from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
 from helpers.core.terms import combined_score, get_term
 from helpers.data.augment import BatchAugment
-from helpers.data.datasets import FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, training_set
+from helpers.data.datasets import (FaceImages, TrainingSet, collate, decode_batch, decodes_on_device, refill,
+                                    training_set)
 from helpers.data.layout import FaceData, open_data
 from helpers.data.stage import training_root
-from helpers.eval.evaluation import EvalSettings, dev_accuracy, eval_settings, known_dev_images, verify_pairs
+from helpers.eval.evaluation import (EvalSettings, dev_accuracy, eval_settings, known_dev_images, unscored_note,
+                                     verify_pairs)
 from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
-from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state
+from helpers.model.checkpoint import (load_checkpoint, model_weights, rng_state, save_checkpoints, set_rng_state,
+                                     weights_misfit)
 from helpers.model.margins import margin_loss
 from helpers.model.resnet import FaceModel, build_face_model
 from helpers.training.averaging import WeightAverage
@@ -226,6 +229,43 @@ def build_step(cfg: Config, device: torch.device, speed: FastPath, classes: int,
                      BatchAugment(cfg.augment, cfg.data.image_size), device, grad_clip=cfg.train.grad_clip)
 
 
+def channels_last_crash(model: torch.nn.Module, batch_size: int, device: torch.device) -> str | None:
+    """The layer at which channels-last training at ``batch_size`` would crash on ``device``, or None.
+
+    torch's CPU backward of a strided 1x1 convolution with fewer than 16 input
+    channels corrupts the heap in channels-last when the batch is odd (seen on
+    torch 2.14.1: ``model.width`` 0.125 gives its shortcuts 8 channels). It is
+    a native crash, which the fast-path probe cannot catch, so it is avoided.
+    """
+    if device.type != "cpu" or batch_size % 2 == 0:
+        return None
+    return next((name for name, layer in model.named_modules() if isinstance(layer, torch.nn.Conv2d)
+                 and layer.kernel_size == (1, 1) and max(layer.stride) > 1 and layer.in_channels < 16), None)
+
+
+def training_fast_path(cfg: Config, device: torch.device, batch_size: int | None = None,
+                       announce: bool = True, previous: dict | None = None) -> FastPath:
+    """The fast path ``cfg``'s model trains with on ``device`` at ``batch_size`` (``train.batch_size`` when not
+    given): :func:`fast_path` (``previous``: the choice a resumed run recorded), with channels-last off where it
+    would crash (:func:`channels_last_crash`); there ``train.channels_last: true`` is refused."""
+    speed = fast_path(cfg, device, previous)
+    batch = batch_size or cfg.train.batch_size
+    if not speed.channels_last:
+        return speed
+    with torch.device("meta"):  # the layer shapes only: no weights are made
+        layer = channels_last_crash(build_face_model(cfg, 2), batch, device)
+    if layer is None:
+        return speed
+    why = (f"torch's CPU backward crashes in channels-last on an odd batch ({batch}) through {layer}, a strided "
+           "1x1 convolution of fewer than 16 channels")
+    if cfg.train.channels_last is True:
+        raise UserError(f"train.channels_last is true but {why}; use an even train.batch_size or set "
+                        "train.channels_last to auto")
+    if announce:
+        print(f"note: channels-last is off for this run: {why}", file=sys.stderr)
+    return replace(speed, channels_last=False)
+
+
 @dataclass
 class TrainResult:
     """Where a finished run left its files, and the val EER of what best.pt holds (None without val pairs)."""
@@ -267,7 +307,25 @@ def prepare_run(config_path: str | Path | None = None, overrides: list[str] = ()
                             "it, or set run.name to start another")
         return cfg, None
     state = load_checkpoint(path)
-    return load_config(None, overrides, base=state["config"]), state
+    cfg = load_config(None, overrides, base=state["config"])
+    _refuse_another_model(cfg, state, path)
+    return cfg, state
+
+
+def _refuse_another_model(cfg: Config, state: dict, path: Path) -> None:
+    """A resume continues the model it saved: a ``--set`` that reshapes it (``model.depth=34`` on a depth-18
+    run) is refused in one sentence saying what does start a new model from those weights."""
+    with torch.device("meta"):  # shapes only
+        misfit = weights_misfit(build_face_model(cfg, len(state["classes"])), model_weights(state, "raw"))
+    if misfit is None:
+        return
+    saved = load_config(base=state["config"])
+    changes = [f"{section}.{key} {getattr(getattr(saved, section), key)} -> {getattr(getattr(cfg, section), key)}"
+               for section in ("model", "loss") for key in type(getattr(cfg, section)).model_fields
+               if getattr(getattr(saved, section), key) != getattr(getattr(cfg, section), key)]
+    raise UserError(f"--resume continues the model in {path}, but {', '.join(changes) or 'this configuration'} "
+                    f"changes its shape ({misfit}); {path} is untouched. To train a new model starting from its "
+                    "weights, use --init-from with another run.name")
 
 
 @dataclass(frozen=True)
@@ -291,7 +349,7 @@ def run_context(cfg: Config, previous: dict | None = None):
     joined = joined and dist.is_initialized()
     train = cfg.train
     device = pick_device(train.device, place.local_rank)
-    speed = fast_path(cfg, device, previous)
+    speed = training_fast_path(cfg, device, announce=place.main, previous=previous)
     if place.world > 1:  # each process timed its own probe: every rank takes rank 0's choice
         shared = [speed]
         dist.broadcast_object_list(shared, src=0, device=device)
@@ -342,7 +400,10 @@ def build_run(cfg: Config, run: RunContext, state: dict | None = None,
     if data_cfg.root is None:
         raise UserError("data.root is not set: pass --set data.root=PATH (make a demo root with "
                         "`python -m helpers demo-data data/demo`)")
-    data = open_data(training_root(data_cfg, announce=run.dist.main), data_cfg.layout)  # data.stage_to: a copy
+    data = open_data(training_root(data_cfg, announce=run.dist.main), data_cfg.layout,  # data.stage_to: a copy
+                     data_cfg.max_image_pixels, data_cfg.follow_links)
+    for note in data.notes if run.dist.main else ():
+        print(f"note: {note}", file=sys.stderr)
     train_set = training_set(data, data_cfg.singletons, data_cfg.max_train_images, train.seed,
                              classes=state["classes"] if state else None)
     workers = default_workers(data_cfg.num_workers, run.device)
@@ -395,7 +456,11 @@ def run_folder(cfg: Config, run: RunContext, state: dict | None = None):
         yield None
         return
     folder = run_directory(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the run folder {folder}: {error.strerror or error} (run.out_dir, "
+                        "run.name)") from None
     atomic_write_text(folder / "config.yaml", dump_config(cfg))
     tracker = Tracker(folder, cfg, run_id=state.get("wandb_run_id") if state else None, name=folder.name)
     try:
@@ -567,6 +632,7 @@ class Trainer:
             if self.decode_on_device:
                 batch = decode_batch(batch, self.device, self.cfg.data.image_size, self.train_set.paths)
             self._note_skipped(batch)
+            batch = refill(batch, train.batch_size)  # the batch shape the fast path was chosen for
             boundary = (self.batch + 1) % accumulate == 0
             loss, correct = self._forward_backward(batch, boundary)
             sums["loss"] += loss * len(batch.labels)
@@ -657,7 +723,7 @@ class Trainer:
         every rank. Returns the record's fields (the EMA's with an ``_ema`` suffix) and each arm's evaluation."""
         result: dict = {}
         evaluations: dict[str, Evaluation] = {}
-        started = time.perf_counter()
+        started = self.budget.elapsed()  # the budget's own clock: what the evaluation costs it
         if self.dist.main:
             settings = self.eval_settings()
             arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
@@ -667,7 +733,7 @@ class Trainer:
                 result.update({key + suffix: value for key, value in fields.items()})
                 if evaluation is not None:
                     evaluations[arm] = evaluation
-        seconds = time.perf_counter() - started
+        seconds = self.budget.elapsed() - started
         if self.dist.world > 1:
             shared = [(result, evaluations, seconds)]
             dist.broadcast_object_list(shared, src=0)
@@ -682,10 +748,14 @@ class Trainer:
         metrics = None
         if self.data.val_pairs:
             metrics = verify_pairs(model, self.data, settings, bootstrap=self.cfg.train.eval_bootstrap)
+            if unscored_note(metrics):
+                print(f"warning: {unscored_note(metrics)}", file=sys.stderr)
             fields = {"val_eer": metrics["eer"], "val_auc": metrics["auc"], "val_accuracy": metrics["accuracy"],
                       "val_threshold": metrics["threshold"], "val_tar_at_far": metrics["tar_at_far"]}
             if "eer_ci95" in metrics:
                 fields["val_eer_low"], fields["val_eer_high"] = metrics["eer_ci95"]
+            if metrics["unscored_pairs"]:
+                fields["val_unscored_pairs"] = metrics["unscored_pairs"]
         accuracy = dev_accuracy(model, self.data, self.classes, settings)
         top1 = None
         if accuracy is not None:
@@ -743,20 +813,25 @@ def format_record(record: dict, total: str) -> str:
 
 
 def load_weights(model: FaceModel, path: str | Path, classes: list[str], announce: bool = True) -> None:
-    """Start from another run's weights (the fine-tune phases); the margin head too when the classes match."""
+    """Start a new model from another run's weights (the fine-tune phases, or a deeper or wider model): every
+    tensor whose name and shape fit is taken, the rest starts fresh and is counted. The margin head is taken
+    only when the classes match (its rows are the classes)."""
     state = load_checkpoint(path)
     weights = model_weights(state, source=path)
     same_classes = state.get("classes") == classes
-    if not same_classes:
-        weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
-    try:
-        model.load_state_dict(weights, strict=same_classes)
-    except RuntimeError as error:
-        raise UserError(f"{path} does not fit this model (model.* settings differ): "
-                        f"{str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}") from None
+    own = model.state_dict()
+    fitting = {name: value for name, value in weights.items() if name in own and (same_classes or not
+               name.startswith("head.")) and tuple(getattr(value, "shape", ())) == tuple(own[name].shape)}
+    if not fitting:
+        raise UserError(f"none of the weights in {path} fit this model: {weights_misfit(model, weights)}")
+    model.load_state_dict(fitting, strict=False)
     if announce:
-        note = "" if same_classes else " (margin head left fresh: the classes differ)"
-        print(f"initialised from {path}{note}")
+        notes = [] if same_classes else ["margin head left fresh: the classes differ"]
+        fresh = [name for name in own if name not in fitting and (same_classes or not name.startswith("head."))]
+        if fresh:
+            notes.append(f"{len(fresh)} of {len(own)} tensors left fresh, e.g. {fresh[0]}: the model.* settings "
+                         "differ")
+        print(f"initialised from {path}" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def train(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,

@@ -115,3 +115,33 @@ def test_quiz_grading():
     assert quiz.grade(perfect)[0] == len(quiz.QUESTIONS)
     score, lines = quiz.grade({1: "A", 2: ""})
     assert score == 0 and "wrong (you said a)" in lines[0] and "not answered" in lines[1]
+
+
+def test_bundle_never_packs_a_file_linked_from_outside_the_run_folder(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cache = tmp_path / "home" / ".cache" / "wandb" / "logs"
+    cache.mkdir(parents=True)
+    outside = cache / "core-debug-20261129_120000.log"
+    outside.write_text("export WANDB_API_KEY=0123456789abcdef0123456789abcdef01234567\n")  # not the run's
+    logs = run / "wandb" / "offline-run-20261129_120000-abc123" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "debug.log").write_text("INFO run started\n")
+    (logs / "debug-core.log").symlink_to(outside)  # as W&B leaves it
+    (run / "wandb" / "debug.log").symlink_to(logs / "debug.log")  # a link that stays inside: harmless
+    code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path))
+    assert code == 0, err
+    archive = zipfile.ZipFile(tmp_path / "hand.zip")
+    assert "wandb/offline-run-20261129_120000-abc123/logs/debug.log" in archive.namelist()
+    assert not [name for name in archive.namelist() if "debug-core" in name]
+    assert not [name for name in archive.namelist() if b"WANDB_API_KEY" in archive.read(name)]
+
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text((run / "config.yaml").read_text())
+    (run / "config.yaml").unlink()
+    (run / "config.yaml").symlink_to(elsewhere)
+    code, _, err = call_cli(capsys, *_bundle_args(run, tmp_path))
+    assert code == 1 and "Traceback" not in err
+    assert f"{run / 'config.yaml'} is a link to a file outside the run folder" in err

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import call_cli
+from conftest import ROOT, TINY, call_cli, run_cli
 
 from helpers.handin.key_scan import scan_file, scan_text
 
@@ -34,6 +36,17 @@ LEAKS = [
     ('{"username": "student", "key": "' + KAGGLE_KEY + '"}', "kaggle.json"),
     (f"machine api.wandb.ai login user password {LEGACY_WANDB}", ".netrc"),
     (f"machine api.wandb.ai\n  login user\n  password {NEW_WANDB}", ".netrc"),
+    # By value: a key given a name of its own first, then used through it.
+    (f"api_key = '{LEGACY_WANDB}'\nwandb.login(key=api_key)", "40-hex"),
+    (f"key = '{LEGACY_WANDB}'\nos.environ['WANDB_API_KEY'] = key", "40-hex"),
+    (f"kaggle = dict(username='student', key='{KAGGLE_KEY}')", "32-hex"),
+    (f"os.environ['KAGGLE_API_TOKEN'] = 'KGAT_' + '{KGAT[5:]}'", "Kaggle API token"),
+    (f"token = ('KGAT_'\n         '{KGAT[5:]}')", "KGAT_"),
+    # A key given as a config value, where it lands: the command, config.yaml, W&B's debug.log and .wandb file.
+    (f"!python -m helpers train --set tracking.wandb.project={LEGACY_WANDB}", "40-hex"),
+    (f"  wandb:\n    mode: offline  # offline | online\n    project: {LEGACY_WANDB}  # the W&B project", "40-hex"),
+    (f"config: {{'tracking': {{'wandb': {{'mode': 'offline', 'project': '{LEGACY_WANDB}'}}}}}}", "40-hex"),
+    (f'\x1a_{{"wandb":{{"mode":"offline","project":"{LEGACY_WANDB}","entity":null}}}}B', "40-hex"),
 ]
 
 ORDINARY = [
@@ -46,6 +59,15 @@ ORDINARY = [
     "Put KAGGLE_API_TOKEN (your KGAT_... token) and WANDB_API_KEY (wandb_v1_...) in Colab Secrets.",
     'huggingface_hub.login("hf_abcdefghijklmnopqrstuvwxyz012345")',
     '{"id": "3k9x2a7b", "key": "val_eer"}',
+    # Hex values named as digests or ids, or inside longer values: W&B's git metadata, checksums, versions.
+    f'{{"git": {{"remote": "https://github.com/me/hw2p2.git", "commit": "{LEGACY_WANDB}"}}}}',
+    f"sha1 = '{LEGACY_WANDB}'",
+    f"  checksum: {LEGACY_WANDB}  # of the init_from weights",
+    f"md5 = '{KAGGLE_KEY}'",
+    f"print('{KAGGLE_KEY}')",  # 32 hex with no key-like name nor username near: an md5 or a uuid
+    f"wandb: Tracking run with wandb version 0.31.0+{LEGACY_WANDB}",
+    f"pip install git+https://github.com/me/hw2p2.git@{LEGACY_WANDB}",
+    f"INFO finishing run hw2p2-ablations/3k9x2a7b; HEAD is at {LEGACY_WANDB}",
 ]
 
 
@@ -84,6 +106,42 @@ def test_a_notebook_is_read_cell_by_cell_sources_and_outputs():
                      ("cell 4, output", "a Kaggle API token (KGAT_)"),
                      ("cell 4, output", "a W&B API key (wandb.login)"),
                      ("cell 5, output", "a Kaggle API key (KAGGLE_KEY)")}
+
+
+def test_a_line_split_across_source_items_is_read_as_nbformat_joins_it():
+    # nbformat joins a cell's source list with nothing: a line may be split anywhere, valid and invisible
+    pieces = ["import wandb\n", f"api_key = '{LEGACY_WANDB[:20]}", f"{LEGACY_WANDB[20:]}'\n",
+              "wandb.login(key=api_key)"]
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                "cells": [{"cell_type": "code", "id": "a1", "metadata": {}, "execution_count": None,
+                           "outputs": [], "source": pieces}]}
+    data = json.dumps(notebook).encode()
+    assert nbformat.reads(data.decode(), as_version=4).cells[0].source.splitlines()[1] == f"api_key = '{LEGACY_WANDB}'"
+    assert [(f.where, f.kind) for f in scan_file("nb.ipynb", data)] == [("cell 1", "a W&B API key (a 40-hex value)")]
+
+
+def test_a_key_given_as_a_config_value_is_found_in_every_file_it_lands_in(demo_root, tmp_path):
+    from helpers.handin.key_scan import folder_texts
+    from helpers.training.engine import train
+
+    run = train(None, [*TINY, f"data.root={demo_root}", f"run.out_dir={tmp_path}", "run.name=leaky", "train.epochs=1",
+                       "tracking.wandb.mode=offline", f"tracking.wandb.project={LEGACY_WANDB}"]).run_dir
+    flagged = {Path(name).relative_to(run).as_posix() for name, data in folder_texts(run) if scan_file(name, data)}
+    offline = next((run / "wandb").glob("offline-run-*")).relative_to(run).as_posix()
+    assert {"config.yaml", f"{offline}/logs/debug.log", f"{offline}/run-{offline.rsplit('-', 1)[1]}.wandb"} <= flagged
+
+
+def test_a_clean_offline_wandb_run_started_in_a_git_checkout_passes(demo_root, tmp_path):
+    from helpers.handin.key_scan import folder_texts
+
+    # In a git checkout W&B records the commit (40 hex) in the .wandb file: it is not a key.
+    result = run_cli("train", *[arg for item in [*TINY, f"data.root={demo_root}", f"run.out_dir={tmp_path}",
+                                                 "run.name=clean", "train.epochs=1", "tracking.wandb.mode=offline"]
+                                for arg in ("--set", item)], cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    texts = folder_texts(tmp_path / "clean")
+    assert any(name.endswith(".wandb") for name, _ in texts)
+    assert [(name, scan_file(name, data)) for name, data in texts if scan_file(name, data)] == []
 
 
 def test_an_ordinary_executed_notebook_passes():

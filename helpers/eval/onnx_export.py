@@ -151,7 +151,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | 
     model, state, data, settings = open_checkpoint(checkpoint, data_root, device="cpu", progress=progress,
                                                    weights=weights)
     cfg = state["config"]
-    settings = replace(settings, tta=cfg.train.eval_tta)  # the scoring the stored threshold was found with
+    # The scoring the stored threshold was found with, in fp32: the exported graph computes in fp32, so that is
+    # what it must match, whatever autocast the run trained and evaluated under (bf16 on CPUs with bf16 kernels).
+    settings = replace(settings, tta=cfg.train.eval_tta, amp=None)
     threshold = stored_threshold(state, settings)
     about = {"checkpoint": Path(checkpoint).name, "weights": weights or state.get("graded", "raw"),
              "classes": json.dumps(state["classes"]), "threshold_tta": json.dumps(settings.tta),

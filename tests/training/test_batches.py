@@ -48,6 +48,16 @@ def test_an_odd_batch_size_trains_without_channels_last_where_it_would_crash(dem
     assert "use an even train.batch_size" in result.stderr and not (tmp_path / "forced").exists()
 
 
+def test_where_channels_last_would_crash_the_dtype_is_chosen_among_nchw_paths(fake_timings):
+    # bf16 pays only in channels-last here: once channels-last is ruled out, fp32 is the faster NCHW path
+    fake_timings({("bf16", True): 300.0, ("bf16", False): 60.0, ("none", True): 100.0, ("none", False): 80.0})
+    odd = load_config(overrides=[*CRASHING, "train.batch_size=7"])
+    speed = training_fast_path(odd, torch.device("cpu"), announce=False)
+    assert not speed.channels_last and speed.amp is None
+    even = training_fast_path(load_config(overrides=[*CRASHING, "train.batch_size=8"]), torch.device("cpu"))
+    assert even.channels_last and even.amp == torch.bfloat16
+
+
 def test_the_crashing_shapes_are_named_and_only_they_lose_channels_last():
     cpu = torch.device("cpu")
     narrow = build_face_model(load_config(None, ["model.depth=18", "model.width=0.125"]), 4)

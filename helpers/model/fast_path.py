@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from helpers.core.config import Config
+from helpers.core.config import Config, changed
 from helpers.core.errors import UserError
 from helpers.model.probe import (AMP_DTYPES, ProbeTiming, amp_name, fused_choices, probe_problem, speed_options,
                                  speed_probe, working_options)
@@ -98,16 +98,15 @@ def channels_last_crash(model: torch.nn.Module, batch_size: int, device: torch.d
 def training_fast_path(cfg: Config, device: torch.device, batch_size: int | None = None,
                        announce: bool = True, previous: dict | None = None) -> FastPath:
     """The fast path ``cfg``'s model trains with on ``device`` at ``batch_size`` (``train.batch_size`` when not
-    given): :func:`fast_path` (``previous``: the choice a resumed run recorded), with channels-last off where it
-    would crash (:func:`channels_last_crash`); there ``train.channels_last: true`` is refused."""
-    fast = fast_path(cfg, device, previous)
+    given): :func:`fast_path` (``previous``: the choice a resumed run recorded), chosen among NCHW paths where
+    channels-last would crash (:func:`channels_last_crash`); there ``train.channels_last: true`` is refused."""
     batch = batch_size or cfg.train.batch_size
-    if not fast.channels_last:
-        return fast
-    with torch.device("meta"):  # the layer shapes only: no weights are made
-        layer = channels_last_crash(build_face_model(cfg, 2), batch, device)
+    layer = None
+    if cfg.train.channels_last is not False:
+        with torch.device("meta"):  # the layer shapes only: no weights are made
+            layer = channels_last_crash(build_face_model(cfg, 2), batch, device)
     if layer is None:
-        return fast
+        return fast_path(cfg, device, previous)
     why = (f"torch's CPU backward crashes in channels-last on an odd batch ({batch}) through {layer}, a strided "
            "1x1 convolution of fewer than 16 channels")
     if cfg.train.channels_last is True:
@@ -115,4 +114,5 @@ def training_fast_path(cfg: Config, device: torch.device, batch_size: int | None
                         "train.channels_last to auto")
     if announce:
         print(f"note: channels-last is off for this run: {why}", file=sys.stderr)
-    return replace(fast, channels_last=False)
+    # the autocast choice is made again among NCHW paths: the fastest dtype can differ between layouts
+    return fast_path(changed(cfg, {"train.channels_last": False}), device, previous)

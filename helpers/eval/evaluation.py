@@ -297,22 +297,22 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     from helpers.core.io import read_metrics
     from helpers.eval import plots
 
-    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
-                                                   weights=weights, score_norm=score_norm)
+    model, opened, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
+                                                    weights=weights, score_norm=score_norm)
     result: dict = {"checkpoint": str(checkpoint), "data_root": str(data.root), "tta": tta,
-                    "weights": weights or state.get("graded", "raw"), "score_norm": score_norm.describe(model.head)}
+                    "weights": opened.graded, "score_norm": score_norm.describe(model.head)}
     verification = None
     if data.val_pairs:
         verification = verify_pairs(model, data, settings, bootstrap=bootstrap)
         result.update({k: v for k, v in verification.items() if k not in ("scores", "labels")})
-    accuracy = dev_accuracy(model, data, state["classes"], settings)
+    accuracy = dev_accuracy(model, data, opened.classes, settings)
     if accuracy is not None:
         result.update(top1=accuracy["top1"], top5=accuracy["top5"], dev_images=accuracy["images"])
         if data.train is not None and data.train.labels:
-            index = {name: i for i, name in enumerate(state["classes"])}
-            result.update(_identification(model, data, index, *known_dev_images(data, state["classes"]), settings,
+            index = {name: i for i, name in enumerate(opened.classes)}
+            result.update(_identification(model, data, index, *known_dev_images(data, opened.classes), settings,
                                           gallery_per_identity))
-    result.update(_leaderboard(result, get_term(term or state["config"].course.term)))
+    result.update(_leaderboard(result, get_term(term or opened.config.course.term)))
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
         written = []
@@ -372,11 +372,11 @@ def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bo
     The stored threshold was found on raw cosines, with the training run's
     TTA setting; scores made any other way get None.
     """
-    model, state, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
-                                                weights=weights, score_norm=score_norm)
+    model, opened, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
+                                                 weights=weights, score_norm=score_norm)
     paths = existing_images(images)
     rows = consecutive_pairs(paths, *embed_images(model, paths, settings), settings.score_norm, model.head)
-    return rows, stored_threshold(state, settings)
+    return rows, stored_threshold(opened, settings)
 
 
 def existing_images(images: Sequence[str | Path]) -> list[Path]:

@@ -40,6 +40,7 @@ from helpers.eval.evaluation import (EvalSettings, consecutive_pairs, embed_imag
                                      stored_threshold)
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm
+from helpers.model.checkpoint import Checkpoint
 from helpers.model.resnet import FaceModel
 
 FORMAT = "hw2p2-face-embedder"  # the metadata marker of a file this module wrote
@@ -148,32 +149,32 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | 
     ``weights`` (raw, ema) chooses the weights; by default the ones the checkpoint grades.
     """
     require(EXPORT_PACKAGES, "the ONNX export")
-    model, state, data, settings = open_checkpoint(checkpoint, data_root, device="cpu", progress=progress,
-                                                   weights=weights)
-    cfg = state["config"]
+    model, opened, data, settings = open_checkpoint(checkpoint, data_root, device="cpu", progress=progress,
+                                                    weights=weights)
+    cfg = opened.config
     # The scoring the stored threshold was found with, in fp32: the exported graph computes in fp32, so that is
     # what it must match, whatever autocast the run trained and evaluated under (bf16 on CPUs with bf16 kernels).
     settings = replace(settings, tta=cfg.train.eval_tta, amp=None)
-    threshold = stored_threshold(state, settings)
-    about = {"checkpoint": Path(checkpoint).name, "weights": weights or state.get("graded", "raw"),
-             "classes": json.dumps(state["classes"]), "threshold_tta": json.dumps(settings.tta),
-             "training": json.dumps(training_summary(state))}
+    threshold = stored_threshold(opened, settings)
+    about = {"checkpoint": Path(checkpoint).name, "weights": opened.graded,
+             "classes": json.dumps(opened.classes), "threshold_tta": json.dumps(settings.tta),
+             "training": json.dumps(training_summary(opened))}
     if threshold is not None:
         about["val_threshold"] = repr(threshold)
-        about["val_eer"] = repr(state["val"].get("val_eer"))
+        about["val_eer"] = repr(opened.val.val_eer)
     return export_model(model, data, settings, out, about)
 
 
-def training_summary(state: dict) -> dict:
+def training_summary(checkpoint: Checkpoint) -> dict:
     """The training configuration a user of the exported model may want to know, and how far the run got."""
-    cfg = state["config"]
+    cfg = checkpoint.config
     return {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
             "data": {"image_size": cfg.data.image_size, "root": cfg.data.root},
             "optim": {"name": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay},
             "sched": cfg.sched.name, "train": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                                                "ema": cfg.train.ema, "seed": cfg.train.seed},
-            "run": cfg.run.name, "epochs_trained": state.get("epoch"), "best_epoch": state.get("best_epoch"),
-            "classes": len(state["classes"]), "saved_at": state.get("saved_at")}
+            "run": cfg.run.name, "epochs_trained": checkpoint.epoch,
+            "best_epoch": checkpoint.best_epoch, "classes": len(checkpoint.classes), "saved_at": checkpoint.saved_at}
 
 
 def export_model(model: FaceModel, data: FaceData, settings: EvalSettings, out: str | Path,

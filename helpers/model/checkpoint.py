@@ -116,6 +116,15 @@ class Checkpoint:
             raise UserError(f"{source} holds no averaged weights (it was trained with train.ema 0); use --weights raw")
         return self.ema["weights"]
 
+    def grading(self, weights: str | None = None) -> Checkpoint:
+        """This checkpoint as one that grades ``weights`` (raw, ema; None: the ones it grades), a new object: its
+        stored val metrics go with the weights they were measured on, so choosing the other weights leaves it
+        none. Asking for averaged weights a file lacks is refused in one sentence (:meth:`model_weights`)."""
+        if weights is None or weights == self.graded:
+            return self
+        self.model_weights(weights)
+        return replace(self, graded=weights, val=ArmMetrics())
+
     def val_of(self, weights: str | None = None) -> ArmMetrics:
         """The val metrics stored for ``weights`` (default: the graded ones); only the graded weights have them."""
         return self.val if weights in (None, self.graded) else ArmMetrics()

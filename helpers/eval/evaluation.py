@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from helpers.core.config import Config
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
-from helpers.core.records import ArmMetrics, RunRecord
+from helpers.core.records import ArmMetrics
 from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.augment import normalize
 from helpers.data.datasets import FaceImages, collate, decode_batch
@@ -212,18 +212,18 @@ def arm_metrics(model: FaceModel, data: FaceData, classes: Sequence[str], settin
     """One set of weights measured as a run records it: val verification (with val pairs), dev top-1/5 (with dev
     images of known identities) and the combined score of the two; and the verification result (None without
     val pairs)."""
-    verification, measured = None, {}
-    if data.val_pairs:
-        verification = verify_pairs(model, data, settings, bootstrap=bootstrap)
+    verified = ArmMetrics()
+    verification = verify_pairs(model, data, settings, bootstrap=bootstrap) if data.val_pairs else None
+    if verification is not None:
         low, high = verification.get("eer_ci95", (None, None))
-        measured = dict(val_eer=verification["eer"], val_auc=verification["auc"],
-                        val_accuracy=verification["accuracy"], val_threshold=verification["threshold"],
-                        val_tar_at_far=verification["tar_at_far"], val_eer_low=low, val_eer_high=high,
-                        val_unscored_pairs=verification["unscored_pairs"] or None)
+        verified = ArmMetrics(val_eer=verification["eer"], val_auc=verification["auc"],
+                              val_accuracy=verification["accuracy"], val_threshold=verification["threshold"],
+                              val_tar_at_far=verification["tar_at_far"], val_eer_low=low, val_eer_high=high,
+                              val_unscored_pairs=verification["unscored_pairs"] or None)
     accuracy = dev_accuracy(model, data, classes, settings)
     top1, top5 = (accuracy["top1"], accuracy["top5"]) if accuracy is not None else (None, None)
-    return ArmMetrics(**measured, dev_top1=top1, dev_top5=top5,
-                      val_score=combined_score(top1, measured.get("val_eer"))), verification
+    measured = replace(verified, dev_top1=top1, dev_top5=top5, val_score=combined_score(top1, verified.val_eer))
+    return measured, verification
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ checkpoint's record, so that a resume and an evaluation run as their training di
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 

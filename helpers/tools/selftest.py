@@ -298,7 +298,7 @@ def speed_checks(cfg: Config, runtime: Runtime, timing: ProbeTiming | None = Non
 
 def _choice_checks(labels: dict, key: str | None, setting, choices: list, chosen, problem, not_here,
                    shown=None, notes: dict | None = None) -> list[PathCheck]:
-    """One check per value in ``shown`` (default: every label) of a setting that :func:`device.fast_path`
+    """One check per value in ``shown`` (default: every label) of a setting that :func:`fast_path.fast_path`
     resolves from ``choices``; ``not_here(value)`` says why a value is not among them, ``notes`` what the timed
     probe measured of a value that works."""
     checks = []

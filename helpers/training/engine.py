@@ -42,7 +42,7 @@ from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
 from helpers.core.records import ArmMetrics, EpochStats, RunRecord
-from helpers.data.datasets import decode_batch, refill
+from helpers.data.datasets import Batch, refill
 from helpers.eval.evaluation import EvalSettings, arm_metrics, eval_settings, unscored_note
 from helpers.eval.runtime import Runtime
 from helpers.eval.selection import Evaluation, Selection, report_lines
@@ -50,7 +50,7 @@ from helpers.model.checkpoint import Checkpoint, rng_state, save_checkpoints, se
 from helpers.model.resnet import FaceModel
 from helpers.training.budget import TimeBudget
 from helpers.training.run import RunParts, build_run, prepare_run, run_context, run_directory, run_folder
-from helpers.training.step import step_seed
+from helpers.training.step import step_seed, usable_batch
 from helpers.training.tracking import Tracker
 
 # On the CPU a host sync costs nothing; on a GPU the non-finite counter is read every few steps instead.
@@ -178,7 +178,9 @@ class Trainer:
             if last_record is not None and self.runtime.dist.main:
                 self._report_selection()
             elif self.runtime.dist.main:
-                self._report_nothing_left()
+                limit = "-" if math.isinf(self.budget.limit) else f"{self.budget.limit:g}"
+                print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {limit}, "
+                      f"{self.budget.elapsed() / 60:.1f} of {self.cfg.train.max_minutes or '-'} minutes)")
         finally:
             if self.tracker is not None:
                 self.tracker.summarise(self.selection.graded)
@@ -193,11 +195,6 @@ class Trainer:
         if report is not None:
             atomic_write_text(self.run_dir / "selection.json", json.dumps(report, indent=2) + "\n")
             print("\n".join(report_lines(report)), flush=True)
-
-    def _report_nothing_left(self) -> None:
-        limit = "-" if math.isinf(self.budget.limit) else f"{self.budget.limit:g}"
-        print(f"{self.run_dir}: nothing left to train (epoch {self.position():.2f} of {limit}, "
-              f"{self.budget.elapsed() / 60:.1f} of {self.cfg.train.max_minutes or '-'} minutes)")
 
     def position(self) -> float:
         return self.epoch + self.batch / max(self.sampler.batches, 1)
@@ -244,14 +241,10 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
         return self._epoch_stats(sums, steps, images, wait, seconds)
 
-    def _next_batch(self, batches):
-        """The next batch from the loader, decoded on the device where ``data.decode`` says so, with its
-        unreadable images noted and refilled to the batch shape the fast path was chosen for."""
-        batch = next(batches)
-        if self.runtime.decode_on_device:
-            batch = decode_batch(batch, self.runtime.device, self.cfg.data.image_size, self.train_set.paths)
-        self._note_skipped(batch)
-        return refill(batch, self.cfg.train.batch_size)
+    def _next_batch(self, batches) -> Batch:
+        batch = usable_batch(next(batches), self.cfg, self.runtime, self.train_set.paths)
+        self.skipped_total += len(batch.skipped)
+        return refill(batch, self.cfg.train.batch_size)  # the batch shape the fast path was chosen for
 
     def _count_step(self) -> None:
         """One optimiser step more; a checkpoint every ``train.checkpoint_every_steps`` inside an epoch."""
@@ -275,20 +268,6 @@ class Trainer:
                           images_per_s=images / seconds if seconds > 0 else float("nan"),
                           data_wait=wait / seconds if seconds > 0 else float("nan"),
                           lr=self.stepper.optimizer.param_groups[0]["lr"])
-
-    def _note_skipped(self, batch) -> None:
-        if not batch.skipped:
-            return
-        if self.cfg.data.strict:
-            first = batch.skipped[0]
-            raise UserError(f"{first.path}: {first.reason} (data.strict is true; set it false to skip bad images)")
-        for item in batch.skipped:
-            if self.runtime.dist.main:
-                print(f"warning: skipped {item.path}: {item.reason}", file=sys.stderr)
-        self.skipped_total += len(batch.skipped)
-        if len(batch.labels) < 2:
-            raise UserError(f"a training batch had {len(batch.labels)} readable image(s); "
-                            "run `python -m helpers check-data` and fix the data")
 
     def _forward_backward(self, batch, boundary: bool) -> tuple[torch.Tensor, torch.Tensor]:
         seed = step_seed(self.cfg.train.seed, self.epoch, self.batch, self.runtime.dist.rank)

@@ -6,13 +6,17 @@ which the engine, ``bench train`` and the self-test all run.
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from helpers.core.config import Config, OptimConfig, optimizer_class
+from helpers.core.errors import UserError
 from helpers.data.augment import BatchAugment
+from helpers.data.datasets import Batch, decode_batch
 from helpers.eval.runtime import Runtime
 from helpers.model.fast_path import FastPath
 from helpers.model.margins import margin_loss
@@ -152,3 +156,21 @@ def build_step(cfg: Config, runtime: Runtime, classes: int, compiled: bool | Non
     forward = torch.compile(model) if (fast.compile if compiled is None else compiled) else model
     return TrainStep(model, forward, make_optimizer(cfg.optim, model, fused=fast.fused), fast,
                      BatchAugment(cfg.augment, cfg.data.image_size), runtime.device, grad_clip=cfg.train.grad_clip)
+
+
+def usable_batch(batch: Batch, cfg: Config, runtime: Runtime, paths: list[Path]) -> Batch:
+    """A loader's ``batch`` decoded on the device where ``data.decode`` says so, its unreadable images warned
+    about on rank 0 (``data.strict``: refused), and refused when fewer than two images are left to train on."""
+    if runtime.decode_on_device:
+        batch = decode_batch(batch, runtime.device, cfg.data.image_size, paths)
+    if not batch.skipped:
+        return batch
+    if cfg.data.strict:
+        first = batch.skipped[0]
+        raise UserError(f"{first.path}: {first.reason} (data.strict is true; set it false to skip bad images)")
+    for item in batch.skipped if runtime.dist.main else ():
+        print(f"warning: skipped {item.path}: {item.reason}", file=sys.stderr)
+    if len(batch.labels) < 2:
+        raise UserError(f"a training batch had {len(batch.labels)} readable image(s); "
+                        "run `python -m helpers check-data` and fix the data")
+    return batch

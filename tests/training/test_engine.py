@@ -434,3 +434,23 @@ def test_a_missing_gpu_kernel_met_at_start_up_names_the_wheel_to_install(demo_ro
     assert err.startswith("error: the Tesla V100-SXM2-32GB GPU is sm_70, for which the installed torch 2.9.1+cu130")
     assert err.rstrip().endswith("pip install torch==2.9.1 torchvision==0.24.1 "
                                  "--index-url https://download.pytorch.org/whl/cu126")
+
+
+def test_each_metrics_line_keeps_its_keys_and_the_log_line_reads_from_the_record(trained_run):
+    from helpers.core.records import RunRecord
+    from helpers.training.engine import format_record
+
+    before, trained = read_metrics(trained_run / "metrics.jsonl")[:2]
+    evaluation = ["val_eer", "val_auc", "val_accuracy", "val_threshold", "val_tar_at_far", "val_eer_low",
+                  "val_eer_high", "evaluated", "elapsed_s", "time"]  # the demo root has no dev split for top-1
+    assert list(before) == ["epoch", "step", "nonfinite_steps", "skipped_images", *evaluation]
+    assert list(trained) == ["epoch", "step", "train_loss", "train_acc", "grad_norm", "images_per_s", "data_wait",
+                             "lr", "nonfinite_steps", "skipped_images", *evaluation]
+    assert RunRecord.from_line(trained).as_line() == trained  # written through the record, read back the same
+    record = RunRecord.from_line(trained)
+    line = format_record(record, "6")
+    assert line.startswith(f"epoch 1/6 | loss {trained['train_loss']:.4f} | acc {trained['train_acc']:.3f} | ")
+    interval = f"[{trained['val_eer_low']:.3f}, {trained['val_eer_high']:.3f}]"
+    assert f" | val EER {trained['val_eer']:.4f} {interval} AUC {trained['val_auc']:.4f} | " in line
+    assert "EMA" not in line and line.endswith(f" | {record.elapsed_s / 60:.1f} min")
+    assert "before training" in format_record(RunRecord.from_line(before), "6")

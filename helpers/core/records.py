@@ -4,8 +4,9 @@ stretch of training measured (:class:`EpochStats`), and one line of a run's ``me
 A line's keys are these fields' names: an evaluation of the trained weights as they are (``val_eer``), one of
 their moving average with the arm's suffix (``val_eer_ema``). The Trainer writes lines through
 :meth:`RunRecord.as_line`; tracking, the report, the plots, the selection of best.pt and the hand-in read them
-through :meth:`RunRecord.from_line`, so that a key is spelt in this module only. A line written before a field
-existed reads with that field None.
+through :meth:`RunRecord.from_line`, so that a key is spelt in this module only; where a key is itself shown
+(a report's column, a W&B summary, selection.json) it is taken from :func:`field_keys`. A line written before a
+field existed reads with that field None.
 """
 
 from __future__ import annotations
@@ -26,13 +27,20 @@ def arm_suffix(arm: str) -> str:
     return "" if arm == "raw" else f"_{arm}"
 
 
-def _plain(value):
+def jsonable(value):
     """``value`` as JSON holds it: a float that is not finite becomes null, in nested dicts too."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: jsonable(item) for key, item in value.items()}
     return value
+
+
+def field_keys(record_type, arm: str = "raw"):
+    """A ``record_type`` (:class:`ArmMetrics` or :class:`EpochStats`) whose every field holds its own key in a
+    line, ``arm``'s: ``field_keys(ArmMetrics, "ema").val_eer == "val_eer_ema"``. A reader or a table that shows a
+    key spells it as an attribute, so a mistyped name fails at once instead of reading None."""
+    return record_type(**{item.name: item.name + arm_suffix(arm) for item in dataclasses.fields(record_type)})
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,8 @@ class RunRecord:
     unreadable images so far, each evaluated arm's metrics (``evaluated``: whether this line evaluated), and when
     (seconds into the run, resumes included, and the wall-clock time)."""
 
-    epoch: float
-    step: int = 0
+    epoch: float | None
+    step: int | None = None
     trained: EpochStats | None = None
     nonfinite_steps: int | None = None
     skipped_images: int | None = None
@@ -104,36 +112,50 @@ class RunRecord:
         return self.arms.get(arm, ArmMetrics())
 
     def as_line(self) -> dict:
-        """The line as JSON holds it, keys in the order the file has always had; not-finite numbers are null."""
-        line = {"epoch": self.epoch, "step": self.step}
+        """The line as JSON holds it, keys in the order the file has always had; not-finite numbers are null.
+
+        A stretch of training writes every one of its fields (null where it measured none, as a stretch without
+        batches does); an evaluation writes the fields it measured."""
+        line = _present(epoch=self.epoch, step=self.step)
         if self.trained is not None:
-            line.update({key: value for key, value in dataclasses.asdict(self.trained).items() if value is not None})
-        line.update({key: value for key, value in (("nonfinite_steps", self.nonfinite_steps),
-                                                   ("skipped_images", self.skipped_images)) if value is not None})
+            line.update(dataclasses.asdict(self.trained))
+        line.update(_present(nonfinite_steps=self.nonfinite_steps, skipped_images=self.skipped_images))
         for arm in ARMS:
             line.update(self.metrics(arm).as_dict(arm_suffix(arm)))
         if self.evaluated:
             line["evaluated"] = True
-        line.update({key: value for key, value in (("elapsed_s", self.elapsed_s), ("time", self.time))
-                     if value is not None})
-        return _plain(line)
+        line.update(_present(elapsed_s=self.elapsed_s, time=self.time))
+        return jsonable(line)
 
     def to_json(self) -> str:
         return json.dumps(self.as_line())
 
     @classmethod
     def from_line(cls, line: dict) -> RunRecord:
-        """A line read back; a field it lacks (a line written before the field existed) is None."""
-        stats = {item.name: line.get(item.name) for item in dataclasses.fields(EpochStats)}
+        """A line read back; a field it lacks (a line written before the field existed) is None, and so is a
+        number written as null (it was not finite), so that an arm's null reads as not measured."""
+        stats = [item.name for item in dataclasses.fields(EpochStats)]
         arms = {arm: ArmMetrics.from_dict(line, arm_suffix(arm)) for arm in ARMS}
-        return cls(epoch=line.get("epoch", 0.0), step=line.get("step", 0),
-                   trained=EpochStats(**stats) if any(value is not None for value in stats.values()) else None,
+        return cls(epoch=line.get("epoch"), step=line.get("step"),
+                   trained=EpochStats(**{name: line.get(name) for name in stats})
+                   if any(name in line for name in stats) else None,
                    nonfinite_steps=line.get("nonfinite_steps"), skipped_images=line.get("skipped_images"),
                    arms={arm: metrics for arm, metrics in arms.items() if metrics.measured},
                    evaluated=bool(line.get("evaluated", False)), elapsed_s=line.get("elapsed_s"),
                    time=line.get("time"))
 
 
+def _present(**values) -> dict:
+    """The given keys whose values are not None, in the order given."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def record_lines(path: str | Path) -> list[dict]:
+    """The lines of a ``metrics.jsonl`` as JSON objects, as written: a half-written last line (from a kill), or
+    any line that is not a JSON object, is ignored."""
+    return [line for line in read_metrics(path) if isinstance(line, dict)]
+
+
 def read_records(path: str | Path) -> list[RunRecord]:
     """The records of a ``metrics.jsonl`` (a half-written last line, from a kill, is ignored)."""
-    return [RunRecord.from_line(line) for line in read_metrics(path)]
+    return [RunRecord.from_line(line) for line in record_lines(path)]

@@ -1,8 +1,9 @@
 """HW2P2 face verification: ResNet + ArcFace training, EER evaluation, Kaggle submission, Autolab hand-in.
 
 The package is layered; each sub-package imports only from the layers below it
-(and from itself), never from beside or above, and no modules import each other
-in a circle (tests/test_layers.py checks both):
+(and from itself), never from beside or above, no modules import each other
+in a circle, and no module reads another module's private (``_name``) names
+(tests/test_layers.py checks all three):
 
     core                 errors, safe writes, progress, configuration, device, platform
     data, model          data roots, images, datasets | networks, margin heads, checkpoints
@@ -10,9 +11,9 @@ in a circle (tests/test_layers.py checks both):
     training             the Trainer, schedule, weight averaging, tracking
     handin, tools        submission CSV, Autolab bundle | benchmarks, self-test, sweeps, reports
 
-The CLI (cli.py) sits on top. Below are the public names: they load on first
-use, so ``import helpers`` and ``python -m helpers --help`` stay instant while
-torch loads only when needed.
+The CLI (cli.py) sits on top. Below are the public names, the only ones the
+notebooks use: they load on first use, so ``import helpers`` and
+``python -m helpers --help`` stay instant while torch loads only when needed.
 """
 
 from __future__ import annotations

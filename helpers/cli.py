@@ -1,8 +1,9 @@
 """The command line: ``python -m helpers <command> --help``.
 
-Each command is a thin layer over a library function. A user mistake
-(:class:`UserError`) prints one sentence on stderr and exits 1; bad usage
-exits 2 (argparse's convention).
+Each command is a thin layer over a library function; :data:`COMMANDS` declares
+every command and its arguments as data, and :func:`build_parser` turns that
+table into argparse. A user mistake (:class:`UserError`) prints one sentence on
+stderr and exits 1; bad usage exits 2 (argparse's convention).
 """
 
 from __future__ import annotations

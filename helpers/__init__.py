@@ -5,7 +5,7 @@ The package is layered; each sub-package imports only from the layers below it
 in a circle, and no module reads another module's private (``_name``) names
 (tests/test_layers.py checks all three):
 
-    core                 errors, safe writes, progress, configuration, device, platform
+    core                 errors, safe writes, progress, configuration, device, host, run records
     data, model          data roots, images, datasets | networks, margin heads, checkpoints
     eval                 embeddings, pair scores, metrics, score normalisation, plots
     training             the Trainer, schedule, weight averaging, tracking
@@ -27,8 +27,8 @@ _API = {
     "core.config": ["AugmentConfig", "Config", "load_config"],
     "core.course": ["COURSE_CLASSES"],
     "core.errors": ["UserError"],
-    "core.io": ["read_metrics"],
-    "core.runtime": ["resume_note", "start_session"],
+    "core.host": ["resume_note", "start_session"],
+    "core.records": ["ArmMetrics", "RunRecord", "read_records"],
     "core.terms": ["Term", "get_term"],
     "data.augment": ["BatchAugment", "eval_transform", "seed_train_transform"],
     "data.checks": ["check_data"],
@@ -41,11 +41,12 @@ _API = {
     "eval.evaluation": ["EvalSettings", "embed_images", "evaluate_checkpoint", "score_pairs", "verify_pairs"],
     "eval.metrics": ["compute_eer", "verification_metrics"],
     "eval.plots": ["augmentation_figures", "histogram_figure", "margin_figure", "training_curves_figure"],
+    "eval.runtime": ["Runtime", "resolve_runtime"],
     "eval.score_norm": ["ScoreNorm"],
     "handin.bundle": ["build_bundle", "write_acknowledgement", "write_checkpoint_submission"],
     "handin.check": ["check_bundle"],
     "handin.submission": ["make_submission"],
-    "model.checkpoint": ["load_checkpoint", "save_checkpoint"],
+    "model.checkpoint": ["Checkpoint", "load_checkpoint", "save_checkpoint"],
     "model.checkpoint_summary": ["CheckpointSummary", "checkpoint_summary"],
     "model.margins": ["ArcMarginProduct", "CombinedMarginProduct", "CosMarginProduct", "MarginHead", "margin_loss"],
     "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
@@ -53,6 +54,7 @@ _API = {
     "model.summary": ["model_summary", "summary_lines"],
     "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
     "training.engine": ["Trainer", "TrainResult", "train"],
+    "training.tracking": ["run_records"],
     "training.launch": ["train_on_all_gpus"],
 }
 # Names given here under another name than in their module, where the module's own needs the module to read clearly.

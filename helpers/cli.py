@@ -88,12 +88,16 @@ def _model_summary(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from pathlib import Path
+
     from helpers.eval.evaluation import evaluate_checkpoint, unscored_note
     from helpers.eval.score_norm import norm_words
+    from helpers.training.tracking import run_records
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
                                  bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
-                                 weights=args.weights, score_norm=_score_norm(args), term=args.term)
+                                 weights=args.weights, score_norm=_score_norm(args), term=args.term,
+                                 history=run_records(Path(args.checkpoint).parent))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

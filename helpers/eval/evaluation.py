@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from helpers.core.config import Config
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
-from helpers.core.records import ArmMetrics
+from helpers.core.records import ArmMetrics, RunRecord
 from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.augment import normalize
 from helpers.data.datasets import FaceImages, collate, decode_batch
@@ -288,13 +288,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                         device: str = "auto", bootstrap: int = 0, gallery_per_identity: int = 10,
                         plots_dir: str | Path | None = None, progress: bool = False,
                         weights: str | None = None, score_norm: ScoreNorm = ScoreNorm(),
-                        term: str | None = None) -> dict:
+                        term: str | None = None, history: Sequence[RunRecord] = ()) -> dict:
     """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, the combined score, 1:N
     identification, plots; and the leaderboard metric of ``term`` (default: the checkpoint's course.term).
 
-    ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated.
+    ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated. ``history``: the records
+    of the run that wrote the checkpoint, drawn as training curves among the plots.
     """
-    from helpers.core.io import read_metrics
     from helpers.eval import plots
 
     model, opened, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
@@ -332,9 +332,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                                            [float(scores[i]) for i, _ in chosen], [kind for _, kind in chosen],
                                            plots_dir / "hardest_pairs.png")
             written += ["roc.png", "det.png", "scores.png"] + (["hardest_pairs.png"] if chosen else [])
-        records = read_metrics(Path(checkpoint).parent / "metrics.jsonl")
-        if records:
-            plots.training_curves_figure(records, plots_dir / "training_curves.png")
+        if history:
+            plots.training_curves_figure(history, plots_dir / "training_curves.png")
             written.append("training_curves.png")
         result["plots"] = [str(plots_dir / name) for name in written]
     return result

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from helpers.core.device import default_workers
 from helpers.core.errors import UserError, one_line
 from helpers.core.io import atomic_write
+from helpers.core.records import ArmMetrics, field_keys
 from helpers.data.augment import normalize
 from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData
@@ -46,6 +47,7 @@ from helpers.model.resnet import FaceModel
 FORMAT = "hw2p2-face-embedder"  # the metadata marker of a file this module wrote
 MIN_COSINE = 0.9999
 MAX_NORM_ERROR = 1e-4
+KEYS = field_keys(ArmMetrics)  # the file keeps the val threshold and EER under their metrics.jsonl keys
 INPUT, OUTPUT = "images", "embeddings"
 EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # onnxscript: the dynamo exporter builds the graph with it
 
@@ -160,8 +162,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | 
              "classes": json.dumps(opened.classes), "threshold_tta": json.dumps(settings.tta),
              "training": json.dumps(training_summary(opened))}
     if threshold is not None:
-        about["val_threshold"] = repr(threshold)
-        about["val_eer"] = repr(opened.val.val_eer)
+        about[KEYS.val_threshold] = repr(threshold)
+        about[KEYS.val_eer] = repr(opened.val.val_eer)
     return export_model(model, data, settings, out, about)
 
 
@@ -216,7 +218,7 @@ def export_model(model: FaceModel, data: FaceData, settings: EvalSettings, out: 
     atomic_write(out, lambda handle: handle.write(serialized), check=check)
     return ExportReport(str(out), out.stat().st_size, exporter, opset,
                         f"{proto.producer_name} {proto.producer_version}", settings.image_size, embedding_dim,
-                        runtime=f"onnxruntime {onnxruntime.__version__}", threshold=_float(about.get("val_threshold")),
+                        runtime=f"onnxruntime {onnxruntime.__version__}", threshold=_float(about.get(KEYS.val_threshold)),
                         **found)
 
 
@@ -303,9 +305,9 @@ class OnnxEmbedder:
 
     def threshold(self, tta: bool) -> float | None:
         """The checkpoint's val EER threshold, when scores are made as it was found (the same flip TTA); or None."""
-        if "val_threshold" not in self.metadata or json.loads(self.metadata.get("threshold_tta", "false")) != tta:
+        if KEYS.val_threshold not in self.metadata or json.loads(self.metadata.get("threshold_tta", "false")) != tta:
             return None
-        return float(self.metadata["val_threshold"])
+        return float(self.metadata[KEYS.val_threshold])
 
     def run(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Unit-norm embeddings of a uint8 batch; flip TTA adds the mirrored images' and renormalises, as the

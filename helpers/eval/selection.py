@@ -71,10 +71,10 @@ class Evaluation:
                 "scores": None if self.scores is None else torch.from_numpy(np.asarray(self.scores, np.float64))}
 
     @classmethod
-    def from_state(cls, state: dict) -> "Evaluation":
-        scores = state.get("scores")
-        return cls(state["arm"], state["epoch"], state["eer"], state.get("metrics", {}),
-                   None if scores is None else scores.numpy(), state.get("top1"))
+    def from_state(cls, saved: dict) -> "Evaluation":
+        scores = saved.get("scores")
+        return cls(saved["arm"], saved["epoch"], saved["eer"], saved.get("metrics", {}),
+                   None if scores is None else scores.numpy(), saved.get("top1"))
 
 
 class Selection:
@@ -168,16 +168,17 @@ class Selection:
         return {"rule": self.rule, "best": {arm: e.state_dict() for arm, e in self.best.items()},
                 "latest": {arm: e.state_dict() for arm, e in self.latest.items()}}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.best = {arm: Evaluation.from_state(s) for arm, s in state["best"].items()}
-        self.latest = {arm: Evaluation.from_state(s) for arm, s in state["latest"].items()}
+    def load_state_dict(self, saved: dict) -> None:
+        self.best = {arm: Evaluation.from_state(s) for arm, s in saved["best"].items()}
+        self.latest = {arm: Evaluation.from_state(s) for arm, s in saved["latest"].items()}
 
     @staticmethod
-    def legacy_state(checkpoint: dict) -> dict:
-        """The selection state of a checkpoint written before weight averaging: raw weights, best val EER only."""
-        if checkpoint.get("best_eer") is None:
+    def legacy_state(best_eer: float | None, best_epoch: float | None) -> dict:
+        """The selection state of a checkpoint written before weight averaging, which kept only the trained
+        weights' best val EER and its epoch."""
+        if best_eer is None:
             return {"best": {}, "latest": {}}
-        best = {"arm": "raw", "epoch": checkpoint["best_epoch"], "eer": checkpoint["best_eer"], "metrics": {}}
+        best = {"arm": "raw", "epoch": best_epoch, "eer": best_eer, "metrics": {}}
         return {"best": {"raw": best}, "latest": {}}
 
 

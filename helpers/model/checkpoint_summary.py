@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.model.checkpoint import load_checkpoint
+from helpers.model.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,5 @@ class CheckpointSummary:
 
 def checkpoint_summary(path: str | Path) -> CheckpointSummary:
     """The :class:`CheckpointSummary` of the checkpoint file at ``path``."""
-    values = load_checkpoint(path)
-    return CheckpointSummary(Path(path), values.get("best_eer"), values.get("best_epoch"),
-                             (values.get("val") or {}).get("val_score"))
+    saved = Checkpoint.load(path)
+    return CheckpointSummary(Path(path), saved.best_eer, saved.best_epoch, saved.val.val_score)

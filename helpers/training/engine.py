@@ -70,7 +70,7 @@ class TrainResult:
     run_dir: Path
     best_eer: float | None
     epochs: float
-    last: dict
+    last: RunRecord | None  # the run's last metrics.jsonl line (None when it wrote none)
     graded: str = "raw"  # the weights best.pt grades: raw (trained) or ema (averaged)
 
 
@@ -106,7 +106,7 @@ class Trainer:
         self.schedule.load_state_dict(checkpoint.schedule)
         self.epoch, self.batch, self.step = checkpoint.epoch, checkpoint.batch, checkpoint.step
         self.selection.load_state_dict(checkpoint.selection or Selection.legacy_state(
-            {"best_eer": checkpoint.best_eer, "best_epoch": checkpoint.best_epoch}))
+            checkpoint.best_eer, checkpoint.best_epoch))
         if self.average is not None and checkpoint.ema:  # else the average starts now (train.ema newly set)
             self.average.load_state_dict(checkpoint.ema)
         self.budget.resume(checkpoint)
@@ -186,7 +186,7 @@ class Trainer:
                 self.tracker.summarise(self.selection.graded)
         graded = self.selection.graded
         return TrainResult(self.run_dir, None if graded is None else graded.eer, self.position(),
-                           last_record.as_line() if last_record is not None else {}, self.selection.arm)
+                           last_record, self.selection.arm)
 
     def _report_selection(self) -> None:
         """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""

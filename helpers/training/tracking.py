@@ -19,12 +19,19 @@ from helpers.core.io import append_text, atomic_write_text
 from helpers.core.records import ArmMetrics, EpochStats, RunRecord, field_keys, jsonable, read_records, record_lines
 from helpers.core.terms import get_term
 
+METRICS_FILE = "metrics.jsonl"  # one line per evaluation (and per stretch of training), in the run folder
+
+
+def run_records(run_dir: str | Path) -> list[RunRecord]:
+    """The records of the run in ``run_dir`` (empty when it holds no ``metrics.jsonl``)."""
+    return read_records(Path(run_dir) / METRICS_FILE)
+
 
 class Tracker:
     """Appends one JSON record per evaluation to ``metrics.jsonl`` and mirrors it to W&B."""
 
     def __init__(self, run_dir: Path, cfg: Config, run_id: str | None = None, name: str | None = None):
-        self.path = run_dir / "metrics.jsonl"
+        self.path = run_dir / METRICS_FILE
         self.run = None
         self.run_id = run_id
         self.leaderboard = get_term(cfg.course.term).leaderboard
@@ -100,7 +107,7 @@ def offline_runs(run_dir: str | Path) -> list[Path]:
 def run_summary(run_dir: str | Path) -> dict:
     """A run's headline numbers from its ``metrics.jsonl``: best and final val EER (of the trained weights, and
     of their moving average with ``train.ema``), AUC, img/s, epochs, minutes."""
-    records = read_records(Path(run_dir) / "metrics.jsonl")
+    records = run_records(run_dir)
     evaluated = [r for r in records if r.metrics().val_eer is not None]
     speeds = [r.trained.images_per_s for r in records if r.trained is not None and r.trained.images_per_s is not None]
     raw, averaged, stats = field_keys(ArmMetrics), field_keys(ArmMetrics, "ema"), field_keys(EpochStats)

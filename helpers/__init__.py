@@ -1,18 +1,19 @@
 """HW2P2 face verification: ResNet + ArcFace training, EER evaluation, Kaggle submission, Autolab hand-in.
 
 The package is layered; each sub-package imports only from the layers below it
-(and from itself), never from beside or above, and no modules import each other
-in a circle (tests/test_layers.py checks both):
+(and from itself), never from beside or above, no modules import each other
+in a circle, and no module reads another module's private (``_name``) names
+(tests/test_layers.py checks all three):
 
-    core                 errors, safe writes, progress, configuration, device, platform
+    core                 errors, safe writes, progress, configuration, device, host, run records
     data, model          data roots, images, datasets | networks, margin heads, checkpoints
     eval                 embeddings, pair scores, metrics, score normalisation, plots
     training             the Trainer, schedule, weight averaging, tracking
     handin, tools        submission CSV, Autolab bundle | benchmarks, self-test, sweeps, reports
 
-The CLI (cli.py) sits on top. Below are the public names: they load on first
-use, so ``import helpers`` and ``python -m helpers --help`` stay instant while
-torch loads only when needed.
+The CLI (cli.py) sits on top. Below are the public names, the only ones the
+notebooks use: they load on first use, so ``import helpers`` and
+``python -m helpers --help`` stay instant while torch loads only when needed.
 """
 
 from __future__ import annotations
@@ -24,33 +25,54 @@ LAYERS = ("core", ("data", "model"), "eval", "training", ("handin", "tools"))
 
 _API = {
     "core.config": ["AugmentConfig", "Config", "load_config"],
+    "core.course": ["COURSE_CLASSES"],
     "core.errors": ["UserError"],
+    "core.host": ["resume_note", "start_session"],
+    "core.records": ["ArmMetrics", "RunRecord", "read_records"],
     "core.terms": ["Term", "get_term"],
     "data.augment": ["BatchAugment", "eval_transform", "seed_train_transform"],
+    "data.checks": ["check_data"],
     "data.datasets": ["FaceImages", "training_set"],
     "data.demo": ["make_demo_data"],
     "data.layout": ["FaceData", "open_data", "answer_key_path"],
     "data.prepare": ["prepare_folder"],
+    "data.sources": ["obtain_data"],
     "data.stage": ["stage_data"],
-    "eval.evaluation": ["EvalSettings", "embed_images", "score_pairs", "verify_pairs"],
+    "eval.evaluation": ["EvalSettings", "embed_images", "evaluate_checkpoint", "score_pairs", "verify_pairs"],
     "eval.metrics": ["compute_eer", "verification_metrics"],
+    "eval.plots": ["augmentation_figures", "histogram_figure", "margin_figure", "training_curves_figure"],
+    "eval.runtime": ["Runtime", "resolve_runtime"],
     "eval.score_norm": ["ScoreNorm"],
-    "model.checkpoint": ["load_checkpoint", "save_checkpoint"],
+    "handin.bundle": ["build_bundle", "write_acknowledgement", "write_checkpoint_submission"],
+    "handin.check": ["check_bundle"],
+    "handin.submission": ["make_submission"],
+    "model.checkpoint": ["Checkpoint", "load_checkpoint", "save_checkpoint"],
+    "model.checkpoint_summary": ["CheckpointSummary", "checkpoint_summary"],
     "model.margins": ["ArcMarginProduct", "CombinedMarginProduct", "CosMarginProduct", "MarginHead", "margin_loss"],
     "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
+    "model.summary": ["model_summary", "summary_lines"],
     "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
     "training.engine": ["Trainer", "TrainResult", "train"],
+    "training.tracking": ["run_records"],
     "training.launch": ["train_on_all_gpus"],
 }
-_HOME = {name: module for module, names in _API.items() for name in names}
-__all__ = sorted(_HOME)
+# Names given here under another name than in their module, where the module's own needs the module to read clearly.
+_RENAMED = {"submission_lines": ("handin.submission", "describe")}
+# Modules whose names are read qualified: helpers.quiz.grade(answers), helpers.quiz.QUESTIONS.
+_MODULES = {"quiz": "handin.quiz"}
+_HOME = {**{name: (module, name) for module, names in _API.items() for name in names}, **_RENAMED}
+__all__ = sorted([*_HOME, *_MODULES])
 
 
 def __getattr__(name: str):
-    if name not in _HOME:
+    if name in _MODULES:
+        value = importlib.import_module(f".{_MODULES[name]}", __name__)
+    elif name in _HOME:
+        module, attribute = _HOME[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    else:
         raise AttributeError(f"module 'helpers' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
     globals()[name] = value
     return value
 

@@ -1,8 +1,9 @@
 """The command line: ``python -m helpers <command> --help``.
 
-Each command is a thin layer over a library function. A user mistake
-(:class:`UserError`) prints one sentence on stderr and exits 1; bad usage
-exits 2 (argparse's convention).
+Each command is a thin layer over a library function; :data:`COMMANDS` declares
+every command and its arguments as data, and :func:`build_parser` turns that
+table into argparse. A user mistake (:class:`UserError`) prints one sentence on
+stderr and exits 1; bad usage exits 2 (argparse's convention).
 """
 
 from __future__ import annotations
@@ -87,12 +88,16 @@ def _model_summary(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from pathlib import Path
+
     from helpers.eval.evaluation import evaluate_checkpoint, unscored_note
     from helpers.eval.score_norm import norm_words
+    from helpers.training.tracking import run_records
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
                                  bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
-                                 weights=args.weights, score_norm=_score_norm(args), term=args.term)
+                                 weights=args.weights, score_norm=_score_norm(args), term=args.term,
+                                 history=run_records(Path(args.checkpoint).parent))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -335,272 +340,6 @@ def _count_or_fraction(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m helpers",
-                                     description="HW2P2 face verification: data, training, evaluation, hand-in.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-
-    demo = commands.add_parser("demo-data", help="write the built-in synthetic face dataset",
-                               description="Write the built-in synthetic face dataset in the HW2P2 layout "
-                                           "(test pair labels go beside it as OUT.test_labels.txt).")
-    demo.add_argument("out", help="folder to create")
-    demo.add_argument("--identities", type=_positive_int, default=200, help="training identities (default 200)")
-    demo.add_argument("--images-per-identity", type=_positive_int, default=12, help="images per identity (default 12)")
-    demo.add_argument("--verification-identities", type=_positive_int, default=60,
-                      help="identities for the verification pairs, disjoint from training (default 60)")
-    _layout_writer_arguments(demo)
-    demo.set_defaults(handler=_demo_data)
-
-    prep = commands.add_parser("prepare-folder", help="turn a folder-per-identity collection into the HW2P2 layout",
-                               description="Turn SRC/<person>/<images> into an HW2P2 data root at OUT, with "
-                                           "verification people disjoint from training people.")
-    prep.add_argument("src", help="folder holding one folder of images per person")
-    prep.add_argument("out", help="folder to create")
-    prep.add_argument("--verification-identities", type=_count_or_fraction, default=0.2, metavar="N|FRACTION",
-                      help="people held out for verification: a count, or a fraction of those with two or more "
-                           "images (default 0.2)")
-    prep.add_argument("--dev-fraction", type=float, default=0.1, help="share of each person's images for dev")
-    prep.add_argument("--test-fraction", type=float, default=None,
-                      help="share of each person's images for a test split (default 0.1 for --layout f26, else 0)")
-    _layout_writer_arguments(prep)
-    prep.set_defaults(handler=_prepare_folder)
-
-    check = commands.add_parser("check-data", help="count and check a data root",
-                                description="Count classes, images and pairs of a data root and list every "
-                                            "problem; exit 0 when clean, 1 otherwise.")
-    check.add_argument("root", help="the data root (the folder holding cls_data/ and ver_data/)")
-    check.add_argument("--layout", choices=("auto", "f24", "f25", "packed"), default="auto", help="force a layout")
-    check.add_argument("--workers", type=_positive_int, default=None, help="decoding threads (default: all cores)")
-    check.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                       help="refuse images whose header claims more pixels (default: data.max_image_pixels, 4096x4096)")
-    check.add_argument("--follow-links", action="store_true",
-                       help="follow links that leave the root (data.follow_links) instead of counting them as problems")
-    check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.set_defaults(handler=_check_data)
-
-    pack = commands.add_parser("pack-data", help="pack a data root's images into one file per split",
-                               description="Write a copy of ROOT whose splits are packed: one file of JPEG bytes "
-                                           "plus an index per split (and for ver_data), which the data layer "
-                                           "reads like folders; for slow or networked file systems.")
-    pack.add_argument("root", help="the data root to pack")
-    pack.add_argument("out", help="folder to create")
-    pack.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    pack.set_defaults(handler=_pack_data)
-
-    stage = commands.add_parser("stage-data", help="copy a data root to node-local disk, once",
-                                description="Copy the data root SRC to DEST/<its name> (node-local disk: $LOCAL "
-                                            "on PSC) unless a complete copy is there already; a copy left "
-                                            "half-done by a killed job is finished. data.stage_to does the same "
-                                            "before training.")
-    stage.add_argument("src", help="the data root to copy (a packed one from pack-data, or any)")
-    stage.add_argument("dest", help="the folder to copy it into; ~ and $VARIABLES expand")
-    stage.set_defaults(handler=_stage_data)
-
-    train = commands.add_parser("train", help="train a model",
-                                description="Train from a YAML config (the seed defaults when none is given) "
-                                            "plus KEY=VALUE overrides; writes last.pt, best.pt (the weights "
-                                            "train.select grades: lowest val EER by default), metrics.jsonl and "
-                                            "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt "
-                                            "and best_ema.pt).")
-    _config_arguments(train)
-    train.add_argument("--resume", metavar="PATH|auto",
-                       help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any")
-    train.add_argument("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser")
-    train.set_defaults(handler=_train)
-
-    config = commands.add_parser("config", help="print a configuration: every key, its value and what it means",
-                                 description="Print the configuration a --config and --set give, as YAML: every key "
-                                             "with its value and, as a comment, what it means. The defaults (the "
-                                             "seed recipe) are declared in helpers/core/config.py.")
-    _config_arguments(config)
-    config.set_defaults(handler=_config)
-
-    summary = commands.add_parser("model-summary", help="parameter counts, the 30 M budget check, FLOPs",
-                                  description="Count the parameters of a configuration's model per part (backbone, "
-                                              "embedding, margin head), check the assignment's 30 M budget, and "
-                                              "report the final feature-map size and forward FLOPs per image.")
-    _config_arguments(summary)
-    summary.add_argument("--classes", type=_positive_int, default=COURSE_CLASSES,
-                         help=f"identities the margin head covers (default {COURSE_CLASSES}, the course data)")
-    summary.add_argument("--json", action="store_true", help="print one JSON object")
-    summary.add_argument("--strict", action="store_true", help="exit 1 when over the parameter budget")
-    summary.add_argument("--write", metavar="PATH", help="also write the table and printed model (model_arch.txt)")
-    summary.set_defaults(handler=_model_summary)
-
-    evaluate = commands.add_parser("evaluate", help="verification, classification and identification metrics",
-                                   description="Evaluate a checkpoint: EER, threshold, AUC, accuracy and TAR at "
-                                               "FAR on val_pairs.txt; dev top-1/top-5; 1:N identification of dev "
-                                               "images against per-identity train means; optional plots.")
-    _checkpoint_arguments(evaluate)
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--plots", metavar="DIR", help="write roc.png, det.png, scores.png, hardest_pairs.png "
-                                                         "and training_curves.png here")
-    evaluate.add_argument("--bootstrap", type=int, default=0, metavar="N",
-                          help="also a bootstrap 95%% interval of the EER from N resamplings")
-    evaluate.set_defaults(handler=_evaluate)
-
-    submit = commands.add_parser("submit", help="write the Kaggle submission CSV",
-                                 description="Write the submission after checking its rows, IDs and values: in the "
-                                             "shape of the competition's sample_submission.csv when the data root "
-                                             "(or --sample) has one (its header and IDs in its order: test-pair "
-                                             "indices get scores, test-image names get class ids), else one row "
-                                             "per line of test_pairs.txt. --kaggle submits it to the term's "
-                                             "competition, described as the term asks (Fall 2026: "
-                                             "HW2P2|WB=ENTITY/PROJECT/RUN_ID, from the checkpoint's W&B run).")
-    _checkpoint_arguments(submit)
-    submit.add_argument("--out", default="submission.csv", help="CSV to write (default submission.csv)")
-    submit.add_argument("--sample", metavar="CSV", help="the sample submission to follow (default: the data "
-                                                        "root's sample_submission.csv, when there is one)")
-    submit.add_argument("--format", choices=("scores", "binary"), default=None,
-                        help="scores: cosine similarities (the EER leaderboard); binary: 0/1 at the val threshold "
-                             "(default: what the sample's values look like, else scores, header ID,Label; binary "
-                             "writes id,predicted)")
-    submit.add_argument("--kaggle", action="store_true", help="also submit to the term's Kaggle competition")
-    submit.add_argument("--slack", action="store_true", help="with --kaggle: the term's slack competition")
-    submit.add_argument("--kaggle-competition", metavar="NAME", help="also submit, to this competition")
-    submit.add_argument("--message", help="Kaggle description (default: the term's; Fall 2026 accepts only "
-                                          "HW2P2|WB=ENTITY/PROJECT/RUN_ID)")
-    submit.add_argument("--json", action="store_true", help="print one JSON object")
-    submit.set_defaults(handler=_submit)
-
-    score = commands.add_parser("score", help="score a submission against an answer key",
-                                description="Score a submission as the leaderboard would: its EER against one "
-                                            "0/1 per test pair (ROOT.test_labels.txt beside a demo or prepared "
-                                            "root), or a unified submission's combined score against its answers "
-                                            "(ROOT.solution.csv beside an f26 root: ID,Label,Task).")
-    score.add_argument("submission", help="submission CSV")
-    score.add_argument("answers", help="answer key: one 0/1 per line in test_pairs.txt order, or ID,Label,Task")
-    _term_argument(score, "the newest")
-    score.set_defaults(handler=_score)
-
-    verify = commands.add_parser("verify", help="same person or not, for pairs of image files",
-                                 description="Print the cosine similarity of each pair of images and the "
-                                             "decision at the val EER threshold stored with the checkpoint.")
-    _model_arguments(verify)
-    verify.add_argument("images", nargs="+", help="A1 B1 [A2 B2 ...]")
-    verify.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    verify.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    _score_norm_arguments(verify)
-    verify.set_defaults(handler=_verify)
-
-    embed = commands.add_parser("embed", help="embeddings of a folder of images",
-                                description="Write the unit-norm embeddings of every image in a folder to an "
-                                            ".npz file (arrays 'names' and 'embeddings').")
-    _model_arguments(embed)
-    embed.add_argument("folder", help="folder of images")
-    embed.add_argument("--out", required=True, help="the .npz file to write")
-    embed.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    embed.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    embed.set_defaults(handler=_embed)
-
-    bundle = commands.add_parser("bundle", help="build the hand-in zip the term's grader expects, or check one",
-                                 description="Build the hand-in zip of a course term (--term, the newest by "
-                                             "default) from a run: exactly the members its grader expects, e.g. Fall "
-                                             "2026's ACKNOWLEDGEMENT.txt, README.txt, model_metadata.json, "
-                                             "wandb_export.pkl and kaggle_metadata.json, the Kaggle and W&B exports "
-                                             "read with your logins. Refuses without the acknowledgement flag, when "
-                                             "any file carries a Kaggle or W&B key, and when a member cannot be "
-                                             "built (naming each; --draft writes the incomplete zip anyway). "
-                                             "--check ZIP runs the grader's test on a zip.")
-    bundle.add_argument("--run", help="the run folder (holding best.pt)")
-    bundle.add_argument("--check", metavar="ZIP", help="test ZIP as the term's grader would, instead of building")
-    _term_argument(bundle, "the newest")
-    bundle.add_argument("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to hand in")
-    bundle.add_argument("--out", help="zip to write (default: the term's name, HW2P2_final_submission.zip)")
-    bundle.add_argument("--kaggle-username", help="the Kaggle account that submitted (default: KAGGLE_USERNAME, "
-                                                  "else the account the credentials sign in as)")
-    bundle.add_argument("--slack", action="store_true", help="Spring 2026: the best score of the slack competition")
-    bundle.add_argument("--wandb-project", metavar="ENTITY/PROJECT",
-                        help="Spring 2026: the W&B project whose best runs to export (default: the run's own)")
-    bundle.add_argument("--draft", action="store_true",
-                        help="write the zip even when members cannot be built (named _DRAFT, with MISSING.txt)")
-    bundle.add_argument("--acknowledgement", default="acknowledgement.txt", help="the acknowledgement file")
-    bundle.add_argument("--readme", default="README.txt", help="the implementation notes")
-    bundle.add_argument("--submission", action="append", help="submission CSV(s) (default: RUN/submission*.csv)")
-    bundle.add_argument("--checkpoint-json", help="checkpoint_submission.json (default: RUN/checkpoint_submission.json)")
-    bundle.add_argument("--kaggle-score", type=float, help="Fall 2025: your best Kaggle score, to record it")
-    bundle.set_defaults(handler=_bundle)
-
-    export = commands.add_parser("export", help="the embedder as an ONNX model, checked on onnxruntime",
-                                 description="Write the backbone and embedding head (no margin head) as ONNX: uint8 "
-                                             "images of the trained size in, normalised inside the graph, unit "
-                                             "embeddings out, any batch size; class mapping, val threshold and "
-                                             "training summary in its metadata. Before writing, the val pairs' "
-                                             "images go through onnxruntime (CPU) and PyTorch: every image's "
-                                             "embeddings must agree (cosine >= 0.9999) and the val EER to 4 "
-                                             "decimals, or nothing is written. Needs pip install "
-                                             "'hw2p2-helpers[export]'.")
-    export.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
-    export.add_argument("--out", required=True, help="the .onnx file to write")
-    export.add_argument("--data-root", help="data root of the val pairs checked (default: the one the checkpoint "
-                                            "trained on)")
-    export.add_argument("--weights", choices=("raw", "ema"),
-                        help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
-    export.add_argument("--json", action="store_true", help="print one JSON object")
-    export.set_defaults(handler=_export)
-
-    bench = commands.add_parser("bench", help="measure training, data loading and evaluation speed",
-                                description="train: images/s and FLOPs utilisation of the plain training step "
-                                            "against the engine's fast step, same model and batch, with what the "
-                                            "timed probe measured of each fast-path choice. data: decode + "
-                                            "augmentation images/s per worker, naive loader against the project's, "
-                                            "with JPEG decoding alone as the ceiling. eval: embeddings/s and the "
-                                            "time to score the val and test pairs. onnx: the exported model's "
-                                            "size and embeddings/s on onnxruntime against PyTorch on the CPU.")
-    bench.add_argument("what", choices=("train", "data", "eval", "onnx"))
-    _config_arguments(bench)
-    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    bench.add_argument("--batch-size", type=_positive_int, help="batch size (default: the config's)")
-    bench.add_argument("--classes", type=_positive_int, default=COURSE_CLASSES, help="train: margin-head classes")
-    bench.add_argument("--steps", type=_positive_int, help="train: timed steps per path")
-    bench.add_argument("--data-root", help="data, eval, onnx: a data root (default: generated demo faces)")
-    bench.add_argument("--workers", type=int, default=0, help="data: loader workers (0: in this process)")
-    bench.add_argument("--images", type=_positive_int, default=2000, help="data: images to load")
-    bench.add_argument("--checkpoint", help="eval, onnx: a checkpoint (default: an untrained model of the config)")
-    bench.add_argument("--tta", action="store_true", help="eval, onnx: flip test-time augmentation")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.set_defaults(handler=_bench)
-
-    selftest = commands.add_parser("selftest", help="run every device path a few steps: what works, what a run costs",
-                                description="On the device training would use, run each path (autocast, "
-                                            "channels-last, fused optimiser, torch.compile, JPEG decoding in "
-                                            "workers and on the device, a one-process DDP group, checkpoint "
-                                            "round trip, evaluation) a few steps on synthetic input and say what "
-                                            "works, what the timed probe measured of autocast and channels-last, "
-                                            "and what training does instead; then time the training step "
-                                            "and estimate an epoch. Exit 0 when training can run, 1 when not.")
-    _config_arguments(selftest)
-    selftest.add_argument("--data-root", help="estimate an epoch of this data root (default: the course data, "
-                                           "431,550 images)")
-    selftest.add_argument("--compile", action="store_true", help="also check torch.compile of the training step")
-    selftest.add_argument("--compile-seconds", type=float, default=300.0, help="time box of the compile check")
-    selftest.add_argument("--seconds", type=float, default=20.0, help="length of the timed training run (default 20)")
-    selftest.add_argument("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)")
-    selftest.add_argument("--json", action="store_true", help="print one JSON object")
-    selftest.set_defaults(handler=_selftest)
-
-    sweep = commands.add_parser("sweep", help="run a notebook over a grid of parameters with papermill",
-                                description="Execute the notebook once per combination of --grid values (each in "
-                                            "its own run folder; finished combinations are skipped, unfinished "
-                                            "ones resume) and write results.csv, results.md and eer.png.")
-    sweep.add_argument("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to run")
-    sweep.add_argument("--grid", action="append", metavar="NAME=V1,V2",
-                       help="a notebook parameter and its values (repeatable; every combination runs)")
-    sweep.add_argument("--param", action="append", metavar="NAME=VALUE",
-                       help="a notebook parameter fixed for every run (repeatable)")
-    sweep.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
-    sweep.set_defaults(handler=_sweep)
-
-    report = commands.add_parser("report", help="compare finished runs: a table and val EER against time",
-                                 description="One row per run folder (best and final val EER, AUC, images/s, "
-                                             "epochs, minutes), written as report.csv and report.md, and a plot "
-                                             "of val EER against elapsed time (eer_over_time.png).")
-    report.add_argument("runs", nargs="+", help="run folders (each holding metrics.jsonl)")
-    report.add_argument("--out", default="runs/report", help="folder for the report (default runs/report)")
-    report.set_defaults(handler=_report)
-    return parser
-
-
 def _config_arguments(command: argparse.ArgumentParser) -> None:
     from helpers.core.config import packaged_configs
 
@@ -623,13 +362,19 @@ def _layout_writer_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
-def _term_argument(command: argparse.ArgumentParser, default_says: str) -> None:
-    from helpers.core.terms import NEWEST, all_terms
+def _term_argument(default_says: str):
+    """The --term option, its default said as ``default_says``."""
 
-    terms = {name: term.title for name, term in all_terms().items()}
-    command.add_argument("--term", choices=[*terms, NEWEST], metavar="TERM",
-                         help=f"the course term whose rules apply: {', '.join(f'{k} ({v})' for k, v in terms.items())}"
-                              f" or {NEWEST} (default: {default_says})")
+    def add(command: argparse.ArgumentParser) -> None:
+        from helpers.core.terms import NEWEST, all_terms
+
+        terms = {name: term.title for name, term in all_terms().items()}
+        command.add_argument("--term", choices=[*terms, NEWEST], metavar="TERM",
+                             help=f"the course term whose rules apply: "
+                                  f"{', '.join(f'{k} ({v})' for k, v in terms.items())} or {NEWEST} "
+                                  f"(default: {default_says})")
+
+    return add
 
 
 def _model_arguments(command: argparse.ArgumentParser) -> None:
@@ -641,7 +386,7 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:
-    _term_argument(command, "the checkpoint's course.term")
+    _term_argument("the checkpoint's course.term")(command)
     command.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
     command.add_argument("--data-root", help="data root (default: the one the checkpoint trained on)")
     command.add_argument("--tta", action="store_true", help="flip test-time augmentation")
@@ -659,6 +404,260 @@ def _score_norm_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--cohort-size", type=int, metavar="K",
                          help="as-norm: the K most similar class centres per image (default 300; all of them "
                               "when the head has fewer classes)")
+
+
+class Arg:
+    """One argument of a command, as data: what ``add_argument`` takes."""
+
+    def __init__(self, *flags: str, **options):
+        self.flags, self.options = flags, options
+
+    def __call__(self, command: argparse.ArgumentParser) -> None:
+        command.add_argument(*self.flags, **self.options)
+
+
+class Command:
+    """One command: its name, the function that runs it, its one-line help, its description, and its
+    arguments in the order --help lists them (each an :class:`Arg` or a function adding a shared set)."""
+
+    def __init__(self, name: str, handler, help: str, description: str, *arguments):
+        self.name, self.handler, self.help, self.description = name, handler, help, description
+        self.arguments = arguments
+
+
+# Every command and its arguments, in the order --help lists them.
+COMMANDS = (
+    Command("demo-data", _demo_data, "write the built-in synthetic face dataset",
+            "Write the built-in synthetic face dataset in the HW2P2 layout (test pair labels go beside it as "
+            "OUT.test_labels.txt).",
+            Arg("out", help="folder to create"),
+            Arg("--identities", type=_positive_int, default=200, help="training identities (default 200)"),
+            Arg("--images-per-identity", type=_positive_int, default=12, help="images per identity (default 12)"),
+            Arg("--verification-identities", type=_positive_int, default=60,
+                help="identities for the verification pairs, disjoint from training (default 60)"),
+            _layout_writer_arguments,
+    ),
+    Command("prepare-folder", _prepare_folder, "turn a folder-per-identity collection into the HW2P2 layout",
+            "Turn SRC/<person>/<images> into an HW2P2 data root at OUT, with verification people disjoint from "
+            "training people.",
+            Arg("src", help="folder holding one folder of images per person"),
+            Arg("out", help="folder to create"),
+            Arg("--verification-identities", type=_count_or_fraction, default=0.2, metavar="N|FRACTION",
+                help="people held out for verification: a count, or a fraction of those with two or more images "
+                     "(default 0.2)"),
+            Arg("--dev-fraction", type=float, default=0.1, help="share of each person's images for dev"),
+            Arg("--test-fraction", type=float, default=None,
+                help="share of each person's images for a test split (default 0.1 for --layout f26, else 0)"),
+            _layout_writer_arguments,
+    ),
+    Command("check-data", _check_data, "count and check a data root",
+            "Count classes, images and pairs of a data root and list every problem; exit 0 when clean, 1 otherwise.",
+            Arg("root", help="the data root (the folder holding cls_data/ and ver_data/)"),
+            Arg("--layout", choices=("auto", "f24", "f25", "packed"), default="auto", help="force a layout"),
+            Arg("--workers", type=_positive_int, default=None, help="decoding threads (default: all cores)"),
+            Arg("--max-pixels", type=_positive_int, default=None, metavar="N",
+                help="refuse images whose header claims more pixels (default: data.max_image_pixels, 4096x4096)"),
+            Arg("--follow-links", action="store_true",
+                help="follow links that leave the root (data.follow_links) instead of counting them as problems"),
+            Arg("--json", action="store_true", help="print one JSON object"),
+    ),
+    Command("pack-data", _pack_data, "pack a data root's images into one file per split",
+            "Write a copy of ROOT whose splits are packed: one file of JPEG bytes plus an index per split (and for "
+            "ver_data), which the data layer reads like folders; for slow or networked file systems.",
+            Arg("root", help="the data root to pack"),
+            Arg("out", help="folder to create"),
+            Arg("--overwrite", action="store_true", help="replace OUT if it exists"),
+    ),
+    Command("stage-data", _stage_data, "copy a data root to node-local disk, once",
+            "Copy the data root SRC to DEST/<its name> (node-local disk: $LOCAL on PSC) unless a complete copy is "
+            "there already; a copy left half-done by a killed job is finished. data.stage_to does the same before "
+            "training.",
+            Arg("src", help="the data root to copy (a packed one from pack-data, or any)"),
+            Arg("dest", help="the folder to copy it into; ~ and $VARIABLES expand"),
+    ),
+    Command("train", _train, "train a model",
+            "Train from a YAML config (the seed defaults when none is given) plus KEY=VALUE overrides; writes "
+            "last.pt, best.pt (the weights train.select grades: lowest val EER by default), metrics.jsonl and "
+            "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt and best_ema.pt).",
+            _config_arguments,
+            Arg("--resume", metavar="PATH|auto",
+                help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any"),
+            Arg("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser"),
+    ),
+    Command("config", _config, "print a configuration: every key, its value and what it means",
+            "Print the configuration a --config and --set give, as YAML: every key with its value and, as a comment, "
+            "what it means. The defaults (the seed recipe) are declared in helpers/core/config.py.",
+            _config_arguments,
+    ),
+    Command("model-summary", _model_summary, "parameter counts, the 30 M budget check, FLOPs",
+            "Count the parameters of a configuration's model per part (backbone, embedding, margin head), check the "
+            "assignment's 30 M budget, and report the final feature-map size and forward FLOPs per image.",
+            _config_arguments,
+            Arg("--classes", type=_positive_int, default=COURSE_CLASSES,
+                help=f"identities the margin head covers (default {COURSE_CLASSES}, the course data)"),
+            Arg("--json", action="store_true", help="print one JSON object"),
+            Arg("--strict", action="store_true", help="exit 1 when over the parameter budget"),
+            Arg("--write", metavar="PATH", help="also write the table and printed model (model_arch.txt)"),
+    ),
+    Command("evaluate", _evaluate, "verification, classification and identification metrics",
+            "Evaluate a checkpoint: EER, threshold, AUC, accuracy and TAR at FAR on val_pairs.txt; dev top-1/top-5; "
+            "1:N identification of dev images against per-identity train means; optional plots.",
+            _checkpoint_arguments,
+            Arg("--json", action="store_true", help="print one JSON object"),
+            Arg("--plots", metavar="DIR",
+                help="write roc.png, det.png, scores.png, hardest_pairs.png and training_curves.png here"),
+            Arg("--bootstrap", type=int, default=0, metavar="N",
+                help="also a bootstrap 95%% interval of the EER from N resamplings"),
+    ),
+    Command("submit", _submit, "write the Kaggle submission CSV",
+            "Write the submission after checking its rows, IDs and values: in the shape of the competition's "
+            "sample_submission.csv when the data root (or --sample) has one (its header and IDs in its order: "
+            "test-pair indices get scores, test-image names get class ids), else one row per line of test_pairs.txt. "
+            "--kaggle submits it to the term's competition, described as the term asks (Fall 2026: "
+            "HW2P2|WB=ENTITY/PROJECT/RUN_ID, from the checkpoint's W&B run).",
+            _checkpoint_arguments,
+            Arg("--out", default="submission.csv", help="CSV to write (default submission.csv)"),
+            Arg("--sample", metavar="CSV",
+                help="the sample submission to follow (default: the data root's sample_submission.csv, when there is "
+                     "one)"),
+            Arg("--format", choices=("scores", "binary"), default=None,
+                help="scores: cosine similarities (the EER leaderboard); binary: 0/1 at the val threshold (default: "
+                     "what the sample's values look like, else scores, header ID,Label; binary writes id,predicted)"),
+            Arg("--kaggle", action="store_true", help="also submit to the term's Kaggle competition"),
+            Arg("--slack", action="store_true", help="with --kaggle: the term's slack competition"),
+            Arg("--kaggle-competition", metavar="NAME", help="also submit, to this competition"),
+            Arg("--message",
+                help="Kaggle description (default: the term's; Fall 2026 accepts only HW2P2|WB=ENTITY/PROJECT/RUN_ID)"),
+            Arg("--json", action="store_true", help="print one JSON object"),
+    ),
+    Command("score", _score, "score a submission against an answer key",
+            "Score a submission as the leaderboard would: its EER against one 0/1 per test pair (ROOT.test_labels.txt "
+            "beside a demo or prepared root), or a unified submission's combined score against its answers "
+            "(ROOT.solution.csv beside an f26 root: ID,Label,Task).",
+            Arg("submission", help="submission CSV"),
+            Arg("answers", help="answer key: one 0/1 per line in test_pairs.txt order, or ID,Label,Task"),
+            _term_argument("the newest"),
+    ),
+    Command("verify", _verify, "same person or not, for pairs of image files",
+            "Print the cosine similarity of each pair of images and the decision at the val EER threshold stored with "
+            "the checkpoint.",
+            _model_arguments,
+            Arg("images", nargs="+", help="A1 B1 [A2 B2 ...]"),
+            Arg("--tta", action="store_true", help="flip test-time augmentation"),
+            Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps"),
+            _score_norm_arguments,
+    ),
+    Command("embed", _embed, "embeddings of a folder of images",
+            "Write the unit-norm embeddings of every image in a folder to an .npz file (arrays 'names' and "
+            "'embeddings').",
+            _model_arguments,
+            Arg("folder", help="folder of images"),
+            Arg("--out", required=True, help="the .npz file to write"),
+            Arg("--tta", action="store_true", help="flip test-time augmentation"),
+            Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps"),
+    ),
+    Command("bundle", _bundle, "build the hand-in zip the term's grader expects, or check one",
+            "Build the hand-in zip of a course term (--term, the newest by default) from a run: exactly the members "
+            "its grader expects, e.g. Fall 2026's ACKNOWLEDGEMENT.txt, README.txt, model_metadata.json, "
+            "wandb_export.pkl and kaggle_metadata.json, the Kaggle and W&B exports read with your logins. Refuses "
+            "without the acknowledgement flag, when any file carries a Kaggle or W&B key, and when a member cannot be "
+            "built (naming each; --draft writes the incomplete zip anyway). --check ZIP runs the grader's test on a "
+            "zip.",
+            Arg("--run", help="the run folder (holding best.pt)"),
+            Arg("--check", metavar="ZIP", help="test ZIP as the term's grader would, instead of building"),
+            _term_argument("the newest"),
+            Arg("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to hand in"),
+            Arg("--out", help="zip to write (default: the term's name, HW2P2_final_submission.zip)"),
+            Arg("--kaggle-username",
+                help="the Kaggle account that submitted (default: KAGGLE_USERNAME, else the account the credentials "
+                     "sign in as)"),
+            Arg("--slack", action="store_true", help="Spring 2026: the best score of the slack competition"),
+            Arg("--wandb-project", metavar="ENTITY/PROJECT",
+                help="Spring 2026: the W&B project whose best runs to export (default: the run's own)"),
+            Arg("--draft", action="store_true",
+                help="write the zip even when members cannot be built (named _DRAFT, with MISSING.txt)"),
+            Arg("--acknowledgement", default="acknowledgement.txt", help="the acknowledgement file"),
+            Arg("--readme", default="README.txt", help="the implementation notes"),
+            Arg("--submission", action="append", help="submission CSV(s) (default: RUN/submission*.csv)"),
+            Arg("--checkpoint-json", help="checkpoint_submission.json (default: RUN/checkpoint_submission.json)"),
+            Arg("--kaggle-score", type=float, help="Fall 2025: your best Kaggle score, to record it"),
+    ),
+    Command("export", _export, "the embedder as an ONNX model, checked on onnxruntime",
+            "Write the backbone and embedding head (no margin head) as ONNX: uint8 images of the trained size in, "
+            "normalised inside the graph, unit embeddings out, any batch size; class mapping, val threshold and "
+            "training summary in its metadata. Before writing, the val pairs' images go through onnxruntime (CPU) and "
+            "PyTorch: every image's embeddings must agree (cosine >= 0.9999) and the val EER to 4 decimals, or "
+            "nothing is written. Needs pip install 'hw2p2-helpers[export]'.",
+            Arg("--checkpoint", required=True, help="a checkpoint (best.pt)"),
+            Arg("--out", required=True, help="the .onnx file to write"),
+            Arg("--data-root", help="data root of the val pairs checked (default: the one the checkpoint trained on)"),
+            Arg("--weights", choices=("raw", "ema"),
+                help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)"),
+            Arg("--json", action="store_true", help="print one JSON object"),
+    ),
+    Command("bench", _bench, "measure training, data loading and evaluation speed",
+            "train: images/s and FLOPs utilisation of the plain training step against the engine's fast step, same "
+            "model and batch, with what the timed probe measured of each fast-path choice. data: decode + "
+            "augmentation images/s per worker, naive loader against the project's, with JPEG decoding alone as the "
+            "ceiling. eval: embeddings/s and the time to score the val and test pairs. onnx: the exported model's "
+            "size and embeddings/s on onnxruntime against PyTorch on the CPU.",
+            Arg("what", choices=("train", "data", "eval", "onnx")),
+            _config_arguments,
+            Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps"),
+            Arg("--batch-size", type=_positive_int, help="batch size (default: the config's)"),
+            Arg("--classes", type=_positive_int, default=COURSE_CLASSES, help="train: margin-head classes"),
+            Arg("--steps", type=_positive_int, help="train: timed steps per path"),
+            Arg("--data-root", help="data, eval, onnx: a data root (default: generated demo faces)"),
+            Arg("--workers", type=int, default=0, help="data: loader workers (0: in this process)"),
+            Arg("--images", type=_positive_int, default=2000, help="data: images to load"),
+            Arg("--checkpoint", help="eval, onnx: a checkpoint (default: an untrained model of the config)"),
+            Arg("--tta", action="store_true", help="eval, onnx: flip test-time augmentation"),
+            Arg("--json", action="store_true", help="print one JSON object"),
+    ),
+    Command("selftest", _selftest, "run every device path a few steps: what works, what a run costs",
+            "On the device training would use, run each path (autocast, channels-last, fused optimiser, "
+            "torch.compile, JPEG decoding in workers and on the device, a one-process DDP group, checkpoint round "
+            "trip, evaluation) a few steps on synthetic input and say what works, what the timed probe measured of "
+            "autocast and channels-last, and what training does instead; then time the training step and estimate an "
+            "epoch. Exit 0 when training can run, 1 when not.",
+            _config_arguments,
+            Arg("--data-root", help="estimate an epoch of this data root (default: the course data, 431,550 images)"),
+            Arg("--compile", action="store_true", help="also check torch.compile of the training step"),
+            Arg("--compile-seconds", type=float, default=300.0, help="time box of the compile check"),
+            Arg("--seconds", type=float, default=20.0, help="length of the timed training run (default 20)"),
+            Arg("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)"),
+            Arg("--json", action="store_true", help="print one JSON object"),
+    ),
+    Command("sweep", _sweep, "run a notebook over a grid of parameters with papermill",
+            "Execute the notebook once per combination of --grid values (each in its own run folder; finished "
+            "combinations are skipped, unfinished ones resume) and write results.csv, results.md and eer.png.",
+            Arg("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to run"),
+            Arg("--grid", action="append", metavar="NAME=V1,V2",
+                help="a notebook parameter and its values (repeatable; every combination runs)"),
+            Arg("--param", action="append", metavar="NAME=VALUE",
+                help="a notebook parameter fixed for every run (repeatable)"),
+            Arg("--out", default="runs/sweep", help="sweep folder (default runs/sweep)"),
+    ),
+    Command("report", _report, "compare finished runs: a table and val EER against time",
+            "One row per run folder (best and final val EER, AUC, images/s, epochs, minutes), written as report.csv "
+            "and report.md, and a plot of val EER against elapsed time (eer_over_time.png).",
+            Arg("runs", nargs="+", help="run folders (each holding metrics.jsonl)"),
+            Arg("--out", default="runs/report", help="folder for the report (default runs/report)"),
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command in :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(prog="python -m helpers",
+                                     description="HW2P2 face verification: data, training, evaluation, hand-in.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.description)
+        for add in command.arguments:
+            add(sub)
+        sub.set_defaults(handler=command.handler)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

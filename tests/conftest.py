@@ -30,12 +30,12 @@ def fake_timings(monkeypatch):
     """``fake(rates, not_finite=())`` makes the timed probe measure ``rates`` (images/s per (amp, channels-last))
     from then on, as a fresh process would, and returns the list of candidate lists it is asked to time, one per
     probe run. The cached decisions are cleared after the test too, so that no faked timing reaches another."""
-    from helpers.core import device as device_module
-    from helpers.core.device import Measured
+    from helpers.model import probe as probe_module
+    from helpers.model.probe import Measured
 
     def clear():
-        device_module.probe_problem.cache_clear()
-        device_module.timed_probe.cache_clear()
+        probe_module.probe_problem.cache_clear()
+        probe_module.timed_probe.cache_clear()
 
     def fake(rates: dict, not_finite=()) -> list:
         clear()
@@ -48,7 +48,7 @@ def fake_timings(monkeypatch):
                                   "the loss was not finite" if (amp, layout) in not_finite else None)
                          for amp, layout in candidates)
 
-        monkeypatch.setattr(device_module, "_measure", measure)
+        monkeypatch.setattr(probe_module, "_measure", measure)
         return asked
 
     yield fake

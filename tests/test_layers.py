@@ -18,21 +18,31 @@ def rank_of_layers(layers) -> dict[str, int]:
             for name in (level if isinstance(level, tuple) else (level,))}
 
 
+def modules_of(package: Path, name: str = "helpers"):
+    """Each module of ``package``: its dotted name, its file and its parsed source."""
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        yield ".".join((name, *parts)).removesuffix(".__init__"), path, ast.parse(path.read_text(), str(path))
+
+
+def origin_of(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module a ``from ... import`` reads; a relative one against the importer's package (a
+    package's __init__ is its own)."""
+    if not node.level:
+        return node.module or ""
+    package_parts = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    base = package_parts[: len(package_parts) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(package: Path, name: str = "helpers") -> dict[str, set[str]]:
     """Every module of ``package`` and the package modules it imports, at the top or inside a function."""
     found = {}
-    for path in sorted(package.rglob("*.py")):
-        parts = path.relative_to(package).with_suffix("").parts
-        module = ".".join((name, *parts)).removesuffix(".__init__")
+    for module, path, tree in modules_of(package, name):
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: against the importer's package (a package's __init__ is its own)
-                    package_parts = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-                    base = package_parts[: len(package_parts) - node.level + 1]
-                    origin = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    origin = node.module or ""
+                origin = origin_of(module, path, node)
                 if origin == name or origin.startswith(name + "."):
                     # `from helpers.eval import plots` imports the module helpers.eval.plots
                     targets |= {f"{origin}.{alias.name}" if _is_module(package, name, f"{origin}.{alias.name}")
@@ -93,6 +103,47 @@ def circles(imports: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_uses(package: Path, name: str = "helpers") -> list[str]:
+    """Each place a module reads another module's private name: ``from x import _y``, or ``x._y`` where ``x``
+    was imported from the package (a module, or a class or function of one)."""
+    wrong = []
+    for module, path, tree in modules_of(package, name):
+        imported = {}  # a local name -> the package's module or object it stands for
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                origin = origin_of(module, path, node)
+                if origin == name or origin.startswith(name + "."):
+                    for alias in node.names:
+                        if is_private(alias.name) and origin != module:
+                            wrong.append(f"{module} imports {origin}.{alias.name}")
+                        imported[alias.asname or alias.name] = f"{origin}.{alias.name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == name or alias.name.startswith(name + "."):
+                        # `import helpers.a.b` binds `helpers`; `import helpers.a.b as b` binds the module
+                        imported[alias.asname or name] = alias.name if alias.asname else name
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and is_private(node.attr):
+                owner = _named(node.value, imported)
+                if owner is not None and owner != module:
+                    wrong.append(f"{module} uses {owner}.{node.attr}")
+    return wrong
+
+
+def _named(node: ast.expr, imported: dict[str, str]) -> str | None:
+    """What of the package an expression such as ``bench`` or ``helpers.tools.bench`` names, when imported."""
+    if isinstance(node, ast.Name):
+        return imported.get(node.id)
+    if isinstance(node, ast.Attribute) and not is_private(node.attr):
+        owner = _named(node.value, imported)
+        return None if owner is None else f"{owner}.{node.attr}"
+    return None
+
+
 def test_no_layer_imports_from_beside_or_above():
     assert layer_violations(imports_of(PACKAGE), helpers.LAYERS) == []
 
@@ -100,6 +151,10 @@ def test_no_layer_imports_from_beside_or_above():
 def test_no_import_circles():
     imports = {m: {t for t in ts if layer_of(t) is not None} for m, ts in imports_of(PACKAGE).items()}
     assert circles(imports) == []
+
+
+def test_no_module_reads_another_modules_private_names():
+    assert private_uses(PACKAGE) == []
 
 
 def test_every_sub_package_is_a_layer():
@@ -132,3 +187,18 @@ def test_the_checks_catch_an_upward_import_a_sideways_one_and_a_circle(toy):
     assert wrong == ["helpers.data.layout (data) imports helpers.training.engine (training)",
                      "helpers.model.resnet (model) imports helpers.data.layout (data)"]
     assert ["helpers.core.config", "helpers.core.io", "helpers.core.config"] in circles(imports_of(toy))
+
+
+def test_the_check_catches_a_private_name_read_from_another_module(toy):
+    (toy / "core" / "io.py").write_text("import os\n\n\ndef _open():\n    return os\n")
+    (toy / "data" / "layout.py").write_text("from helpers.core.io import os\nfrom helpers.core import io\n\n\n"
+                                            "def _own():\n    return _own.__name__, io.__name__, io.os\n")
+    assert private_uses(toy) == []  # its own private names and dunders are fine
+    (toy / "data" / "layout.py").write_text("from helpers.core.io import _open\n")
+    (toy / "model" / "resnet.py").write_text("from ..core import io\n\n\ndef build():\n    return io._open()\n")
+    (toy / "eval" / "plots.py").write_text("import helpers.core.io\n\nhelpers.core.io._open()\n")
+    (toy / "tools" / "bench.py").write_text("import helpers.core.io as files\n\nfiles._open()\n")
+    assert private_uses(toy) == ["helpers.data.layout imports helpers.core.io._open",
+                                 "helpers.eval.plots uses helpers.core.io._open",
+                                 "helpers.model.resnet uses helpers.core.io._open",
+                                 "helpers.tools.bench uses helpers.core.io._open"]

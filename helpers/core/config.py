@@ -177,6 +177,14 @@ class OptimConfig(Section):
     """true: no weight decay on BatchNorm weights and biases"""
 
 
+def optimizer_class(name: str):
+    """The torch optimiser an ``optim.name`` stands for: training builds it, and the fast-path probes step the
+    same kind. torch loads here, on first use, so that reading a configuration stays instant."""
+    import torch
+
+    return {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+
+
 class SchedConfig(Section):
     name: Literal["none", "cosine", "step", "multistep", "plateau"] = "none"
     """none | cosine (per step) | step | multistep | plateau (on val EER)"""

@@ -57,9 +57,9 @@ class PackedImages:
         return os.pread(self._fd, length, offset)
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_fd"] = state["_pid"] = None
-        return state
+        pickled = dict(self.__dict__)
+        pickled["_fd"] = pickled["_pid"] = None  # a descriptor does not cross processes
+        return pickled
 
 
 def write_pack(target: Path, items: list[tuple[str, bytes, str | None]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.core import kaggle, runtime
+from helpers.core import host, kaggle
 from helpers.core.errors import UserError
 from helpers.data.layout import data_roots_below, find_data_root
 
@@ -48,7 +48,7 @@ def attached_kaggle_data(competition: str = "", inputs: Path | None = None, dept
     below, named differently every term. When ``competition`` is attached, only
     it is searched. ``inputs`` defaults to ``/kaggle/input``.
     """
-    inputs = runtime.KAGGLE_INPUT if inputs is None else inputs
+    inputs = host.KAGGLE_INPUT if inputs is None else inputs
     if not inputs.is_dir():
         return None
     found = data_roots_below(inputs / competition if competition and (inputs / competition).is_dir() else inputs,

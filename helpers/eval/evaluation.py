@@ -3,7 +3,7 @@
 Each unique image is embedded once, however many pairs name it. Embeddings
 are unit vectors, so a pair's score is their dot product, the cosine
 similarity, or that cosine normalised against the class centres
-(``EvalSettings.score_norm``, see :mod:`helpers.score_norm`). Flip test-time
+(``EvalSettings.score_norm``, see :mod:`helpers.eval.score_norm`). Flip test-time
 augmentation adds the embedding of the mirrored image and renormalises.
 """
 
@@ -19,21 +19,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.core.config import Config, load_config
-from helpers.core.device import FastPath, default_workers, fast_path, pick_device
+from helpers.core.config import Config
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
+from helpers.core.records import ArmMetrics, RunRecord
 from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.augment import normalize
-from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device
+from helpers.data.datasets import FaceImages, collate, decode_batch
 from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData, Pair, open_data
 from helpers.data.stage import evaluation_root
 from helpers.eval.metrics import verification_metrics
+from helpers.eval.runtime import Runtime, resolve_runtime
 from helpers.eval.score_norm import ScoreNorm
 from helpers.eval.score_norm import pair_scores as score_rows
-from helpers.model.checkpoint import load_checkpoint, model_weights, weights_misfit
-from helpers.model.resnet import FaceModel, build_face_model
+from helpers.model.checkpoint import Checkpoint
+from helpers.model.resnet import FaceModel
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,14 @@ class EvalSettings:
     score_norm: ScoreNorm = ScoreNorm()
 
 
-def eval_settings(cfg: Config, device: torch.device, speed: FastPath, **changes) -> EvalSettings:
-    """How a model trained under ``cfg`` is evaluated on ``device`` (``speed``: its fast path, from
-    :func:`helpers.core.device.fast_path`): the one place evaluation settings are made, for training, evaluate,
-    submit, the benchmarks and the self-test. ``changes`` replace fields (``tta``, ``progress``, ``batch_size``...).
-    """
-    settings = EvalSettings(device=device, batch_size=2 * cfg.train.batch_size,
-                            workers=default_workers(cfg.data.num_workers, device),
-                            image_size=cfg.data.image_size, amp=speed.amp, channels_last=speed.channels_last,
-                            tta=cfg.train.eval_tta, decode_on_device=decodes_on_device(cfg.data.decode))
+def eval_settings(cfg: Config, runtime: Runtime, **changes) -> EvalSettings:
+    """How a model trained under ``cfg`` is evaluated in ``runtime`` (its device, fast path, loader workers and
+    decoding): the one place evaluation settings are made, for training, evaluate, submit, the benchmarks and
+    the self-test. ``changes`` replace fields (``tta``, ``progress``, ``batch_size``...)."""
+    fast = runtime.fast_path
+    settings = EvalSettings(device=runtime.device, batch_size=2 * cfg.train.batch_size, workers=runtime.workers,
+                            image_size=cfg.data.image_size, amp=fast.amp, channels_last=fast.channels_last,
+                            tta=cfg.train.eval_tta, decode_on_device=runtime.decode_on_device)
     return replace(settings, **changes)
 
 
@@ -207,6 +207,25 @@ def classify(model, paths: Sequence[Path], labels: Sequence[int], settings: Eval
             "images": int(usable.sum())}
 
 
+def arm_metrics(model: FaceModel, data: FaceData, classes: Sequence[str], settings: EvalSettings,
+                bootstrap: int = 0) -> tuple[ArmMetrics, dict | None]:
+    """One set of weights measured as a run records it: val verification (with val pairs), dev top-1/5 (with dev
+    images of known identities) and the combined score of the two; and the verification result (None without
+    val pairs)."""
+    verified = ArmMetrics()
+    verification = verify_pairs(model, data, settings, bootstrap=bootstrap) if data.val_pairs else None
+    if verification is not None:
+        low, high = verification.get("eer_ci95", (None, None))
+        verified = ArmMetrics(val_eer=verification["eer"], val_auc=verification["auc"],
+                              val_accuracy=verification["accuracy"], val_threshold=verification["threshold"],
+                              val_tar_at_far=verification["tar_at_far"], val_eer_low=low, val_eer_high=high,
+                              val_unscored_pairs=verification["unscored_pairs"] or None)
+    accuracy = dev_accuracy(model, data, classes, settings)
+    top1, top5 = (accuracy["top1"], accuracy["top5"]) if accuracy is not None else (None, None)
+    measured = replace(verified, dev_top1=top1, dev_top5=top5, val_score=combined_score(top1, verified.val_eer))
+    return measured, verification
+
+
 @torch.no_grad()
 def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch.Tensor,
              probe_labels: Sequence[int]) -> dict:
@@ -226,42 +245,24 @@ def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch
             "probes": int(len(probes)), "identities": int(len(identities))}
 
 
-def restore_model(state: dict, device: torch.device, weights: str | None = None,
-                  source: str | Path = "the checkpoint") -> FaceModel:
-    """A checkpoint's FaceModel, in eval mode on ``device``: the weights it grades, or ``weights`` (raw, ema)."""
-    model = build_face_model(state["config"], len(state["classes"]))
-    chosen = model_weights(state, weights, source)
-    misfit = weights_misfit(model, chosen)
-    if misfit:
-        raise UserError(f"the weights in {source} do not fit the model that its own configuration and class list "
-                        f"({len(state['classes'])} classes) describe: {misfit}; the file was changed after "
-                        "training or written by another tool")
-    model.load_state_dict(chosen)
-    return model.to(device).eval()
-
-
-def stored_threshold(state: dict, settings: EvalSettings) -> float | None:
-    """The val EER threshold an opened checkpoint (:func:`open_checkpoint`) stores, when ``settings`` make scores
-    the way it was found: raw cosines of the graded weights, with the training run's TTA setting; else None."""
-    same_scoring = settings.tta == state["config"].train.eval_tta and settings.score_norm.method == "none"
-    return state.get("val", {}).get("val_threshold") if same_scoring else None
+def stored_threshold(checkpoint: Checkpoint, settings: EvalSettings) -> float | None:
+    """The val EER threshold stored for the weights ``checkpoint`` grades (:meth:`Checkpoint.grading`), when
+    ``settings`` make scores the way it was found: raw cosines, with the training run's TTA setting; else None."""
+    same_scoring = settings.tta == checkpoint.config.train.eval_tta and settings.score_norm.method == "none"
+    return checkpoint.val.val_threshold if same_scoring else None
 
 
 def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, device: str = "auto",
-                    tta: bool = False, batch_size: int | None = None, progress: bool = False, need_data: bool = True, weights: str | None = None,
-                    score_norm: ScoreNorm = ScoreNorm()):
-    """A checkpoint's model, its state, its data root (``data_root`` or the one it trained on) and eval settings.
-
-    ``weights`` picks the trained (raw) or averaged (ema) weights over the ones the checkpoint grades.
-    """
-    state = load_checkpoint(checkpoint)
-    cfg = state["config"] = load_config(base=state["config"])  # checkpoints from older versions gain new keys
-    if weights is not None and weights != state.get("graded", "raw"):
-        state["val"] = {}  # the stored val threshold belongs to the other weights
-    device = pick_device(device)
-    speed = fast_path(cfg, device, state.get("fast_path"))  # autocast and layout as the run trained, where it can
-    model = speed.place(restore_model(state, device, weights, checkpoint), device)
-    settings = eval_settings(cfg, device, speed, tta=tta, progress=progress, score_norm=score_norm)
+                    tta: bool = False, batch_size: int | None = None, progress: bool = False, need_data: bool = True,
+                    weights: str | None = None, score_norm: ScoreNorm = ScoreNorm()):
+    """A checkpoint's model, the checkpoint as grading ``weights`` (raw, ema; default: the ones it grades), its
+    data root (``data_root`` or the one it trained on) and eval settings."""
+    opened = Checkpoint.load(checkpoint).grading(weights)
+    cfg = opened.config
+    # autocast and layout as the run trained, where this device allows
+    runtime = resolve_runtime(cfg, device, previous=opened.fast_path)
+    model = runtime.place(opened.restore_model(source=checkpoint))
+    settings = eval_settings(cfg, runtime, tta=tta, progress=progress, score_norm=score_norm)
     if batch_size:
         settings = replace(settings, batch_size=batch_size)
     data = None
@@ -272,7 +273,7 @@ def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
             raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
         data = open_data(root, cfg.data.layout if data_root is None else "auto", cfg.data.max_image_pixels,
                          cfg.data.follow_links)
-    return model, state, data, settings
+    return model, opened, data, settings
 
 
 def hardest_pairs(pairs: Sequence[Pair], scores: np.ndarray, labels: np.ndarray, threshold: float, count: int = 4):
@@ -287,31 +288,31 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                         device: str = "auto", bootstrap: int = 0, gallery_per_identity: int = 10,
                         plots_dir: str | Path | None = None, progress: bool = False,
                         weights: str | None = None, score_norm: ScoreNorm = ScoreNorm(),
-                        term: str | None = None) -> dict:
+                        term: str | None = None, history: Sequence[RunRecord] = ()) -> dict:
     """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, the combined score, 1:N
     identification, plots; and the leaderboard metric of ``term`` (default: the checkpoint's course.term).
 
-    ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated.
+    ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated. ``history``: the records
+    of the run that wrote the checkpoint, drawn as training curves among the plots.
     """
-    from helpers.core.io import read_metrics
     from helpers.eval import plots
 
-    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
-                                                   weights=weights, score_norm=score_norm)
+    model, opened, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
+                                                    weights=weights, score_norm=score_norm)
     result: dict = {"checkpoint": str(checkpoint), "data_root": str(data.root), "tta": tta,
-                    "weights": weights or state.get("graded", "raw"), "score_norm": score_norm.describe(model.head)}
+                    "weights": opened.graded, "score_norm": score_norm.describe(model.head)}
     verification = None
     if data.val_pairs:
         verification = verify_pairs(model, data, settings, bootstrap=bootstrap)
         result.update({k: v for k, v in verification.items() if k not in ("scores", "labels")})
-    accuracy = dev_accuracy(model, data, state["classes"], settings)
+    accuracy = dev_accuracy(model, data, opened.classes, settings)
     if accuracy is not None:
         result.update(top1=accuracy["top1"], top5=accuracy["top5"], dev_images=accuracy["images"])
         if data.train is not None and data.train.labels:
-            index = {name: i for i, name in enumerate(state["classes"])}
-            result.update(_identification(model, data, index, *known_dev_images(data, state["classes"]), settings,
+            index = {name: i for i, name in enumerate(opened.classes)}
+            result.update(_identification(model, data, index, *known_dev_images(data, opened.classes), settings,
                                           gallery_per_identity))
-    result.update(_leaderboard(result, get_term(term or state["config"].course.term)))
+    result.update(_leaderboard(result, get_term(term or opened.config.course.term)))
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
         written = []
@@ -331,9 +332,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                                            [float(scores[i]) for i, _ in chosen], [kind for _, kind in chosen],
                                            plots_dir / "hardest_pairs.png")
             written += ["roc.png", "det.png", "scores.png"] + (["hardest_pairs.png"] if chosen else [])
-        records = read_metrics(Path(checkpoint).parent / "metrics.jsonl")
-        if records:
-            plots.training_curves_figure(records, plots_dir / "training_curves.png")
+        if history:
+            plots.training_curves_figure(history, plots_dir / "training_curves.png")
             written.append("training_curves.png")
         result["plots"] = [str(plots_dir / name) for name in written]
     return result
@@ -371,11 +371,11 @@ def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bo
     The stored threshold was found on raw cosines, with the training run's
     TTA setting; scores made any other way get None.
     """
-    model, state, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
-                                                weights=weights, score_norm=score_norm)
+    model, opened, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
+                                                 weights=weights, score_norm=score_norm)
     paths = existing_images(images)
     rows = consecutive_pairs(paths, *embed_images(model, paths, settings), settings.score_norm, model.head)
-    return rows, stored_threshold(state, settings)
+    return rows, stored_threshold(opened, settings)
 
 
 def existing_images(images: Sequence[str | Path]) -> list[Path]:

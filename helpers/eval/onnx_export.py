@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from helpers.core.device import default_workers
 from helpers.core.errors import UserError, one_line
 from helpers.core.io import atomic_write
+from helpers.core.records import ArmMetrics, field_keys
 from helpers.data.augment import normalize
 from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData
@@ -40,11 +41,13 @@ from helpers.eval.evaluation import (EvalSettings, consecutive_pairs, embed_imag
                                      stored_threshold)
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm
+from helpers.model.checkpoint import Checkpoint
 from helpers.model.resnet import FaceModel
 
 FORMAT = "hw2p2-face-embedder"  # the metadata marker of a file this module wrote
 MIN_COSINE = 0.9999
 MAX_NORM_ERROR = 1e-4
+KEYS = field_keys(ArmMetrics)  # the file keeps the val threshold and EER under their metrics.jsonl keys
 INPUT, OUTPUT = "images", "embeddings"
 EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # onnxscript: the dynamo exporter builds the graph with it
 
@@ -148,32 +151,32 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | 
     ``weights`` (raw, ema) chooses the weights; by default the ones the checkpoint grades.
     """
     require(EXPORT_PACKAGES, "the ONNX export")
-    model, state, data, settings = open_checkpoint(checkpoint, data_root, device="cpu", progress=progress,
-                                                   weights=weights)
-    cfg = state["config"]
+    model, opened, data, settings = open_checkpoint(checkpoint, data_root, device="cpu", progress=progress,
+                                                    weights=weights)
+    cfg = opened.config
     # The scoring the stored threshold was found with, in fp32: the exported graph computes in fp32, so that is
     # what it must match, whatever autocast the run trained and evaluated under (bf16 on CPUs with bf16 kernels).
     settings = replace(settings, tta=cfg.train.eval_tta, amp=None)
-    threshold = stored_threshold(state, settings)
-    about = {"checkpoint": Path(checkpoint).name, "weights": weights or state.get("graded", "raw"),
-             "classes": json.dumps(state["classes"]), "threshold_tta": json.dumps(settings.tta),
-             "training": json.dumps(training_summary(state))}
+    threshold = stored_threshold(opened, settings)
+    about = {"checkpoint": Path(checkpoint).name, "weights": opened.graded,
+             "classes": json.dumps(opened.classes), "threshold_tta": json.dumps(settings.tta),
+             "training": json.dumps(training_summary(opened))}
     if threshold is not None:
-        about["val_threshold"] = repr(threshold)
-        about["val_eer"] = repr(state["val"].get("val_eer"))
+        about[KEYS.val_threshold] = repr(threshold)
+        about[KEYS.val_eer] = repr(opened.val.val_eer)
     return export_model(model, data, settings, out, about)
 
 
-def training_summary(state: dict) -> dict:
+def training_summary(checkpoint: Checkpoint) -> dict:
     """The training configuration a user of the exported model may want to know, and how far the run got."""
-    cfg = state["config"]
+    cfg = checkpoint.config
     return {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
             "data": {"image_size": cfg.data.image_size, "root": cfg.data.root},
             "optim": {"name": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay},
             "sched": cfg.sched.name, "train": {"epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                                                "ema": cfg.train.ema, "seed": cfg.train.seed},
-            "run": cfg.run.name, "epochs_trained": state.get("epoch"), "best_epoch": state.get("best_epoch"),
-            "classes": len(state["classes"]), "saved_at": state.get("saved_at")}
+            "run": cfg.run.name, "epochs_trained": checkpoint.epoch,
+            "best_epoch": checkpoint.best_epoch, "classes": len(checkpoint.classes), "saved_at": checkpoint.saved_at}
 
 
 def export_model(model: FaceModel, data: FaceData, settings: EvalSettings, out: str | Path,
@@ -215,7 +218,7 @@ def export_model(model: FaceModel, data: FaceData, settings: EvalSettings, out: 
     atomic_write(out, lambda handle: handle.write(serialized), check=check)
     return ExportReport(str(out), out.stat().st_size, exporter, opset,
                         f"{proto.producer_name} {proto.producer_version}", settings.image_size, embedding_dim,
-                        runtime=f"onnxruntime {onnxruntime.__version__}", threshold=_float(about.get("val_threshold")),
+                        runtime=f"onnxruntime {onnxruntime.__version__}", threshold=_float(about.get(KEYS.val_threshold)),
                         **found)
 
 
@@ -302,9 +305,9 @@ class OnnxEmbedder:
 
     def threshold(self, tta: bool) -> float | None:
         """The checkpoint's val EER threshold, when scores are made as it was found (the same flip TTA); or None."""
-        if "val_threshold" not in self.metadata or json.loads(self.metadata.get("threshold_tta", "false")) != tta:
+        if KEYS.val_threshold not in self.metadata or json.loads(self.metadata.get("threshold_tta", "false")) != tta:
             return None
-        return float(self.metadata["val_threshold"])
+        return float(self.metadata[KEYS.val_threshold])
 
     def run(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Unit-norm embeddings of a uint8 batch; flip TTA adds the mirrored images' and renormalises, as the

@@ -18,6 +18,7 @@ from scipy.stats import norm
 from sklearn.metrics import det_curve, roc_curve
 
 from helpers.core.io import atomic_write
+from helpers.core.records import RunRecord
 
 
 def save(figure: Figure, path: str | Path | None) -> Figure:
@@ -109,29 +110,30 @@ def hardest_pairs_figure(images_a: Sequence, images_b: Sequence, scores: Sequenc
     return save(figure, path)
 
 
-def training_curves_figure(records: list[dict], path=None) -> Figure:
+def training_curves_figure(records: Sequence[RunRecord | dict], path=None) -> Figure:
     """Train loss, learning rate and val EER per epoch (and the EMA's val EER, and the combined score of dev top-1
-    and val EER when it was measured), from a run's metrics.jsonl."""
-    trained = [r for r in records if r.get("train_loss") is not None]
-    evaluated = [r for r in records if r.get("val_eer") is not None]
+    and val EER when it was measured), from a run's metrics.jsonl (its records, or its lines as read)."""
+    records = [r if isinstance(r, RunRecord) else RunRecord.from_line(r) for r in records]
+    trained = [r for r in records if r.trained is not None and r.trained.train_loss is not None]
+    evaluated = [r for r in records if r.metrics().val_eer is not None]
     figure = Figure(figsize=(12, 3.4))
     loss_ax, lr_ax, eer_ax = figure.subplots(1, 3)
-    loss_ax.plot([r["epoch"] for r in trained], [r["train_loss"] for r in trained], marker=".")
+    loss_ax.plot([r.epoch for r in trained], [r.trained.train_loss for r in trained], marker=".")
     loss_ax.set_title("train loss")
-    lr_ax.plot([r["epoch"] for r in trained], [r["lr"] for r in trained], marker=".", color="C1")
+    lr_ax.plot([r.epoch for r in trained], [r.trained.lr for r in trained], marker=".", color="C1")
     lr_ax.set_title("learning rate (end of epoch)")
-    eer_ax.plot([r["epoch"] for r in evaluated], [r["val_eer"] for r in evaluated], marker=".", color="C2",
+    eer_ax.plot([r.epoch for r in evaluated], [r.metrics().val_eer for r in evaluated], marker=".", color="C2",
                 label="trained weights")
-    averaged = [r for r in evaluated if r.get("val_eer_ema") is not None]
+    averaged = [r for r in evaluated if r.metrics("ema").val_eer is not None]
     if averaged:  # train.ema: the moving average's curve beside the trained weights'
-        eer_ax.plot([r["epoch"] for r in averaged], [r["val_eer_ema"] for r in averaged], marker=".", color="C4",
-                    label="EMA weights")
+        eer_ax.plot([r.epoch for r in averaged], [r.metrics("ema").val_eer for r in averaged], marker=".",
+                    color="C4", label="EMA weights")
         eer_ax.legend(fontsize=8)
     eer_ax.set_title("val EER (lower is better)")
-    scored = [r for r in evaluated if r.get("val_score") is not None]
+    scored = [r for r in evaluated if r.metrics().val_score is not None]
     if scored:  # Fall 2026's combined score, on its own axis: higher is better
         score_ax = eer_ax.twinx()
-        score_ax.plot([r["epoch"] for r in scored], [r["val_score"] for r in scored], ls="--", color="C5")
+        score_ax.plot([r.epoch for r in scored], [r.metrics().val_score for r in scored], ls="--", color="C5")
         score_ax.set_ylabel("combined score (dashed, higher is better)", color="C5", fontsize=8)
         eer_ax.set_title("val EER (lower is better) and combined score")
     for ax in (loss_ax, lr_ax, eer_ax):

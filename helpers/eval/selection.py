@@ -25,15 +25,17 @@ import numpy as np
 import torch
 
 from helpers.core.config import TrainConfig
+from helpers.core.records import ArmMetrics, field_keys
 from helpers.core.terms import Leaderboard
 from helpers.eval.metrics import paired_bootstrap_eers
 
-ARMS = ("raw", "ema")
 # train.select -> (arm, which evaluation of it)
 RULES = {"best": ("raw", "best"), "ema_best": ("ema", "best"), "last": ("raw", "last"), "ema_last": ("ema", "last"),
          "leaderboard": ("raw", "leaderboard"), "ema_leaderboard": ("ema", "leaderboard")}
 BY_EER = Leaderboard(metric="eer", better="lower", wandb_key="EER")  # what best and ema_best rank by
 ARM_NAMES = {"raw": "trained weights", "ema": "EMA weights"}
+KEY = field_keys(ArmMetrics)  # selection.json names its numbers as the run's records do
+EER_INTERVAL = f"{KEY.val_eer}_ci95"
 
 
 def resolve_select(train: TrainConfig) -> str:
@@ -45,25 +47,34 @@ def resolve_select(train: TrainConfig) -> str:
 
 @dataclass
 class Evaluation:
-    """One arm at one evaluation: its val EER and dev top-1, the val_* fields a checkpoint stores, the scores of
-    the val pairs."""
+    """One arm at one evaluation: its val EER and dev top-1, its measured fields as a checkpoint stores them
+    (``metrics``, plain values; :attr:`measured` reads them), the scores of the val pairs."""
 
     arm: str
     epoch: float
     eer: float
-    metrics: dict
+    metrics: dict  # an ArmMetrics given here is kept as its dict: checkpoints hold plain values
     scores: np.ndarray | None = None  # in val_pairs.txt order; NaN where a pair could not be scored
     top1: float | None = None  # dev top-1 of these weights, for the combined score
+
+    def __post_init__(self):
+        if isinstance(self.metrics, ArmMetrics):
+            self.metrics = self.metrics.as_dict()
+
+    @property
+    def measured(self) -> ArmMetrics:
+        """The fields this evaluation measured."""
+        return ArmMetrics.from_dict(self.metrics)
 
     def state_dict(self) -> dict:
         return {"arm": self.arm, "epoch": self.epoch, "eer": self.eer, "metrics": self.metrics, "top1": self.top1,
                 "scores": None if self.scores is None else torch.from_numpy(np.asarray(self.scores, np.float64))}
 
     @classmethod
-    def from_state(cls, state: dict) -> "Evaluation":
-        scores = state.get("scores")
-        return cls(state["arm"], state["epoch"], state["eer"], state.get("metrics", {}),
-                   None if scores is None else scores.numpy(), state.get("top1"))
+    def from_state(cls, saved: dict) -> "Evaluation":
+        scores = saved.get("scores")
+        return cls(saved["arm"], saved["epoch"], saved["eer"], saved.get("metrics", {}),
+                   None if scores is None else scores.numpy(), saved.get("top1"))
 
 
 class Selection:
@@ -136,12 +147,13 @@ class Selection:
         for (candidate, role), test in zip(others, tests):
             low, high = test["ci95"]
             comparisons.append({"weights": candidate.arm, "role": " and ".join(role), "epoch": candidate.epoch,
-                                "val_eer": candidate.eer, "val_score": candidate.metrics.get("val_score"),
+                                KEY.val_eer: candidate.eer, KEY.val_score: candidate.measured.val_score,
                                 "difference": test["difference"],
                                 "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
-        return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, "val_eer": graded.eer,
-                "val_eer_ci95": [graded.metrics.get("val_eer_low"), graded.metrics.get("val_eer_high")],
-                "val_score": graded.metrics.get("val_score"), "bootstrap_rounds": rounds, "comparisons": comparisons}
+        measured = graded.measured
+        return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, KEY.val_eer: graded.eer,
+                EER_INTERVAL: [measured.val_eer_low, measured.val_eer_high],
+                KEY.val_score: measured.val_score, "bootstrap_rounds": rounds, "comparisons": comparisons}
 
     def holds(self, name: str) -> tuple[str, Evaluation | None]:
         """The arm a checkpoint file grades, and the evaluation its weights had: last.pt, best.pt, best_ARM.pt."""
@@ -156,30 +168,31 @@ class Selection:
         return {"rule": self.rule, "best": {arm: e.state_dict() for arm, e in self.best.items()},
                 "latest": {arm: e.state_dict() for arm, e in self.latest.items()}}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.best = {arm: Evaluation.from_state(s) for arm, s in state["best"].items()}
-        self.latest = {arm: Evaluation.from_state(s) for arm, s in state["latest"].items()}
+    def load_state_dict(self, saved: dict) -> None:
+        self.best = {arm: Evaluation.from_state(s) for arm, s in saved["best"].items()}
+        self.latest = {arm: Evaluation.from_state(s) for arm, s in saved["latest"].items()}
 
     @staticmethod
-    def legacy_state(checkpoint: dict) -> dict:
-        """The selection state of a checkpoint written before weight averaging: raw weights, best val EER only."""
-        if checkpoint.get("best_eer") is None:
+    def legacy_state(best_eer: float | None, best_epoch: float | None) -> dict:
+        """The selection state of a checkpoint written before weight averaging, which kept only the trained
+        weights' best val EER and its epoch."""
+        if best_eer is None:
             return {"best": {}, "latest": {}}
-        best = {"arm": "raw", "epoch": checkpoint["best_epoch"], "eer": checkpoint["best_eer"], "metrics": {}}
+        best = {"arm": "raw", "epoch": best_epoch, "eer": best_eer, "metrics": {}}
         return {"best": {"raw": best}, "latest": {}}
 
 
 def report_lines(report: dict) -> list[str]:
     """The end-of-run comparison for the log: one line for best.pt, one per other candidate."""
-    low, high = report["val_eer_ci95"]
+    low, high = report[EER_INTERVAL]
     interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None else ""
-    score = f", score {report['val_score']:.4f}" if report.get("val_score") is not None else ""
+    score = f", score {report[KEY.val_score]:.4f}" if report.get(KEY.val_score) is not None else ""
     lines = [f"best.pt ({report['select']}): {ARM_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
-             f"val EER {report['val_eer']:.4f}{interval}{score}"]
+             f"val EER {report[KEY.val_eer]:.4f}{interval}{score}"]
     for item in report["comparisons"]:
         low, high = item["difference_ci95"]
         verdict = "distinguishable" if item["distinguishable"] else "within the noise of the val pairs"
         lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} (epoch {item['epoch']:g}, val EER "
-                     f"{item['val_eer']:.4f}): difference {item['difference']:+.4f}, paired 95 % CI "
+                     f"{item[KEY.val_eer]:.4f}): difference {item['difference']:+.4f}, paired 95 % CI "
                      f"{low:+.4f} to {high:+.4f}: {verdict}")
     return lines

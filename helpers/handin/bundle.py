@@ -29,7 +29,7 @@ from helpers.core.io import atomic_write
 from helpers.core.terms import Term, get_term
 from helpers.handin.key_scan import describe, files_inside, folder_texts, refuse_links_out, scan_file
 from helpers.handin.members import HandinSources
-from helpers.model.checkpoint import load_checkpoint
+from helpers.model.checkpoint import Checkpoint
 
 ACKNOWLEDGED = re.compile(r"^\s*ACKNOWLEDGED\s*=\s*True\s*$", re.MULTILINE)
 
@@ -92,7 +92,7 @@ def _sources(run_dir: Path, notebook: Path, acknowledgement: Path, readme: Path,
     if not ACKNOWLEDGED.search(acknowledgement.read_text(encoding="utf-8-sig", errors="replace")):
         raise UserError(f"{acknowledgement} does not say 'ACKNOWLEDGED = True': read the academic integrity "
                         "policy and set the flag in the notebook before handing in")
-    return HandinSources(run_dir, checkpoint, load_checkpoint(checkpoint), notebook, acknowledgement, readme, term,
+    return HandinSources(run_dir, checkpoint, Checkpoint.load(checkpoint), notebook, acknowledgement, readme, term,
                          datetime.datetime.now(), **options)
 
 
@@ -130,7 +130,7 @@ def _run_files(sources: HandinSources, submissions, checkpoint_json, kaggle_scor
         missing.append("no submission CSV: run `python -m helpers submit` first")
     # The course ranks runs by the summary key EER; the numbers come from metrics.jsonl, which holds what
     # W&B was sent, and the offline W&B runs travel as they are, for `wandb sync` once there is a login.
-    files["run_summary.json"] = json.dumps({"EER": sources.state.get("best_eer"), **run_summary(run_dir)},
+    files["run_summary.json"] = json.dumps({"EER": sources.saved.best_eer, **run_summary(run_dir)},
                                            indent=2).encode()
     wandb_runs = offline_runs(run_dir)
     for folder in wandb_runs:

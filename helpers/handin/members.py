@@ -16,11 +16,14 @@ import pickle
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from helpers.core.errors import UserError
 from helpers.core.terms import Member, Term
 from helpers.handin.schema import conform
+
+if TYPE_CHECKING:
+    from helpers.model.checkpoint import Checkpoint
 
 # Stand-ins replace these in tests; the defaults sign in with the credentials found on this machine.
 OPENERS: dict[str, Callable] = {}
@@ -44,7 +47,7 @@ class HandinSources:
 
     run_dir: Path
     checkpoint: Path
-    state: dict
+    saved: Checkpoint  # what the checkpoint file holds
     notebook: Path
     acknowledgement: Path
     readme: Path
@@ -101,21 +104,14 @@ class HandinSources:
 
     @cached_property
     def _model(self):
-        """The checkpoint's model, its weights loaded (what the backends describe)."""
-        from helpers.core.config import load_config
-        from helpers.model.checkpoint import model_weights
-        from helpers.model.resnet import build_face_model
-
-        model = build_face_model(load_config(base=self.state["config"]), len(self.state["classes"]))
-        model.load_state_dict(model_weights(self.state, source=self.checkpoint))
-        return model
+        """The checkpoint's model, the weights it grades loaded (what the backends describe)."""
+        return self.saved.restore_model(source=self.checkpoint)
 
     @cached_property
     def _summary(self) -> dict:
-        from helpers.core.config import load_config
         from helpers.model.summary import model_summary
 
-        summary = model_summary(load_config(base=self.state["config"]), len(self.state["classes"]))
+        summary = model_summary(self.saved.config, len(self.saved.classes))
         if not summary["within_budget"]:
             raise UserError(f"{self.checkpoint}'s model has {summary['total_params']:,} parameters, over the "
                             f"assignment's {summary['budget']:,}: the course refuses it")
@@ -134,7 +130,7 @@ class HandinSources:
         if table == "f25_model_metadata":
             return {"trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
                     "architecture": summary["architecture"], "checkpoint": self.checkpoint.name,
-                    "best_val_eer": self.state.get("best_eer"), "model": summary["printed_model"]}
+                    "best_val_eer": self.saved.best_eer, "model": summary["printed_model"]}
         if table == "s26_model_metadata":
             return {"parameter_count": summary["trainable_params"], "model_architecture": str(model)}
         if table == "f26_model_metadata":
@@ -179,9 +175,9 @@ class HandinSources:
 
     def _run_project(self) -> str:
         """``entity/project`` of the run's own W&B settings (the login's default entity when none is set)."""
-        settings = self.state["config"]["tracking"]["wandb"]
-        entity = settings.get("entity") or getattr(self.client("wandb"), "default_entity", None)
+        settings = self.saved.config.tracking.wandb
+        entity = settings.entity or getattr(self.client("wandb"), "default_entity", None)
         if not entity:
             raise UserError("the run names no W&B entity and the W&B login has no default one: pass "
                             "--wandb-project ENTITY/PROJECT")
-        return f"{entity}/{settings['project']}"
+        return f"{entity}/{settings.project}"

@@ -26,6 +26,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,9 @@ from helpers.core.terms import Term, combined_score, get_term
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm, norm_words
 from helpers.handin.sample import find_sample, read_sample
+
+if TYPE_CHECKING:  # torch loads only when a checkpoint is scored
+    from helpers.model.checkpoint import Checkpoint
 
 FORMATS = {"scores": ("ID", "Label"), "binary": ("id", "predicted")}
 
@@ -205,13 +209,13 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     from helpers.eval.evaluation import open_checkpoint
 
     out = output_file(out)  # refused before the scoring, not after it
-    model, state, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
-                                                   weights=weights, score_norm=score_norm)
-    chosen = get_term(term or state["config"].course.term)
+    model, opened, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
+                                                    weights=weights, score_norm=score_norm)
+    chosen = get_term(term or opened.config.course.term)
     competition = _competition(chosen, kaggle, slack, kaggle_competition)
-    description = kaggle_description(state, Path(checkpoint).parent, chosen, message) if competition else None
+    description = kaggle_description(opened, Path(checkpoint).parent, chosen, message) if competition else None
     sample_path = find_sample(data.root, sample)
-    scorer = _Scorer(model, state, data, settings)
+    scorer = _Scorer(model, opened, data, settings)
     if sample_path is not None:
         result = _from_sample(scorer, sample_path, out, fmt, score_norm)
     else:
@@ -220,8 +224,8 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     if description is not None:
         result.description = description
         result.messages.append(kaggle_tool.submit(out, competition, description))
-        if chosen.submission_tag and state["config"].tracking.wandb.mode == "offline":
-            result.messages.append(f"the W&B run {state.get('wandb_run_id')} logged offline: upload it with `wandb "
+        if chosen.submission_tag and opened.config.tracking.wandb.mode == "offline":
+            result.messages.append(f"the W&B run {opened.wandb_run_id} logged offline: upload it with `wandb "
                                    f"sync {Path(checkpoint).parent}/wandb/offline-run-*` before handing in, since "
                                    f"{chosen.title}'s hand-in exports it from W&B")
     return result
@@ -232,7 +236,7 @@ class _Scorer:
     """A checkpoint's model with its data and settings: test-pair scores and test-image classes, made once."""
 
     model: object
-    state: dict
+    checkpoint: Checkpoint
     data: object
     settings: object
 
@@ -251,7 +255,7 @@ class _Scorer:
         """The decision threshold of binary submissions: the stored val EER one, when it fits how scores are made."""
         from helpers.eval.evaluation import stored_threshold, verify_pairs
 
-        stored = stored_threshold(self.state, self.settings)
+        stored = stored_threshold(self.checkpoint, self.settings)
         if stored is None:  # the threshold must match how the scores are made: find it again on the val pairs
             stored = verify_pairs(self.model, self.data, self.settings)["threshold"]
         return float(stored)
@@ -268,7 +272,7 @@ class _Scorer:
             raise UserError(f"cannot classify every test image: {skipped[0].path}: {skipped[0].reason}")
         with torch.no_grad():
             predicted = self.model.head.cosine(embeddings.to(self.settings.device)).argmax(dim=1).cpu().tolist()
-        return [self.state["classes"][i] for i in predicted]
+        return [self.checkpoint.classes[i] for i in predicted]
 
 
 def _per_pair(scorer: _Scorer, out, fmt: str, score_norm: ScoreNorm) -> SubmissionResult:
@@ -329,7 +333,7 @@ def _competition(term: Term, kaggle: bool, slack: bool, named: str | None) -> st
     return competition
 
 
-def kaggle_description(state: dict, run_dir: Path, term: Term, message: str | None) -> str:
+def kaggle_description(checkpoint: Checkpoint, run_dir: Path, term: Term, message: str | None) -> str:
     """The description a Kaggle submission gets: free text, or the term's tie to the checkpoint's W&B run."""
     if not term.submission_tag:
         return message or "hw2p2 helpers submission"
@@ -339,12 +343,12 @@ def kaggle_description(state: dict, run_dir: Path, term: Term, message: str | No
                             f"PROJECT/RUN_ID and refuses the best one without it; '{message}' is not of that form "
                             "(leave --message out and the run's own W&B id is used)")
         return message
-    run_id = state.get("wandb_run_id")
+    run_id = checkpoint.wandb_run_id
     if not run_id:
         raise UserError(f"this checkpoint's run logged no W&B run (tracking.wandb.mode was disabled), and "
                         f"{term.title} ties each Kaggle submission to one: train with tracking.wandb.mode online or "
                         f"offline, or pass --message {term.submission_tag}|WB=ENTITY/PROJECT/RUN_ID")
-    wandb = state["config"].tracking.wandb
+    wandb = checkpoint.config.tracking.wandb
     entity = wandb.entity or os.environ.get("WANDB_ENTITY") or _default_entity()
     if not entity:
         raise UserError(f"{term.title}'s submission description names the W&B entity (user or team), and neither "

@@ -28,20 +28,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.config import AugmentConfig, load_config
 from helpers.core.course import COURSE_CLASSES
-from helpers.core.device import describe_fast_path, fast_path, pick_device, probe_summary
+from helpers.core.device import pick_device, synchronize
 from helpers.data.augment import BatchAugment, normalize, seed_train_transform
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder
 from helpers.data.datasets import FaceImages, collate, decode_batch
 from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
 from helpers.eval.evaluation import embed_images, eval_settings, pair_images, score_pairs
+from helpers.eval.runtime import resolve_runtime
+from helpers.model.probe import probe_summary
 from helpers.model.resnet import build_face_model
-from helpers.training.engine import build_step, make_optimizer, training_fast_path
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from helpers.training.step import build_step, make_optimizer
 
 
 def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None,
@@ -52,14 +49,14 @@ def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size:
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
-    _sync(device)
+    synchronize(device)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds or count < 3:
         a @ b
         count += 1
         if count % 4 == 0:
-            _sync(device)
-    _sync(device)
+            synchronize(device)
+    synchronize(device)
     return 2 * size ** 3 * count / (time.perf_counter() - started)
 
 
@@ -134,10 +131,10 @@ def _best_seconds(run, device: torch.device, repeats: int) -> float:
     run()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         started = time.perf_counter()
         run()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return min(times)
 
@@ -145,11 +142,11 @@ def _best_seconds(run, device: torch.device, repeats: int) -> float:
 def _time_steps(step, device: torch.device, warmup: int, steps: int, batch: int) -> float:
     for _ in range(warmup):
         step()
-    _sync(device)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    synchronize(device)
     return batch * steps / (time.perf_counter() - started)
 
 
@@ -162,23 +159,23 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     convolution (:func:`conv_flops`) in the same precision and layout.
     """
     cfg = load_config(config, overrides)
-    device = pick_device(device)
     batch = batch_size or cfg.train.batch_size
+    runtime = resolve_runtime(cfg, device, training=True, batch_size=batch)
+    device, fast = runtime.device, runtime.fast_path
     size = cfg.data.image_size
     steps = steps or (20 if device.type == "cuda" else 4)
     warmup = warmup if warmup is not None else (5 if device.type == "cuda" else 1)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, classes, (batch,), generator=generator)
-    speed = training_fast_path(cfg, device, batch)
     matmul_fp32 = matmul_flops(device, torch.float32)
-    matmul_fast = matmul_fp32 if speed.amp is None else matmul_flops(device, speed.amp)
+    matmul_fast = matmul_fp32 if fast.amp is None else matmul_flops(device, fast.amp)
 
     torch.manual_seed(0)
     plain_model = build_face_model(cfg, classes)
     flops = training_flops_per_image(plain_model, size, classes)
     conv_plain = conv_flops(plain_model, size, batch, device)
-    conv_fast = conv_flops(plain_model, size, batch, device, speed.amp or torch.float32, speed.channels_last)
+    conv_fast = conv_flops(plain_model, size, batch, device, fast.amp or torch.float32, fast.channels_last)
     peak_fp32, peak_fast = max(matmul_fp32, conv_plain), max(matmul_fast, conv_fast)
     plain_model.to(device)
     plain_optimizer = make_optimizer(cfg.optim, plain_model)
@@ -195,17 +192,17 @@ def bench_train(config=None, overrides=(), device: str = "auto", batch_size: int
     plain = _time_steps(plain_step, device, warmup, steps, batch)
     del plain_model, plain_optimizer
 
-    stepper = build_step(cfg, device, speed, classes)
+    stepper = build_step(cfg, runtime, classes)
     lr = cfg.optim.lr
 
     def fast_step():
         stepper.forward_backward(images, labels, generator)
         stepper.optimizer_step(lr)
 
-    fast = _time_steps(fast_step, device, warmup + (2 if speed.compile else 0), steps, batch)
+    fast = _time_steps(fast_step, device, warmup + (2 if fast.compile else 0), steps, batch)
     return {
         "device": _device_name(device), "batch_size": batch, "image_size": size, "classes": classes,
-        "fast_path": describe_fast_path(cfg, device, speed),
+        "fast_path": runtime.describe_fast_path(cfg),
         "train_gflops_per_image": flops / 1e9,
         "matmul_tflops_fp32": matmul_fp32 / 1e12, "matmul_tflops_fast": matmul_fast / 1e12,
         "conv_tflops_plain": conv_plain / 1e12, "conv_tflops_fast": conv_fast / 1e12,
@@ -275,7 +272,7 @@ def bench_data(data_root=None, workers: int = 0, batch_size: int = 64, images: i
             def augment_all():
                 for images_ in on_device:
                     augment(images_)
-                _sync(device)
+                synchronize(device)
 
             augment_all()  # warm up
             augmented = _throughput(augment_all, len(paths))
@@ -291,7 +288,7 @@ def bench_data(data_root=None, workers: int = 0, batch_size: int = 64, images: i
             def decode_on_device():
                 for raw in raw_batches:
                     decode_batch(raw, device, image_size, paths)
-                _sync(device)
+                synchronize(device)
 
             decode_on_device()  # warm up (nvJPEG initialises on first use)
             device_decode = _throughput(decode_on_device, len(paths))
@@ -361,11 +358,10 @@ def _eval_model(config, overrides, checkpoint, data_root, device: str, batch_siz
         model, _, data, settings = open_checkpoint(checkpoint, data_root, device, tta, batch_size=batch_size)
         return model, data, settings
     cfg = load_config(config, overrides)
-    device_ = pick_device(device)
-    speed = fast_path(cfg, device_)
-    model = speed.place(build_face_model(cfg, 100), device_).eval()
+    runtime = resolve_runtime(cfg, device)
+    model = runtime.place(build_face_model(cfg, 100)).eval()
     data = open_data(data_root if data_root is not None else _eval_demo(scratch, cfg.data.image_size))
-    settings = eval_settings(cfg, device_, speed, tta=tta)
+    settings = eval_settings(cfg, runtime, tta=tta)
     return model, data, replace(settings, batch_size=batch_size) if batch_size else settings
 
 

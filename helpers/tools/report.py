@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.core.io import atomic_write_text, read_metrics
-from helpers.training.tracking import run_summary
+from helpers.core.io import atomic_write_text
+from helpers.training.tracking import run_records, run_summary
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -30,8 +30,8 @@ def eer_over_time(runs: dict[str, str | Path], path=None):
 
     series = {}
     for name, run_dir in runs.items():
-        evaluated = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if r.get("val_eer") is not None]
-        series[name] = ([r.get("elapsed_s", 0) / 60 for r in evaluated], [r["val_eer"] for r in evaluated])
+        evaluated = [r for r in run_records(run_dir) if r.metrics().val_eer is not None]
+        series[name] = ([(r.elapsed_s or 0) / 60 for r in evaluated], [r.metrics().val_eer for r in evaluated])
     return series_figure(series, "minutes", "val EER", "Val EER against time", path=path)
 
 

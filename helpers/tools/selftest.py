@@ -3,11 +3,11 @@
 Each path is reported as ok, failed (the error in one line), not applicable
 here, or skipped; with whether training as configured takes it and, when it
 does not, what training does instead. Those answers come from the engine's own
-decisions (:func:`device.fast_path` and its choice lists, :func:`codec.image_decoder`,
-:func:`data.decodes_on_device`, :func:`device.default_workers`,
-:func:`device.distributed_backend`), so the report is what a run will do. Training
-cannot run when a path it takes fails; it can when only paths it would fall back
-from fail.
+decisions (:func:`runtime.resolve_runtime`: the fast path and its choice lists,
+the loader workers, on-device decoding; :func:`codec.image_decoder`,
+:func:`device.distributed_backend`), so the report is what a run will do.
+Training cannot run when a path it takes fails; it can when only paths it would
+fall back from fail.
 
 The cost part times the configuration's training step at its batch size,
 looks for the largest batch that fits, and turns the measured rates into
@@ -33,45 +33,25 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from helpers.core.config import Config, TrainConfig, load_config
-from helpers.core.device import (
-    AMP_WORDS,
-    FastPath,
-    ProbeTiming,
-    amp_choices,
-    amp_name,
-    channels_last_choices,
-    default_workers,
-    describe_fast_path,
-    distributed_backend,
-    fused_choices,
-    gpu_kernels,
-    own_rng,
-    pick_device,
-    probe_problem,
-    probe_summary,
-    reported_timing,
-)
+from helpers.core.config import Config, load_config
+from helpers.core.course import COURSE_CLASSES, COURSE_EVAL_IMAGES, COURSE_TRAIN_IMAGES
+from helpers.core.device import distributed_backend, gpu_kernels, own_rng, synchronize
 from helpers.core.errors import UserError, one_line
-from helpers.core.runtime import describe_environment
+from helpers.core.host import describe_environment
 from helpers.data.augment import normalize
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder, sample_jpeg
-from helpers.data.datasets import FaceImages, collate, decode_batch, decodes_on_device, training_set
+from helpers.data.datasets import FaceImages, collate, decode_batch, training_set
 from helpers.data.images import ImageReader
-from helpers.data.layout import open_data
+from helpers.data.layout import FaceData, open_data
 from helpers.eval.evaluation import embed_images, eval_settings, pair_images
-from helpers.model.checkpoint import load_checkpoint, model_weights, rng_state, save_checkpoint, set_rng_state
+from helpers.eval.runtime import Runtime, resolve_runtime
+from helpers.model.checkpoint import Checkpoint, rng_state, set_rng_state
+from helpers.model.probe import (AMP_WORDS, ProbeTiming, amp_choices, amp_name, channels_last_choices, fused_choices,
+                                 probe_problem, probe_summary)
 from helpers.model.resnet import build_face_model
-from helpers.model.summary import COURSE_CLASSES
-from helpers.tools.bench import _sync
-from helpers.training.engine import build_step, training_fast_path
+from helpers.training.step import build_step
 
 OK, FAILED, NOT_HERE, SKIPPED = "ok", "failed", "not applicable here", "skipped"
-
-# The course data (COURSE_FACTS): 431,550 training images; an evaluation embeds the dev split (about 43,000
-# images, for top-1) and the val pairs' images (at most 2 per pair, about 1,000 pairs).
-COURSE_TRAIN_IMAGES = 431_550
-COURSE_EVAL_IMAGES = 43_000 + 2_000
 
 AMP_LABELS = {"bf16": "autocast bf16", "fp16": "autocast fp16 + GradScaler", "none": "fp32 (no autocast)"}
 
@@ -206,25 +186,13 @@ def largest_batch(runs, start: int, cap: int, bound=lambda batch: None) -> tuple
 # ----------------------------------------------------------------------------- running it
 
 
-@dataclass
-class _Setup:
-    """What training would use for a configuration, from the engine's own decisions."""
-
-    cfg: Config
-    device: torch.device
-    speed: FastPath
-    workers: int
-    on_device: bool
-    data: object  # FaceData of the root to estimate, or None for the course data
-
-
-def _setup(config, overrides, data_root) -> _Setup:
+def _setup(config, overrides, data_root) -> tuple[Config, Runtime, FaceData | None]:
+    """The configuration, the Runtime its training would resolve (the engine's own decisions) and the data root
+    to estimate (None: the course data)."""
     cfg = load_config(config, overrides)
-    device = pick_device(cfg.train.device)
-    return _Setup(cfg, device, training_fast_path(cfg, device),
-                  default_workers(cfg.data.num_workers, device), decodes_on_device(cfg.data.decode),
-                  open_data(data_root, cfg.data.layout, cfg.data.max_image_pixels, cfg.data.follow_links)
-                  if data_root else None)
+    data = (open_data(data_root, cfg.data.layout, cfg.data.max_image_pixels, cfg.data.follow_links)
+            if data_root else None)
+    return cfg, resolve_runtime(cfg, training=True), data
 
 
 def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool = False, quick: bool = False,
@@ -233,27 +201,28 @@ def run_selftest(config=None, overrides=(), data_root=None, check_compile: bool 
     ``seconds`` and estimate an epoch of ``data_root`` (the course data when None). ``check_compile`` adds a
     ``torch.compile`` check of up to ``compile_seconds`` in a child process."""
     started = time.perf_counter()
-    run = _setup(config, overrides, data_root)
-    cfg, device, speed = run.cfg, run.device, run.speed
+    cfg, runtime, data = _setup(config, overrides, data_root)
+    device = runtime.device
     with tempfile.TemporaryDirectory() as scratch, own_rng(device):
-        faces = _face_images(Path(scratch) / "faces", run.data, 8 if quick else 64, cfg.data.image_size)
+        faces = _face_images(Path(scratch) / "faces", data, 8 if quick else 64, cfg.data.image_size)
         compile_row = compile_check(cfg, device, check_compile, compile_seconds)
         checks = [gpu_kernels_check(device),
-                  *speed_checks(cfg.train, device, speed, cfg.optim.name, reported_timing(cfg, device, speed)),
+                  *speed_checks(cfg, runtime, runtime.probe_timing(cfg)),
                   compile_row,
                   *decoder_checks(),
-                  workers_check(faces, run.workers),
-                  device_decode_check(faces, cfg.data.image_size, device, run.on_device),
+                  workers_check(faces, runtime.workers),
+                  device_decode_check(faces, cfg.data.image_size, device, runtime.decode_on_device),
                   ddp_check(device),
-                  checkpoint_check(cfg, device, speed, Path(scratch)),
-                  eval_check(cfg, device, speed, faces, run.workers, run.on_device)]
+                  checkpoint_check(cfg, runtime, Path(scratch)),
+                  eval_check(cfg, runtime, faces)]
         cost = None
         if quick:
-            checks.append(_step_check(cfg, device, speed, min(8, cfg.train.batch_size), 100, steps=2)[0])
+            checks.append(_step_check(cfg, runtime, min(8, cfg.train.batch_size), 100, steps=2)[0])
         else:
-            check, cost = measure_cost(run, faces, seconds, compiled=speed.compile and compile_row.status == OK)
+            compiled = runtime.fast_path.compile and compile_row.status == OK
+            check, cost = measure_cost(cfg, runtime, data, faces, seconds, compiled=compiled)
             checks.append(check)
-    return SelfTestReport(describe_environment(device), describe_fast_path(cfg, device, speed), checks, cost,
+    return SelfTestReport(describe_environment(device), runtime.describe_fast_path(cfg), checks, cost,
                           time.perf_counter() - started)
 
 
@@ -268,12 +237,12 @@ def quick_selftest(config=None, overrides=(), show: bool = True) -> SelfTestRepo
 def print_epoch_estimate(config=None, overrides=(), data_root=None, seconds: float = 5.0) -> dict:
     """Time the training step for ``seconds`` and print the minutes an epoch of ``data_root`` (the course
     data when None) will take, with the epochs that fit train.max_minutes; returns the measured cost."""
-    run = _setup(config, overrides, data_root)
-    with tempfile.TemporaryDirectory() as scratch, own_rng(run.device):
-        faces = _face_images(Path(scratch) / "faces", run.data, 32, run.cfg.data.image_size)
-        check, cost = measure_cost(run, faces, seconds, compiled=False, search=False)
+    cfg, runtime, data = _setup(config, overrides, data_root)
+    with tempfile.TemporaryDirectory() as scratch, own_rng(runtime.device):
+        faces = _face_images(Path(scratch) / "faces", data, 32, cfg.data.image_size)
+        check, cost = measure_cost(cfg, runtime, data, faces, seconds, compiled=False, search=False)
     if check.status != OK:
-        raise UserError(f"the training step failed on {run.device}: {check.note}")
+        raise UserError(f"the training step failed on {runtime.device}: {check.note}")
     print(cost_lines(cost)[-1])
     return cost
 
@@ -299,10 +268,10 @@ def gpu_kernels_check(device: torch.device) -> PathCheck:
     return PathCheck(label, OK, True, note)
 
 
-def speed_checks(train: TrainConfig, device: torch.device, speed: FastPath, optimizer: str,
-                 timing: ProbeTiming | None = None) -> list[PathCheck]:
-    """Autocast dtypes, channels-last and the fused optimiser: the choices :func:`device.fast_path` resolves,
+def speed_checks(cfg: Config, runtime: Runtime, timing: ProbeTiming | None = None) -> list[PathCheck]:
+    """Autocast dtypes, channels-last and the fused optimiser: the choices :func:`fast_path.fast_path` resolves,
     each with what the timed probe (``timing``) measured of it."""
+    device, fast, settings, optimizer = runtime.device, runtime.fast_path, cfg.train, cfg.optim.name
 
     def amp_not_here(value: str) -> str:
         if device.type == "cuda":
@@ -311,17 +280,17 @@ def speed_checks(train: TrainConfig, device: torch.device, speed: FastPath, opti
             return "fp16 with loss scaling is for CUDA GPUs"
         return f"{device.type} trains in fp32"
 
-    verdicts = timing.verdicts((amp_name(speed.amp), speed.channels_last)) if timing else {}
-    checks = _choice_checks(AMP_LABELS, "train.amp", train.amp, amp_choices(train.amp, device),
-                            amp_name(speed.amp), lambda value: probe_problem(device, amp=value), amp_not_here,
+    verdicts = timing.verdicts((amp_name(fast.amp), fast.channels_last)) if timing else {}
+    checks = _choice_checks(AMP_LABELS, "train.amp", settings.amp, amp_choices(settings.amp, device),
+                            amp_name(fast.amp), lambda value: probe_problem(device, amp=value), amp_not_here,
                             notes={amp: verdicts.get(AMP_WORDS[amp], "") for amp in AMP_LABELS})
     checks += _choice_checks({True: "channels-last", False: "NCHW (channels-last off)"}, "train.channels_last",
-                             train.channels_last, channels_last_choices(train.channels_last, device),
-                             speed.channels_last, lambda value: probe_problem(device, channels_last=value),
+                             settings.channels_last, channels_last_choices(settings.channels_last, device),
+                             fast.channels_last, lambda value: probe_problem(device, channels_last=value),
                              lambda value: f"not used on {device.type}", shown=(True,),
                              notes={True: verdicts.get("channels-last", "")})
     checks += _choice_checks({True: f"fused optimizer ({optimizer})", False: f"the stock for-each {optimizer} step"},
-                             None, "auto", fused_choices(device), speed.fused,
+                             None, "auto", fused_choices(device), fast.fused,
                              lambda value: probe_problem(device, fused=value, optimizer=optimizer),
                              lambda value: "fused kernels are used on CUDA only", shown=(True,))
     return checks
@@ -329,7 +298,7 @@ def speed_checks(train: TrainConfig, device: torch.device, speed: FastPath, opti
 
 def _choice_checks(labels: dict, key: str | None, setting, choices: list, chosen, problem, not_here,
                    shown=None, notes: dict | None = None) -> list[PathCheck]:
-    """One check per value in ``shown`` (default: every label) of a setting that :func:`device.fast_path`
+    """One check per value in ``shown`` (default: every label) of a setting that :func:`fast_path.fast_path`
     resolves from ``choices``; ``not_here(value)`` says why a value is not among them, ``notes`` what the timed
     probe measured of a value that works."""
     checks = []
@@ -383,16 +352,15 @@ def _compile_child() -> None:
     """In the child process: compile the configuration's training step and time it against eager."""
     request = json.loads(sys.stdin.read())
     cfg = load_config(None, base=request["config"])
-    device = pick_device(cfg.train.device)
     batch = request["batch"]
-    speed = training_fast_path(cfg, device, batch, announce=False)
+    runtime = resolve_runtime(cfg, training=True, batch_size=batch, announce=False)
     rates = {}
     for compiled in (False, True):
-        _, run = _stepper(cfg, device, speed, 100, compiled)
+        _, train_steps = _stepper(cfg, runtime, 100, compiled)
         started = time.perf_counter()
-        run(batch, 1)  # the first compiled step compiles
+        train_steps(batch, 1)  # the first compiled step compiles
         first = time.perf_counter() - started
-        rates[compiled] = _timed(run, batch, device, steps=3)
+        rates[compiled] = _timed(train_steps, batch, runtime.device, steps=3)
     print(json.dumps({"compile_seconds": first, "batch": batch, "speedup": rates[True] / rates[False]}))
 
 
@@ -485,24 +453,26 @@ def ddp_check(device: torch.device) -> PathCheck:
     return PathCheck(label, OK, False, "used under torchrun", instead)
 
 
-def checkpoint_check(cfg: Config, device: torch.device, speed: FastPath, folder: Path) -> PathCheck:
+def checkpoint_check(cfg: Config, runtime: Runtime, folder: Path) -> PathCheck:
     """Save a training state of device tensors, load it into a fresh model and optimiser, and check that the
     next step of the resumed copy matches the next step of the original."""
     label = "checkpoint save -> load -> resume"
+    classes = 10
     try:
-        original, run = _stepper(cfg, device, speed, 10)
-        run(2, 1)
+        original, train_original = _stepper(cfg, runtime, classes)
+        train_original(2, 1)
         path = folder / "selftest.pt"
-        save_checkpoint({"model": original.model.state_dict(), "optimizer": original.optimizer.state_dict(),
-                         "scaler": original.scaler.state_dict(), "rng": rng_state()}, path)
-        state = load_checkpoint(path)
-        resumed, run_resumed = _stepper(cfg, device, speed, 10)
-        resumed.model.load_state_dict(model_weights(state, "raw"))
-        resumed.optimizer.load_state_dict(state["optimizer"])
-        resumed.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        run(2, 1, seed=7)
-        run_resumed(2, 1, seed=7)
+        Checkpoint(model=original.model.state_dict(), optimizer=original.optimizer.state_dict(),
+                   scaler=original.scaler.state_dict(), rng=rng_state(), classes=[str(i) for i in range(classes)],
+                   config_values=cfg.as_dict()).save(path)
+        saved = Checkpoint.load(path)
+        resumed, train_resumed = _stepper(cfg, runtime, classes)
+        resumed.model.load_state_dict(saved.model_weights("raw"))
+        resumed.optimizer.load_state_dict(saved.optimizer)
+        resumed.scaler.load_state_dict(saved.scaler)
+        set_rng_state(saved.rng)
+        train_original(2, 1, seed=7)
+        train_resumed(2, 1, seed=7)
         worst = max((a - b).abs().max().item() / (a.abs().max().item() + 1e-12) for a, b in
                     zip(original.model.parameters(), resumed.model.parameters()))
         if worst > 1e-3:
@@ -512,17 +482,16 @@ def checkpoint_check(cfg: Config, device: torch.device, speed: FastPath, folder:
     return PathCheck(label, OK, True, f"{path.stat().st_size / 2 ** 20:.1f} MiB written and reloaded")
 
 
-def eval_check(cfg: Config, device: torch.device, speed: FastPath, faces: FaceImages, workers: int,
-               on_device: bool) -> PathCheck:
+def eval_check(cfg: Config, runtime: Runtime, faces: FaceImages) -> PathCheck:
     """Embeddings as evaluation computes them (loader workers, decoding on the device, autocast, memory format)
     against the plain path of the same function (in-process decoding, fp32, NCHW)."""
     label = "evaluation embedding"
     try:
         torch.manual_seed(0)
-        model = build_face_model(cfg, 10).to(device)
-        _calibrate_batchnorm(model, torch.stack([faces[i][0] for i in range(len(faces))]).to(device))
-        speed.place(model, device)
-        settings = eval_settings(cfg, device, speed, workers=workers, decode_on_device=on_device)
+        model = build_face_model(cfg, 10).to(runtime.device)
+        _calibrate_batchnorm(model, torch.stack([faces[i][0] for i in range(len(faces))]).to(runtime.device))
+        runtime.place(model)
+        settings = eval_settings(cfg, runtime)
         embeddings, skipped = embed_images(model, faces.paths, settings, reader=faces.reader)
         plain = replace(settings, workers=0, amp=None, channels_last=False, decode_on_device=False)
         reference, _ = embed_images(model, faces.paths, plain, reader=faces.reader)
@@ -551,50 +520,50 @@ def _calibrate_batchnorm(model, images: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------- what a run costs
 
 
-def measure_cost(run: _Setup, faces: FaceImages, seconds: float, compiled: bool, search: bool = True
-                 ) -> tuple[PathCheck, dict | None]:
+def measure_cost(cfg: Config, runtime: Runtime, data: FaceData | None, faces: FaceImages, seconds: float,
+                 compiled: bool, search: bool = True) -> tuple[PathCheck, dict | None]:
     """Time the training step at the configuration's batch size (``compiled``: through ``torch.compile``),
-    search the largest batch that fits, and estimate an epoch of the run's data (the course data when None)."""
-    cfg, device, speed, data = run.cfg, run.device, run.speed, run.data
-    train = cfg.train
-    batch = train.batch_size
+    search the largest batch that fits, and estimate an epoch of ``data`` (the course data when None)."""
+    settings = cfg.train
+    batch = settings.batch_size
     if data is not None:
-        chosen = training_set(data, cfg.data.singletons, cfg.data.max_train_images, train.seed)
+        chosen = training_set(data, cfg.data.singletons, cfg.data.max_train_images, settings.seed)
         classes, images = len(chosen.classes), len(chosen.paths)
         eval_images = _eval_images(data, set(chosen.classes))
         described = f"{data.root} ({len(chosen.classes):,} identities)"
     else:
         classes, images, eval_images = COURSE_CLASSES, COURSE_TRAIN_IMAGES, COURSE_EVAL_IMAGES
         described = "the course data"
-    check, timing = _step_check(cfg, device, speed, batch, classes, seconds=seconds, compiled=compiled,
-                                search=search)
+    check, timing = _step_check(cfg, runtime, batch, classes, seconds=seconds, compiled=compiled, search=search)
     if timing is None:
         return check, None
-    decode_rate, decode_workers = _decode_rate(faces, device, run.on_device, run.workers)
-    eval_rate = _eval_rate(cfg, device, speed)
+    decode_rate, decode_workers = _decode_rate(faces, runtime.device, runtime.decode_on_device, runtime.workers)
+    eval_rate = _eval_rate(cfg, runtime)
     epoch = epoch_estimate(images, batch, timing["images_per_s"], decode_rate, decode_workers, eval_images,
-                           eval_rate, train.eval_every, train.max_minutes)
+                           eval_rate, settings.eval_every, settings.max_minutes)
     cost = {**timing, "classes": classes, "data": described, "decode_images_per_s": decode_rate,
             "decode_workers": decode_workers, "eval_images": eval_images, "eval_images_per_s": eval_rate,
             "epoch": epoch}
     return check, cost
 
 
-def _step_check(cfg: Config, device: torch.device, speed: FastPath, batch: int, classes: int, steps: int = 0,
-                seconds: float = 0.0, compiled: bool = False, search: bool = False) -> tuple[PathCheck, dict | None]:
+def _step_check(cfg: Config, runtime: Runtime, batch: int, classes: int, steps: int = 0, seconds: float = 0.0,
+                compiled: bool = False, search: bool = False) -> tuple[PathCheck, dict | None]:
     """The configuration's model trained a few steps (or timed for ``seconds``) at ``batch`` on the device."""
+    device = runtime.device
     label = f"training step (ResNet-{cfg.model.depth} x{cfg.model.width:g}, batch {batch})"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.train.deterministic  # as the engine sets it
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        _, run = _stepper(cfg, device, speed, classes, compiled)
+        _, train_steps = _stepper(cfg, runtime, classes, compiled)
         if steps:
-            run(batch, steps)
+            train_steps(batch, steps)
             return PathCheck(label, OK, True, f"{steps} steps"), None
-        rate = _timed(run, batch, device, seconds=seconds)
+        rate = _timed(train_steps, batch, device, seconds=seconds)
         peak = _peak_memory(device)
-        found, bound = (_search_batch(run, batch, device, rate, seconds) if search else (None, "not searched"))
+        found, bound = (_search_batch(train_steps, batch, device, rate, seconds) if search
+                        else (None, "not searched"))
     except torch.OutOfMemoryError as error:
         return PathCheck(label, FAILED, True, one_line(error), "cannot run at this batch: lower train.batch_size"), None
     except Exception as error:  # noqa: BLE001
@@ -605,13 +574,14 @@ def _step_check(cfg: Config, device: torch.device, speed: FastPath, batch: int, 
     return PathCheck(label, OK, True, f"{rate:,.1f} images/s"), timing
 
 
-def _stepper(cfg: Config, device: torch.device, speed: FastPath, classes: int, compiled: bool = False):
-    """A TrainStep for the configuration's model, and ``run(batch, steps, seed=0)`` on random uint8 images."""
+def _stepper(cfg: Config, runtime: Runtime, classes: int, compiled: bool = False):
+    """A TrainStep for the configuration's model, and ``train_steps(batch, steps, seed=0)`` on random uint8
+    images."""
     size = cfg.data.image_size
-    stepper = build_step(cfg, device, speed, classes, compiled)
+    stepper = build_step(cfg, runtime, classes, compiled)
     inputs = {}
 
-    def run(batch: int, steps: int, seed: int = 0) -> None:
+    def train_steps(batch: int, steps: int, seed: int = 0) -> None:
         if batch not in inputs:
             inputs.clear()  # one batch size's inputs at a time: the search must not hoard memory
             generator = torch.Generator().manual_seed(batch)
@@ -623,25 +593,25 @@ def _stepper(cfg: Config, device: torch.device, speed: FastPath, classes: int, c
             stepper.forward_backward(images, labels, torch.Generator().manual_seed(seed + step))
             stepper.optimizer_step(cfg.optim.lr)
 
-    return stepper, run
+    return stepper, train_steps
 
 
-def _timed(run, batch: int, device: torch.device, steps: int = 0, seconds: float = 0.0) -> float:
-    """Images/s of ``run`` after warm-up (two steps on a GPU, for cuDNN's autotuning; one elsewhere):
+def _timed(train_steps, batch: int, device: torch.device, steps: int = 0, seconds: float = 0.0) -> float:
+    """Images/s of ``train_steps`` after warm-up (two steps on a GPU, for cuDNN's autotuning; one elsewhere):
     ``steps`` steps, or as many as fit ``seconds`` (at least one)."""
-    run(batch, 2 if device.type == "cuda" else 1)
-    _sync(device)
+    train_steps(batch, 2 if device.type == "cuda" else 1)
+    synchronize(device)
     count, started = 0, time.perf_counter()
     while count < max(steps, 1) or (seconds and time.perf_counter() - started < seconds):
-        run(batch, 1, seed=count)
+        train_steps(batch, 1, seed=count)
         count += 1
         if device.type == "cuda" and count % 4 == 0:
-            _sync(device)  # keep the queue short, so the clock is checked against work done
-    _sync(device)
+            synchronize(device)  # keep the queue short, so the clock is checked against work done
+    synchronize(device)
     return batch * count / (time.perf_counter() - started)
 
 
-def _search_batch(run, batch: int, device: torch.device, rate: float, seconds: float) -> tuple[int, str]:
+def _search_batch(train_steps, batch: int, device: torch.device, rate: float, seconds: float) -> tuple[int, str]:
     """The largest batch that runs a step: doubling, within a time box of ``seconds``.
 
     On a GPU a step that runs out of memory raises, and the search stops there
@@ -655,8 +625,8 @@ def _search_batch(run, batch: int, device: torch.device, rate: float, seconds: f
 
     def runs(size: int) -> bool:
         try:
-            run(size, 1)
-            _sync(device)
+            train_steps(size, 1)
+            synchronize(device)
             return True
         except torch.OutOfMemoryError:
             if cuda:
@@ -698,10 +668,10 @@ def _decode_rate(faces: FaceImages, device: torch.device, on_device: bool, worke
             encoded = FaceImages(faces.paths, faces.labels, faces.image_size, reader=faces.reader, encoded=True)
             raw = collate([encoded[i] for i in range(len(encoded))])
             decode_batch(raw, device, faces.image_size, faces.paths)  # warm up: nvJPEG initialises on first use
-            _sync(device)
+            synchronize(device)
             started = time.perf_counter()
             decode_batch(raw, device, faces.image_size, faces.paths)
-            _sync(device)
+            synchronize(device)
         else:
             started = time.perf_counter()
             for i in range(len(faces)):
@@ -712,17 +682,18 @@ def _decode_rate(faces: FaceImages, device: torch.device, on_device: bool, worke
     return rate, 0 if on_device else min(workers, os.cpu_count() or 1)
 
 
-def _eval_rate(cfg: Config, device: torch.device, speed: FastPath) -> float:
+def _eval_rate(cfg: Config, runtime: Runtime) -> float:
     """Embeddings/s of the configuration's model at the evaluation batch size, on the device alone."""
+    device, fast = runtime.device, runtime.fast_path
     batch = 2 * cfg.train.batch_size
     if device.type != "cuda":
         batch = min(batch, 64)  # a CPU's rate per image hardly depends on the batch; a small one keeps this short
     size = cfg.data.image_size
-    model = speed.place(build_face_model(cfg, 10), device).eval()
+    model = runtime.place(build_face_model(cfg, 10)).eval()
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8).to(device)
 
     def embed(_batch: int, steps: int, seed: int = 0) -> None:
-        with torch.no_grad(), torch.autocast(device.type, dtype=speed.amp, enabled=speed.amp is not None):
+        with torch.no_grad(), torch.autocast(device.type, dtype=fast.amp, enabled=fast.amp is not None):
             for _ in range(steps):
                 model.embed(normalize(images))
 

@@ -75,6 +75,6 @@ class WeightAverage:
         """The averaged weights (keys as in the model's own state dict) and the update count."""
         return {"weights": self.module.state_dict(), "updates": self.updates}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["weights"])
-        self.averaged.n_averaged.fill_(state["updates"])
+    def load_state_dict(self, saved: dict) -> None:
+        self.module.load_state_dict(saved["weights"])
+        self.averaged.n_averaged.fill_(saved["updates"])

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 from helpers.core.config import TrainConfig
+from helpers.model.checkpoint import Checkpoint
 
 # The seed recipe's length: what a run trains when neither train.epochs nor a time budget says.
 SEED_EPOCHS = 100
@@ -86,7 +87,8 @@ class TimeBudget:
         return {"elapsed_seconds": self.elapsed(), "planned_epochs": self.planned_epochs,
                 "eval_seconds": self.eval_seconds}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.spent_before = state["elapsed_seconds"]
-        self.planned_epochs = state["planned_epochs"]
-        self.eval_seconds = state["eval_seconds"]
+    def resume(self, checkpoint: Checkpoint) -> None:
+        """Continue the clock and the plan of the run ``checkpoint`` saved."""
+        self.spent_before = checkpoint.elapsed_seconds
+        self.planned_epochs = checkpoint.planned_epochs
+        self.eval_seconds = checkpoint.eval_seconds

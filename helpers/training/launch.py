@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from helpers.core.errors import UserError
-from helpers.core.io import read_metrics
-from helpers.model.checkpoint import load_checkpoint
-from helpers.training.engine import TrainResult, prepare_run, run_directory, train
+from helpers.model.checkpoint import Checkpoint
+from helpers.training.engine import TrainResult, train
+from helpers.training.run import prepare_run, run_directory
+from helpers.training.tracking import run_records
 
 LOG_TAIL = 20  # lines of a failed torchrun job's output that its error repeats
 
@@ -96,8 +97,7 @@ def stream_output(command: list[str]) -> tuple[int, list[str]]:
 def finished_run(run_dir: Path) -> TrainResult:
     """The :class:`TrainResult` of a run that trained in another process, from its ``last.pt`` and
     ``metrics.jsonl``."""
-    state = load_checkpoint(run_dir / "last.pt")
-    records = read_metrics(run_dir / "metrics.jsonl")
-    last = records[-1] if records else {}
-    epochs = last.get("epoch", state["epoch"])
-    return TrainResult(run_dir, state.get("best_eer"), epochs, last, state.get("graded", "raw"))
+    saved = Checkpoint.load(run_dir / "last.pt")
+    records = run_records(run_dir)
+    last = records[-1] if records else None
+    return TrainResult(run_dir, saved.best_eer, saved.epoch if last is None else last.epoch, last, saved.graded)

@@ -68,7 +68,7 @@ class LRSchedule:
     def state_dict(self) -> dict:
         return {"plateau_factor": self.plateau_factor, "best": self.best, "bad_epochs": self.bad_epochs}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.plateau_factor = state["plateau_factor"]
-        self.best = state["best"]
-        self.bad_epochs = state["bad_epochs"]
+    def load_state_dict(self, saved: dict) -> None:
+        self.plateau_factor = saved["plateau_factor"]
+        self.best = saved["best"]
+        self.bad_epochs = saved["bad_epochs"]

@@ -10,29 +10,28 @@ and the course term's leaderboard metric under the key the term names (Fall
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from pathlib import Path
 
 from helpers.core.config import Config
-from helpers.core.io import append_text, atomic_write_text, read_metrics
+from helpers.core.io import append_text, atomic_write_text
+from helpers.core.records import ArmMetrics, EpochStats, RunRecord, field_keys, jsonable, read_records, record_lines
 from helpers.core.terms import get_term
 
+METRICS_FILE = "metrics.jsonl"  # one line per evaluation (and per stretch of training), in the run folder
 
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
+
+def run_records(run_dir: str | Path) -> list[RunRecord]:
+    """The records of the run in ``run_dir`` (empty when it holds no ``metrics.jsonl``)."""
+    return read_records(Path(run_dir) / METRICS_FILE)
 
 
 class Tracker:
     """Appends one JSON record per evaluation to ``metrics.jsonl`` and mirrors it to W&B."""
 
     def __init__(self, run_dir: Path, cfg: Config, run_id: str | None = None, name: str | None = None):
-        self.path = run_dir / "metrics.jsonl"
+        self.path = run_dir / METRICS_FILE
         self.run = None
         self.run_id = run_id
         self.leaderboard = get_term(cfg.course.term).leaderboard
@@ -61,16 +60,19 @@ class Tracker:
 
     def truncate(self, keep_until_step: int) -> None:
         """Drop records logged after ``keep_until_step`` optimiser steps (work a resume will redo)."""
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [line for line in record_lines(self.path) if (RunRecord.from_line(line).step or 0) <= keep_until_step]
+        atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in kept))  # the lines as written
 
-    def log(self, record: dict) -> None:
-        record = _jsonable(record)
-        append_text(self.path, json.dumps(record) + "\n")
+    def log(self, record: RunRecord | dict) -> None:
+        """Append ``record`` (a :class:`RunRecord`, or a line's dict as the Trainer builds it) and send its
+        numbers to W&B, with the course's keys."""
+        line = record.as_line() if isinstance(record, RunRecord) else jsonable(record)
+        append_text(self.path, json.dumps(line) + "\n")
         if self.run is not None:
-            wandb_record = {k: v for k, v in record.items() if v is not None and not isinstance(v, (dict, str))}
-            wandb_record.update(self._course_keys(record.get("val_eer"), record.get("dev_top1")))
-            self._safely(lambda: self.run.log(wandb_record, step=record["step"], commit=True))
+            read = RunRecord.from_line(line)
+            wandb_record = {k: v for k, v in line.items() if v is not None and not isinstance(v, (dict, str))}
+            wandb_record.update(self._course_keys(read.metrics().val_eer, read.metrics().dev_top1))
+            self._safely(lambda: self.run.log(wandb_record, step=read.step, commit=True))
 
     def _course_keys(self, eer: float | None, top1: float | None) -> dict:
         """The keys the course's tooling reads: ``EER``, and the term's leaderboard metric under its own key."""
@@ -82,7 +84,7 @@ class Tracker:
         if self.run is None or graded is None:
             return
         values = {**self._course_keys(graded.eer, graded.top1), "best_epoch": graded.epoch}
-        self._safely(lambda: self.run.summary.update(_jsonable(values)))
+        self._safely(lambda: self.run.summary.update(jsonable(values)))
 
     def finish(self) -> None:
         if self.run is not None:
@@ -105,22 +107,27 @@ def offline_runs(run_dir: str | Path) -> list[Path]:
 def run_summary(run_dir: str | Path) -> dict:
     """A run's headline numbers from its ``metrics.jsonl``: best and final val EER (of the trained weights, and
     of their moving average with ``train.ema``), AUC, img/s, epochs, minutes."""
-    records = read_metrics(Path(run_dir) / "metrics.jsonl")
-    evaluated = [r for r in records if r.get("val_eer") is not None]
-    trained = [r for r in records if r.get("images_per_s") is not None]
+    records = run_records(run_dir)
+    evaluated = [r for r in records if r.metrics().val_eer is not None]
+    speeds = [r.trained.images_per_s for r in records if r.trained is not None and r.trained.images_per_s is not None]
+    raw, averaged, stats = field_keys(ArmMetrics), field_keys(ArmMetrics, "ema"), field_keys(EpochStats)
     if not evaluated:
-        return {"best_val_eer": None, "final_val_eer": None, "val_auc": None, "images_per_s": None,
+        return {f"best_{raw.val_eer}": None, f"final_{raw.val_eer}": None, raw.val_auc: None, stats.images_per_s: None,
                 "epochs": None, "minutes": None}
-    best = min(evaluated, key=lambda r: r["val_eer"])
-    averaged = [r["val_eer_ema"] for r in evaluated if r.get("val_eer_ema") is not None]  # runs with train.ema
-    scored = [r["val_score"] for r in evaluated if r.get("val_score") is not None]
+    best = min(evaluated, key=lambda r: r.metrics().val_eer)
+    ema_eers = [r.metrics("ema").val_eer for r in evaluated if r.metrics("ema").val_eer is not None]  # train.ema
+    scores = [r.metrics().val_score for r in evaluated if r.metrics().val_score is not None]
     return {
-        "best_val_eer": best["val_eer"],
-        "final_val_eer": evaluated[-1]["val_eer"],
-        **({"best_val_eer_ema": min(averaged), "final_val_eer_ema": averaged[-1]} if averaged else {}),
-        **({"best_val_score": max(scored), "final_val_score": scored[-1]} if scored else {}),
-        "val_auc": best.get("val_auc"),
-        "images_per_s": sum(r["images_per_s"] for r in trained) / len(trained) if trained else None,
-        "epochs": records[-1]["epoch"],
-        "minutes": records[-1].get("elapsed_s", 0) / 60,
+        **_best_and_final(raw.val_eer, [r.metrics().val_eer for r in evaluated], min),
+        **(_best_and_final(averaged.val_eer, ema_eers, min) if ema_eers else {}),
+        **(_best_and_final(raw.val_score, scores, max) if scores else {}),
+        raw.val_auc: best.metrics().val_auc,
+        stats.images_per_s: sum(speeds) / len(speeds) if speeds else None,
+        "epochs": records[-1].epoch,
+        "minutes": (records[-1].elapsed_s or 0) / 60,
     }
+
+
+def _best_and_final(key: str, values: list[float], best) -> dict:
+    """``best_KEY`` (by ``best``: min or max) and ``final_KEY`` (the latest) of a run's ``values``."""
+    return {f"best_{key}": best(values), f"final_{key}": values[-1]}

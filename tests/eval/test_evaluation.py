@@ -121,13 +121,19 @@ def test_verify_and_embed(trained_run, demo_root, tmp_path, capsys):
 def test_the_stored_threshold_is_used_only_for_scores_made_as_it_was_found():
     from dataclasses import replace
 
+    import torch
+
     from helpers.core.config import load_config
+    from helpers.core.records import ArmMetrics
     from helpers.eval.evaluation import EvalSettings, stored_threshold
     from helpers.eval.score_norm import ScoreNorm
+    from helpers.model.checkpoint import Checkpoint
 
-    state = {"config": load_config(overrides=["train.eval_tta=true"]), "val": {"val_threshold": 0.31}}
+    saved = Checkpoint(model={"w": torch.ones(1)}, ema={"weights": {"w": torch.zeros(1)}, "updates": 1},
+                       classes=["a"], config_values=load_config(overrides=["train.eval_tta=true"]).as_dict(),
+                       val=ArmMetrics(val_threshold=0.31))
     same = EvalSettings(tta=True)
-    assert stored_threshold(state, same) == 0.31
-    assert stored_threshold(state, replace(same, tta=False)) is None  # other scores: flips averaged or not
-    assert stored_threshold(state, replace(same, score_norm=ScoreNorm("as-norm", 10))) is None
-    assert stored_threshold({**state, "val": {}}, same) is None  # the other weights' (open_checkpoint empties val)
+    assert stored_threshold(saved, same) == 0.31
+    assert stored_threshold(saved, replace(same, tta=False)) is None  # other scores: flips averaged or not
+    assert stored_threshold(saved, replace(same, score_norm=ScoreNorm("as-norm", 10))) is None
+    assert stored_threshold(saved.grading("ema"), same) is None  # the other weights' threshold is not theirs

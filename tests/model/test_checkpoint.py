@@ -3,26 +3,47 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
+import pytest
 import torch
 
 from helpers.core import io as safe_io
-from helpers.model.checkpoint import load_checkpoint, save_checkpoints
+from helpers.core.errors import UserError
+from helpers.core.records import ArmMetrics
+from helpers.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoints
+
+
+def _checkpoint(value: float) -> Checkpoint:
+    return Checkpoint(model={"w": torch.full((3,), value)}, classes=["a", "b"], config_values={})
 
 
 def _files():
-    ema = {"graded": "ema", "val": {"val_eer": 0.1}}
-    return {"best.pt": ema, "best_raw.pt": {"graded": "raw", "val": {"val_eer": 0.2}}, "last.pt": dict(ema)}
+    ema = ("ema", ArmMetrics(val_eer=0.1))
+    return {"best.pt": ema, "best_raw.pt": ("raw", ArmMetrics(val_eer=0.2)), "last.pt": ("ema", ArmMetrics(0.1))}
 
 
 def test_a_file_holding_what_another_holds_is_a_link_to_it(tmp_path):
-    save_checkpoints({"model": {"w": torch.ones(3)}}, _files(), tmp_path)
+    save_checkpoints(_checkpoint(1.0), _files(), tmp_path)
     best, raw, last = (tmp_path / name for name in ("best.pt", "best_raw.pt", "last.pt"))
     assert os.stat(best).st_ino == os.stat(last).st_ino != os.stat(raw).st_ino
-    assert load_checkpoint(last)["graded"] == "ema" and load_checkpoint(raw)["graded"] == "raw"
+    assert Checkpoint.load(last).graded == "ema" and Checkpoint.load(raw).graded == "raw"
+    assert load_checkpoint(raw)["val"] == {"val_eer": 0.2}  # the file stays a plain dict
     # the next last.pt replaces the name, not the file best.pt still is
-    save_checkpoints({"model": {"w": torch.zeros(3)}}, {"last.pt": {"graded": "ema", "val": {}}}, tmp_path)
-    assert load_checkpoint(best)["model"]["w"].sum() == 3 and load_checkpoint(last)["model"]["w"].sum() == 0
+    save_checkpoints(_checkpoint(0.0), {"last.pt": ("ema", ArmMetrics())}, tmp_path)
+    assert Checkpoint.load(best).model["w"].sum() == 3 and Checkpoint.load(last).model["w"].sum() == 0
+
+
+def test_a_checkpoint_grading_other_weights_is_a_new_object_without_their_val_metrics(tmp_path):
+    saved = Checkpoint(model={"w": torch.ones(1)}, ema={"weights": {"w": torch.zeros(1)}, "updates": 3},
+                       classes=["a"], config_values={}, graded="ema", val=ArmMetrics(val_eer=0.1, val_threshold=0.4))
+    raw = saved.grading("raw")
+    assert (raw.graded, raw.val, raw.model_weights()["w"].item()) == ("raw", ArmMetrics(), 1.0)
+    assert (saved.graded, saved.val.val_threshold) == ("ema", 0.4)  # the loaded one is left as it was
+    assert saved.grading("ema") is saved and saved.grading() is saved
+    without_average = replace(raw, ema=None)
+    with pytest.raises(UserError, match="holds no averaged weights"):
+        without_average.grading("ema")
 
 
 def test_where_the_disk_has_no_links_the_file_is_copied(tmp_path, monkeypatch):
@@ -30,7 +51,7 @@ def test_where_the_disk_has_no_links_the_file_is_copied(tmp_path, monkeypatch):
         raise OSError(95, "Operation not supported")
 
     monkeypatch.setattr(safe_io.os, "link", no_links)
-    save_checkpoints({"model": {"w": torch.ones(3)}}, _files(), tmp_path)
+    save_checkpoints(_checkpoint(1.0), _files(), tmp_path)
     best, last = tmp_path / "best.pt", tmp_path / "last.pt"
     assert os.stat(best).st_ino != os.stat(last).st_ino and best.read_bytes() == last.read_bytes()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -14,7 +14,7 @@ from helpers.core.course import COURSE_CLASSES
 from helpers.model.margins import margin_loss
 from helpers.model.resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, build_face_model, resnet
 from helpers.model.summary import model_summary
-from helpers.training.engine import make_optimizer
+from helpers.training.step import make_optimizer
 
 
 def _params(module) -> int:

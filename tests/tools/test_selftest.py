@@ -10,16 +10,15 @@ import torch
 import torchvision
 from conftest import CU126_ARCHS, FAST_BF16, SLOW_BF16, TINY, call_cli
 
-from helpers.core import device as device_module
 from helpers.core.config import load_config
-from helpers.core.device import distributed_backend, fast_path
+from helpers.core.course import COURSE_TRAIN_IMAGES
+from helpers.core.device import distributed_backend, init_distributed
 from helpers.data import codec
 from helpers.data.datasets import training_set
 from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
 from helpers.tools.selftest import (
     AMP_LABELS,
-    COURSE_TRAIN_IMAGES,
     FAILED,
     NOT_HERE,
     OK,
@@ -35,7 +34,10 @@ from helpers.tools.selftest import (
     quick_selftest,
     speed_checks,
 )
-from helpers.training.engine import init_distributed, run_context
+from helpers.eval.runtime import Runtime
+from helpers.model import probe as probe_module
+from helpers.model.fast_path import fast_path
+from helpers.training.run import run_context
 
 CUDA = torch.device("cuda", 0)
 
@@ -43,7 +45,7 @@ CUDA = torch.device("cuda", 0)
 @pytest.fixture(autouse=True)
 def fresh_decisions():
     """The decisions are cached per process; each test starts from, and leaves, a clean cache."""
-    caches = (device_module.probe_problem, device_module.timed_probe, codec.decoder_problem, codec.image_decoder,
+    caches = (probe_module.probe_problem, probe_module.timed_probe, codec.decoder_problem, codec.image_decoder,
               codec._library)
     for cache in caches:
         cache.cache_clear()
@@ -55,7 +57,7 @@ def fresh_decisions():
 def failing_probe(monkeypatch, **broken):
     """Make the speed probe fail for the settings in ``broken`` (e.g. channels_last=True), as a device lacking
     them would; other settings probe for real on the CPU and pass elsewhere."""
-    real = device_module._probe_steps
+    real = probe_module._probe_steps
 
     def probe(device, amp, channels_last, fused, optimizer):
         settings = {"amp": amp, "channels_last": channels_last, "fused": fused}
@@ -63,7 +65,7 @@ def failing_probe(monkeypatch, **broken):
             return "RuntimeError: no kernel for this here"
         return real(device, amp, channels_last, fused, optimizer) if device.type == "cpu" else None
 
-    monkeypatch.setattr(device_module, "_probe_steps", probe)
+    monkeypatch.setattr(probe_module, "_probe_steps", probe)
 
 
 def by_path(report_or_checks) -> dict:
@@ -113,12 +115,12 @@ def test_largest_batch_doubles_until_memory_cap_or_bound():
 def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_path, capsys):
     failing_probe(monkeypatch, channels_last=True)
     overrides = TINY + [f"data.root={demo_root}", f"run.out_dir={tmp_path}", "run.name=agree", "train.eval_tta=true"]
-    with run_context(load_config(None, overrides)) as run:
-        speed = run.speed
+    with run_context(load_config(None, overrides)) as runtime:
+        fast = runtime.fast_path
     report = quick_selftest(None, overrides)
     assert "training can run" in capsys.readouterr().out
-    assert speed.channels_last is False
-    assert report.fast_path == speed.describe()
+    assert fast.channels_last is False
+    assert report.fast_path == fast.describe()
     check = by_path(report)["channels-last"]
     assert (check.status, check.used, check.instead) == (FAILED, False, "NCHW (channels-last off)")
     assert "no kernel" in check.note
@@ -129,13 +131,13 @@ def test_engine_and_selftest_pick_the_same_fallback(monkeypatch, demo_root, tmp_
 def test_a_set_value_that_fails_stops_training(monkeypatch):
     failing_probe(monkeypatch, channels_last=True)
     cfg = load_config(overrides=["train.channels_last=true"])
-    train, cpu = cfg.train, torch.device("cpu")
-    speed = fast_path(cfg, cpu)
-    assert speed.channels_last  # a set value is taken as it is, not probed
-    checks = speed_checks(train, cpu, speed, "sgd")
+    cpu = torch.device("cpu")
+    fast = fast_path(cfg, cpu)
+    assert fast.channels_last  # a set value is taken as it is, not probed
+    checks = speed_checks(cfg, Runtime(cpu, fast, 0, False))
     check = by_path(checks)["channels-last"]
     assert check.status == FAILED and check.used and "train.channels_last=auto" in check.instead
-    assert not SelfTestReport({}, speed.describe(), checks).can_train
+    assert not SelfTestReport({}, fast.describe(), checks).can_train
 
 
 def test_cuda_choices_fall_back_in_order(monkeypatch):
@@ -143,10 +145,9 @@ def test_cuda_choices_fall_back_in_order(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     failing_probe(monkeypatch, amp="bf16", fused=True)
     cfg = load_config(overrides=["optim.name=adamw"])
-    train = cfg.train
-    speed = fast_path(cfg, CUDA)
-    assert (speed.amp, speed.channels_last, speed.fused) == (torch.float16, True, False)
-    checks = by_path(speed_checks(train, CUDA, speed, "adamw"))
+    fast = fast_path(cfg, CUDA)
+    assert (fast.amp, fast.channels_last, fast.fused) == (torch.float16, True, False)
+    checks = by_path(speed_checks(cfg, Runtime(CUDA, fast, 0, False)))
     bf16, fp16 = checks[AMP_LABELS["bf16"]], checks[AMP_LABELS["fp16"]]
     assert (bf16.status, bf16.used, bf16.instead) == (FAILED, False, AMP_LABELS["fp16"])
     assert (fp16.status, fp16.used) == (OK, True)
@@ -158,8 +159,8 @@ def test_cuda_paths_are_not_applicable_on_the_cpu_and_bf16_is_timed(fake_timings
     fake_timings(SLOW_BF16)
     cfg = load_config()
     cpu = torch.device("cpu")
-    speed = fast_path(cfg, cpu)
-    checks = by_path(speed_checks(cfg.train, cpu, speed, "sgd", speed.timing))
+    fast = fast_path(cfg, cpu)
+    checks = by_path(speed_checks(cfg, Runtime(cpu, fast, 0, False), fast.timing))
     for path in (AMP_LABELS["fp16"], "fused optimizer (sgd)"):
         assert checks[path].status == NOT_HERE and not checks[path].used
     assert checks[AMP_LABELS["none"]].used and checks[AMP_LABELS["none"]].status == OK

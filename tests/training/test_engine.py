@@ -17,10 +17,14 @@ from conftest import FAST_BF16, ROOT, SLOW_BF16, TINY, call_cli
 from helpers.core.config import TrainConfig, load_config
 from helpers.core.errors import UserError
 from helpers.core.io import WriteFailed, read_metrics
+from helpers.eval import evaluation
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
 from helpers.training import engine
+from helpers.training import step as step_module
 from helpers.training.budget import TimeBudget, budget_epochs, epoch_limit
-from helpers.training.engine import EpochSampler, Trainer, TrainingStopped, build_run, run_context, train
+from helpers.training.engine import Trainer, TrainingStopped, train
+from helpers.training.run import build_run, run_context
+from helpers.training.step import EpochSampler
 from helpers.training.tracking import offline_runs
 
 
@@ -223,7 +227,7 @@ def test_a_run_leaves_torch_and_the_environment_as_it_found_them(demo_root, tmp_
 
 
 def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monkeypatch):
-    real = engine.margin_loss
+    real = step_module.margin_loss
     calls = {"n": 0}
 
     def poisoned(logits, labels):
@@ -231,7 +235,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monk
         loss = real(logits, labels)
         return loss * float("nan") if calls["n"] == 2 or calls["n"] > 11 else loss
 
-    monkeypatch.setattr(engine, "margin_loss", poisoned)
+    monkeypatch.setattr(step_module, "margin_loss", poisoned)
     with pytest.raises(TrainingStopped, match="3 steps in a row had a non-finite"):
         train(None, _run_args(demo_root, tmp_path, "nan", "train.epochs=3", "train.max_nonfinite_steps=3"))
     records = read_metrics(tmp_path / "nan" / "metrics.jsonl")
@@ -276,7 +280,7 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path, mo
     # A fake clock, as in the tests below: each optimiser step takes one second and each val evaluation two, so
     # what the budget keeps back for the last evaluation is learnt from the evaluations the run makes.
     clock = {"now": 0.0}
-    step, verify = Trainer._optimizer_step, engine.verify_pairs
+    step, verify = Trainer._optimizer_step, evaluation.verify_pairs
 
     def one_second_step(self):
         clock["now"] += 1.0
@@ -287,7 +291,7 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path, mo
         return verify(*args, **kwargs)
 
     monkeypatch.setattr(Trainer, "_optimizer_step", one_second_step)
-    monkeypatch.setattr(engine, "verify_pairs", two_second_evaluation)
+    monkeypatch.setattr(evaluation, "verify_pairs", two_second_evaluation)
     monkeypatch.setattr(TimeBudget, "elapsed", lambda self: self.spent_before + clock["now"])
     args = _run_args(demo_root, tmp_path, "budget", "train.epochs=1000", "train.max_minutes=0.5",
                      "sched.name=cosine", "optim.lr=0.01")
@@ -410,13 +414,14 @@ def test_a_missing_gpu_kernel_met_at_start_up_names_the_wheel_to_install(demo_ro
                                                                          fake_gpu, capsys):
     from contextlib import contextmanager
 
-    from helpers.core.device import FastPath
+    from helpers.eval.runtime import Runtime
+    from helpers.model.fast_path import FastPath
 
     fake_gpu()
 
     @contextmanager
     def on_the_gpu(cfg, previous=None):
-        yield engine.RunContext(engine.Distributed(), torch.device("cuda", 0), FastPath(None, False, False, False))
+        yield Runtime(torch.device("cuda", 0), FastPath(None, False, False, False), 0, False)
 
     def first_kernel(*args, **kwargs):
         raise RuntimeError("CUDA error: no kernel image is available for execution on the device\n"
@@ -429,3 +434,23 @@ def test_a_missing_gpu_kernel_met_at_start_up_names_the_wheel_to_install(demo_ro
     assert err.startswith("error: the Tesla V100-SXM2-32GB GPU is sm_70, for which the installed torch 2.9.1+cu130")
     assert err.rstrip().endswith("pip install torch==2.9.1 torchvision==0.24.1 "
                                  "--index-url https://download.pytorch.org/whl/cu126")
+
+
+def test_each_metrics_line_keeps_its_keys_and_the_log_line_reads_from_the_record(trained_run):
+    from helpers.core.records import RunRecord
+    from helpers.training.engine import format_record
+
+    before, trained = read_metrics(trained_run / "metrics.jsonl")[:2]
+    evaluation = ["val_eer", "val_auc", "val_accuracy", "val_threshold", "val_tar_at_far", "val_eer_low",
+                  "val_eer_high", "evaluated", "elapsed_s", "time"]  # the demo root has no dev split for top-1
+    assert list(before) == ["epoch", "step", "nonfinite_steps", "skipped_images", *evaluation]
+    assert list(trained) == ["epoch", "step", "train_loss", "train_acc", "grad_norm", "images_per_s", "data_wait",
+                             "lr", "nonfinite_steps", "skipped_images", *evaluation]
+    assert RunRecord.from_line(trained).as_line() == trained  # written through the record, read back the same
+    record = RunRecord.from_line(trained)
+    line = format_record(record, "6")
+    assert line.startswith(f"epoch 1/6 | loss {trained['train_loss']:.4f} | acc {trained['train_acc']:.3f} | ")
+    interval = f"[{trained['val_eer_low']:.3f}, {trained['val_eer_high']:.3f}]"
+    assert f" | val EER {trained['val_eer']:.4f} {interval} AUC {trained['val_auc']:.4f} | " in line
+    assert "EMA" not in line and line.endswith(f" | {record.elapsed_s / 60:.1f} min")
+    assert "before training" in format_record(RunRecord.from_line(before), "6")

@@ -36,7 +36,7 @@ def test_two_visible_gpus_train_under_torchrun_and_the_result_is_read_from_the_r
     assert launched == [torchrun_command(None, _trained_args(trained_run), "auto", None, 2)]
     state = load_checkpoint(trained_run / "last.pt")
     assert result.run_dir == trained_run and result.best_eer == state["best_eer"] is not None
-    assert result.epochs == 6 and result.last == read_metrics(trained_run / "metrics.jsonl")[-1]
+    assert result.epochs == 6 and result.last.as_line() == read_metrics(trained_run / "metrics.jsonl")[-1]
     assert result.graded == "raw"
 
 

@@ -8,16 +8,10 @@ import pytest
 import torch
 from conftest import FAST_BF16, SLOW_BF16
 
-from helpers.core import device as device_module
 from helpers.core.config import load_config
-from helpers.core.device import (
-    Measured,
-    choose_timed,
-    describe_fast_path,
-    fast_path,
-    probe_shape,
-    timed_probe,
-)
+from helpers.eval.runtime import Runtime
+from helpers.model import probe as probe_module
+from helpers.model.fast_path import fast_path
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)
@@ -27,33 +21,33 @@ TINY_MODEL = ["model.depth=18", "model.width=0.125", "data.image_size=32", "trai
 @pytest.fixture(autouse=True)
 def fresh_decisions():
     """The decisions are cached per process: each test starts from, and leaves, a clean cache."""
-    for cache in (device_module.probe_problem, device_module.timed_probe):
+    for cache in (probe_module.probe_problem, probe_module.timed_probe):
         cache.cache_clear()
     yield
-    for cache in (device_module.probe_problem, device_module.timed_probe):
+    for cache in (probe_module.probe_problem, probe_module.timed_probe):
         cache.cache_clear()
 
 
-def chosen(speed) -> tuple:
-    return device_module.amp_name(speed.amp), speed.channels_last
+def chosen(fast) -> tuple:
+    return probe_module.amp_name(fast.amp), fast.channels_last
 
 
 def test_bf16_is_taken_on_the_cpu_when_the_probe_finds_it_faster(fake_timings):
     asked = fake_timings(FAST_BF16)
-    speed = fast_path(load_config(overrides=TINY_MODEL), CPU)
-    assert chosen(speed) == ("bf16", True) and speed.amp == torch.bfloat16
+    fast = fast_path(load_config(overrides=TINY_MODEL), CPU)
+    assert chosen(fast) == ("bf16", True) and fast.amp == torch.bfloat16
     assert sorted(asked[0]) == sorted(FAST_BF16)  # every pair of the two auto settings was timed
-    verdicts = speed.describe()["probe"]["verdicts"]
+    verdicts = fast.describe()["probe"]["verdicts"]
     assert "bf16: 2.20x faster here, taken" in verdicts and "channels-last: 1.22x faster here, taken" in verdicts
-    assert speed.sentence() == ("fast path: autocast bf16, channels-last (timed probe: bf16: 2.20x faster here, "
+    assert fast.sentence() == ("fast path: autocast bf16, channels-last (timed probe: bf16: 2.20x faster here, "
                                 "taken; channels-last: 1.22x faster here, taken)")
 
 
 def test_fp32_stays_on_the_cpu_when_bf16_is_slower(fake_timings):
     fake_timings(SLOW_BF16)
-    speed = fast_path(load_config(overrides=TINY_MODEL), CPU)
-    assert chosen(speed) == ("none", True) and speed.amp is None
-    probe = speed.describe()["probe"]
+    fast = fast_path(load_config(overrides=TINY_MODEL), CPU)
+    assert chosen(fast) == ("none", True) and fast.amp is None
+    probe = fast.describe()["probe"]
     assert "bf16: 0.40x here, not taken" in probe["verdicts"] and probe["decided"]
     assert probe["images_per_s"] == {"bf16 channels-last": 40.0, "bf16 NCHW": 30.0, "fp32 channels-last": 100.0,
                                      "fp32 NCHW": 80.0}
@@ -82,9 +76,9 @@ def test_the_margin_is_named_when_a_faster_choice_is_not_taken(fake_timings):
 
 def test_a_fast_choice_whose_loss_is_not_finite_is_not_taken(fake_timings):
     fake_timings(FAST_BF16, not_finite=[("bf16", True), ("bf16", False)])
-    speed = fast_path(load_config(overrides=TINY_MODEL), CPU)
-    assert chosen(speed) == ("none", True)
-    assert speed.describe()["probe"]["not_finite"] == {"bf16 channels-last": "the loss was not finite",
+    fast = fast_path(load_config(overrides=TINY_MODEL), CPU)
+    assert chosen(fast) == ("none", True)
+    assert fast.describe()["probe"]["not_finite"] == {"bf16 channels-last": "the loss was not finite",
                                                        "bf16 NCHW": "the loss was not finite"}
 
 
@@ -103,8 +97,8 @@ def test_a_set_value_is_never_overridden(fake_timings, rates, amp, layout):
 def test_one_set_value_stays_while_the_probe_decides_the_other(fake_timings, rates, setting, index):
     asked = fake_timings(rates)
     value = setting.split("=")[1]
-    speed = fast_path(load_config(overrides=TINY_MODEL + [setting]), CPU)
-    assert str(chosen(speed)[index]).lower() == value
+    fast = fast_path(load_config(overrides=TINY_MODEL + [setting]), CPU)
+    assert str(chosen(fast)[index]).lower() == value
     assert {pair[index] for pair in asked[0]} == {value if index == 0 else value == "true"}  # only it was timed
 
 
@@ -134,47 +128,14 @@ def test_a_resume_keeps_the_choice_its_run_trained_with(fake_timings):
 def test_cuda_keeps_its_order_and_its_timing_is_reported_beside_it(fake_timings, monkeypatch):
     """No GPU needed: the kernels probe as working, and the timing says fp32 would be faster."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    monkeypatch.setattr(device_module, "_probe_steps", lambda *args: None)
-    monkeypatch.setattr(device_module, "own_rng", lambda device: nullcontext())  # no CUDA generator here
+    monkeypatch.setattr(probe_module, "_probe_steps", lambda *args: None)
+    monkeypatch.setattr(probe_module, "own_rng", lambda device: nullcontext())  # no CUDA generator here
     rates = {(amp, layout): 100.0 if amp == "none" else 50.0 for amp in ("bf16", "fp16", "none")
              for layout in (True, False)}
     asked = fake_timings(rates)
     cfg = load_config(overrides=TINY_MODEL)
-    speed = fast_path(cfg, CUDA)
-    assert chosen(speed) == ("bf16", True) and speed.fused and asked == []  # the order, no probe at start
-    probe = describe_fast_path(cfg, CUDA, speed)["probe"]
+    fast = fast_path(cfg, CUDA)
+    assert chosen(fast) == ("bf16", True) and fast.fused and asked == []  # the order, no probe at start
+    probe = Runtime(CUDA, fast, 0, False).describe_fast_path(cfg)["probe"]
     assert not probe["decided"] and len(asked) == 1
     assert "bf16: 0.50x here, taken" in probe["verdicts"] and "fp16: 0.50x here, not taken" in probe["verdicts"]
-
-
-def test_choose_timed_uses_the_screen_for_candidates_dropped_early():
-    measured = (Measured("bf16", True, 10.0, None), Measured("bf16", False, 8.0, None),
-                Measured("none", True, 40.0, 100.0), Measured("none", False, 38.0, 80.0))
-    assert choose_timed(measured, ("none", True)) == ("none", True)
-    # a candidate that ran the timed rounds is compared with a dropped one by their screening rates
-    measured = (Measured("bf16", True, 90.0, 300.0), Measured("bf16", False, 20.0, None),
-                Measured("none", True, 40.0, 100.0), Measured("none", False, 30.0, 80.0))
-    assert choose_timed(measured, ("none", True)) == ("bf16", True)
-
-
-def test_the_stand_in_follows_the_configured_model_and_its_batch_shrinks_with_its_cost():
-    seed = probe_shape(load_config())
-    fast = probe_shape(load_config("fast"))
-    assert seed.widths == (64, 128, 256, 512) and fast.widths == (32, 64, 128, 256)
-    assert (seed.stem, seed.image_size, seed.optimizer, fast.optimizer) == ("seed", 112, "sgd", "adamw")
-    assert 2 <= seed.batch < fast.batch <= 64  # a wider model gets fewer images per probe step
-    assert probe_shape(load_config(overrides=["model.depth=50"])).bottleneck
-    assert probe_shape(load_config(overrides=TINY_MODEL)).batch == 8  # never more than train.batch_size
-
-
-def test_the_real_probe_times_every_candidate_and_leaves_the_random_state():
-    shape = probe_shape(load_config(overrides=TINY_MODEL))
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    timing = timed_probe(CPU, ("bf16", "none"), (True, False), shape)
-    assert torch.equal(torch.rand(3), expected)
-    assert {(m.amp, m.channels_last) for m in timing.measured} == set(FAST_BF16)
-    assert all(m.screen > 0 and m.problem is None for m in timing.measured)
-    assert any(m.timed for m in timing.measured) and timing.chosen in set(FAST_BF16)
-    assert timing.default == ("none", True)

@@ -9,7 +9,7 @@ import types
 import pytest
 from conftest import ROOT
 
-from helpers.core import credentials, kaggle, runtime
+from helpers.core import credentials, kaggle, host
 from helpers.core.errors import UserError
 from helpers.data.sources import obtain_data
 
@@ -41,45 +41,45 @@ def colab(home, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(FAKE_COLAB))
     monkeypatch.setenv("FAKE_COLAB_DRIVE", str(tmp_path / "cloud"))
     monkeypatch.setenv("FAKE_COLAB_SECRETS", str(tmp_path / "secrets.json"))
-    monkeypatch.setattr(runtime, "COLAB_MOUNT", tmp_path / "content" / "drive")
+    monkeypatch.setattr(host, "COLAB_MOUNT", tmp_path / "content" / "drive")
     yield tmp_path
     _forget_colab()  # later tests must not find it imported
 
 
 def test_platform(home, monkeypatch):
-    assert runtime.platform() == "local"
+    assert host.platform() == "local"
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
-    assert runtime.platform() == "kaggle"
+    assert host.platform() == "kaggle"
 
 
 def test_kaggle_is_kaggle_even_with_google_colab_importable(colab, monkeypatch):
-    assert runtime.platform() == "colab"
+    assert host.platform() == "colab"
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    assert runtime.platform() == "kaggle"
+    assert host.platform() == "kaggle"
 
 
 def test_runs_folder_locally_and_on_kaggle(home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert runtime.runs_folder("auto", "runs") == runtime.Path("runs") and (tmp_path / "runs").is_dir()
-    assert runtime.runs_folder(str(tmp_path / "mine"), "runs") == tmp_path / "mine"
+    assert host.runs_folder("auto", "runs") == host.Path("runs") and (tmp_path / "runs").is_dir()
+    assert host.runs_folder(str(tmp_path / "mine"), "runs") == tmp_path / "mine"
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    monkeypatch.setattr(runtime, "KAGGLE_WORKING", tmp_path / "working")
-    assert runtime.runs_folder("auto", "runs") == tmp_path / "working" / "runs"
+    monkeypatch.setattr(host, "KAGGLE_WORKING", tmp_path / "working")
+    assert host.runs_folder("auto", "runs") == tmp_path / "working" / "runs"
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="cannot create the runs folder .*file/x \\(drive_folder\\)"):
-        runtime.runs_folder(str(tmp_path / "file" / "x"))
+        host.runs_folder(str(tmp_path / "file" / "x"))
 
 
 def test_on_colab_runs_go_to_drive_mounted_once(colab):
-    assert runtime.platform() == "colab"
-    folder = runtime.runs_folder("auto", "runs")
+    assert host.platform() == "colab"
+    folder = host.runs_folder("auto", "runs")
     assert folder == colab / "content" / "drive" / "MyDrive" / "HW2P2"
     assert (colab / "cloud" / "HW2P2").is_dir()  # on the Drive, not on the VM's disk
-    assert runtime.runs_folder("auto", "runs") == folder  # mounted already: the fake refuses a second mount
+    assert host.runs_folder("auto", "runs") == folder  # mounted already: the fake refuses a second mount
     # A VM reset: the mount point is gone, the Drive is not; a named folder inside MyDrive mounts it again.
     (colab / "content" / "drive" / "MyDrive").unlink()
     named = colab / "content" / "drive" / "MyDrive" / "courses" / "hw2p2"
-    assert runtime.runs_folder(str(named), "runs") == named and (colab / "cloud" / "courses" / "hw2p2").is_dir()
+    assert host.runs_folder(str(named), "runs") == named and (colab / "cloud" / "courses" / "hw2p2").is_dir()
 
 
 def _root(folder):
@@ -90,7 +90,7 @@ def _root(folder):
 
 def test_kaggle_data_attached_under_input_is_found_without_download(home, tmp_path, monkeypatch):
     inputs = tmp_path / "input"
-    monkeypatch.setattr(runtime, "KAGGLE_INPUT", inputs)
+    monkeypatch.setattr(host, "KAGGLE_INPUT", inputs)
     monkeypatch.setenv("PATH", str(tmp_path))  # no kaggle tool: a download would fail
     (inputs / "some-other-dataset" / "train" / "cats").mkdir(parents=True)
     attached = _root(inputs / "11785-hw2p2-face-verification" / "HW2p2_S26")
@@ -103,7 +103,7 @@ def test_kaggle_data_attached_under_input_is_found_without_download(home, tmp_pa
 
 
 def test_nothing_attached_falls_back_to_the_download_folder(home, tmp_path, monkeypatch):
-    monkeypatch.setattr(runtime, "KAGGLE_INPUT", tmp_path / "no-input")
+    monkeypatch.setattr(host, "KAGGLE_INPUT", tmp_path / "no-input")
     monkeypatch.setenv("PATH", str(tmp_path))
     downloaded = _root(tmp_path / "data" / "HW2p2_S26")
     assert obtain_data("kaggle", tmp_path / "data", "comp") == downloaded

@@ -90,6 +90,7 @@ class Tracker:
         if self.run is not None:
             self._safely(self.run.finish)
             self.run = None
+            self._safely(_close_wandb_files)
 
     def _safely(self, action) -> None:
         try:
@@ -131,3 +132,13 @@ def run_summary(run_dir: str | Path) -> dict:
 def _best_and_final(key: str, values: list[float], best) -> dict:
     """``best_KEY`` (by ``best``: min or max) and ``final_KEY`` (the latest) of a run's ``values``."""
     return {f"best_{key}": best(values), f"final_{key}": values[-1]}
+
+
+def _close_wandb_files() -> None:
+    """Wait until W&B's service has written and closed the finished run's files: ``run.finish()`` returns before
+    its ``.wandb`` log is flushed, and a hand-in scanned, or a Colab VM lost, right after training must find the
+    files whole. The service is shut only when no other run of this process still logs; it restarts on demand."""
+    import wandb
+
+    if wandb.run is None:
+        wandb.teardown()

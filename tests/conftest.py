@@ -106,8 +106,10 @@ def trained_run(demo_root, tmp_path_factory) -> Path:
     from helpers.training.engine import train
 
     out = tmp_path_factory.mktemp("runs")
+    # The fast path is pinned: left to the timed probe, a loaded machine would train another model (bf16 or fp32).
     result = train(None, TINY + [f"data.root={demo_root}", f"run.out_dir={out}", "run.name=trained",
-                                 "train.epochs=6", "optim.name=adam", "optim.lr=0.005"])
+                                 "train.epochs=6", "optim.name=adam", "optim.lr=0.005", "train.amp=none",
+                                 "train.channels_last=false"])
     return result.run_dir
 
 

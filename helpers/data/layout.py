@@ -44,6 +44,15 @@ def solution_path(root: str | Path) -> Path:
     return root.parent / f"{root.name}.solution.csv"
 
 
+ANSWER_FILES = (answer_key_path, solution_path)  # the answers a demo or prepared root keeps beside it
+
+
+def answer_files(root: str | Path) -> dict[str, Path]:
+    """The answer files beside ``root`` (present or not), by what follows the root's name in theirs."""
+    root = Path(root)
+    return {where(root).name[len(root.name):]: where(root) for where in ANSWER_FILES}
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a data root: where (a path or ``file:line``) and what."""
@@ -225,7 +234,7 @@ def read_labels(path: Path, shown: str | None = None) -> tuple[list[tuple[str, s
         if reason := unsafe_reason(name):
             problems.append(Problem(where, reason))
             continue
-        if label is not None and not _is_int(label):
+        if label is not None and not is_int(label):
             problems.append(Problem(where, f"class id '{label}' is not an integer"))
             continue
         if name in entries:
@@ -269,7 +278,7 @@ def read_pairs(path: Path, labelled: bool) -> tuple[list[Pair], list[Problem]]:
     return pairs, problems
 
 
-def _is_int(text: str) -> bool:
+def is_int(text: str) -> bool:
     """An integer as int() reads it and nothing else: ASCII digits after one sign at most (not '--5', not '²')."""
     return re.fullmatch(r"[+-]?[0-9]+", text) is not None
 
@@ -370,7 +379,7 @@ def unify_class_ids(splits: list[ClassSplit]) -> list[Problem]:
     notes: dict[str, Problem] = {}
     for split in splits:
         for i, label in enumerate(split.labels):
-            if not _is_int(label):
+            if not is_int(label):
                 continue
             first = spelling.setdefault(int(label), label)
             if first != label:
@@ -417,6 +426,6 @@ def class_names(labels: Sequence[str]) -> list[str]:
     that predictions map back to the data's own (possibly non-contiguous) ids.
     """
     distinct = set(labels)
-    if all(_is_int(label) for label in distinct):
+    if all(is_int(label) for label in distinct):
         return sorted(distinct, key=int)
     return sorted(distinct)

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from helpers.core.errors import UserError
-from helpers.core.io import atomic_write, staged_folder
+from helpers.core.io import atomic_link, staged_folder
 from helpers.data.images import BadImageError, is_image, load_image
 from helpers.data.layout import SAMPLE_SUBMISSION, answer_key_path, solution_path
 from helpers.data.packed import write_pack
@@ -287,7 +287,7 @@ def prepare_folder(src: str | Path, out: str | Path, *, verification_identities:
 
 def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, int]:
     """Pack every split and ``ver_data/`` of a data root into ``out``; returns image counts per pack."""
-    from helpers.data.layout import answer_key_path, open_data, solution_path
+    from helpers.data.layout import answer_files, open_data
 
     data = open_data(root)
     out = Path(out)
@@ -315,8 +315,7 @@ def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dic
         for text_file in ("val_pairs.txt", "test_pairs.txt", SAMPLE_SUBMISSION):
             if (data.root / text_file).is_file():
                 shutil.copyfile(data.root / text_file, staging / text_file)
-    for answers in (answer_key_path, solution_path):  # the answer keys of a demo or prepared root travel with it
-        if answers(data.root).is_file():
-            key = answers(data.root).read_bytes()
-            atomic_write(answers(out), lambda handle: handle.write(key))
+    for suffix, answers in answer_files(data.root).items():  # the answers of a demo or prepared root travel with it
+        if answers.is_file():
+            atomic_link(answers, answer_files(out)[suffix])
     return counts

@@ -19,7 +19,7 @@ the copy's files have those sizes. Anything else is finished or redone:
 * processes staging the same copy at once (the ranks of a torchrun job) take
   turns through a lock file: one copies, the others then find it complete.
 
-The answer key beside a demo or prepared root travels along, beside the copy.
+The answers beside a demo or prepared root (the answer key, Fall 2026's solution) travel along, beside the copy.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.core.errors import UserError
-from helpers.core.io import atomic_write, atomic_write_text, size_words
+from helpers.core.io import atomic_link, atomic_write_text, size_words
 from helpers.core.progress import progress as progress_bar
-from helpers.data.layout import answer_key_path, find_data_root
+from helpers.data.layout import answer_files, find_data_root
 
 try:
     import fcntl
@@ -144,8 +144,9 @@ def is_complete(copy: Path, plan: dict) -> bool:
     manifest = _read_manifest(copy)
     if manifest is None or not manifest.get("complete") or _plan_of(manifest) != plan:
         return False
-    answers = plan["answers"]
-    return _sizes_match(copy, plan) and (answers is None or _size(answer_key_path(copy)) == answers[0])
+    beside = answer_files(copy)
+    return _sizes_match(copy, plan) and all(_size(beside[suffix]) == size for suffix, (size, _) in
+                                            plan["answers"].items())
 
 
 # ----------------------------------------------------------------------------- the copy
@@ -161,12 +162,8 @@ def _plan(source: Path) -> dict:
                 continue  # the source is itself a staged copy: its manifest is not data
             info = path.stat()
             files[path.relative_to(source).as_posix()] = [info.st_size, info.st_mtime_ns]
-    answers = answer_key_path(source)
-    if answers.is_file():
-        info = answers.stat()
-        answers = [info.st_size, info.st_mtime_ns]
-    else:
-        answers = None
+    answers = {suffix: [path.stat().st_size, path.stat().st_mtime_ns]
+               for suffix, path in answer_files(source).items() if path.is_file()}
     return {"format": FORMAT, "source": str(source), "files": files, "answers": answers}
 
 
@@ -236,13 +233,14 @@ class _Copier:
 
 
 def _stage_answers(source: Path, copy: Path, plan: dict) -> None:
-    """The answer key beside ``copy`` as beside ``source``; none when the source has none."""
-    target = answer_key_path(copy)
-    if plan["answers"] is None:
-        target.unlink(missing_ok=True)
-        return
-    with open(answer_key_path(source), "rb") as original:
-        atomic_write(target, lambda handle: shutil.copyfileobj(original, handle))
+    """The answer files beside ``copy`` as beside ``source`` (the answer key, Fall 2026's solution); none where
+    the source has none."""
+    originals = answer_files(source)
+    for suffix, target in answer_files(copy).items():
+        if suffix in plan["answers"]:
+            atomic_link(originals[suffix], target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from helpers.core import kaggle as kaggle_tool
 from helpers.core.errors import UserError, printable
 from helpers.core.io import atomic_write_text, output_file
 from helpers.core.terms import Term, combined_score, get_term
+from helpers.data.layout import is_int
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm, norm_words
 from helpers.handin.sample import find_sample, read_sample
@@ -182,7 +183,7 @@ def score_unified(path: str | Path, solution: str | Path) -> dict:
 
 def _same_class(predicted: str, truth: str) -> bool:
     """Class ids compared as integers when both are (``07`` is ``7``), else as text."""
-    if predicted.lstrip("+-").isdigit() and truth.lstrip("+-").isdigit():
+    if is_int(predicted) and is_int(truth):
         return int(predicted) == int(truth)
     return predicted == truth
 

@@ -183,3 +183,18 @@ def test_processes_staging_at_once_copy_once(packed, tmp_path, monkeypatch):
         thread.join()
     assert sorted(result.copied for result in results) == [0, results[0].size]
     assert _files(results[0].copy) == _files(packed)
+
+
+def test_a_fall_2026_root_stages_with_its_solution_beside_the_copy(tmp_path):
+    from helpers.data.demo import make_demo_data
+    from helpers.data.layout import solution_path
+
+    source = tmp_path / "drive" / "f26"
+    make_demo_data(source, identities=4, images_per_identity=3, verification_identities=4, size=16, layout="f26",
+                   val_pairs=10, test_pairs=10)
+    copy = stage_data(source, tmp_path / "local", announce=False, progress=False).copy
+    assert solution_path(copy).read_text() == solution_path(source).read_text()
+    assert answer_key_path(copy).read_text() == answer_key_path(source).read_text()
+    solution_path(copy).unlink()  # a copy that lost its answers is not complete: staging brings them back
+    stage_data(source, tmp_path / "local", announce=False, progress=False)
+    assert solution_path(copy).read_text() == solution_path(source).read_text()

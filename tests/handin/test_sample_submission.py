@@ -145,3 +145,14 @@ def test_a_run_without_wandb_cannot_be_submitted_to_fall_2026(trained_run, tmp_p
     code, _, err = call_cli(capsys, "submit", "--checkpoint", trained_run / "best.pt", "--out", tmp_path / "s.csv",
                             "--kaggle")
     assert code == 1 and "logged no W&B run" in err and not (tmp_path / "s.csv").exists()
+
+
+def test_a_class_id_only_python_takes_for_a_digit_is_compared_as_text_not_a_traceback(tmp_path):
+    from helpers.handin.submission import score_unified
+
+    solution = tmp_path / "solution.csv"
+    solution.write_text("ID,Label,Task\n0,1,pair\n1,0,pair\na.jpg,2,image\nb.jpg,7,image\n")
+    submission = tmp_path / "submission.csv"
+    submission.write_text("ID,Label\n0,0.9\n1,0.1\na.jpg,\u00b2\nb.jpg,07\n")  # a superscript two, and 07 for 7
+    result = score_unified(submission, solution)
+    assert result["accuracy"] == 0.5 and result["eer"] == 0.0 and result["images"] == 2

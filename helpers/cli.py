@@ -389,15 +389,14 @@ def _checkpoint_arguments(command: argparse.ArgumentParser) -> None:
     _term_argument("the checkpoint's course.term")(command)
     command.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt)")
     command.add_argument("--data-root", help="data root (default: the one the checkpoint trained on)")
-    command.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    TTA(command)
+    DEVICE(command)
     _score_norm_arguments(command)
 
 
 def _score_norm_arguments(command: argparse.ArgumentParser) -> None:
     """The options of the commands that score pairs: which weights, and how a pair's score is made."""
-    command.add_argument("--weights", choices=("raw", "ema"),
-                         help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
+    WEIGHTS(command)
     command.add_argument("--score-norm", choices=("none", "as-norm"), default="none",
                          help="none: raw cosine; as-norm: adaptive score normalisation against the checkpoint's "
                               "own class centres (the margin head's rows)")
@@ -414,6 +413,14 @@ class Arg:
 
     def __call__(self, command: argparse.ArgumentParser) -> None:
         command.add_argument(*self.flags, **self.options)
+
+
+# Arguments several commands take, word for word.
+JSON = Arg("--json", action="store_true", help="print one JSON object")
+TTA = Arg("--tta", action="store_true", help="flip test-time augmentation")
+DEVICE = Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+WEIGHTS = Arg("--weights", choices=("raw", "ema"),
+              help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
 
 
 class Command:
@@ -459,7 +466,7 @@ COMMANDS = (
                 help="refuse images whose header claims more pixels (default: data.max_image_pixels, 4096x4096)"),
             Arg("--follow-links", action="store_true",
                 help="follow links that leave the root (data.follow_links) instead of counting them as problems"),
-            Arg("--json", action="store_true", help="print one JSON object"),
+            JSON,
     ),
     Command("pack-data", _pack_data, "pack a data root's images into one file per split",
             "Write a copy of ROOT whose splits are packed: one file of JPEG bytes plus an index per split (and for "
@@ -495,7 +502,7 @@ COMMANDS = (
             _config_arguments,
             Arg("--classes", type=_positive_int, default=COURSE_CLASSES,
                 help=f"identities the margin head covers (default {COURSE_CLASSES}, the course data)"),
-            Arg("--json", action="store_true", help="print one JSON object"),
+            JSON,
             Arg("--strict", action="store_true", help="exit 1 when over the parameter budget"),
             Arg("--write", metavar="PATH", help="also write the table and printed model (model_arch.txt)"),
     ),
@@ -503,7 +510,7 @@ COMMANDS = (
             "Evaluate a checkpoint: EER, threshold, AUC, accuracy and TAR at FAR on val_pairs.txt; dev top-1/top-5; "
             "1:N identification of dev images against per-identity train means; optional plots.",
             _checkpoint_arguments,
-            Arg("--json", action="store_true", help="print one JSON object"),
+            JSON,
             Arg("--plots", metavar="DIR",
                 help="write roc.png, det.png, scores.png, hardest_pairs.png and training_curves.png here"),
             Arg("--bootstrap", type=int, default=0, metavar="N",
@@ -528,7 +535,7 @@ COMMANDS = (
             Arg("--kaggle-competition", metavar="NAME", help="also submit, to this competition"),
             Arg("--message",
                 help="Kaggle description (default: the term's; Fall 2026 accepts only HW2P2|WB=ENTITY/PROJECT/RUN_ID)"),
-            Arg("--json", action="store_true", help="print one JSON object"),
+            JSON,
     ),
     Command("score", _score, "score a submission against an answer key",
             "Score a submission as the leaderboard would: its EER against one 0/1 per test pair (ROOT.test_labels.txt "
@@ -543,8 +550,8 @@ COMMANDS = (
             "the checkpoint.",
             _model_arguments,
             Arg("images", nargs="+", help="A1 B1 [A2 B2 ...]"),
-            Arg("--tta", action="store_true", help="flip test-time augmentation"),
-            Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps"),
+            TTA,
+            DEVICE,
             _score_norm_arguments,
     ),
     Command("embed", _embed, "embeddings of a folder of images",
@@ -553,8 +560,8 @@ COMMANDS = (
             _model_arguments,
             Arg("folder", help="folder of images"),
             Arg("--out", required=True, help="the .npz file to write"),
-            Arg("--tta", action="store_true", help="flip test-time augmentation"),
-            Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps"),
+            TTA,
+            DEVICE,
     ),
     Command("bundle", _bundle, "build the hand-in zip the term's grader expects, or check one",
             "Build the hand-in zip of a course term (--term, the newest by default) from a run: exactly the members "
@@ -591,9 +598,8 @@ COMMANDS = (
             Arg("--checkpoint", required=True, help="a checkpoint (best.pt)"),
             Arg("--out", required=True, help="the .onnx file to write"),
             Arg("--data-root", help="data root of the val pairs checked (default: the one the checkpoint trained on)"),
-            Arg("--weights", choices=("raw", "ema"),
-                help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)"),
-            Arg("--json", action="store_true", help="print one JSON object"),
+            WEIGHTS,
+            JSON,
     ),
     Command("bench", _bench, "measure training, data loading and evaluation speed",
             "train: images/s and FLOPs utilisation of the plain training step against the engine's fast step, same "
@@ -603,7 +609,7 @@ COMMANDS = (
             "size and embeddings/s on onnxruntime against PyTorch on the CPU.",
             Arg("what", choices=("train", "data", "eval", "onnx")),
             _config_arguments,
-            Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps"),
+            DEVICE,
             Arg("--batch-size", type=_positive_int, help="batch size (default: the config's)"),
             Arg("--classes", type=_positive_int, default=COURSE_CLASSES, help="train: margin-head classes"),
             Arg("--steps", type=_positive_int, help="train: timed steps per path"),
@@ -612,7 +618,7 @@ COMMANDS = (
             Arg("--images", type=_positive_int, default=2000, help="data: images to load"),
             Arg("--checkpoint", help="eval, onnx: a checkpoint (default: an untrained model of the config)"),
             Arg("--tta", action="store_true", help="eval, onnx: flip test-time augmentation"),
-            Arg("--json", action="store_true", help="print one JSON object"),
+            JSON,
     ),
     Command("selftest", _selftest, "run every device path a few steps: what works, what a run costs",
             "On the device training would use, run each path (autocast, channels-last, fused optimiser, "
@@ -626,7 +632,7 @@ COMMANDS = (
             Arg("--compile-seconds", type=float, default=300.0, help="time box of the compile check"),
             Arg("--seconds", type=float, default=20.0, help="length of the timed training run (default 20)"),
             Arg("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)"),
-            Arg("--json", action="store_true", help="print one JSON object"),
+            JSON,
     ),
     Command("sweep", _sweep, "run a notebook over a grid of parameters with papermill",
             "Execute the notebook once per combination of --grid values (each in its own run folder; finished "

@@ -69,6 +69,9 @@ def write_install_cell(path: Path) -> bool:
 
 def main(argv: list[str]) -> int:
     paths = [ROOT / name for name in NOTEBOOKS]
+    if argv not in ([], ["--check"]):
+        print("usage: python tools/install_cell.py [--check]", file=sys.stderr)
+        return 2
     if argv == ["--check"]:
         stale = [path.name for path in paths if drifted(path)]
         for name in stale:

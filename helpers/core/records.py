@@ -77,6 +77,9 @@ class ArmMetrics:
         return bool(self.as_dict())
 
 
+KEYS = field_keys(ArmMetrics)  # the keys of the trained weights' numbers, for files that show them by name
+
+
 @dataclass(frozen=True)
 class EpochStats:
     """What a stretch of training measured: the mean loss and accuracy of its batches, the mean gradient norm of

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from helpers.core.device import default_workers
 from helpers.core.errors import UserError, one_line
 from helpers.core.io import atomic_write
-from helpers.core.records import ArmMetrics, field_keys
+from helpers.core.records import KEYS  # the file keeps the val threshold and EER under their metrics.jsonl keys
 from helpers.data.augment import normalize
 from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData
@@ -47,7 +47,6 @@ from helpers.model.resnet import FaceModel
 FORMAT = "hw2p2-face-embedder"  # the metadata marker of a file this module wrote
 MIN_COSINE = 0.9999
 MAX_NORM_ERROR = 1e-4
-KEYS = field_keys(ArmMetrics)  # the file keeps the val threshold and EER under their metrics.jsonl keys
 INPUT, OUTPUT = "images", "embeddings"
 EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # onnxscript: the dynamo exporter builds the graph with it
 
@@ -218,12 +217,8 @@ def export_model(model: FaceModel, data: FaceData, settings: EvalSettings, out: 
     atomic_write(out, lambda handle: handle.write(serialized), check=check)
     return ExportReport(str(out), out.stat().st_size, exporter, opset,
                         f"{proto.producer_name} {proto.producer_version}", settings.image_size, embedding_dim,
-                        runtime=f"onnxruntime {onnxruntime.__version__}", threshold=_float(about.get(KEYS.val_threshold)),
+                        runtime=f"onnxruntime {onnxruntime.__version__}", threshold=float(about[KEYS.val_threshold]) if KEYS.val_threshold in about else None,
                         **found)
-
-
-def _float(text: str | None) -> float | None:
-    return None if text is None else float(text)
 
 
 def check_parity(embedder: OnnxEmbedder, model: FaceModel, data: FaceData, settings: EvalSettings) -> dict:

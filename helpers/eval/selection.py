@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from helpers.core.config import TrainConfig
-from helpers.core.records import ArmMetrics, field_keys
+from helpers.core.records import KEYS, ArmMetrics
 from helpers.core.terms import Leaderboard
 from helpers.eval.metrics import paired_bootstrap_eers
 
@@ -34,8 +34,7 @@ RULES = {"best": ("raw", "best"), "ema_best": ("ema", "best"), "last": ("raw", "
          "leaderboard": ("raw", "leaderboard"), "ema_leaderboard": ("ema", "leaderboard")}
 BY_EER = Leaderboard(metric="eer", better="lower", wandb_key="EER")  # what best and ema_best rank by
 ARM_NAMES = {"raw": "trained weights", "ema": "EMA weights"}
-KEY = field_keys(ArmMetrics)  # selection.json names its numbers as the run's records do
-EER_INTERVAL = f"{KEY.val_eer}_ci95"
+EER_INTERVAL = f"{KEYS.val_eer}_ci95"
 
 
 def resolve_select(train: TrainConfig) -> str:
@@ -147,13 +146,13 @@ class Selection:
         for (candidate, role), test in zip(others, tests):
             low, high = test["ci95"]
             comparisons.append({"weights": candidate.arm, "role": " and ".join(role), "epoch": candidate.epoch,
-                                KEY.val_eer: candidate.eer, KEY.val_score: candidate.measured.val_score,
+                                KEYS.val_eer: candidate.eer, KEYS.val_score: candidate.measured.val_score,
                                 "difference": test["difference"],
                                 "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
         measured = graded.measured
-        return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, KEY.val_eer: graded.eer,
+        return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, KEYS.val_eer: graded.eer,
                 EER_INTERVAL: [measured.val_eer_low, measured.val_eer_high],
-                KEY.val_score: measured.val_score, "bootstrap_rounds": rounds, "comparisons": comparisons}
+                KEYS.val_score: measured.val_score, "bootstrap_rounds": rounds, "comparisons": comparisons}
 
     def holds(self, name: str) -> tuple[str, Evaluation | None]:
         """The arm a checkpoint file grades, and the evaluation its weights had: last.pt, best.pt, best_ARM.pt."""
@@ -186,13 +185,13 @@ def report_lines(report: dict) -> list[str]:
     """The end-of-run comparison for the log: one line for best.pt, one per other candidate."""
     low, high = report[EER_INTERVAL]
     interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None else ""
-    score = f", score {report[KEY.val_score]:.4f}" if report.get(KEY.val_score) is not None else ""
+    score = f", score {report[KEYS.val_score]:.4f}" if report.get(KEYS.val_score) is not None else ""
     lines = [f"best.pt ({report['select']}): {ARM_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
-             f"val EER {report[KEY.val_eer]:.4f}{interval}{score}"]
+             f"val EER {report[KEYS.val_eer]:.4f}{interval}{score}"]
     for item in report["comparisons"]:
         low, high = item["difference_ci95"]
         verdict = "distinguishable" if item["distinguishable"] else "within the noise of the val pairs"
         lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} (epoch {item['epoch']:g}, val EER "
-                     f"{item[KEY.val_eer]:.4f}): difference {item['difference']:+.4f}, paired 95 % CI "
+                     f"{item[KEYS.val_eer]:.4f}): difference {item['difference']:+.4f}, paired 95 % CI "
                      f"{low:+.4f} to {high:+.4f}: {verdict}")
     return lines

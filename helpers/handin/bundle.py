@@ -26,7 +26,7 @@ from pathlib import Path
 
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write
-from helpers.core.records import ArmMetrics, field_keys
+from helpers.core.records import KEYS
 from helpers.core.terms import Term, get_term
 from helpers.handin.key_scan import describe, files_inside, folder_texts, refuse_links_out, scan_file
 from helpers.handin.members import HandinSources
@@ -173,9 +173,8 @@ def write_checkpoint_submission(path: str | Path, val_eer: float | None, paramet
     chosen = get_term(term)
     board = chosen.leaderboard
     value = board.value(val_eer, None) if board.metric == "eer" else val_score
-    keys = field_keys(ArmMetrics)  # the val numbers under the names a run's records give them
-    record = {"term": chosen.name, "metric": board.label, "value": value, keys.val_eer: val_eer,
-              keys.val_score: val_score,
+    record = {"term": chosen.name, "metric": board.label, "value": value, KEYS.val_eer: val_eer,
+              KEYS.val_score: val_score,
               "meets_cutoff": value is not None and board.passes(value, chosen.checkpoint_cutoff),
               "cutoff": chosen.checkpoint_cutoff, "parameters": parameters, "quiz_score": quiz_score,
               "quiz_total": quiz_total, "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -42,7 +42,7 @@ class Checkpoint:
     (``graded``: raw or ema) and their val metrics when it was saved (``val``).
 
     Loaded checkpoints are never changed: what another choice of weights means is asked of them
-    (:meth:`val_of`, :meth:`model_weights`).
+    (:meth:`grading`, :meth:`model_weights`).
     """
 
     model: dict
@@ -124,10 +124,6 @@ class Checkpoint:
             return self
         self.model_weights(weights)
         return replace(self, graded=weights, val=ArmMetrics())
-
-    def val_of(self, weights: str | None = None) -> ArmMetrics:
-        """The val metrics stored for ``weights`` (default: the graded ones); only the graded weights have them."""
-        return self.val if weights in (None, self.graded) else ArmMetrics()
 
     def restore_model(self, weights: str | None = None, source: str | Path = "the checkpoint") -> FaceModel:
         """The FaceModel its configuration and classes describe, holding the weights it grades (or ``weights``:

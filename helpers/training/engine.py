@@ -216,8 +216,9 @@ class Trainer:
                 self._stopped = True
                 break
             fetched = time.perf_counter()
-            batch = self._next_batch(batches)  # the host waits here when the loader falls behind
+            loaded = next(batches)  # the host waits here when the loader falls behind
             wait += time.perf_counter() - fetched
+            batch = self._usable(loaded)
             boundary = (self.batch + 1) % accumulate == 0
             loss, correct = self._forward_backward(batch, boundary)  # queued on the device, not waited for
             sums["loss"] += loss * len(batch.labels)
@@ -241,8 +242,10 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
         return self._epoch_stats(sums, steps, images, wait, seconds)
 
-    def _next_batch(self, batches) -> Batch:
-        batch = usable_batch(next(batches), self.cfg, self.runtime, self.train_set.paths)
+    def _usable(self, loaded) -> Batch:
+        """The loader's batch decoded (on the device where ``data.decode`` says so), its unreadable images counted,
+        their slots refilled."""
+        batch = usable_batch(loaded, self.cfg, self.runtime, self.train_set.paths)
         self.skipped_total += len(batch.skipped)
         return refill(batch, self.cfg.train.batch_size)  # the batch shape the fast path was chosen for
 
@@ -348,7 +351,7 @@ class Trainer:
                            evaluated=evaluate, elapsed_s=round(self.budget.elapsed(), 2),
                            time=datetime.datetime.now().isoformat(timespec="seconds"))
         if self.runtime.dist.main:
-            self.tracker.log(record.as_line())
+            self.tracker.log(record)
             self.save(best=best)
             total = f"~{self.budget.planned_epochs:.1f}" if self.budget.seconds else f"{self.budget.limit:g}"
             print(format_record(record, total), flush=True)

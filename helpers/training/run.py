@@ -20,7 +20,6 @@ from helpers.core.device import init_distributed
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.core.terms import get_term
-from helpers.data.augment import BatchAugment
 from helpers.data.datasets import FaceImages, TrainingSet, collate, training_set
 from helpers.data.layout import FaceData, open_data
 from helpers.data.stage import training_root
@@ -32,7 +31,7 @@ from helpers.model.resnet import FaceModel, build_face_model
 from helpers.training.averaging import WeightAverage
 from helpers.training.budget import SEED_EPOCHS
 from helpers.training.schedule import LRSchedule
-from helpers.training.step import EpochSampler, TrainStep, make_optimizer
+from helpers.training.step import EpochSampler, TrainStep, training_step
 from helpers.training.tracking import Tracker
 
 
@@ -162,7 +161,7 @@ def build_run(cfg: Config, runtime: Runtime, checkpoint: Checkpoint | None = Non
                         f"of {cfg.train.batch_size} per process; lower train.batch_size")
     # step and multistep count epochs of a train.epochs-long run (the seed's when unset), stretched to a budget
     schedule = LRSchedule(cfg.sched, cfg.optim.lr, cfg.train.epochs or SEED_EPOCHS)
-    return RunParts(data, train_set, model, average, selection, _training_step(cfg, runtime, model), sampler,
+    return RunParts(data, train_set, model, average, selection, training_step(cfg, runtime, model, cfg.train.accumulate), sampler,
                     _loader(cfg, runtime, data, train_set, sampler), schedule)
 
 
@@ -187,21 +186,6 @@ def _selection(cfg: Config, data: FaceData, train_set: TrainingSet) -> Selection
         raise UserError(f"train.select {cfg.train.select} ranks by the combined score of dev top-1 and val EER, and "
                         f"{data.root} lacks val pairs or dev images of the training identities; select best instead")
     return selection
-
-
-def _training_step(cfg: Config, runtime: Runtime, model: FaceModel) -> TrainStep:
-    """The step of ``model`` (placed already): its optimiser, and its forward pass through DDP under torchrun
-    and ``torch.compile`` where the fast path compiles."""
-    fast = runtime.fast_path
-    optimizer = make_optimizer(cfg.optim, model, fused=fast.fused)
-    forward = model
-    if runtime.dist.world > 1:
-        forward = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
-    if fast.compile:
-        forward = torch.compile(forward)
-    return TrainStep(model, forward, optimizer, fast, BatchAugment(cfg.augment, cfg.data.image_size),
-                     runtime.device, cfg.train.accumulate, cfg.train.grad_clip)
 
 
 def _loader(cfg: Config, runtime: Runtime, data: FaceData, train_set: TrainingSet,

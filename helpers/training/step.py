@@ -146,16 +146,29 @@ class TrainStep:
         return torch.where(bad > 0, torch.zeros_like(norm), norm)
 
 
+def training_step(cfg: Config, runtime: Runtime, model: FaceModel, accumulate: int,
+                  compiled: bool | None = None) -> TrainStep:
+    """The step of ``model`` (placed already) taking ``accumulate`` batches per optimiser step: its optimiser, and
+    its forward pass through DDP under torchrun and ``torch.compile`` where the fast path compiles (``compiled``
+    overrides that)."""
+    fast = runtime.fast_path
+    optimizer = make_optimizer(cfg.optim, model, fused=fast.fused)
+    forward = model
+    if runtime.dist.world > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    if fast.compile if compiled is None else compiled:
+        forward = torch.compile(forward)
+    return TrainStep(model, forward, optimizer, fast, BatchAugment(cfg.augment, cfg.data.image_size),
+                     runtime.device, accumulate, cfg.train.grad_clip)
+
+
 def build_step(cfg: Config, runtime: Runtime, classes: int, compiled: bool | None = None) -> TrainStep:
     """The training step of ``cfg``'s model (weights seeded with 0) for ``classes`` identities in ``runtime``, as
     a run takes it, for the benchmarks and the self-test; ``compiled`` overrides the fast path's ``compile``. One
-    process, one batch per step."""
-    fast = runtime.fast_path
+    batch per step."""
     torch.manual_seed(0)
-    model = runtime.place(build_face_model(cfg, classes))
-    forward = torch.compile(model) if (fast.compile if compiled is None else compiled) else model
-    return TrainStep(model, forward, make_optimizer(cfg.optim, model, fused=fast.fused), fast,
-                     BatchAugment(cfg.augment, cfg.data.image_size), runtime.device, grad_clip=cfg.train.grad_clip)
+    return training_step(cfg, runtime, runtime.place(build_face_model(cfg, classes)), 1, compiled)
 
 
 def usable_batch(batch: Batch, cfg: Config, runtime: Runtime, paths: list[Path]) -> Batch:

@@ -69,6 +69,7 @@ class Tracker:
         line = record.as_line() if isinstance(record, RunRecord) else jsonable(record)
         append_text(self.path, json.dumps(line) + "\n")
         if self.run is not None:
+            # read back from the line: a number that was not finite is None there, as in the file
             read = RunRecord.from_line(line)
             wandb_record = {k: v for k, v in line.items() if v is not None and not isinstance(v, (dict, str))}
             wandb_record.update(self._course_keys(read.metrics().val_eer, read.metrics().dev_top1))

@@ -5,6 +5,12 @@ way the course reads it: the JSON members parse and hold the term's fields with
 their types, the pickle loads (without running any code) as a list of run
 records, the model is inside the parameter budget, and (Fall 2026) the
 best-ranked Kaggle submission names the W&B run it came from.
+
+Every member is streamed (its CRC checked on the way), never read whole: a
+member may unpack to at most :data:`MEMBER_LIMIT` bytes and the zip to
+:data:`TOTAL_LIMIT`, and only the members parsed (JSON, pickle) are kept, up to
+:data:`PARSED_LIMIT`. A damaged member (a wrong CRC, corrupt compressed data,
+a zip cut short) is one sentence naming it.
 """
 
 from __future__ import annotations
@@ -13,12 +19,19 @@ import io
 import json
 import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.core.course import PARAMETER_BUDGET
+from helpers.core.errors import UserError, printable
 from helpers.core.terms import Member, Term, get_term
 from helpers.handin.schema import problems as field_problems
+
+MEMBER_LIMIT = 512 * 2**20  # bytes a member may unpack to; a hand-in's largest, the notebook, is a few MB
+TOTAL_LIMIT = 2 * 2**30  # bytes the whole zip may unpack to
+PARSED_LIMIT = 16 * 2**20  # bytes of a JSON or pickle member read into memory to be parsed
+_CHUNK = 2**20
 
 
 @dataclass
@@ -51,27 +64,85 @@ def check_bundle(path: str | Path, term: str | None = None) -> CheckReport:
     """Check the zip at ``path`` against ``term``'s hand-in (the newest term by default)."""
     report = CheckReport(Path(path), get_term(term))
     if not report.path.is_file() or not zipfile.is_zipfile(report.path):
-        report.problems.append(f"{report.path} is not a zip file")
+        report.problems.append(f"{report.path} is not a zip file, or is cut short (the list of its members, at its "
+                               "end, is missing): build or download it again")
         return report
-    with zipfile.ZipFile(report.path) as archive:
-        names = archive.namelist()
-        missing = []
-        for member in report.term.graded_members:
-            name = next((n for n in names if member.pattern().fullmatch(n)), None)
-            if name is None:
-                missing.append(member.shown)
-                continue
-            report.found[member.shown] = name
-            report.problems += _member_problems(member, name, archive.read(name))
-    if missing:
-        report.problems.insert(0, f"missing {', '.join(missing)} (the grader looks for these names at the top of "
-                                  "the zip)")
+    try:
+        with zipfile.ZipFile(report.path) as archive:
+            _check_members(archive, report)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        report.problems.append(f"{report.path} cannot be read as a zip: {printable(str(error))}")
     return report
 
 
+def _check_members(archive: zipfile.ZipFile, report: CheckReport) -> None:
+    """Match the term's members by name, then stream every member once, within the bounds."""
+    names = archive.namelist()
+    graded: dict[str, Member] = {}
+    missing = []
+    for member in report.term.graded_members:
+        name = next((n for n in names if member.pattern().fullmatch(n)), None)
+        if name is None:
+            missing.append(member.shown)
+            continue
+        report.found[member.shown] = name
+        graded[name] = member
+    if missing:
+        report.problems.append(f"missing {', '.join(missing)} (the grader looks for these names at the top of "
+                               "the zip)")
+    unpacked = 0
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        if info.file_size <= MEMBER_LIMIT and unpacked + info.file_size > TOTAL_LIMIT:
+            report.problems.append(f"{printable(info.filename)} unpacks to {info.file_size:,} bytes, over what is "
+                                   f"left of the check's bound of {TOTAL_LIMIT:,} bytes for the whole zip; members "
+                                   "after it are not checked")
+            return
+        member = graded.pop(info.filename, None)
+        try:
+            data, blank = _unpack(archive, info, bool(member and member.table))
+        except UserError as error:
+            report.problems.append(str(error))
+            continue
+        unpacked += info.file_size
+        if member is not None:
+            report.problems += [f"{info.filename} is empty"] if blank else _member_problems(member, info.filename,
+                                                                                             data)
+
+
+def _unpack(archive: zipfile.ZipFile, info: zipfile.ZipInfo, keep: bool) -> tuple[bytes, bool]:
+    """Stream one member through its CRC check: its bytes when ``keep`` (else none), and whether it is blank;
+    a member over a bound or damaged raises :class:`UserError` with one sentence naming it. The stream stops at
+    the size the zip declares, so that size bounds what is read."""
+    name = printable(info.filename)
+    if info.file_size > MEMBER_LIMIT:
+        raise UserError(f"{name} unpacks to {info.file_size:,} bytes, over the check's bound of {MEMBER_LIMIT:,} "
+                        "bytes per member: a hand-in holds no file that big")
+    if keep and info.file_size > PARSED_LIMIT:
+        raise UserError(f"{name} unpacks to {info.file_size:,} bytes, over the {PARSED_LIMIT:,} the check reads "
+                        "into memory to parse it; the course's metadata files are far smaller")
+    kept, blank = bytearray(), True
+    try:
+        with archive.open(info) as stream:
+            while chunk := stream.read(_CHUNK):
+                blank = blank and not chunk.strip()
+                if keep:
+                    kept += chunk
+    except zipfile.BadZipFile as error:
+        if "CRC" in str(error):
+            raise UserError(f"{name} fails its CRC check: its bytes changed after it was zipped") from None
+        raise UserError(f"{name} is damaged in the zip: {printable(str(error))}") from None
+    except zlib.error as error:
+        raise UserError(f"{name}'s compressed data is corrupt ({error}): build the zip again") from None
+    except EOFError:
+        raise UserError(f"{name} is cut short: the zip ends inside it") from None
+    except (NotImplementedError, RuntimeError, OSError, ValueError) as error:  # encrypted, an unknown method
+        raise UserError(f"{name} cannot be read: {printable(str(error))}") from None
+    return bytes(kept), blank
+
+
 def _member_problems(member: Member, name: str, data: bytes) -> list[str]:
-    if not data.strip():
-        return [f"{name} is empty"]
     if not member.table:
         return []
     try:

@@ -12,7 +12,9 @@ Each ID is mapped to what it asks for:
   predicted class id, in the data's own ids.
 
 An ID that maps to neither (or to both), a repeated ID, a row or header with
-other than two columns is refused in one sentence naming its line.
+other than two columns, a header naming a column twice or leaving one unnamed,
+a field longer than :data:`LONGEST_FIELD` is refused in one sentence naming its
+line, before anything is written.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from helpers.core.errors import UserError, printable
 from helpers.data.layout import SAMPLE_SUBMISSION
 
 BINARY_TEXT = {"0", "1"}
+LONGEST_FIELD = 1024  # characters: an ID (a pair index, an image file name) or a value is far shorter
+LARGEST_CSV = 256 * 2**20  # bytes; a unified submission of 48,000 rows is about 1.5 MB
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,17 @@ def is_pair_index(text: str, pairs: int) -> bool:
 def read_sample(path: str | Path, pairs: int, images: Sequence[str]) -> SampleShape:
     """Read and map a sample submission against ``pairs`` test pairs and the test split's file ``images``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the sample submission {path}: {getattr(error, 'strerror', None) or error}") from None
-    lines = list(csv.reader(io.StringIO(text)))
+    lines = read_rows(path, "the sample submission")
     if not lines or len(lines[0]) != 2:
         found = ", ".join(printable(c) for c in lines[0]) if lines else "nothing"
         raise UserError(f"{path}:1 must name two columns, an ID and a value, not {found}")
+    header = [name.strip() for name in lines[0]]
+    if not all(header):
+        raise UserError(f"{path}:1 leaves a column unnamed ('{printable(','.join(lines[0]))}'); a submission's header "
+                        "names an ID column and a value column, such as ID,Label")
+    if header[0] == header[1]:
+        raise UserError(f"{path}:1 names the column '{printable(header[0])}' twice; a submission's header names an "
+                        "ID column and a value column, such as ID,Label")
     by_name = {}
     for position, name in enumerate(images):
         by_name.setdefault(name, position)
@@ -89,8 +96,32 @@ def read_sample(path: str | Path, pairs: int, images: Sequence[str]) -> SampleSh
             values.append(value)
     if not rows:
         raise UserError(f"{path} lists no IDs")
-    return SampleShape(path, (lines[0][0].strip(), lines[0][1].strip()), tuple(rows),
-                       bool(values) and set(values) <= BINARY_TEXT)
+    return SampleShape(path, (header[0], header[1]), tuple(rows), bool(values) and set(values) <= BINARY_TEXT)
+
+
+def read_rows(path: Path, what: str = "") -> list[list[str]]:
+    """The rows of the CSV file at ``path`` (``what`` it is, for messages): a file over :data:`LARGEST_CSV` bytes,
+    a field over :data:`LONGEST_FIELD` characters or a line csv cannot read is refused in one sentence."""
+    named = f"{what} {path}" if what else str(path)
+    try:
+        if path.stat().st_size > LARGEST_CSV:
+            raise UserError(f"{named} is {path.stat().st_size:,} bytes, over the {LARGEST_CSV:,} a submission file "
+                            "can be; is this the right file?")
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {named}: {getattr(error, 'strerror', None) or error}") from None
+    reader, rows = csv.reader(io.StringIO(text)), []
+    too_long = f"holds a field of over {LONGEST_FIELD:,} characters; a submission's IDs and values are short: is " \
+               "this the right file?"
+    try:
+        for fields in reader:
+            if any(len(field) > LONGEST_FIELD for field in fields):
+                raise UserError(f"{path}:{reader.line_num} {too_long}")
+            rows.append(fields)
+    except csv.Error as error:  # a field past csv's own limit (131,072), a NUL byte
+        reason = too_long if "field limit" in str(error) else f"cannot be read as CSV: {error}"
+        raise UserError(f"{path}:{reader.line_num} {reason}") from None
+    return rows
 
 
 def _map(path: Path, line: int, key: str, pairs: int, by_name: dict[str, int]) -> SampleRow:

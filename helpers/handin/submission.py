@@ -20,7 +20,6 @@ names the W&B run that trained the checkpoint, which the hand-in then exports.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -33,12 +32,12 @@ import pandas as pd
 
 from helpers.core import kaggle as kaggle_tool
 from helpers.core.errors import UserError, printable
-from helpers.core.io import atomic_write_text, output_file
+from helpers.core.io import atomic_write, output_file
 from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.layout import is_int
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm, norm_words
-from helpers.handin.sample import find_sample, read_sample
+from helpers.handin.sample import find_sample, read_rows, read_sample
 
 if TYPE_CHECKING:  # torch loads only when a checkpoint is scored
     from helpers.model.checkpoint import Checkpoint
@@ -88,11 +87,12 @@ def submission_frame(values, fmt: str = "scores", expected_rows: int | None = No
     return pd.DataFrame({id_name: np.arange(values.size), value_name: column})
 
 
-def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a table as CSV atomically."""
+def write_frame(frame: pd.DataFrame, path: str | Path, check=None) -> Path:
+    """Write a table as CSV atomically; ``check(temporary path)`` may refuse the finished file before it replaces
+    anything (see :func:`atomic_write`)."""
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.8f")
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write(path, lambda handle: handle.write(buffer.getvalue().encode("utf-8")), check)
     return Path(path)
 
 
@@ -136,10 +136,7 @@ def score_submission(path: str | Path, answers: str | Path) -> float:
 
 def read_table(path: str | Path, columns: int = 2) -> tuple[list[str], dict[str, list[str]]]:
     """A CSV's header and its rows by the first column (as text), refusing ragged rows and repeated IDs."""
-    try:
-        lines = list(csv.reader(io.StringIO(Path(path).read_text(encoding="utf-8-sig"))))
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    lines = read_rows(Path(path))
     if not lines or len(lines[0]) < columns:
         raise UserError(f"{path}:1 must name at least {columns} columns")
     rows, seen = {}, {}
@@ -221,7 +218,6 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
         result = _from_sample(scorer, sample_path, out, fmt, score_norm)
     else:
         result = _per_pair(scorer, out, fmt or "scores", score_norm)
-    _score_with_answers(result, data.root)
     if description is not None:
         result.description = description
         result.messages.append(kaggle_tool.submit(out, competition, description))
@@ -284,7 +280,8 @@ def _per_pair(scorer: _Scorer, out, fmt: str, score_norm: ScoreNorm) -> Submissi
     if fmt == "binary":
         result.threshold = scorer.threshold()
         values = (scores >= result.threshold).astype(np.int64)
-    write_frame(submission_frame(values, fmt, expected_rows=len(scorer.data.test_pairs)), out)
+    write_frame(submission_frame(values, fmt, expected_rows=len(scorer.data.test_pairs)), out,
+                _answers_check(result, scorer.data.root))
     data = scorer.data
     if data.test is not None and data.test.paths:
         result.classification_path = Path(out).with_name(Path(out).stem + "_classification.csv")
@@ -318,7 +315,7 @@ def _from_sample(scorer: _Scorer, sample_path: Path, out, fmt: str | None, score
         texts.update({row.id: str(classes[row.index]) for row in shape.images})
     frame = pd.DataFrame({shape.header[0]: [row.id for row in shape.rows],
                           shape.header[1]: [texts[row.id] for row in shape.rows]})
-    write_frame(frame, out)
+    write_frame(frame, out, _answers_check(result, data.root))
     return result
 
 
@@ -372,18 +369,28 @@ def _default_entity() -> str | None:
         return None
 
 
-def _score_with_answers(result: SubmissionResult, root: Path) -> None:
-    """Score the written file when the data root's answers lie beside it (demo and prepared roots)."""
+def _answers_check(result: SubmissionResult, root: Path):
+    """A check for :func:`write_frame`: the finished file scored with the data root's answers when they lie beside
+    it (demo and prepared roots), before it replaces anything, so a file the answers refuse is never written."""
     from helpers.data.layout import answer_key_path, solution_path
 
-    if result.image_rows and solution_path(root).is_file():
-        scored = score_unified(result.path, solution_path(root))
-        result.test_eer, result.test_score = scored["eer"], scored["score"]
-        result.messages.append(f"test score {scored['score']:.4f} (classification accuracy {scored['accuracy']:.4f}, "
-                               f"test EER {scored['eer']:.4f}; the answers in {solution_path(root)})")
-    elif not result.image_rows and answer_key_path(root).is_file():
-        result.test_eer = score_submission(result.path, answer_key_path(root))
-        result.messages.append(f"test EER {result.test_eer:.4f} (scored with the answer key {answer_key_path(root)})")
+    def check(written: Path) -> None:
+        try:
+            if result.image_rows and solution_path(root).is_file():
+                scored = score_unified(written, solution_path(root))
+                result.test_eer, result.test_score = scored["eer"], scored["score"]
+                result.messages.append(f"test score {scored['score']:.4f} (classification accuracy "
+                                       f"{scored['accuracy']:.4f}, test EER {scored['eer']:.4f}; the answers in "
+                                       f"{solution_path(root)})")
+            elif not result.image_rows and answer_key_path(root).is_file():
+                result.test_eer = score_submission(written, answer_key_path(root))
+                result.messages.append(f"test EER {result.test_eer:.4f} (scored with the answer key "
+                                       f"{answer_key_path(root)})")
+        except UserError as error:
+            kept = f"the existing {result.path} is kept" if result.path.exists() else "nothing was written"
+            raise UserError(f"{str(error).replace(str(written), str(result.path))} ({kept})") from None
+
+    return check
 
 
 def describe(result: SubmissionResult) -> list[str]:

@@ -85,6 +85,11 @@ def test_a_sample_of_zeros_and_ones_gets_decisions_and_a_seed_shaped_sample_gets
     ("ID,Label,Usage\n0,0.5,Public\n", "sample.csv:1 must name two columns, an ID and a value, not ID, Label, Usage"),
     ("ID,Label\n0,0.5,extra\n", "sample.csv:2 has 3 columns"),
     ("ID,Label\n00,0.5\n", "the ID '00' is neither"),
+    ("ID,ID\n0,0.5\n", "sample.csv:1 names the column 'ID' twice"),
+    (" ID , ID\n0,0.5\n", "sample.csv:1 names the column 'ID' twice"),
+    ("ID,\n0,0.5\n", "sample.csv:1 leaves a column unnamed"),
+    ("ID,Label\n0," + "9" * 200_000 + "\n", "sample.csv:2 holds a field of over 1,024 characters"),  # past csv's limit
+    ("ID,Label\n0,0.5\n" + "x" * 2000 + ",0.5\n", "sample.csv:3 holds a field of over 1,024 characters"),
 ])
 def test_a_sample_the_toolkit_cannot_fill_is_refused_naming_its_line(tmp_path, text, expected):
     path = tmp_path / "sample.csv"
@@ -156,3 +161,31 @@ def test_a_class_id_only_python_takes_for_a_digit_is_compared_as_text_not_a_trac
     submission.write_text("ID,Label\n0,0.9\n1,0.1\na.jpg,\u00b2\nb.jpg,07\n")  # a superscript two, and 07 for 7
     result = score_unified(submission, solution)
     assert result["accuracy"] == 0.5 and result["eer"] == 0.0 and result["images"] == 2
+
+
+@pytest.mark.parametrize("sample,refusal", [
+    ("ID,ID\n{ids}", "sample.csv:1 names the column 'ID' twice"),
+    ("ID,Label\n{some}", "{out} lacks '{missing}' (92 missing, 0 unknown IDs) (the existing {out} is kept)"),
+], ids=["duplicate column", "ids the answers lack"])
+def test_a_file_the_answers_would_refuse_is_refused_before_it_replaces_anything(f26_run, tmp_path, capsys, sample,
+                                                                               refusal):
+    root, run = f26_run
+    ids = [row[0] for row in _rows(root / "sample_submission.csv")[1:]]
+    path = tmp_path / "sample.csv"
+    path.write_text(sample.format(ids="".join(f"{i},0\n" for i in ids), some="".join(f"{i},0\n" for i in ids[:20])))
+    out = tmp_path / "out.csv"
+    out.write_text("ID,Label\nmy earlier submission\n")
+    code, stdout, err = call_cli(capsys, "submit", "--checkpoint", run / "best.pt", "--out", out, "--sample", path)
+    assert code == 1 and "Traceback" not in err and "wrote" not in stdout
+    assert out.read_text() == "ID,Label\nmy earlier submission\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.csv")]  # no temporary file left
+    assert refusal.format(out=out, missing=ids[20]) in err
+
+
+def test_a_field_past_csvs_limit_is_one_sentence_when_scoring(tmp_path, capsys):
+    submission, solution = tmp_path / "submission.csv", tmp_path / "solution.csv"
+    solution.write_text("ID,Label,Task\n0,1,pair\n1,0,pair\n")
+    submission.write_text("ID,Label\n0,0.9\n1," + "0" * 200_000 + "\n")
+    code, _, err = call_cli(capsys, "score", submission, solution)
+    assert code == 1 and "Traceback" not in err
+    assert f"{submission}:3 holds a field of over 1,024 characters" in err

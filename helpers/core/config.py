@@ -215,9 +215,10 @@ class TrainConfig(Section):
     batch_size: int = Field(64, ge=1)
     """per process"""
     amp: Literal["auto", "none", "fp16", "bf16"] = "auto"
-    """auto (CUDA: bf16, else fp16; CPU: bf16 if the timed probe finds it faster) | none | fp16 | bf16"""
+    """auto (CUDA: bf16, else fp16; CPU: bf16 if the timed probe finds it faster, cached per machine) | none |
+    fp16 | bf16"""
     channels_last: Union[bool, Literal["auto"]] = "auto"
-    """auto (on CUDA; on the CPU unless the timed probe finds NCHW faster) | true | false"""
+    """auto (on CUDA; on the CPU unless the timed probe finds NCHW faster, cached per machine) | true | false"""
     compile: bool = False
     """torch.compile the model"""
     grad_clip: float = Field(0.0, ge=0.0)
@@ -227,7 +228,11 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0)
     """seeds the weights, the data order and every augmentation"""
     deterministic: bool = False
-    """deterministic kernels (exact resume is bitwise on the CPU)"""
+    """deterministic kernels (exact resume is bitwise on the CPU), and no timed probe: amp and channels_last left
+    at auto take fp32 and channels-last (where it works)"""
+    reprobe: bool = False
+    """true: time the fast-path probe again instead of taking this machine's cached verdict (kept per machine,
+    torch version and model shape in $XDG_CACHE_HOME/hw2p2/probe, ~/.cache/hw2p2/probe by default)"""
     device: Text = "auto"
     """auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps"""
     max_minutes: float = Field(0.0, ge=0.0)

@@ -61,11 +61,12 @@ def fast_path(cfg: Config, device: torch.device, previous: dict | None = None) -
     CPU the timed probe (:func:`speed_probe`, its verdict cached per machine)
     then picks among them, except under ``train.deterministic``, which never
     depends on a timer: it takes the probe's default (fp32, channels-last where
-    it works). On CUDA the first in order is taken. ``previous`` (a checkpoint's ``fast_path`` record,
-    for its resume or its evaluation) keeps the choice its run trained with,
-    so that a resume changes neither precision nor layout and re-evaluating
-    gives the run's numbers. A set value is never overridden. ``selftest`` and
-    ``bench train`` report from the same functions.
+    it works). On CUDA the first in order is taken. ``previous`` (a
+    checkpoint's ``fast_path`` record, for its resume or its evaluation) keeps
+    the choice its run trained with, so that a resume changes neither
+    precision nor layout and re-evaluating gives the run's numbers. A set
+    value is never overridden. ``selftest`` and ``bench train`` report from
+    the same functions.
     """
     amp_options, layout_options = speed_options(cfg.train, device)
     chosen = _kept_choice(previous, device, amp_options, layout_options)

@@ -147,7 +147,8 @@ class ProbeShape:
 class Measured:
     """One candidate's training rate in the timed probe, images/s: ``screen`` in the screening step (at
     :func:`screen_batch`; 0 when its loss was not finite), ``timed`` the best timed round at the probe's batch
-    (None when it was dropped before), ``spread`` its slowest timed round over its fastest."""
+    (None when it was dropped before), ``spread`` its slowest screening or timed round over its fastest of the
+    same kind."""
 
     amp: str
     channels_last: bool
@@ -271,10 +272,10 @@ def timed_probe(device: torch.device, amp_options: tuple, layout_options: tuple,
     (amp, channels-last) pair and a choice made (:func:`choose_timed`; the default when the rounds disagree
     beyond LOAD_RATIO), cached when trusted. The caller's random states are left untouched."""
     key = probe_key(device, {"amp": list(amp_options), "channels_last": list(layout_options), "shape": asdict(shape)})
-    kept = None if again else _from_record(read_verdict(key), shape)
+    candidates = [(amp, layout) for amp in amp_options for layout in layout_options]
+    kept = None if again else _from_record(read_verdict(key), shape, candidates)
     if kept is not None:
         return kept
-    candidates = [(amp, layout) for amp in amp_options for layout in layout_options]
     started = time.perf_counter()
     with own_rng(device):
         measured = _measure(device, shape, candidates)
@@ -288,8 +289,9 @@ def timed_probe(device: torch.device, amp_options: tuple, layout_options: tuple,
     return timing
 
 
-def _from_record(record: dict | None, shape: ProbeShape) -> ProbeTiming | None:
-    """A cached verdict record as a ProbeTiming, or None when there is none or it is not a well-formed one."""
+def _from_record(record: dict | None, shape: ProbeShape, candidates: list) -> ProbeTiming | None:
+    """A cached verdict record as a ProbeTiming, or None when there is none or it is not a well-formed one of
+    ``candidates``."""
     if record is None:
         return None
     try:
@@ -299,8 +301,8 @@ def _from_record(record: dict | None, shape: ProbeShape) -> ProbeTiming | None:
     except (KeyError, TypeError, ValueError):
         return None
     numbers = all(isinstance(value, (int, float)) for m in measured for value in (m.screen, m.timed or 0, m.spread))
-    known = {(m.amp, m.channels_last) for m in measured}
-    return timing if numbers and {timing.default, timing.chosen} <= known else None
+    known = [(m.amp, m.channels_last) for m in measured]
+    return timing if numbers and known == candidates and {timing.default, timing.chosen} <= set(known) else None
 
 
 def choose_timed(measured: tuple[Measured, ...], default: tuple[str, bool]) -> tuple[str, bool]:

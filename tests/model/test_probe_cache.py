@@ -123,3 +123,16 @@ def test_an_unwritable_cache_costs_a_note_not_the_run(fake_timings, fresh_cache,
     fake_timings(FAST_BF16)
     assert chosen(fast_path(load_config(overrides=TINY_MODEL), CPU)) == ("bf16", True)
     assert "note: the timed probe's verdict is not cached (" in capsys.readouterr().err
+
+
+def test_a_cached_verdict_of_other_settings_is_measured_again(fake_timings, fresh_cache):
+    cfg = load_config(overrides=TINY_MODEL)
+    fake_timings(FAST_BF16)
+    fast_path(cfg, CPU)
+    [path] = cached_files(fresh_cache)
+    saved = json.loads(path.read_text())
+    measured = saved["verdict"]["measured"]
+    saved["verdict"]["measured"] = [m for m in measured if (m["amp"], m["channels_last"]) != ("bf16", False)]
+    path.write_text(json.dumps(saved))  # a verdict that measured fewer settings than this question asks about
+    asked = fake_timings(SLOW_BF16)
+    assert chosen(fast_path(cfg, CPU)) == ("none", True) and len(asked) == 1

@@ -87,11 +87,12 @@ def test_the_cache_lives_under_xdg_cache_home_or_the_home_folder(tmp_path, monke
     assert probe_cache.cache_folder() == tmp_path / "home" / ".cache" / "hw2p2" / "probe"
 
 
-@pytest.mark.parametrize("damage", ["not json", json.dumps({"key": {}, "verdict": {}}),
-                                    "[1, 2]", "KEY {\"measured\": \"x\", \"default\": 1}",
-                                    "KEY {\"measured\": [{\"amp\": \"bf16\", \"channels_last\": true, \"screen\": \"a\", "
-                                    "\"timed\": 1}], \"default\": [\"bf16\", true], \"chosen\": [\"bf16\", true], "
-                                    "\"seconds\": 1}"])
+TEXT_RATE = {"measured": [{"amp": "bf16", "channels_last": True, "screen": "a", "timed": 1}],
+             "default": ["bf16", True], "chosen": ["bf16", True], "seconds": 1}
+
+
+@pytest.mark.parametrize("damage", ["not json", json.dumps({"key": {}, "verdict": {}}), "[1, 2]",
+                                    'KEY {"measured": "x", "default": 1}', "KEY " + json.dumps(TEXT_RATE)])
 def test_a_damaged_cache_file_is_measured_again_and_replaced(fake_timings, fresh_cache, damage):
     cfg = load_config(overrides=TINY_MODEL)
     fake_timings(FAST_BF16)

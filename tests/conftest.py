@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +26,34 @@ FAST_BF16 = {("bf16", True): 220.0, ("bf16", False): 180.0, ("none", True): 100.
 SLOW_BF16 = {("bf16", True): 40.0, ("bf16", False): 30.0, ("none", True): 100.0, ("none", False): 80.0}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """The per-user cache (the timed probe's verdicts) in a folder of the test session, never the user's own;
+    subprocesses inherit it."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch) -> Path:
+    """Each test starts on a machine with nothing cached: the per-user cache is a folder of its own."""
+    folder = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture
 def fake_timings(monkeypatch):
-    """``fake(rates, not_finite=())`` makes the timed probe measure ``rates`` (images/s per (amp, channels-last))
-    from then on, as a fresh process would, and returns the list of candidate lists it is asked to time, one per
-    probe run. The cached decisions are cleared after the test too, so that no faked timing reaches another."""
+    """``fake(rates, not_finite=(), spread=1.0)`` makes the timed probe measure ``rates`` (images/s per (amp,
+    channels-last)), each candidate's timed rounds ``spread`` times apart, from then on, as a fresh process
+    would (the verdict cached on disk stays), and returns the list of candidate lists it is asked to time, one
+    per probe run. The decisions cached in the process are cleared after the test too, so that no faked timing
+    reaches another."""
     from helpers.model import probe as probe_module
     from helpers.model.probe import Measured
 
@@ -37,7 +61,7 @@ def fake_timings(monkeypatch):
         probe_module.probe_problem.cache_clear()
         probe_module.timed_probe.cache_clear()
 
-    def fake(rates: dict, not_finite=()) -> list:
+    def fake(rates: dict, not_finite=(), spread: float = 1.0) -> list:
         clear()
         asked = []
 
@@ -45,7 +69,7 @@ def fake_timings(monkeypatch):
             asked.append(list(candidates))
             return tuple(Measured(amp, layout, 0.0 if (amp, layout) in not_finite else rates[(amp, layout)],
                                   None if (amp, layout) in not_finite else rates[(amp, layout)],
-                                  "the loss was not finite" if (amp, layout) in not_finite else None)
+                                  "the loss was not finite" if (amp, layout) in not_finite else None, spread)
                          for amp, layout in candidates)
 
         monkeypatch.setattr(probe_module, "_measure", measure)

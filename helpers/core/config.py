@@ -23,7 +23,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -31,6 +30,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from helpers.core.config_text import ConfigLoader, check_events, read_config_text
 from helpers.core.errors import UserError
 from helpers.core.terms import NEWEST, get_term
 
@@ -215,9 +215,10 @@ class TrainConfig(Section):
     batch_size: int = Field(64, ge=1)
     """per process"""
     amp: Literal["auto", "none", "fp16", "bf16"] = "auto"
-    """auto (CUDA: bf16, else fp16; CPU: bf16 if the timed probe finds it faster) | none | fp16 | bf16"""
+    """auto (CUDA: bf16, else fp16; CPU: bf16 if the timed probe finds it faster, cached per machine) | none |
+    fp16 | bf16"""
     channels_last: Union[bool, Literal["auto"]] = "auto"
-    """auto (on CUDA; on the CPU unless the timed probe finds NCHW faster) | true | false"""
+    """auto (on CUDA; on the CPU unless the timed probe finds NCHW faster, cached per machine) | true | false"""
     compile: bool = False
     """torch.compile the model"""
     grad_clip: float = Field(0.0, ge=0.0)
@@ -227,7 +228,11 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0)
     """seeds the weights, the data order and every augmentation"""
     deterministic: bool = False
-    """deterministic kernels (exact resume is bitwise on the CPU)"""
+    """deterministic kernels (exact resume is bitwise on the CPU), and no timed probe: amp and channels_last left
+    at auto take fp32 and channels-last (where it works)"""
+    reprobe: bool = False
+    """true: time the fast-path probe again instead of taking this machine's cached verdict (kept per machine,
+    torch version and model shape in $XDG_CACHE_HOME/hw2p2/probe, ~/.cache/hw2p2/probe by default)"""
     device: Text = "auto"
     """auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps"""
     max_minutes: float = Field(0.0, ge=0.0)
@@ -407,8 +412,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
         if not sep or not key:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")
         try:
-            _refuse_aliases(text, f"--set {key}")
-            value = yaml.load(text, Loader=_ConfigLoader) if text.strip() else None
+            check_events(text, f"--set {key}")
+            value = yaml.load(text, Loader=ConfigLoader) if text.strip() else None
         except yaml.YAMLError:
             value = text
         _set(values, key, value, "--set", origins)
@@ -423,40 +428,15 @@ def changed(cfg: Config, values: dict[str, Any]) -> Config:
     return _validate(plain, origins)
 
 
-class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, but ``1e-3`` and ``5e-4`` are numbers: YAML 1.1 reads an exponent without a
-    dot (what YAML 1.2 and every student write) as text."""
-
-
-_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float",
-                                    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                                    list("-+0123456789"))
-
-
-def _refuse_aliases(text: str, where: str) -> None:
-    """Refuse YAML aliases (``*name``) from the event stream, before anything is built: configs are passed
-    around, and nine levels of ten aliases in 511 bytes expand to billions of values."""
-    for event in yaml.parse(text, Loader=_ConfigLoader):
-        if isinstance(event, yaml.AliasEvent):
-            raise UserError(f"{where}:{event.start_mark.line + 1} uses the YAML alias *{event.anchor}; a config "
-                            "holds plain values only: write the value out")
-
-
 def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
-    """A config file's mapping, and the line of each dotted key in it; a key or section given twice is refused
-    with both lines (YAML would keep the last silently)."""
+    """A config file's mapping, and the line of each dotted key in it, read within the bounds of
+    :mod:`helpers.core.config_text`; a key or section given twice is refused with both lines (YAML would keep
+    the last silently)."""
+    text = read_config_text(path, packaged_configs())
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM from Windows editors
-    except OSError as error:
-        raise UserError(f"cannot read config file {path}: {error.strerror or error} (the packaged configs, "
-                        f"chosen by name: {', '.join(packaged_configs())})") from None
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
-                        "save it as UTF-8") from None
-    try:
-        _refuse_aliases(text, str(path))
-        node = yaml.compose(text, Loader=_ConfigLoader)
-        loaded = yaml.load(text, Loader=_ConfigLoader)
+        check_events(text, str(path))
+        node = yaml.compose(text, Loader=ConfigLoader)
+        loaded = yaml.load(text, Loader=ConfigLoader)
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f":{where.line + 1}" if where is not None else ""

@@ -11,6 +11,10 @@ from pathlib import Path
 from helpers.core.progress import progress
 from helpers.data.images import BadImageError, ImageReader
 from helpers.data.layout import Problem, class_names, scan_root
+from helpers.data.stage import link_loops
+
+SHOWN = 20  # problems or warnings listed by the text report; --json lists every one
+SMALL_SIDE = 16  # an image narrower or shorter than this (the least data.image_size) is noted
 
 
 @dataclass
@@ -46,8 +50,10 @@ class DataReport:
             out.append(f"{kind} pairs: {detail}")
         for title, items in (("warnings", self.warnings), ("problems", self.problems)):
             if items:
-                out.append(f"{len(items)} {title}:")
-                out += [f"  {item}" for item in items]
+                out.append(f"{len(items):,} {title}:")
+                out += [f"  {item}" for item in items[:SHOWN]]
+            if len(items) > SHOWN:
+                out.append(f"  ... and {len(items) - SHOWN:,} more {title} (check-data --json lists every one)")
         out.append("OK" if self.ok else f"FAILED: {len(self.problems)} problem(s)")
         return out
 
@@ -55,9 +61,12 @@ class DataReport:
 def check_data(root: str | Path, layout: str = "auto", workers: int | None = None, progress: bool = False,
                max_pixels: int | None = None, follow_links: bool = False) -> DataReport:
     """Scan a data root: parse every text file, open and fully decode every image it names (none claiming more
-    than ``max_pixels``, ``data.max_image_pixels`` by default), and name the images linked from outside it
-    (problems, or warnings with ``follow_links``)."""
+    than ``max_pixels``, ``data.max_image_pixels`` by default; those under SMALL_SIDE pixels are noted), name
+    the images linked from outside it (problems, or warnings with ``follow_links``) and the links a copy
+    (``stage-data``) would follow forever."""
     data, problems = scan_root(root, layout, max_pixels, follow_links)
+    problems += [Problem(where, f"{why}; a copy (stage-data, data.stage_to) would never end: remove it")
+                 for where, why in link_loops(data.root)]
     warnings: list[Problem] = list(data.notes)
     images: dict[str, int] = {}
     to_decode: dict[Path, str] = {}
@@ -111,26 +120,34 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
                     to_decode[path] = _relative(path, data.root)
     if data.train is None and data.val_pairs is None:
         problems.append(Problem(str(data.root), "holds neither cls_data/<split> nor val_pairs.txt"))
-    problems += _decode_all(data.reader, to_decode, workers, progress)
+    found, small = _decode_all(data.reader, to_decode, workers, progress)
+    problems += found
+    if small:
+        where, (height, width) = small[0]
+        more = f" (and {len(small) - 1:,} more image(s) as small)" if len(small) > 1 else ""
+        warnings.append(Problem(where, f"is {width}x{height} pixels, under {SMALL_SIDE} on a side{more}: accepted "
+                                       "and resized to data.image_size, though so few pixels show little of a face"))
     return DataReport(data.root, data.layout, classes, images, len(ver_names), pair_counts, problems, warnings)
 
 
 def _decode_all(reader: ImageReader, paths: dict[Path, str], workers: int | None, show_progress: bool
-                ) -> list[Problem]:
-    """Decode every image fully (a truncated JPEG only shows when decoded), in parallel threads."""
+                ) -> tuple[list[Problem], list[tuple[str, tuple[int, int]]]]:
+    """Decode every image fully (a truncated JPEG only shows when decoded), in parallel threads: the problems,
+    and the images under SMALL_SIDE pixels on a side with their (height, width), each sorted by name."""
 
-    def check(path: Path) -> Problem | None:
+    def check(path: Path) -> Problem | tuple[int, int]:
         try:
-            reader.load(path)
+            return tuple(reader.load(path).shape[-2:])
         except BadImageError as error:
             return Problem(paths[path], error.reason)
-        return None
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        results = pool.map(check, list(paths))
-        found = [problem for problem in progress(results, total=len(paths), desc="decoding", unit="img",
-                                                 enabled=show_progress) if problem]
-    return sorted(found, key=lambda p: p.where)
+        results = list(progress(pool.map(check, list(paths)), total=len(paths), desc="decoding", unit="img",
+                                enabled=show_progress))
+    found = sorted((result for result in results if isinstance(result, Problem)), key=lambda p: p.where)
+    small = sorted((paths[path], result) for path, result in zip(paths, results)
+                   if not isinstance(result, Problem) and min(result) < SMALL_SIDE)
+    return found, small
 
 
 def _linked_out(path: Path, linked_out: set[Path]) -> bool:

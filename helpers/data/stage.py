@@ -89,6 +89,12 @@ def stage_data(source: str | Path, dest: str | Path, key: str = "DEST", announce
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create {key} {folder}: {error.strerror or error}") from None
+    loops = link_loops(source)
+    if loops:
+        where, why = loops[0]
+        more = f" (and {len(loops) - 1} more such link(s))" if len(loops) > 1 else ""
+        raise UserError(f"cannot stage {source}: {where} {why}{more}; a copy follows links and would never end, "
+                        "so remove it")
     try:
         with _one_at_a_time(folder / f".{source.name}.lock", copy, announce):
             plan = _plan(source)
@@ -150,6 +156,41 @@ def is_complete(copy: Path, plan: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------- the copy
+
+
+def link_loops(root: Path) -> list[tuple[str, str]]:
+    """The links under ``root`` that a walk following links (the copy's) would follow forever, each as (its
+    path under the root, why): a link to a folder that holds it, or a cycle of links. Links are followed as the
+    copy follows them, and a folder is never entered twice on one path."""
+    root, real_root = Path(root), os.path.realpath(root)
+    found = []
+    stack = [(root, real_root, frozenset({real_root}))]
+    while stack:
+        folder, real_folder, ancestors = stack.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = list(scan)
+        except OSError:
+            continue  # an unreadable folder is the copy's to name
+        for entry in entries:
+            path, shown = Path(entry.path), Path(entry.path).relative_to(root).as_posix()
+            if not entry.is_symlink():
+                if entry.is_dir(follow_symlinks=False):
+                    real = os.path.join(real_folder, entry.name)
+                    stack.append((path, real, ancestors | {real}))
+                continue
+            try:
+                real = os.path.realpath(path, strict=True)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    found.append((shown, "is a link in a cycle of links that never reaches a file"))
+                continue
+            if real in ancestors:
+                target = os.path.relpath(real, real_root) if Path(real).is_relative_to(real_root) else real
+                found.append((shown, f"is a link to {target}, a folder that holds it"))
+            elif os.path.isdir(real):
+                stack.append((path, real, ancestors | {real}))
+    return sorted(found)
 
 
 def _plan(source: Path) -> dict:

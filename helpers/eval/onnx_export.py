@@ -21,7 +21,7 @@ import importlib
 import io
 import json
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -128,6 +128,7 @@ class ExportReport:
     onnx_eer: float
     threshold: float | None
     runtime: str
+    unreadable: list[str] = field(default_factory=list)  # val images left out of the check: "path: reason"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,7 +141,15 @@ class ExportReport:
                 f"exported with {self.exporter}, opset {self.opset}, producer {self.producer}",
                 f"checked on {self.runtime} (CPU) against PyTorch over {self.images_compared} val-pair images: "
                 f"lowest cosine {self.lowest_cosine:.6f}, val EER {self.onnx_eer:.4f} (PyTorch {self.torch_eer:.4f}); "
-                + threshold]
+                + threshold] + self._left_out()
+
+    def _left_out(self) -> list[str]:
+        """A line naming the val images the check could not read, when there are any."""
+        if not self.unreadable:
+            return []
+        more = f" and {len(self.unreadable) - 1} more" if len(self.unreadable) > 1 else ""
+        return [f"left out of the check: {len(self.unreadable)} unreadable val image(s), so the pairs naming them "
+                f"are not scored ({self.unreadable[0]}{more}); run `python -m helpers check-data`"]
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | Path | None = None,
@@ -225,7 +234,7 @@ def check_parity(embedder: OnnxEmbedder, model: FaceModel, data: FaceData, setti
     """Run the val pairs' images through ``embedder`` and ``model``; every image's two embeddings must agree
     (unit norm, cosine >= MIN_COSINE) and so must the val EER, to 4 decimals. Returns what was measured."""
     paths, index = pair_images(data, data.val_pairs)
-    reference, _ = embed_images(model, paths, settings, desc="val images, PyTorch", reader=data.reader)
+    reference, skipped = embed_images(model, paths, settings, desc="val images, PyTorch", reader=data.reader)
     exported, _ = embedder.embed(paths, settings.tta, reader=data.reader, batch_size=settings.batch_size,
                                  progress=settings.progress, desc="val images, onnxruntime")
     if exported.shape != reference.shape:
@@ -252,7 +261,7 @@ def check_parity(embedder: OnnxEmbedder, model: FaceModel, data: FaceData, setti
         raise UserError(f"the exported model's val EER is {eers[1]:.6f} on onnxruntime against {eers[0]:.6f} in "
                         "PyTorch, not equal to 4 decimals")
     return {"images_compared": int(readable.sum()), "lowest_cosine": float(cosines[worst]), "torch_eer": eers[0],
-            "onnx_eer": eers[1]}
+            "onnx_eer": eers[1], "unreadable": [f"{item.path}: {item.reason}" for item in skipped]}
 
 
 def _runtime_errors(ort) -> tuple[type, ...]:

@@ -13,7 +13,7 @@ import torch
 from helpers.core.config import Config, changed
 from helpers.core.errors import UserError
 from helpers.model.probe import (AMP_DTYPES, ProbeTiming, amp_name, fused_choices, probe_problem, speed_options,
-                                 speed_probe, working_options)
+                                 speed_probe, untimed_choice, working_options)
 from helpers.model.resnet import build_face_model
 
 
@@ -27,6 +27,7 @@ class FastPath:
     compile: bool
     fused: bool
     timing: ProbeTiming | None = None
+    untimed: str | None = None  # why a choice the timed probe would make was fixed instead
 
     def place(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """``module`` moved to ``device``, in this path's memory format."""
@@ -42,6 +43,7 @@ class FastPath:
         words += (["torch.compile"] if self.compile else []) + (["fused optimiser"] if self.fused else [])
         verdicts = self.timing.verdicts((amp_name(self.amp), self.channels_last)) if self.timing else {}
         probe = f" (timed probe: {'; '.join(verdicts.values())})" if verdicts else ""
+        probe += f" ({self.untimed})" if self.untimed else ""
         return "fast path: " + ", ".join(words) + probe
 
     def describe(self) -> dict:
@@ -56,20 +58,28 @@ def fast_path(cfg: Config, device: torch.device, previous: dict | None = None) -
 
     Each ``auto`` setting keeps only the choices that pass :func:`probe_problem`,
     so a kernel this torch or this GPU lacks costs speed, not the run. On the
-    CPU the timed probe (:func:`speed_probe`) then picks among them; on CUDA the
-    first in order is taken. ``previous`` (a checkpoint's ``fast_path`` record,
-    for its resume or its evaluation) keeps the choice its run trained with,
-    so that a resume changes neither precision nor layout and re-evaluating
-    gives the run's numbers. A set value is never overridden. ``selftest`` and
-    ``bench train`` report from the same functions.
+    CPU the timed probe (:func:`speed_probe`, its verdict cached per machine)
+    then picks among them, except under ``train.deterministic``, which never
+    depends on a timer: it takes the probe's default (fp32, channels-last where
+    it works). On CUDA the first in order is taken. ``previous`` (a
+    checkpoint's ``fast_path`` record, for its resume or its evaluation) keeps
+    the choice its run trained with, so that a resume changes neither
+    precision nor layout and re-evaluating gives the run's numbers. A set
+    value is never overridden. ``selftest`` and ``bench train`` report from
+    the same functions.
     """
     amp_options, layout_options = speed_options(cfg.train, device)
     chosen = _kept_choice(previous, device, amp_options, layout_options)
-    timing = speed_probe(cfg, device) if chosen is None and device.type == "cpu" else None
-    chosen = chosen or (timing.chosen if timing else (amp_options[0], layout_options[0]))
+    timed = chosen is None and device.type == "cpu" and len(amp_options) * len(layout_options) > 1
+    untimed = "not timed: train.deterministic takes fixed settings" if timed and cfg.train.deterministic else None
+    timing = speed_probe(cfg, device) if timed and not untimed else None
+    if chosen is None and timing is not None:
+        chosen = timing.chosen
+    elif chosen is None:  # CUDA's order, a deterministic run's fixed choice, or the one choice left
+        chosen = untimed_choice(amp_options, layout_options) if untimed else (amp_options[0], layout_options[0])
     fused = working_options(fused_choices(device),
                             lambda choice: probe_problem(device, fused=choice, optimizer=cfg.optim.name))[0]
-    return FastPath(AMP_DTYPES[chosen[0]], chosen[1], cfg.train.compile, fused, timing)
+    return FastPath(AMP_DTYPES[chosen[0]], chosen[1], cfg.train.compile, fused, timing, untimed)
 
 
 def _kept_choice(previous: dict | None, device: torch.device, amp_options: list, layout_options: list):

@@ -3,8 +3,9 @@
 :func:`probe_problem` trains a tiny net three steps under one setting (an autocast dtype, channels-last, fused
 optimiser kernels) and says why it fails, if it does: a kernel this torch or GPU lacks costs speed, not the
 run. The timed probe (:func:`speed_probe`) then trains a stand-in shaped like the configured model under each
-(autocast, memory format) pair that works and measures images/s. :mod:`helpers.model.fast_path` decides from
-both; ``selftest`` and ``bench train`` report what they found.
+(autocast, memory format) pair that works and measures images/s; its verdict is cached on disk for the machine
+(:mod:`helpers.model.probe_cache`), and one measured under load is not trusted. :mod:`helpers.model.fast_path`
+decides from both; ``selftest`` and ``bench train`` report what they found.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from helpers.core.config import Config, TrainConfig, optimizer_class
 from helpers.core.device import own_rng, synchronize
 from helpers.core.errors import one_line
+from helpers.model.probe_cache import probe_key, read_verdict, write_verdict
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 AMP_WORDS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
@@ -114,9 +116,12 @@ def _train_tiny_net(device: torch.device, amp: str, channels_last: bool, fused: 
 # neither) and on the model, so it is measured, not assumed: a short training of a stand-in net shaped like
 # the configured model, under each candidate. The default (fp32, and channels-last where it works: what
 # `auto` took before it was measured) is left only for a candidate TIMING_MARGIN faster: timing noise on a
-# shared machine, and the stand-in's smaller size, must not move a run to a slower path.
+# shared machine, and the stand-in's smaller size, must not move a run to a slower path. A verdict whose timed
+# rounds of one candidate are more than LOAD_RATIO apart was measured while something else ran (a busy machine
+# swung it from "37x faster" to "0.03x"): it is not trusted, the default is taken, and it is not cached.
 
 TIMING_MARGIN = 1.1
+LOAD_RATIO = 2.0  # idle, a tiny stand-in's rounds came within 1.44x; beside two busy processes, 3.5x to 33x
 PROBE_STEP_FLOPS = 12e9  # the stand-in's batch keeps a training step near this (~50 ms on two Zen 5 cores)
 PROBE_SECONDS = 0.5  # timed rounds stop once they have taken this long (at least two run)
 PROBE_ROUNDS = 5
@@ -142,24 +147,38 @@ class ProbeShape:
 class Measured:
     """One candidate's training rate in the timed probe, images/s: ``screen`` in the screening step (at
     :func:`screen_batch`; 0 when its loss was not finite), ``timed`` the best timed round at the probe's batch
-    (None when it was dropped before)."""
+    (None when it was dropped before), ``spread`` its slowest screening or timed round over its fastest of the
+    same kind."""
 
     amp: str
     channels_last: bool
     screen: float
     timed: float | None
     problem: str | None = None
+    spread: float = 1.0
 
 
 @dataclass(frozen=True)
 class ProbeTiming:
-    """What the timed probe measured, and the (amp, channels-last) choice it makes from it."""
+    """What the timed probe measured, and the (amp, channels-last) choice it makes from it; ``cached``: read
+    back from this machine's cache (:mod:`helpers.model.probe_cache`), not measured by this process."""
 
     measured: tuple[Measured, ...]
     default: tuple[str, bool]
     chosen: tuple[str, bool]
     shape: ProbeShape
     seconds: float
+    cached: bool = False
+
+    @property
+    def spread(self) -> float:
+        """The widest disagreement between the timed rounds of one candidate (slowest over fastest)."""
+        return max((m.spread for m in self.measured), default=1.0)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the rounds agreed within LOAD_RATIO; a verdict measured under load chooses the default."""
+        return self.spread <= LOAD_RATIO
 
     def speedup(self, a: tuple[str, bool], b: tuple[str, bool]) -> float:
         return speedup(self.measured, a, b)
@@ -179,6 +198,12 @@ class ProbeTiming:
                 under_margin = value != chosen and 1 <= factor < TIMING_MARGIN
                 why = f" (under the {TIMING_MARGIN:g}x margin)" if under_margin else ""
                 phrases[name] = f"{name}: {factor:.2f}x {faster}here, {taken}{why}"
+        if not self.trusted:
+            phrases["trust"] = (f"not trusted: the timed rounds of one setting were {self.spread:.2f}x apart, over "
+                                f"the {LOAD_RATIO:g}x bound (a busy machine), so the default is taken and nothing "
+                                "is cached")
+        if self.cached:
+            phrases["cached"] = "this machine's cached verdict (train.reprobe=true times it again)"
         return phrases
 
     def describe(self, chosen: tuple[str, bool] | None = None, decided: bool = True) -> dict:
@@ -187,7 +212,8 @@ class ProbeTiming:
         name = {True: "channels-last", False: "NCHW"}
         rates = {f"{AMP_WORDS[m.amp]} {name[m.channels_last]}": m for m in self.measured}
         return {"decided": decided, "batch": self.shape.batch, "image_size": self.shape.image_size,
-                "seconds": round(self.seconds, 2), "margin": TIMING_MARGIN,
+                "seconds": round(self.seconds, 2), "margin": TIMING_MARGIN, "cached": self.cached,
+                "trusted": self.trusted, "spread": round(self.spread, 2),
                 "images_per_s": {key: round(m.timed, 1) for key, m in rates.items() if m.timed},
                 "screen_images_per_s": {key: round(m.screen, 1) for key, m in rates.items()},
                 "not_finite": {key: m.problem for key, m in rates.items() if m.problem},
@@ -226,23 +252,57 @@ def screen_batch(shape: ProbeShape) -> int:
 
 def speed_probe(cfg: Config, device: torch.device) -> ProbeTiming | None:
     """The timed probe of the (amp, channels-last) candidates that ``cfg``'s settings leave open on ``device``
-    (:func:`speed_options`); None when there is only one. Measured once per process and shape."""
+    (:func:`speed_options`); None when there is only one. This machine's cached verdict unless
+    ``train.reprobe``; measured once per process and shape."""
     amp_options, layout_options = speed_options(cfg.train, device)
     if len(amp_options) * len(layout_options) == 1:
         return None
-    return timed_probe(device, tuple(amp_options), tuple(layout_options), probe_shape(cfg))
+    return timed_probe(device, tuple(amp_options), tuple(layout_options), probe_shape(cfg), cfg.train.reprobe)
+
+
+def untimed_choice(amp_options: list, layout_options: list) -> tuple[str, bool]:
+    """The timed probe's default: fp32 (or the set dtype), and channels-last where it works."""
+    return amp_options[-1], layout_options[0]
 
 
 @functools.lru_cache(maxsize=None)
-def timed_probe(device: torch.device, amp_options: tuple, layout_options: tuple, shape: ProbeShape) -> ProbeTiming:
-    """Time the stand-in net under every (amp, channels-last) pair and choose (:func:`choose_timed`); the caller's
-    random states are left untouched."""
+def timed_probe(device: torch.device, amp_options: tuple, layout_options: tuple, shape: ProbeShape,
+                again: bool = False) -> ProbeTiming:
+    """This machine's cached verdict for the question (unless ``again``), else the stand-in net timed under every
+    (amp, channels-last) pair and a choice made (:func:`choose_timed`; the default when the rounds disagree
+    beyond LOAD_RATIO), cached when trusted. The caller's random states are left untouched."""
+    key = probe_key(device, {"amp": list(amp_options), "channels_last": list(layout_options), "shape": asdict(shape)})
     candidates = [(amp, layout) for amp in amp_options for layout in layout_options]
+    kept = None if again else _from_record(read_verdict(key), shape, candidates)
+    if kept is not None:
+        return kept
     started = time.perf_counter()
     with own_rng(device):
         measured = _measure(device, shape, candidates)
-    default = (amp_options[-1], layout_options[0])  # fp32 (or the set dtype); channels-last where it works
-    return ProbeTiming(measured, default, choose_timed(measured, default), shape, time.perf_counter() - started)
+    default = untimed_choice(list(amp_options), list(layout_options))
+    timing = ProbeTiming(measured, default, default, shape, time.perf_counter() - started)
+    if not timing.trusted:
+        return timing
+    timing = replace(timing, chosen=choose_timed(measured, default))
+    write_verdict(key, {"measured": [asdict(m) for m in measured], "default": default, "chosen": timing.chosen,
+                        "seconds": timing.seconds})
+    return timing
+
+
+def _from_record(record: dict | None, shape: ProbeShape, candidates: list) -> ProbeTiming | None:
+    """A cached verdict record as a ProbeTiming, or None when there is none or it is not a well-formed one of
+    ``candidates``."""
+    if record is None:
+        return None
+    try:
+        measured = tuple(Measured(**fields) for fields in record["measured"])
+        timing = ProbeTiming(measured, tuple(record["default"]), tuple(record["chosen"]), shape,
+                             float(record["seconds"]), cached=True)
+    except (KeyError, TypeError, ValueError):
+        return None
+    numbers = all(isinstance(value, (int, float)) for m in measured for value in (m.screen, m.timed or 0, m.spread))
+    known = [(m.amp, m.channels_last) for m in measured]
+    return timing if numbers and known == candidates and {timing.default, timing.chosen} <= set(known) else None
 
 
 def choose_timed(measured: tuple[Measured, ...], default: tuple[str, bool]) -> tuple[str, bool]:
@@ -267,19 +327,20 @@ def speedup(measured: tuple[Measured, ...], a: tuple[str, bool], b: tuple[str, b
 
 
 def _measure(device: torch.device, shape: ProbeShape, candidates: list) -> tuple[Measured, ...]:
-    """Each candidate's screening step (the second at a small batch: the first makes the kernels), then
-    interleaved timed rounds of those not far behind (best of rounds: a busy moment slows one round, not the
-    minimum)."""
+    """Each candidate's screening steps at a small batch (the first makes the kernels, the next two are timed),
+    then interleaved timed rounds of those not far behind (best of rounds: a busy moment slows one round, not the
+    minimum). Each one's ``spread``, its slowest screening or timed round over its fastest of the same kind,
+    says whether the machine was busy."""
     steps = {candidate: _stand_in_steps(device, shape, *candidate) for candidate in candidates}
     small = screen_batch(shape)
-    # The first call makes the kernels, the second is timed; a non-finite loss (None) ends it at the first.
-    screen = {candidate: step(small) and step(small) for candidate, step in steps.items()}
-    problems = {c: "the loss was not finite" for c, seconds in screen.items() if seconds is None}
-    fastest = min((s for s in screen.values() if s is not None), default=0.0)
-    alive = [c for c, seconds in screen.items() if seconds is not None and seconds <= SCREEN_DROP * fastest]
+    screens = {candidate: _repeat(step, small, 3) for candidate, step in steps.items()}
+    screens = {candidate: seconds[1:] for candidate, seconds in screens.items() if seconds}
+    problems = {c: "the loss was not finite" for c in candidates if c not in screens}
+    fastest = min((min(seconds) for seconds in screens.values()), default=0.0)
+    alive = [c for c, seconds in screens.items() if min(seconds) <= SCREEN_DROP * fastest]
     for candidate in alive:
         steps[candidate](shape.batch)  # warm-up: kernels are made for the probe batch's shapes on first use
-    best: dict = {}
+    timed: dict = {candidate: [] for candidate in alive}
     started = time.perf_counter()
     for rounds in range(1, PROBE_ROUNDS + 1):
         for candidate in list(alive):
@@ -287,14 +348,31 @@ def _measure(device: torch.device, shape: ProbeShape, candidates: list) -> tuple
             if seconds is None:
                 problems[candidate] = "the loss was not finite"
                 alive.remove(candidate)
-                best.pop(candidate, None)
+                del timed[candidate]
             else:
-                best[candidate] = min(best.get(candidate, math.inf), seconds)
+                timed[candidate].append(seconds)
         if rounds >= 2 and time.perf_counter() - started > PROBE_SECONDS:
             break
-    return tuple(Measured(amp, layout, small / screen[(amp, layout)] if screen[(amp, layout)] else 0.0,
-                          shape.batch / best[(amp, layout)] if (amp, layout) in best else None,
-                          problems.get((amp, layout))) for amp, layout in candidates)
+    return tuple(Measured(amp, layout, small / min(screens[(amp, layout)]) if (amp, layout) in screens else 0.0,
+                          shape.batch / min(timed[(amp, layout)]) if (amp, layout) in timed else None,
+                          problems.get((amp, layout)),
+                          max(_spread(screens.get((amp, layout))), _spread(timed.get((amp, layout)))))
+                 for amp, layout in candidates)
+
+
+def _repeat(step, batch: int, times: int) -> list[float] | None:
+    """The seconds of ``times`` calls of ``step(batch)``; None at the first non-finite loss."""
+    found = []
+    for _ in range(times):
+        seconds = step(batch)
+        if seconds is None:
+            return None
+        found.append(seconds)
+    return found
+
+
+def _spread(seconds: list[float] | None) -> float:
+    return max(seconds) / min(seconds) if seconds else 1.0
 
 
 def _stand_in(shape: ProbeShape, device: torch.device | str) -> torch.nn.Sequential:

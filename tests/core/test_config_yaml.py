@@ -1,5 +1,5 @@
 """Config files as students pass them around: aliases refused before they expand, keys given twice refused with
-both lines, and numbers written the way everyone writes them."""
+both lines, numbers written the way everyone writes them, and size, nesting and count bounded before parsing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, call_cli
 
 from helpers.core.config import load_config
 from helpers.core.errors import UserError
@@ -73,3 +73,41 @@ def test_exponent_numbers_without_a_dot_are_numbers_in_files_and_overrides(tmp_p
     assert load_config(None, ["train.epochs=12", "run.name=run1e3x"]).train.epochs == 12  # ints and text stay
     with pytest.raises(UserError, match="config key 'train.epochs' must be an integer, not 1000.0"):
         load_config(None, ["train.epochs=1e3"])  # a number, though not a count
+
+
+def test_deep_nesting_is_one_sentence_not_a_recursion_error(tmp_path, capsys):
+    path = tmp_path / "nested.yaml"
+    path.write_text("optim:\n  betas: " + "[" * 5000 + "]" * 5000 + "\n")  # 10 KB: the composer recursed
+    with pytest.raises(UserError, match=rf"^{path}:2 nests lists or mappings more than 32 deep; a config holds "
+                                        "sections of plain values$"):
+        load_config(path)
+    with pytest.raises(UserError, match=r"^--set optim.betas:1 nests lists or mappings more than 32 deep"):
+        load_config(None, ["optim.betas=" + "[" * 5000 + "]" * 5000])
+    code, out, err = call_cli(capsys, "config", "--config", path)
+    assert code == 1 and err == (f"error: {path}:2 nests lists or mappings more than 32 deep; a config holds "
+                                 "sections of plain values\n")
+
+
+@pytest.mark.parametrize("text", ["".join(f"k{i}: {i}\n" for i in range(20_000)),
+                                  "optim:\n  betas: [" + "0, " * 20_000 + "0]\n"])
+def test_a_config_of_too_many_values_is_refused_while_parsing(tmp_path, text):
+    path = tmp_path / "many.yaml"
+    path.write_text(text)  # under the size bound: refused by the count, at its 10,001st value, while parsing
+    line = 5000 if text.startswith("k0") else 2  # the mapping, then each key and its value
+    with pytest.raises(UserError, match=rf"^{path}:{line} passes 10,000 values; a config holds about a hundred "
+                                        "keys$"):
+        load_config(path)
+
+
+def test_200000_keys_and_a_300_mb_file_are_refused_by_size_before_reading(tmp_path, capsys):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("".join(f"k{i}: {i}\n" for i in range(200_000)))
+    with pytest.raises(UserError, match=rf"^config file {keys} is 2,\d{{3}},\d{{3}} bytes, over the 1,048,576-byte "
+                                        r"bound for a config \(a few dozen keys\); is it the right file\?$"):
+        load_config(keys)
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as handle:
+        handle.truncate(300 * 2 ** 20)  # sparse: a file that size, costing no disk
+    code, out, err = call_cli(capsys, "config", "--config", huge)
+    assert code == 1 and err == (f"error: config file {huge} is 314,572,800 bytes, over the 1,048,576-byte bound "
+                                 "for a config (a few dozen keys); is it the right file?\n")

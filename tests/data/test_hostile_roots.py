@@ -4,6 +4,7 @@ decompression bombs, links out of the root, empty roots. Each is named in one se
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import struct
@@ -167,3 +168,65 @@ def test_an_empty_data_root_is_refused_not_the_current_folder(tmp_path, monkeypa
     assert code == 1 and err.startswith("error: the data root is an empty path")
     code, _, err = call_cli(capsys, "evaluate", "--checkpoint", trained_run / "best.pt", "--data-root", "")
     assert code == 1 and err.startswith("error: the data root is an empty path")
+
+
+def test_100000_duplicate_label_lines_are_summarised_past_20_lines(tmp_path, capsys):
+    root = write_f25_root(tmp_path / "root", {"a.jpg": 1, "b.jpg": 2}, PAIRS)
+    labels = root / "cls_data" / "train" / "labels.txt"
+    labels.write_text(labels.read_text() + "a.jpg 1\n" * 100_000)
+    code, out, _ = call_cli(capsys, "check-data", root)
+    lines = out.splitlines()
+    assert code == 1 and len(lines) < 40  # every one of the 100,000 was printed
+    assert "100,000 problems:" in lines and lines[-2:] == [
+        "  ... and 99,980 more problems (check-data --json lists every one)", "FAILED: 100000 problem(s)"]
+    assert lines[lines.index("100,000 problems:") + 1] == ("  cls_data/train/labels.txt:3: 'a.jpg' is listed again "
+                                                          "(first on line 1)")
+    code, out, _ = call_cli(capsys, "check-data", root, "--json")
+    assert len(json.loads(out)["problems"]) == 100_000
+
+
+@pytest.mark.parametrize("loop", ["parent", "cycle"])
+def test_a_link_loop_is_one_sentence_in_check_data_not_a_long_path_in_stage_data(tmp_path, capsys, loop):
+    root = write_f25_root(tmp_path / "root", {"a.jpg": 1, "b.jpg": 2}, PAIRS)
+    images = root / "cls_data" / "train" / "images"
+    if loop == "parent":
+        (images / "loop").symlink_to("..")  # cls_data/train, which holds it: loop/images/loop/images/...
+        why = "cls_data/train/images/loop: is a link to cls_data/train, a folder that holds it"
+    else:
+        (images / "x").symlink_to("y")
+        (images / "y").symlink_to("x")
+        why = "cls_data/train/images/x: is a link in a cycle of links that never reaches a file"
+    code, out, err = call_cli(capsys, "check-data", root)
+    assert code == 1 and f"  {why}; a copy (stage-data, data.stage_to) would never end: remove it" in out.splitlines()
+    code, out, err = call_cli(capsys, "stage-data", root, tmp_path / "local")
+    path, _, reason = why.partition(": ")
+    more = " (and 1 more such link(s))" if loop == "cycle" else ""
+    assert code == 1 and err == (f"error: cannot stage {root}: {path} {reason}{more}; a copy follows links and "
+                                 "would never end, so remove it\n")
+    assert not (tmp_path / "local" / "root").exists()
+
+
+def test_a_link_that_comes_back_through_another_folder_is_a_loop(tmp_path):
+    root = write_f25_root(tmp_path / "root", {"a.jpg": 1, "b.jpg": 2}, PAIRS)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "back").symlink_to(root / "cls_data")
+    (root / "cls_data" / "away").symlink_to(tmp_path / "elsewhere")
+    assert [str(p).partition(";")[0] for p in check_data(root).problems] == [
+        "cls_data/away/back: is a link to cls_data, a folder that holds it"]
+    (root / "cls_data" / "away").unlink()
+    (root / "cls_data" / "twice").symlink_to(root / "ver_data")  # a folder reached twice, not in a circle
+    assert check_data(root).ok
+
+
+def test_a_tiny_image_is_accepted_with_a_note(tmp_path, capsys):
+    root = write_f25_root(tmp_path / "root", {"a.jpg": 1, "b.jpg": 2}, PAIRS)
+    write_image(root / "cls_data" / "train" / "images" / "a.jpg", size=(1, 1))
+    write_image(root / "ver_data" / "p2.jpg", size=(15, 40), fmt="PNG")
+    code, out, _ = call_cli(capsys, "check-data", root)
+    assert code == 0 and out.splitlines()[-3:] == [
+        "1 warnings:",
+        "  cls_data/train/images/a.jpg: is 1x1 pixels, under 16 on a side (and 1 more image(s) as small): accepted "
+        "and resized to data.image_size, though so few pixels show little of a face", "OK"]
+    write_image(root / "cls_data" / "train" / "images" / "a.jpg", size=(16, 16))
+    write_image(root / "ver_data" / "p2.jpg", size=(16, 40))
+    assert not check_data(root).warnings

@@ -309,3 +309,23 @@ def test_every_architecture_exports_as_pytorch_computes_it(demo_root, tmp_path, 
                                       tmp_path / "model.onnx", {})
     assert report.lowest_cosine >= 0.9999 and report.embedding_dim == cfg.model.embedding_dim
     assert round(report.onnx_eer, 4) == round(report.torch_eer, 4)
+
+
+def test_export_names_an_unreadable_val_image_it_leaves_out_of_its_check(trained_run, demo_root, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(demo_root, root)
+    broken = val_images(root, 1)[0]
+    broken.write_bytes(broken.read_bytes()[:100])  # a truncated JPEG
+    out = tmp_path / "m.onnx"
+    code, printed, err = call_cli(capsys, "export", "--checkpoint", trained_run / "best.pt", "--out", out,
+                                  "--data-root", root)
+    assert code == 0, err
+    assert printed.splitlines()[-1] == (f"left out of the check: 1 unreadable val image(s), so the pairs naming them "
+                                        f"are not scored ({broken}: not a readable image: a truncated JPEG (100 "
+                                        "bytes, its end marker missing)); run `python -m helpers check-data`")
+    code, printed, err = call_cli(capsys, "export", "--checkpoint", trained_run / "best.pt", "--out", out,
+                                  "--data-root", root, "--json")
+    report = json.loads(printed)
+    assert report["unreadable"] == [f"{broken}: not a readable image: a truncated JPEG (100 bytes, its end marker "
+                                    "missing)"]
+    assert report["images_compared"] == len(val_images(root, 10**6)) - 1

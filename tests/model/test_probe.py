@@ -42,4 +42,5 @@ def test_the_real_probe_times_every_candidate_and_leaves_the_random_state():
     assert {(m.amp, m.channels_last) for m in timing.measured} == set(FAST_BF16)
     assert all(m.screen > 0 and m.problem is None for m in timing.measured)
     assert any(m.timed for m in timing.measured) and timing.chosen in set(FAST_BF16)
+    assert all(m.spread >= 1 for m in timing.measured) and not timing.cached  # measured here, its rounds compared
     assert timing.default == ("none", True)

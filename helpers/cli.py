@@ -521,7 +521,7 @@ COMMANDS = (
             "sample_submission.csv when the data root (or --sample) has one (its header and IDs in its order: "
             "test-pair indices get scores, test-image names get class ids), else one row per line of test_pairs.txt. "
             "--kaggle submits it to the term's competition, described as the term asks (Fall 2026: "
-            "HW2P2|WB=ENTITY/PROJECT/RUN_ID, from the checkpoint's W&B run).",
+            "'|WB=ENTITY/PROJECT/RUN_ID', nothing before the bar, from the checkpoint's W&B run).",
             _checkpoint_arguments,
             Arg("--out", default="submission.csv", help="CSV to write (default submission.csv)"),
             Arg("--sample", metavar="CSV",
@@ -534,7 +534,7 @@ COMMANDS = (
             Arg("--slack", action="store_true", help="with --kaggle: the term's slack competition"),
             Arg("--kaggle-competition", metavar="NAME", help="also submit, to this competition"),
             Arg("--message",
-                help="Kaggle description (default: the term's; Fall 2026 accepts only HW2P2|WB=ENTITY/PROJECT/RUN_ID)"),
+                help="Kaggle description (default: the term's; Fall 2026 accepts only '|WB=ENTITY/PROJECT/RUN_ID')"),
             JSON,
     ),
     Command("score", _score, "score a submission against an answer key",

@@ -3,7 +3,7 @@
 Fall 2026 (``kaggle_metadata.json``, ``wandb_export.pkl``): every submission of
 the account to the term's main and slack competitions, ranked by the term's
 metric; then the W&B runs the submissions' descriptions name
-(``<tag>|WB=<entity>/<project>/<run_id>``), each at its best-ranked submission,
+(``<tag>|WB=<entity>/<project>/<run_id>``, read by ``parse_run_path``), each at its best-ranked submission,
 at most ``term.wandb_runs`` of them. The best-ranked submission must name one.
 
 Spring 2026 (``kaggle_data.json``, ``wandb_top_runs.pkl``): the best score of
@@ -116,7 +116,7 @@ def linked_runs(metadata: dict, term: Term) -> list[str]:
     if not top["wandb_run_path"]:
         raise UserError(f"the best-scored Kaggle submission ({top['submission_ref']}, {top['competition']}, score "
                         f"{top['score']}) has no W&B run in its description, and the grader refuses that: submit "
-                        f"its predictions again with the description {term.submission_tag}|WB=ENTITY/PROJECT/RUN_ID "
+                        f"its predictions again with the description '{term.description_form}' "
                         "(python -m helpers submit --kaggle does it)")
     paths: list[str] = []
     for record in ranked:

@@ -14,7 +14,7 @@ assignment summary describes): header ``id,predicted``, 1 = same person,
 thresholded at the val EER threshold stored with the checkpoint.
 
 ``submit --kaggle`` sends the file to the term's competition with the
-description the term asks for: Fall 2026's ``HW2P2|WB=<entity>/<project>/<run_id>``
+description the term asks for: Fall 2026's ``|WB=<entity>/<project>/<run_id>``
 names the W&B run that trained the checkpoint, which the hand-in then exports.
 """
 
@@ -225,7 +225,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     if description is not None:
         result.description = description
         result.messages.append(kaggle_tool.submit(out, competition, description))
-        if chosen.submission_tag and opened.config.tracking.wandb.mode == "offline":
+        if chosen.provenance and opened.config.tracking.wandb.mode == "offline":
             result.messages.append(f"the W&B run {opened.wandb_run_id} logged offline: upload it with `wandb "
                                    f"sync {Path(checkpoint).parent}/wandb/offline-run-*` before handing in, since "
                                    f"{chosen.title}'s hand-in exports it from W&B")
@@ -336,19 +336,19 @@ def _competition(term: Term, kaggle: bool, slack: bool, named: str | None) -> st
 
 def kaggle_description(checkpoint: Checkpoint, run_dir: Path, term: Term, message: str | None) -> str:
     """The description a Kaggle submission gets: free text, or the term's tie to the checkpoint's W&B run."""
-    if not term.submission_tag:
+    if not term.provenance:
         return message or "hw2p2 helpers submission"
     if message:
         if term.run_path_in(message) is None:
-            raise UserError(f"{term.title} reads each submission's description as {term.submission_tag}|WB=ENTITY/"
-                            f"PROJECT/RUN_ID and refuses the best one without it; '{message}' is not of that form "
+            raise UserError(f"{term.title} reads each submission's description as '{term.description_form}' "
+                            f"and refuses the best one without it; '{message}' is not of that form "
                             "(leave --message out and the run's own W&B id is used)")
         return message
     run_id = checkpoint.wandb_run_id
     if not run_id:
         raise UserError(f"this checkpoint's run logged no W&B run (tracking.wandb.mode was disabled), and "
                         f"{term.title} ties each Kaggle submission to one: train with tracking.wandb.mode online or "
-                        f"offline, or pass --message {term.submission_tag}|WB=ENTITY/PROJECT/RUN_ID")
+                        f"offline, or pass --message '{term.description_form}'")
     wandb = checkpoint.config.tracking.wandb
     entity = wandb.entity or os.environ.get("WANDB_ENTITY") or _default_entity()
     if not entity:

@@ -19,7 +19,7 @@ from helpers.handin.schema import problems
 
 F26 = get_term("f26")
 MAIN, SLACK = F26.competition, F26.slack_competition
-LINK = "HW2P2|WB=me/hw2p2-ablations/{}"
+LINK = "|WB=me/hw2p2-ablations/{}"
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_fall_2026_refuses_when_the_best_submission_names_no_wandb_run(handin, t
                      submission(13, 22, "0.97", description="quick try")]]}
     _f26_services(monkeypatch, pages=pages, forbidden={SLACK})
     code, _, err = call_cli(capsys, *handin, "--term", "f26", "--out", tmp_path / "x.zip")
-    assert code == 1 and "best-scored Kaggle submission (13" in err and "HW2P2|WB=" in err
+    assert code == 1 and "best-scored Kaggle submission (13" in err and "'|WB=ENTITY/PROJECT/RUN_ID'" in err
     assert not list(tmp_path.glob("*.zip"))
 
 
@@ -231,3 +231,21 @@ def test_the_toolkit_declares_the_kaggle_extra_with_six():
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("kaggle>=2") for req in extras["kaggle"]) and "six" in extras["kaggle"]
+
+
+def test_bundle_check_names_a_submission_whose_stored_run_disagrees_with_its_description(handin, tmp_path,
+                                                                                         monkeypatch, capsys):
+    _f26_services(monkeypatch)
+    built = tmp_path / "f26.zip"
+    assert call_cli(capsys, *handin, "--term", "f26", "--out", built)[0] == 0
+    metadata = _read(built, "kaggle_metadata.json")
+    top = metadata["ranked_submissions"][0]
+    top["description"] = "HW2P2|WB=" + top["wandb_run_path"]  # the old toolkit's form: the grader reads no run
+    edited = tmp_path / "edited.zip"
+    with zipfile.ZipFile(built) as source, zipfile.ZipFile(edited, "w") as target:
+        for name in source.namelist():
+            data = json.dumps(metadata) if name == "kaggle_metadata.json" else source.read(name)
+            target.writestr(name, data)
+    code, stdout, _ = call_cli(capsys, "bundle", "--check", edited, "--term", "f26")
+    assert code == 1 and f"Kaggle submission {top['submission_ref']} stores the W&B run" in stdout
+    assert "best-ranked Kaggle submission" in stdout and "'|WB=ENTITY/PROJECT/RUN_ID'" in stdout

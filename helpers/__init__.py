@@ -47,7 +47,7 @@ _API = {
     "handin.check": ["check_bundle"],
     "handin.submission": ["make_submission"],
     "model.checkpoint": ["Checkpoint", "load_checkpoint", "save_checkpoint"],
-    "model.checkpoint_summary": ["CheckpointSummary", "checkpoint_summary"],
+    "model.checkpoint_summary": ["CheckpointSummary", "best_words", "checkpoint_summary"],
     "model.margins": ["ArcMarginProduct", "CombinedMarginProduct", "CosMarginProduct", "MarginHead", "margin_loss"],
     "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],

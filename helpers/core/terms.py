@@ -52,6 +52,18 @@ class Leaderboard(_Frozen):
         """This metric from a val EER and a dev top-1 accuracy; None when an input it needs is missing."""
         return eer if self.metric == "eer" else combined_score(top1, eer)
 
+    def lead(self, eer: float | None, score: float | None) -> str:
+        """This metric first and the val EER beside it, as every report of a "best" reads: ``score 0.8775 (val
+        EER 0.1204)`` for the combined score, ``val EER 0.1204 (score 0.8775)`` for an EER board."""
+        def shown(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        eer_text = "val EER " + shown(eer)
+        if score is None and self.metric == "eer":
+            return eer_text
+        score_text = "score " + shown(score)
+        return f"{eer_text} ({score_text})" if self.metric == "eer" else f"{score_text} ({eer_text})"
+
     def better_than(self, a: float, b: float) -> bool:
         return a < b if self.better == "lower" else a > b
 

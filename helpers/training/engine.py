@@ -194,7 +194,7 @@ class Trainer:
         report = self.selection.report(labels, self.cfg.train.eval_bootstrap)
         if report is not None:
             atomic_write_text(self.run_dir / "selection.json", json.dumps(report, indent=2) + "\n")
-            print("\n".join(report_lines(report)), flush=True)
+            print("\n".join(report_lines(report, self.selection.leaderboard)), flush=True)
 
     def position(self) -> float:
         return self.epoch + self.batch / max(self.sampler.batches, 1)

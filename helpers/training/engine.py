@@ -190,6 +190,8 @@ class Trainer:
 
     def _report_selection(self) -> None:
         """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""
+        if not self.data.val_pairs:  # nothing was compared: best.pt holds the latest weights
+            return
         labels = np.array([pair.label for pair in self.data.val_pairs])
         report = self.selection.report(labels, self.cfg.train.eval_bootstrap)
         if report is not None:

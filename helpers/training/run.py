@@ -175,6 +175,8 @@ def _open_training_data(cfg: Config, main: bool) -> FaceData:
                      cfg.data.follow_links)
     for note in data.notes if main else ():
         print(f"note: {note}", file=sys.stderr)
+    if main:
+        print(data.pair_source("val"), flush=True)
     return data
 
 

@@ -225,7 +225,7 @@ def _export(args) -> int:
 
 
 def _bundle(args) -> int:
-    from helpers.handin.bundle import build_bundle
+    from helpers.handin.bundle import build_bundle, closing_line
     from helpers.handin.check import check_bundle
 
     if (args.check is None) == (args.run is None):
@@ -243,6 +243,7 @@ def _bundle(args) -> int:
           f"{', '.join(result.members)}")
     for line in result.missing:
         print(f"  not included: {line}")
+    print(closing_line(result))
     return 0
 
 

@@ -122,6 +122,8 @@ class Term(_Frozen):
     """the backend's ``wandb_tracking_tag``: what comes before ``|WB=`` (possibly nothing)"""
     wandb_runs: int = Field(10, ge=1)
     """the most W&B runs the hand-in exports"""
+    handin_to: str
+    """where the final hand-in zip is uploaded (Autolab, Gradescope)"""
     zip: str
     members: tuple[Member, ...]
 

@@ -58,6 +58,7 @@ def test_fall_2026_zip_holds_exactly_the_graders_members_and_passes_the_check(ha
     out = tmp_path / "f26.zip"
     code, stdout, err = call_cli(capsys, *handin, "--term", "f26", "--out", out)
     assert code == 0, err
+    assert stdout.rstrip().endswith("then upload f26.zip to Gradescope (Fall 2026's final hand-in)")
     assert sorted(zipfile.ZipFile(out).namelist()) == sorted(
         ["ACKNOWLEDGEMENT.txt", "README.txt", "model_metadata.json", "wandb_export.pkl", "kaggle_metadata.json",
          "nb.ipynb"])
@@ -249,3 +250,8 @@ def test_bundle_check_names_a_submission_whose_stored_run_disagrees_with_its_des
     code, stdout, _ = call_cli(capsys, "bundle", "--check", edited, "--term", "f26")
     assert code == 1 and f"Kaggle submission {top['submission_ref']} stores the W&B run" in stdout
     assert "best-ranked Kaggle submission" in stdout and "'|WB=ENTITY/PROJECT/RUN_ID'" in stdout
+
+
+def test_each_term_names_where_its_hand_in_goes():
+    assert {name: term.handin_to for name, term in all_terms().items()} == {
+        "f25": "Autolab", "s26": "Autolab", "f26": "Gradescope"}

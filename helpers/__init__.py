@@ -45,6 +45,7 @@ _API = {
     "eval.score_norm": ["ScoreNorm"],
     "handin.bundle": ["build_bundle", "closing_line", "write_acknowledgement", "write_checkpoint_submission"],
     "handin.check": ["check_bundle"],
+    "handin.readme": ["handin_readme"],
     "handin.submission": ["make_submission"],
     "model.checkpoint": ["Checkpoint", "load_checkpoint", "save_checkpoint"],
     "model.checkpoint_summary": ["CheckpointSummary", "best_words", "checkpoint_summary"],

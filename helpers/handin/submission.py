@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +37,7 @@ from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.layout import is_int
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm, norm_words
+from helpers.handin.exports import wandb_entity
 from helpers.handin.sample import find_sample, read_sample
 
 if TYPE_CHECKING:  # torch loads only when a checkpoint is scored
@@ -350,7 +350,7 @@ def kaggle_description(checkpoint: Checkpoint, run_dir: Path, term: Term, messag
                         f"{term.title} ties each Kaggle submission to one: train with tracking.wandb.mode online or "
                         f"offline, or pass --message '{term.description_form}'")
     wandb = checkpoint.config.tracking.wandb
-    entity = wandb.entity or os.environ.get("WANDB_ENTITY") or _default_entity()
+    entity = wandb_entity(wandb.entity, _signed_in_wandb)
     if not entity:
         raise UserError(f"{term.title}'s submission description names the W&B entity (user or team), and neither "
                         "the run (tracking.wandb.entity) nor WANDB_ENTITY nor a W&B login names one: set WANDB_ENTITY "
@@ -358,18 +358,11 @@ def kaggle_description(checkpoint: Checkpoint, run_dir: Path, term: Term, messag
     return term.description(f"{entity}/{wandb.project}/{run_id}")
 
 
-def _default_entity() -> str | None:
-    """The W&B login's default entity, when a key is at hand and W&B answers; None otherwise."""
-    from helpers.core.credentials import wandb_key_source
+def _signed_in_wandb():
+    """The W&B API of the login at hand (refused without a key, so that no prompt waits for one)."""
+    from helpers.handin.exports import open_wandb
 
-    if wandb_key_source() is None:
-        return None
-    try:
-        import wandb
-
-        return wandb.Api(timeout=20).default_entity
-    except Exception:  # noqa: BLE001 - offline: the caller asks for tracking.wandb.entity instead
-        return None
+    return open_wandb()
 
 
 def _score_with_answers(result: SubmissionResult, root: Path) -> None:

@@ -44,8 +44,8 @@ def checkpoint_summary(path: str | Path, term: str | None = None) -> CheckpointS
     return CheckpointSummary(Path(path), saved.best_eer, saved.best_epoch, saved.val.val_score, chosen.leaderboard)
 
 
-def best_words(run_dir: str | Path) -> str:
+def best_words(run_dir: str | Path, term: str | None = None) -> str:
     """What a run's best.pt holds, as the log and the notebook say it: the term's metric first, the val EER
     beside it, and the epoch."""
     path = Path(run_dir) / "best.pt"
-    return checkpoint_summary(path).words() if path.is_file() else "no best.pt"
+    return checkpoint_summary(path, term).words() if path.is_file() else "no best.pt"

@@ -255,3 +255,28 @@ def test_bundle_check_names_a_submission_whose_stored_run_disagrees_with_its_des
 def test_each_term_names_where_its_hand_in_goes():
     assert {name: term.handin_to for name, term in all_terms().items()} == {
         "f25": "Autolab", "s26": "Autolab", "f26": "Gradescope"}
+
+
+def test_submission_and_export_resolve_the_wandb_entity_alike(handin, trained_run, tmp_path, monkeypatch, capsys):
+    """tracking.wandb.entity, else WANDB_ENTITY, else the login's default entity: one rule for both."""
+    import dataclasses
+
+    from helpers.handin.exports import wandb_entity
+    from helpers.handin.submission import kaggle_description
+    from helpers.model.checkpoint import Checkpoint
+
+    saved = dataclasses.replace(Checkpoint.load(trained_run / "best.pt"), wandb_run_id="abc123")
+    project = saved.config.tracking.wandb.project
+    assert saved.config.tracking.wandb.entity is None
+    monkeypatch.setenv("WANDB_ENTITY", "team-x")
+    assert kaggle_description(saved, trained_run, F26, None) == f"|WB=team-x/{project}/abc123"
+    api = WandbApi({f"team-x/{project}/r{i}": Run(f"r{i}", 0.1 + i / 100) for i in range(3)})  # default entity "me"
+    monkeypatch.setitem(members.OPENERS, "wandb", lambda: api)
+    monkeypatch.setitem(members.OPENERS, "kaggle", lambda: kaggle_account("student", {
+        get_term("s26").competition: [[submission(1, 10, "0.08")]]}))
+    code, _, err = call_cli(capsys, *handin, "--term", "s26", "--out", tmp_path / "s26.zip")
+    assert code == 0, err
+    assert api.orders == [(f"team-x/{project}", "+summary_metrics.EER")]  # the export read WANDB_ENTITY too
+    monkeypatch.delenv("WANDB_ENTITY")
+    assert wandb_entity(None, lambda: api) == "me" and wandb_entity(" set ", lambda: api) == "set"
+    assert wandb_entity(None, lambda: (_ for _ in ()).throw(RuntimeError("offline"))) is None

@@ -196,7 +196,7 @@ def report_lines(report: dict, leaderboard: Leaderboard = BY_EER) -> list[str]:
     for item in report["comparisons"]:
         low, high = item["difference_ci95"]
         verdict = "distinguishable" if item["distinguishable"] else "within the noise of the val pairs"
-        lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} (epoch {item['epoch']:g}, "
-                     f"{leaderboard.lead(item[KEYS.val_eer], item.get(KEYS.val_score))}): val EER difference "
+        lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} of epoch {item['epoch']:g}, "
+                     f"{leaderboard.lead(item[KEYS.val_eer], item.get(KEYS.val_score))}: val EER difference "
                      f"{item['difference']:+.4f}, paired 95 % CI {low:+.4f} to {high:+.4f}: {verdict}")
     return lines

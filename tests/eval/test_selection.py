@@ -47,7 +47,7 @@ def test_the_report_names_its_numbers_as_the_records_do():
     lines = report_lines(report)
     assert lines[0] == ("best.pt (ema_best, by EER): EMA weights of epoch 1, val EER 0.1250 (score 0.6875); "
                         "val EER 95 % CI 0.0500-0.2000")
-    assert lines[1].startswith("  against the last and best trained weights (epoch 2, val EER 0.1875): val EER "
+    assert lines[1].startswith("  against the last and best trained weights of epoch 2, val EER 0.1875: val EER "
                                "difference ")
     # under Fall 2026 the line leads with the combined score, the EER beside it
     assert report_lines(report, F26.leaderboard)[0].startswith(

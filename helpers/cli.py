@@ -109,7 +109,8 @@ def _evaluate(args) -> int:
     if unscored_note(result):
         print(f"warning: {unscored_note(result)}")
     board = get_term(result["term"]).leaderboard
-    print(f"{result['leaderboard']['term']}'s leaderboard metric on val/dev: {board.lead(result.get('eer'), result.get('score'))}")
+    print(f"{result['leaderboard']['term']}'s leaderboard metric on val/dev: "
+          f"{board.lead(result.get('eer'), result.get('score'))}")
     if "eer" in result:
         interval = (f" (95 % CI {result['eer_ci95'][0]:.4f}-{result['eer_ci95'][1]:.4f})"
                     if "eer_ci95" in result else "")

@@ -98,7 +98,8 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
         if kind == "val":
             counts.update(positives=labels[1], negatives=labels[0])
             if pairs and (not labels[1] or not labels[0]):
-                problems.append(Problem(_relative(data.pair_files[kind], data.root), "needs both same-person (1) and different-person (0) "
+                problems.append(Problem(_relative(data.pair_files[kind], data.root), "needs both same-person (1) "
+                                        "and different-person (0) "
                                         "pairs: the EER is undefined otherwise"))
         pair_counts[kind] = counts
         for pair in pairs:

@@ -108,4 +108,5 @@ def test_under_fall_2026_auto_keeps_the_best_combined_score_when_the_eer_disagre
     report.observe({"raw": lower_eer})
     report.observe({"raw": higher_score})
     line = report_lines(report.report(LABELS, rounds=20), F26.leaderboard)[0]
-    assert line.startswith("best.pt (leaderboard, by score): trained weights of epoch 15, score 0.7562 (val EER 0.1875)")
+    assert line.startswith("best.pt (leaderboard, by score): trained weights of epoch 15, score 0.7562 "
+                           "(val EER 0.1875)")

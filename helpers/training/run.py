@@ -188,7 +188,7 @@ def _selection(cfg: Config, data: FaceData, train_set: TrainingSet, main: bool) 
                           ("raw", "ema") if cfg.train.ema else ("raw",), leaderboard)
     if main and leaderboard.metric == "combined" and data.val_pairs and not measurable and cfg.train.select == "auto":
         print(f"note: {data.root} has no dev images of the training identities, so best.pt is chosen "
-              "by val EER, not by the term's combined score", file=sys.stderr)
+              "by val EER, not by the term's combined score")
     if selection.ranking.metric == "combined" and not measurable:
         raise UserError(f"train.select {cfg.train.select} ranks by the combined score of dev top-1 and val EER, and "
                         f"{data.root} lacks val pairs or dev images of the training identities; select best instead")

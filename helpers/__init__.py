@@ -1,4 +1,4 @@
-"""HW2P2 face verification: ResNet + ArcFace training, EER evaluation, Kaggle submission, Autolab hand-in.
+"""HW2P2 face verification: ResNet + ArcFace training, EER evaluation, Kaggle submission, the hand-in zip.
 
 The package is layered; each sub-package imports only from the layers below it
 (and from itself), never from beside or above, no modules import each other
@@ -9,7 +9,7 @@ in a circle, and no module reads another module's private (``_name``) names
     data, model          data roots, images, datasets | networks, margin heads, checkpoints
     eval                 embeddings, pair scores, metrics, score normalisation, plots
     training             the Trainer, schedule, weight averaging, tracking
-    handin, tools        submission CSV, Autolab bundle | benchmarks, self-test, sweeps, reports
+    handin, tools        submission CSV, hand-in bundle | benchmarks, self-test, sweeps, reports
 
 The CLI (cli.py) sits on top. Below are the public names, the only ones the
 notebooks use: they load on first use, so ``import helpers`` and
@@ -43,11 +43,12 @@ _API = {
     "eval.plots": ["augmentation_figures", "histogram_figure", "margin_figure", "training_curves_figure"],
     "eval.runtime": ["Runtime", "resolve_runtime"],
     "eval.score_norm": ["ScoreNorm"],
-    "handin.bundle": ["build_bundle", "write_acknowledgement", "write_checkpoint_submission"],
+    "handin.bundle": ["build_bundle", "closing_line", "write_acknowledgement", "write_checkpoint_submission"],
     "handin.check": ["check_bundle"],
+    "handin.readme": ["handin_readme"],
     "handin.submission": ["make_submission"],
     "model.checkpoint": ["Checkpoint", "load_checkpoint", "save_checkpoint"],
-    "model.checkpoint_summary": ["CheckpointSummary", "checkpoint_summary"],
+    "model.checkpoint_summary": ["CheckpointSummary", "best_words", "checkpoint_summary"],
     "model.margins": ["ArcMarginProduct", "CombinedMarginProduct", "CosMarginProduct", "MarginHead", "margin_loss"],
     "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],

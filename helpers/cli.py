@@ -53,14 +53,15 @@ def _check_data(args) -> int:
 def _train(args) -> int:
     from pathlib import Path
 
+    from helpers.model.checkpoint_summary import best_words
     from helpers.training.engine import train
 
     # Without a run.name, each config file gets its own run folder, named after it.
     result = train(args.config, args.set or [], resume=args.resume, init_from=args.init_from,
                    default_name=Path(args.config).stem if args.config else None)
-    best = "n/a (no val pairs)" if result.best_eer is None else f"{result.best_eer:.4f}"
     weights = "averaged (EMA)" if result.graded == "ema" else "trained"
-    print(f"done: {result.run_dir} (best.pt: {weights} weights, val EER {best}; last.pt, metrics.jsonl)")
+    print(f"done: {result.run_dir} (best.pt: {weights} weights, {best_words(result.run_dir)}; last.pt, "
+          "metrics.jsonl)")
     return 0
 
 
@@ -90,6 +91,7 @@ def _model_summary(args) -> int:
 def _evaluate(args) -> int:
     from pathlib import Path
 
+    from helpers.core.terms import get_term
     from helpers.eval.evaluation import evaluate_checkpoint, unscored_note
     from helpers.eval.score_norm import norm_words
     from helpers.training.tracking import run_records
@@ -106,6 +108,9 @@ def _evaluate(args) -> int:
           + (f" ({notes})" if notes else ""))
     if unscored_note(result):
         print(f"warning: {unscored_note(result)}")
+    board = get_term(result["term"]).leaderboard
+    print(f"{result['leaderboard']['term']}'s leaderboard metric on val/dev: "
+          f"{board.lead(result.get('eer'), result.get('score'))}")
     if "eer" in result:
         interval = (f" (95 % CI {result['eer_ci95'][0]:.4f}-{result['eer_ci95'][1]:.4f})"
                     if "eer_ci95" in result else "")
@@ -221,7 +226,7 @@ def _export(args) -> int:
 
 
 def _bundle(args) -> int:
-    from helpers.handin.bundle import build_bundle
+    from helpers.handin.bundle import build_bundle, closing_line
     from helpers.handin.check import check_bundle
 
     if (args.check is None) == (args.run is None):
@@ -239,6 +244,7 @@ def _bundle(args) -> int:
           f"{', '.join(result.members)}")
     for line in result.missing:
         print(f"  not included: {line}")
+    print(closing_line(result))
     return 0
 
 
@@ -320,7 +326,7 @@ def _report(args) -> int:
     missing = [run for run in args.runs if not (Path(run) / "metrics.jsonl").is_file()]
     if missing:
         raise UserError(f"{missing[0]} holds no metrics.jsonl: is it a run folder?")
-    table = write_report(runs, args.out)
+    table = write_report(runs, args.out, term=args.term)
     print(markdown_table(table), end="")
     print(f"wrote {args.out}/report.csv, report.md and eer_over_time.png")
     return 0
@@ -521,7 +527,7 @@ COMMANDS = (
             "sample_submission.csv when the data root (or --sample) has one (its header and IDs in its order: "
             "test-pair indices get scores, test-image names get class ids), else one row per line of test_pairs.txt. "
             "--kaggle submits it to the term's competition, described as the term asks (Fall 2026: "
-            "HW2P2|WB=ENTITY/PROJECT/RUN_ID, from the checkpoint's W&B run).",
+            "'|WB=ENTITY/PROJECT/RUN_ID', nothing before the bar, from the checkpoint's W&B run).",
             _checkpoint_arguments,
             Arg("--out", default="submission.csv", help="CSV to write (default submission.csv)"),
             Arg("--sample", metavar="CSV",
@@ -534,7 +540,7 @@ COMMANDS = (
             Arg("--slack", action="store_true", help="with --kaggle: the term's slack competition"),
             Arg("--kaggle-competition", metavar="NAME", help="also submit, to this competition"),
             Arg("--message",
-                help="Kaggle description (default: the term's; Fall 2026 accepts only HW2P2|WB=ENTITY/PROJECT/RUN_ID)"),
+                help="Kaggle description (default: the term's; Fall 2026 accepts only '|WB=ENTITY/PROJECT/RUN_ID')"),
             JSON,
     ),
     Command("score", _score, "score a submission against an answer key",
@@ -645,10 +651,12 @@ COMMANDS = (
             Arg("--out", default="runs/sweep", help="sweep folder (default runs/sweep)"),
     ),
     Command("report", _report, "compare finished runs: a table and val EER against time",
-            "One row per run folder (best and final val EER, AUC, images/s, epochs, minutes), written as report.csv "
-            "and report.md, and a plot of val EER against elapsed time (eer_over_time.png).",
+            "One row per run folder (the term's leaderboard metric first: Fall 2026's best and final combined score; "
+            "then best and final val EER, AUC, images/s, epochs, minutes), written as report.csv and report.md, and "
+            "a plot of val EER against elapsed time (eer_over_time.png).",
             Arg("runs", nargs="+", help="run folders (each holding metrics.jsonl)"),
             Arg("--out", default="runs/report", help="folder for the report (default runs/report)"),
+            _term_argument("the newest"),
     ),
 )
 

@@ -255,7 +255,8 @@ class TrainConfig(Section):
     select: Literal["auto", "best", "ema_best", "last", "ema_last", "leaderboard", "ema_leaderboard"] = "auto"
     """what best.pt holds: best (trained weights, lowest val EER) | ema_best | last | ema_last (the latest
     evaluation) | leaderboard | ema_leaderboard (best by course.term's leaderboard metric: val EER, or the
-    combined score of dev top-1 and val EER); auto: ema_best with train.ema, best without"""
+    combined score of dev top-1 and val EER); auto: ema_leaderboard with train.ema, leaderboard without (by val
+    EER where the data has no dev images to measure the combined score)"""
     progress: Union[bool, Literal["auto"]] = "auto"
     """auto | true: bars in a terminal or live notebook, a few lines in logs | false"""
 

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from helpers.core.errors import UserError
 
 TERMS_FILE = Path(__file__).with_name("terms.yaml")
 NEWEST = "newest"  # the course.term value that means the newest known term
+WB_MARK = "|WB="  # what separates the tag from the W&B run path in a Kaggle submission's description
 
 
 class _Frozen(BaseModel):
@@ -50,6 +51,18 @@ class Leaderboard(_Frozen):
     def value(self, eer: float | None, top1: float | None) -> float | None:
         """This metric from a val EER and a dev top-1 accuracy; None when an input it needs is missing."""
         return eer if self.metric == "eer" else combined_score(top1, eer)
+
+    def lead(self, eer: float | None, score: float | None) -> str:
+        """This metric first and the val EER beside it, as every report of a "best" reads: ``score 0.8775 (val
+        EER 0.1204)`` for the combined score, ``val EER 0.1204 (score 0.8775)`` for an EER board."""
+        def shown(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        eer_text = "val EER " + shown(eer)
+        if score is None and self.metric == "eer":
+            return eer_text
+        score_text = "score " + shown(score)
+        return f"{eer_text} ({score_text})" if self.metric == "eer" else f"{score_text} ({eer_text})"
 
     def better_than(self, a: float, b: float) -> bool:
         return a < b if self.better == "lower" else a > b
@@ -102,25 +115,39 @@ class Term(_Frozen):
     slack_competition: Optional[str] = None
     deadline: Optional[str] = None
     """Eastern Time, as the term's backend records it"""
-    submission_tag: Optional[str] = None
-    """every Kaggle submission's description reads "<tag>|WB=<entity>/<project>/<run_id>"; null: free text"""
+    provenance: bool
+    """whether each Kaggle submission's description must name the W&B run it came from (as ``submission_tag``
+    followed by ``|WB=<entity>/<project>/<run_id>``); false: the description is free text"""
+    submission_tag: str = ""
+    """the backend's ``wandb_tracking_tag``: what comes before ``|WB=`` (possibly nothing)"""
     wandb_runs: int = Field(10, ge=1)
     """the most W&B runs the hand-in exports"""
+    handin_to: str
+    """where the final hand-in zip is uploaded (Autolab, Gradescope)"""
     zip: str
     members: tuple[Member, ...]
 
+    @model_validator(mode="after")
+    def _tag_needs_provenance(self) -> "Term":
+        if self.submission_tag and not self.provenance:
+            raise ValueError("submission_tag is set while provenance is false; set provenance: true")
+        if WB_MARK in self.submission_tag:
+            raise ValueError(f"submission_tag must not hold '{WB_MARK}'")
+        return self
+
     def description(self, run_path: str) -> str:
         """The Kaggle submission description that ties a submission to the W&B run ``entity/project/run_id``."""
-        return f"{self.submission_tag}|WB={run_path}"
+        return provenance_description(self.submission_tag, run_path)
 
     def run_path_in(self, description: str | None) -> str | None:
-        """The W&B run path a submission description names in this term's form, or None."""
-        prefix = f"{self.submission_tag}|WB="
-        if not self.submission_tag or not description or not description.strip().startswith(prefix):
-            return None
-        path = description.strip()[len(prefix):].strip()
-        parts = path.split("/")
-        return path if len(parts) == 3 and all(parts) else None
+        """The W&B run path a submission description names in this term's form, or None (always None for a
+        term without provenance)."""
+        return parse_run_path(description, self.submission_tag) if self.provenance else None
+
+    @property
+    def description_form(self) -> str:
+        """The description's form as a user types it, for messages."""
+        return self.description("ENTITY/PROJECT/RUN_ID")
 
     @property
     def graded_members(self) -> tuple[Member, ...]:
@@ -169,3 +196,23 @@ def combined_score(top1: float | None, eer: float | None) -> float | None:
     if top1 is None or eer is None:
         return None
     return 0.5 * top1 + 0.5 * (1.0 - eer)
+
+
+def provenance_description(tag: str, run_path: str) -> str:
+    """The description that ties a Kaggle submission to ``run_path``: ``<tag>|WB=<entity>/<project>/<run_id>``."""
+    return f"{tag}{WB_MARK}{run_path}"
+
+
+def parse_run_path(description: str | None, tag: str) -> str | None:
+    """The W&B run path a description names, as the course's backend reads it: the description (stripped) must
+    start with exactly ``<tag>|WB=``, and what follows (stripped) must be three non-empty ``/``-separated parts;
+    anything else names no run (None)."""
+    if not description:
+        return None
+    text = str(description).strip()
+    prefix = f"{tag}{WB_MARK}"
+    if not text.startswith(prefix):
+        return None
+    path = text[len(prefix):].strip()
+    parts = path.split("/")
+    return path if len(parts) == 3 and all(parts) else None

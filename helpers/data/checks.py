@@ -29,6 +29,7 @@ class DataReport:
     pairs: dict[str, dict[str, int]]
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    pair_places: dict[str, str] = field(default_factory=dict)  # where each pair file was found or looked for
 
     @property
     def ok(self) -> bool:
@@ -37,6 +38,7 @@ class DataReport:
     def as_dict(self) -> dict:
         return {"ok": self.ok, "root": str(self.root), "layout": self.layout, "classes": self.classes,
                 "images": self.images, "ver_images": self.ver_images, "pairs": self.pairs,
+                "pair_places": self.pair_places,
                 "problems": [str(p) for p in self.problems], "warnings": [str(w) for w in self.warnings]}
 
     def lines(self) -> list[str]:
@@ -45,9 +47,9 @@ class DataReport:
             out.append(f"classes: {self.classes}")
         out += [f"{split} images: {count}" for split, count in self.images.items()]
         out.append(f"verification images used by pairs: {self.ver_images}")
-        for kind, counts in self.pairs.items():
-            detail = ", ".join(f"{key} {value}" for key, value in counts.items())
-            out.append(f"{kind} pairs: {detail}")
+        for kind, place in self.pair_places.items():
+            detail = ", ".join(f"{key} {value}" for key, value in self.pairs.get(kind, {}).items())
+            out.append(f"{kind} pairs: {detail}, from {place}" if detail else f"{kind} pairs: {place}")
         for title, items in (("warnings", self.warnings), ("problems", self.problems)):
             if items:
                 out.append(f"{len(items):,} {title}:")
@@ -105,7 +107,8 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
         if kind == "val":
             counts.update(positives=labels[1], negatives=labels[0])
             if pairs and (not labels[1] or not labels[0]):
-                problems.append(Problem("val_pairs.txt", "needs both same-person (1) and different-person (0) "
+                problems.append(Problem(_relative(data.pair_files[kind], data.root), "needs both same-person (1) "
+                                        "and different-person (0) "
                                         "pairs: the EER is undefined otherwise"))
         pair_counts[kind] = counts
         for pair in pairs:
@@ -115,7 +118,8 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
                     continue
                 ver_names.add(name)
                 if not data.reader.exists(path):
-                    problems.append(Problem(f"{kind}_pairs.txt:{pair.line}", f"{name} does not exist in ver_data/"))
+                    problems.append(Problem(f"{_relative(data.pair_files[kind], data.root)}:{pair.line}",
+                                            f"{name} does not exist in ver_data/"))
                 elif follow_links or not _linked_out(path, data.linked_out):
                     to_decode[path] = _relative(path, data.root)
     if data.train is None and data.val_pairs is None:
@@ -127,7 +131,9 @@ def check_data(root: str | Path, layout: str = "auto", workers: int | None = Non
         more = f" (and {len(small) - 1:,} more image(s) as small)" if len(small) > 1 else ""
         warnings.append(Problem(where, f"is {width}x{height} pixels, under {SMALL_SIDE} on a side{more}: accepted "
                                        "and resized to data.image_size, though so few pixels show little of a face"))
-    return DataReport(data.root, data.layout, classes, images, len(ver_names), pair_counts, problems, warnings)
+    places = {kind: data.pair_place(kind) for kind in ("val", "test")}
+    return DataReport(data.root, data.layout, classes, images, len(ver_names), pair_counts, problems, warnings,
+                      places)
 
 
 def _decode_all(reader: ImageReader, paths: dict[Path, str], workers: int | None, show_progress: bool

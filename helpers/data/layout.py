@@ -8,7 +8,8 @@ Layouts (detected from the folders, or forced with ``data.layout``):
 * ``packed``: what ``pack-data`` writes, one file of image bytes per split (packed.py).
 
 Verification images live flat in ``ver_data/``; ``val_pairs.txt`` holds
-``imgA imgB label`` lines and ``test_pairs.txt`` ``imgA imgB`` lines. The answers
+``imgA imgB label`` lines and ``test_pairs.txt`` ``imgA imgB`` lines, at the data
+root (the Fall 2026 notes) or under ``cls_data/`` (an earlier description). The answers
 to ``test_pairs.txt`` of a demo or prepared root live beside it, never inside.
 """
 
@@ -29,6 +30,7 @@ from helpers.data.packed import PackedImages
 LAYOUTS = ("auto", "f24", "f25", "packed")
 SPLITS = ("train", "dev", "test")
 PAIR_FILES = {"val": "val_pairs.txt", "test": "test_pairs.txt"}
+PAIR_PLACES = (".", "cls_data")  # where a pair file is looked for, in order, relative to the data root
 SAMPLE_SUBMISSION = "sample_submission.csv"  # Kaggle's statement of a competition's submission format
 
 
@@ -100,6 +102,7 @@ class FaceData:
     test_pairs: list[Pair] | None
     reader: "ImageReader" = None
     notes: list[Problem] = field(default_factory=list)  # worth knowing, not wrong (two spellings of a class id)
+    pair_files: dict[str, Path] = field(default_factory=dict)  # where each pair file was found (val, test)
     linked_out: set[Path] = field(default_factory=set)  # images and folders reached through links leaving the root
 
     def __post_init__(self):
@@ -108,6 +111,18 @@ class FaceData:
 
     def ver_path(self, name: str) -> Path:
         return ver_image_path(self.root, name)
+
+    def pair_place(self, kind: str) -> str:
+        """The file the ``kind`` (val or test) pairs came from, or the places they were looked for."""
+        if kind in self.pair_files:
+            return str(self.pair_files[kind])
+        return "none: no " + " or ".join(str(self.root / place / PAIR_FILES[kind]) for place in PAIR_PLACES)
+
+    def pair_source(self, kind: str) -> str:
+        """How many ``kind`` pairs there are and where they came from (or were looked for), in one line."""
+        pairs = self.val_pairs if kind == "val" else self.test_pairs
+        found = f"{len(pairs)} from " if kind in self.pair_files and pairs is not None else ""
+        return f"{kind} pairs: {found}{self.pair_place(kind)}"
 
     def load(self, path: Path, size: int | None = None) -> torch.Tensor:
         """One image of this root (from its file or its pack) as a 3xHxW uint8 tensor."""
@@ -246,15 +261,25 @@ def read_labels(path: Path, shown: str | None = None) -> tuple[list[tuple[str, s
     return [(name, *entries[name]) for name in sorted(entries)], problems
 
 
-def read_pairs(path: Path, labelled: bool) -> tuple[list[Pair], list[Problem]]:
-    """Parse a pair file: ``imgA imgB label`` lines when ``labelled``, else ``imgA imgB`` (a third field is kept)."""
+def pair_file(root: Path, kind: str) -> Path | None:
+    """The ``kind`` (val or test) pair file of ``root``: at the root, else under ``cls_data/``; None when neither."""
+    for place in PAIR_PLACES:
+        path = root / place / PAIR_FILES[kind]  # pathlib drops the "."
+        if path.is_file():
+            return path
+    return None
+
+
+def read_pairs(path: Path, labelled: bool, shown: str | None = None) -> tuple[list[Pair], list[Problem]]:
+    """Parse a pair file: ``imgA imgB label`` lines when ``labelled``, else ``imgA imgB`` (a third field is kept);
+    problems name it as ``shown`` (its name by default)."""
     pairs: list[Pair] = []
     problems: list[Problem] = []
     seen: dict[tuple[str, str], int] = {}
     expected = "imgA imgB label" if labelled else "imgA imgB"
     allowed = (3,) if labelled else (2, 3)
     for number, fields in _lines(path):
-        where = f"{path.name}:{number}"
+        where = f"{shown or path.name}:{number}"
         if len(fields) not in allowed:
             problems.append(Problem(where, f"expected '{expected}', got {len(fields)} field(s)"))
             continue
@@ -356,17 +381,17 @@ def scan_root(root: str | Path, layout: str = "auto", max_pixels: int | None = N
     for split in SPLITS:
         splits[split], found = read_split(root, layout, split, reader) if layout else (None, [])
         problems += found
-    pairs = {}
-    for kind, name in PAIR_FILES.items():
-        path = root / name
-        if path.is_file():
-            pairs[kind], found = read_pairs(path, labelled=(kind == "val"))
+    pairs, pair_files = {}, {}
+    for kind in PAIR_FILES:
+        path = pair_file(root, kind)
+        pairs[kind] = None
+        if path is not None:
+            pairs[kind], found = read_pairs(path, labelled=(kind == "val"), shown=_shown(path, root))
             problems += found
-        else:
-            pairs[kind] = None
+            pair_files[kind] = path
     notes = unify_class_ids([split for split in splits.values() if split is not None and split.labels])
     data = FaceData(root, layout, splits["train"], splits["dev"], splits["test"], pairs["val"], pairs["test"], reader,
-                    notes)
+                    notes, pair_files)
     data.linked_out, leaving = links_leaving(data, follow_links)
     (data.notes if follow_links else problems).extend(leaving)
     return data, problems

@@ -28,7 +28,7 @@ from PIL import Image
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_link, staged_folder
 from helpers.data.images import BadImageError, is_image, load_image
-from helpers.data.layout import SAMPLE_SUBMISSION, answer_key_path, solution_path
+from helpers.data.layout import PAIR_FILES, SAMPLE_SUBMISSION, answer_key_path, solution_path
 from helpers.data.packed import write_pack
 
 _ANSWERS_IN_STAGING = ".test_labels.txt"  # moved out beside the root once the root is in place
@@ -312,9 +312,10 @@ def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dic
                      for name in names]
             write_pack(staging / "ver_data.json", items)
             counts["ver_data"] = len(names)
-        for text_file in ("val_pairs.txt", "test_pairs.txt", SAMPLE_SUBMISSION):
-            if (data.root / text_file).is_file():
-                shutil.copyfile(data.root / text_file, staging / text_file)
+        for kind, found in data.pair_files.items():  # at the root of the pack, wherever the root kept them
+            shutil.copyfile(found, staging / PAIR_FILES[kind])
+        if (data.root / SAMPLE_SUBMISSION).is_file():
+            shutil.copyfile(data.root / SAMPLE_SUBMISSION, staging / SAMPLE_SUBMISSION)
     for suffix, answers in answer_files(data.root).items():  # the answers of a demo or prepared root travel with it
         if answers.is_file():
             atomic_link(answers, answer_files(out)[suffix])

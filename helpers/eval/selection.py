@@ -6,8 +6,9 @@ names what best.pt holds: the evaluation with the lowest val EER of one arm
 (``best``, ``ema_best``), the best by the course term's leaderboard metric
 (``leaderboard``, ``ema_leaderboard``: val EER, or Fall 2026's combined score
 of dev top-1 and val EER) or that arm's latest evaluation (``last``,
-``ema_last``); ``auto`` is ``ema_best`` when the EMA is on and ``best``
-otherwise. With two arms the run also keeps ``best_raw.pt`` and
+``ema_last``); ``auto`` is ``ema_leaderboard`` when the EMA is on and
+``leaderboard`` otherwise: what the term grades (by val EER where the data
+cannot measure the combined score). With two arms the run also keeps ``best_raw.pt`` and
 ``best_ema.pt``, so that every candidate can be scored on the test pairs.
 
 The lowest of dozens of evaluations on one set of val pairs is partly luck.
@@ -37,11 +38,13 @@ ARM_NAMES = {"raw": "trained weights", "ema": "EMA weights"}
 EER_INTERVAL = f"{KEYS.val_eer}_ci95"
 
 
-def resolve_select(train: TrainConfig) -> str:
-    """``train.select`` with ``auto`` made concrete."""
-    if train.select == "auto":
-        return "ema_best" if train.ema else "best"
-    return train.select
+def resolve_select(train: TrainConfig, leaderboard: Leaderboard = BY_EER, combined_measurable: bool = True) -> str:
+    """``train.select`` with ``auto`` made concrete: the term's leaderboard metric, of the averaged weights with
+    ``train.ema``; by val EER when that metric is the combined score and ``combined_measurable`` is false."""
+    if train.select != "auto":
+        return train.select
+    by_board = leaderboard.metric == "eer" or combined_measurable
+    return ("ema_" if train.ema else "") + ("leaderboard" if by_board else "best")
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Selection:
         self.rule = rule
         self.arm, self.mode = RULES[rule]
         self.arms = arms
+        self.leaderboard = leaderboard  # the term's: what reports of the best lead with
         # what "best" means: the lowest val EER, or for the leaderboard rules the term's metric
         self.ranking = leaderboard if self.mode == "leaderboard" else BY_EER
         self.best: dict[str, Evaluation] = {}
@@ -150,7 +154,7 @@ class Selection:
                                 "difference": test["difference"],
                                 "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
         measured = graded.measured
-        return {"select": self.rule, "weights": graded.arm, "epoch": graded.epoch, KEYS.val_eer: graded.eer,
+        return {"select": self.rule, "ranked_by": self.ranking.label, "weights": graded.arm, "epoch": graded.epoch, KEYS.val_eer: graded.eer,
                 EER_INTERVAL: [measured.val_eer_low, measured.val_eer_high],
                 KEYS.val_score: measured.val_score, "bootstrap_rounds": rounds, "comparisons": comparisons}
 
@@ -181,17 +185,18 @@ class Selection:
         return {"best": {"raw": best}, "latest": {}}
 
 
-def report_lines(report: dict) -> list[str]:
-    """The end-of-run comparison for the log: one line for best.pt, one per other candidate."""
+def report_lines(report: dict, leaderboard: Leaderboard = BY_EER) -> list[str]:
+    """The end-of-run comparison for the log: one line for best.pt (``leaderboard``'s metric first, the val EER
+    beside it), one per other candidate (their val EER difference from it)."""
     low, high = report[EER_INTERVAL]
-    interval = f" (95 % CI {low:.4f}-{high:.4f})" if low is not None else ""
-    score = f", score {report[KEYS.val_score]:.4f}" if report.get(KEYS.val_score) is not None else ""
-    lines = [f"best.pt ({report['select']}): {ARM_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
-             f"val EER {report[KEYS.val_eer]:.4f}{interval}{score}"]
+    interval = f"; val EER 95 % CI {low:.4f}-{high:.4f}" if low is not None else ""
+    ranked = f", by {report['ranked_by']}" if report.get("ranked_by") else ""
+    lines = [f"best.pt ({report['select']}{ranked}): {ARM_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
+             f"{leaderboard.lead(report[KEYS.val_eer], report.get(KEYS.val_score))}{interval}"]
     for item in report["comparisons"]:
         low, high = item["difference_ci95"]
         verdict = "distinguishable" if item["distinguishable"] else "within the noise of the val pairs"
-        lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} (epoch {item['epoch']:g}, val EER "
-                     f"{item[KEYS.val_eer]:.4f}): difference {item['difference']:+.4f}, paired 95 % CI "
-                     f"{low:+.4f} to {high:+.4f}: {verdict}")
+        lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} of epoch {item['epoch']:g}, "
+                     f"{leaderboard.lead(item[KEYS.val_eer], item.get(KEYS.val_score))}: val EER difference "
+                     f"{item['difference']:+.4f}, paired 95 % CI {low:+.4f} to {high:+.4f}: {verdict}")
     return lines

@@ -80,6 +80,16 @@ def build_bundle(run_dir: str | Path, notebook: str | Path, out: str | Path | No
     return BundleResult(path, list(members), notes, chosen.name, bool(unbuilt))
 
 
+def closing_line(result: BundleResult) -> str:
+    """What to do with a written hand-in: check it, then upload it where its term takes hand-ins."""
+    term = get_term(result.term)
+    if result.draft:
+        return (f"{result.path} is a DRAFT: build it again once the missing members can be made, before uploading "
+                f"to {term.handin_to}")
+    return (f"next: python -m helpers bundle --check {result.path} --term {term.name}, then upload "
+            f"{result.path.name} to {term.handin_to} ({term.title}'s final hand-in)")
+
+
 def _sources(run_dir: Path, notebook: Path, acknowledgement: Path, readme: Path, term: Term, **options) -> HandinSources:
     """What the hand-in is made from, after the checks that need no login: the run, the files, the flag."""
     if not run_dir.is_dir():

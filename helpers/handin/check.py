@@ -108,7 +108,7 @@ def _check_members(archive: zipfile.ZipFile, report: CheckReport) -> None:
         unpacked += info.file_size
         if member is not None:
             report.problems += [f"{info.filename} is empty"] if blank else _member_problems(member, info.filename,
-                                                                                             data)
+                                                                                             data, report.term)
 
 
 def _unpack(archive: zipfile.ZipFile, info: zipfile.ZipInfo, keep: bool) -> tuple[bytes, bool]:
@@ -142,7 +142,7 @@ def _unpack(archive: zipfile.ZipFile, info: zipfile.ZipInfo, keep: bool) -> tupl
     return bytes(kept), blank
 
 
-def _member_problems(member: Member, name: str, data: bytes) -> list[str]:
+def _member_problems(member: Member, name: str, data: bytes, term: Term) -> list[str]:
     if not member.table:
         return []
     try:
@@ -155,7 +155,7 @@ def _member_problems(member: Member, name: str, data: bytes) -> list[str]:
         found = found[:5] + [f"{name}: and {len(found) - 5} more field problems"]
     if found:
         return found
-    return _budget_problems(name, value) + _provenance_problems(name, value)
+    return _budget_problems(name, value) + _provenance_problems(name, value, term)
 
 
 def _budget_problems(name: str, value) -> list[str]:
@@ -170,14 +170,26 @@ def _budget_problems(name: str, value) -> list[str]:
     return []
 
 
-def _provenance_problems(name: str, value) -> list[str]:
-    """Fall 2026: the backend refuses a hand-in whose best-ranked Kaggle submission names no W&B run."""
+def _provenance_problems(name: str, value, term: Term) -> list[str]:
+    """Fall 2026: each ranked submission's stored run path is what the backend reads from its description
+    (``term.run_path_in``), and the backend refuses a hand-in whose best-ranked one names no W&B run."""
     if not isinstance(value, dict) or "ranked_submissions" not in value:
         return []
     ranked = value["ranked_submissions"]
     if not ranked:
         return [f"{name} ranks no scored Kaggle submission"]
-    if not ranked[0].get("wandb_run_path"):
-        return [f"{name}: the best-ranked Kaggle submission ({ranked[0].get('submission_ref')}) names no W&B run "
-                "in its description"]
-    return []
+    found = []
+    disagreeing = [record for record in ranked
+                   if record.get("wandb_run_path") != term.run_path_in(record.get("description"))]
+    for record in disagreeing[:3]:
+        found.append(f"{name}: the Kaggle submission {record.get('submission_ref')} stores the W&B run "
+                     f"{record.get('wandb_run_path')!r} but {term.title}'s grader reads "
+                     f"{term.run_path_in(record.get('description'))!r} from its description "
+                     f"{str(record.get('description'))[:120]!r} (the form is '{term.description_form}')")
+    if len(disagreeing) > 3:
+        found.append(f"{name}: and {len(disagreeing) - 3} more Kaggle submissions whose stored W&B run disagrees")
+    if not term.run_path_in(ranked[0].get("description")):
+        found.append(f"{name}: the best-ranked Kaggle submission ({ranked[0].get('submission_ref')}) names no W&B "
+                     f"run in its description; {term.title}'s grader reads only '{term.description_form}'")
+    return found
+

@@ -3,7 +3,7 @@
 Fall 2026 (``kaggle_metadata.json``, ``wandb_export.pkl``): every submission of
 the account to the term's main and slack competitions, ranked by the term's
 metric; then the W&B runs the submissions' descriptions name
-(``<tag>|WB=<entity>/<project>/<run_id>``), each at its best-ranked submission,
+(``<tag>|WB=<entity>/<project>/<run_id>``, read by ``parse_run_path``), each at its best-ranked submission,
 at most ``term.wandb_runs`` of them. The best-ranked submission must name one.
 
 Spring 2026 (``kaggle_data.json``, ``wandb_top_runs.pkl``): the best score of
@@ -21,7 +21,7 @@ import datetime
 import math
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from helpers.core.errors import UserError, one_line
 from helpers.core.kaggle import KaggleAccount
@@ -116,7 +116,7 @@ def linked_runs(metadata: dict, term: Term) -> list[str]:
     if not top["wandb_run_path"]:
         raise UserError(f"the best-scored Kaggle submission ({top['submission_ref']}, {top['competition']}, score "
                         f"{top['score']}) has no W&B run in its description, and the grader refuses that: submit "
-                        f"its predictions again with the description {term.submission_tag}|WB=ENTITY/PROJECT/RUN_ID "
+                        f"its predictions again with the description '{term.description_form}' "
                         "(python -m helpers submit --kaggle does it)")
     paths: list[str] = []
     for record in ranked:
@@ -160,6 +160,19 @@ def open_wandb():
         return wandb.Api(api_key=os.environ.get("WANDB_API_KEY"), timeout=30)
     except Exception as error:  # noqa: BLE001 - no network, a refused key: one sentence either way
         raise UserError(f"could not sign in to W&B ({one_line(error)})") from None
+
+
+def wandb_entity(configured: str | None, api: Callable[[], object]) -> str | None:
+    """The W&B entity (user or team) a run lives under, one rule for the submission's description and the
+    export: the run's ``tracking.wandb.entity``, else ``WANDB_ENTITY``, else the default entity of the W&B login
+    that ``api()`` opens (None when there is none or W&B cannot be reached)."""
+    found = (configured or "").strip() or os.environ.get("WANDB_ENTITY", "").strip()
+    if found:
+        return found
+    try:
+        return getattr(api(), "default_entity", None) or None
+    except Exception:  # noqa: BLE001 - no key, no network: the caller says how to name the entity
+        return None
 
 
 def _plain(value):

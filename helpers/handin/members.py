@@ -174,10 +174,12 @@ class HandinSources:
         return top_run_records(self.client("wandb"), project, self.term)
 
     def _run_project(self) -> str:
-        """``entity/project`` of the run's own W&B settings (the login's default entity when none is set)."""
+        """``entity/project`` of the run's own W&B settings (the entity by :func:`wandb_entity`)."""
+        from helpers.handin.exports import wandb_entity
+
         settings = self.saved.config.tracking.wandb
-        entity = settings.entity or getattr(self.client("wandb"), "default_entity", None)
+        entity = wandb_entity(settings.entity, lambda: self.client("wandb"))
         if not entity:
-            raise UserError("the run names no W&B entity and the W&B login has no default one: pass "
-                            "--wandb-project ENTITY/PROJECT")
+            raise UserError("neither the run (tracking.wandb.entity) nor WANDB_ENTITY nor the W&B login names a W&B "
+                            "entity: set WANDB_ENTITY or pass --wandb-project ENTITY/PROJECT")
         return f"{entity}/{settings.project}"

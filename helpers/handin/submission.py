@@ -14,7 +14,7 @@ assignment summary describes): header ``id,predicted``, 1 = same person,
 thresholded at the val EER threshold stored with the checkpoint.
 
 ``submit --kaggle`` sends the file to the term's competition with the
-description the term asks for: Fall 2026's ``HW2P2|WB=<entity>/<project>/<run_id>``
+description the term asks for: Fall 2026's ``|WB=<entity>/<project>/<run_id>``
 names the W&B run that trained the checkpoint, which the hand-in then exports.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +36,7 @@ from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.layout import is_int
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm, norm_words
+from helpers.handin.exports import wandb_entity
 from helpers.handin.sample import find_sample, read_rows, read_sample
 
 if TYPE_CHECKING:  # torch loads only when a checkpoint is scored
@@ -221,7 +221,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     if description is not None:
         result.description = description
         result.messages.append(kaggle_tool.submit(out, competition, description))
-        if chosen.submission_tag and opened.config.tracking.wandb.mode == "offline":
+        if chosen.provenance and opened.config.tracking.wandb.mode == "offline":
             result.messages.append(f"the W&B run {opened.wandb_run_id} logged offline: upload it with `wandb "
                                    f"sync {Path(checkpoint).parent}/wandb/offline-run-*` before handing in, since "
                                    f"{chosen.title}'s hand-in exports it from W&B")
@@ -333,21 +333,21 @@ def _competition(term: Term, kaggle: bool, slack: bool, named: str | None) -> st
 
 def kaggle_description(checkpoint: Checkpoint, run_dir: Path, term: Term, message: str | None) -> str:
     """The description a Kaggle submission gets: free text, or the term's tie to the checkpoint's W&B run."""
-    if not term.submission_tag:
+    if not term.provenance:
         return message or "hw2p2 helpers submission"
     if message:
         if term.run_path_in(message) is None:
-            raise UserError(f"{term.title} reads each submission's description as {term.submission_tag}|WB=ENTITY/"
-                            f"PROJECT/RUN_ID and refuses the best one without it; '{message}' is not of that form "
+            raise UserError(f"{term.title} reads each submission's description as '{term.description_form}' "
+                            f"and refuses the best one without it; '{message}' is not of that form "
                             "(leave --message out and the run's own W&B id is used)")
         return message
     run_id = checkpoint.wandb_run_id
     if not run_id:
         raise UserError(f"this checkpoint's run logged no W&B run (tracking.wandb.mode was disabled), and "
                         f"{term.title} ties each Kaggle submission to one: train with tracking.wandb.mode online or "
-                        f"offline, or pass --message {term.submission_tag}|WB=ENTITY/PROJECT/RUN_ID")
+                        f"offline, or pass --message '{term.description_form}'")
     wandb = checkpoint.config.tracking.wandb
-    entity = wandb.entity or os.environ.get("WANDB_ENTITY") or _default_entity()
+    entity = wandb_entity(wandb.entity, _signed_in_wandb)
     if not entity:
         raise UserError(f"{term.title}'s submission description names the W&B entity (user or team), and neither "
                         "the run (tracking.wandb.entity) nor WANDB_ENTITY nor a W&B login names one: set WANDB_ENTITY "
@@ -355,18 +355,11 @@ def kaggle_description(checkpoint: Checkpoint, run_dir: Path, term: Term, messag
     return term.description(f"{entity}/{wandb.project}/{run_id}")
 
 
-def _default_entity() -> str | None:
-    """The W&B login's default entity, when a key is at hand and W&B answers; None otherwise."""
-    from helpers.core.credentials import wandb_key_source
+def _signed_in_wandb():
+    """The W&B API of the login at hand (refused without a key, so that no prompt waits for one)."""
+    from helpers.handin.exports import open_wandb
 
-    if wandb_key_source() is None:
-        return None
-    try:
-        import wandb
-
-        return wandb.Api(timeout=20).default_entity
-    except Exception:  # noqa: BLE001 - offline: the caller asks for tracking.wandb.entity instead
-        return None
+    return open_wandb()
 
 
 def _answers_check(result: SubmissionResult, root: Path):

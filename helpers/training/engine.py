@@ -190,11 +190,13 @@ class Trainer:
 
     def _report_selection(self) -> None:
         """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""
+        if not self.data.val_pairs:  # nothing was compared: best.pt holds the latest weights
+            return
         labels = np.array([pair.label for pair in self.data.val_pairs])
         report = self.selection.report(labels, self.cfg.train.eval_bootstrap)
         if report is not None:
             atomic_write_text(self.run_dir / "selection.json", json.dumps(report, indent=2) + "\n")
-            print("\n".join(report_lines(report)), flush=True)
+            print("\n".join(report_lines(report, self.selection.leaderboard)), flush=True)
 
     def position(self) -> float:
         return self.epoch + self.batch / max(self.sampler.batches, 1)

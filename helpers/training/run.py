@@ -153,7 +153,7 @@ def build_run(cfg: Config, runtime: Runtime, checkpoint: Checkpoint | None = Non
     # The moving average lives on rank 0 only: under torchrun the ranks hold the same weights, and rank 0
     # alone evaluates and saves.
     average = WeightAverage(model, cfg.train.ema) if cfg.train.ema and main else None
-    selection = _selection(cfg, data, train_set)
+    selection = _selection(cfg, data, train_set, main)
     sampler = EpochSampler(len(train_set.paths), cfg.train.batch_size, cfg.train.seed, runtime.dist.rank,
                            runtime.dist.world)
     if sampler.batches < cfg.train.accumulate:
@@ -175,14 +175,21 @@ def _open_training_data(cfg: Config, main: bool) -> FaceData:
                      cfg.data.follow_links)
     for note in data.notes if main else ():
         print(f"note: {note}", file=sys.stderr)
+    if main:
+        print(data.pair_source("val"), flush=True)
     return data
 
 
-def _selection(cfg: Config, data: FaceData, train_set: TrainingSet) -> Selection:
+def _selection(cfg: Config, data: FaceData, train_set: TrainingSet, main: bool) -> Selection:
     """What best.pt holds (``train.select``), refused where its ranking cannot be measured on this data."""
-    selection = Selection(resolve_select(cfg.train), ("raw", "ema") if cfg.train.ema else ("raw",),
-                          get_term(cfg.course.term).leaderboard)
-    if selection.ranking.metric == "combined" and not (data.val_pairs and known_dev_images(data, train_set.classes)[0]):
+    leaderboard = get_term(cfg.course.term).leaderboard
+    measurable = bool(data.val_pairs and known_dev_images(data, train_set.classes)[0])
+    selection = Selection(resolve_select(cfg.train, leaderboard, measurable),
+                          ("raw", "ema") if cfg.train.ema else ("raw",), leaderboard)
+    if main and leaderboard.metric == "combined" and data.val_pairs and not measurable and cfg.train.select == "auto":
+        print(f"note: {data.root} has no dev images of the training identities, so best.pt is chosen "
+              "by val EER, not by the term's combined score")
+    if selection.ranking.metric == "combined" and not measurable:
         raise UserError(f"train.select {cfg.train.select} ranks by the combined score of dev top-1 and val EER, and "
                         f"{data.root} lacks val pairs or dev images of the training identities; select best instead")
     return selection

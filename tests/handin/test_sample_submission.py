@@ -136,11 +136,11 @@ def test_fall_2026_kaggle_descriptions_name_the_run(f26_run, tmp_path, monkeypat
     assert code == 0, err
     args = (tmp_path / "args.txt").read_text().splitlines()
     assert args[args.index("-c") + 1] == "hw-2-p-2-fall-2026-student-competition"
-    assert args[args.index("-m") + 1] == f"HW2P2|WB=student-team/hw2p2-ablations/{run_id}"
+    assert args[args.index("-m") + 1] == f"|WB=student-team/hw2p2-ablations/{run_id}"
     assert "logged offline: upload it with `wandb sync" in stdout
     code, _, err = call_cli(capsys, "submit", "--checkpoint", run / "best.pt", "--out", tmp_path / "s.csv",
                             "--kaggle", "--message", "my best try")
-    assert code == 1 and "HW2P2|WB=ENTITY/PROJECT/RUN_ID" in err
+    assert code == 1 and "'|WB=ENTITY/PROJECT/RUN_ID'" in err
     code, _, err = call_cli(capsys, "submit", "--checkpoint", run / "best.pt", "--out", tmp_path / "s.csv",
                             "--kaggle", "--term", "f25", "--kaggle-competition", "c", "--message", "free text")
     assert code == 0 and (tmp_path / "args.txt").read_text().splitlines()[-1] == "free text"

@@ -19,7 +19,7 @@ from helpers.handin.schema import problems
 
 F26 = get_term("f26")
 MAIN, SLACK = F26.competition, F26.slack_competition
-LINK = "HW2P2|WB=me/hw2p2-ablations/{}"
+LINK = "|WB=me/hw2p2-ablations/{}"
 
 
 @pytest.fixture
@@ -58,6 +58,7 @@ def test_fall_2026_zip_holds_exactly_the_graders_members_and_passes_the_check(ha
     out = tmp_path / "f26.zip"
     code, stdout, err = call_cli(capsys, *handin, "--term", "f26", "--out", out)
     assert code == 0, err
+    assert stdout.rstrip().endswith("then upload f26.zip to Gradescope (Fall 2026's final hand-in)")
     assert sorted(zipfile.ZipFile(out).namelist()) == sorted(
         ["ACKNOWLEDGEMENT.txt", "README.txt", "model_metadata.json", "wandb_export.pkl", "kaggle_metadata.json",
          "nb.ipynb"])
@@ -92,7 +93,7 @@ def test_fall_2026_refuses_when_the_best_submission_names_no_wandb_run(handin, t
                      submission(13, 22, "0.97", description="quick try")]]}
     _f26_services(monkeypatch, pages=pages, forbidden={SLACK})
     code, _, err = call_cli(capsys, *handin, "--term", "f26", "--out", tmp_path / "x.zip")
-    assert code == 1 and "best-scored Kaggle submission (13" in err and "HW2P2|WB=" in err
+    assert code == 1 and "best-scored Kaggle submission (13" in err and "'|WB=ENTITY/PROJECT/RUN_ID'" in err
     assert not list(tmp_path.glob("*.zip"))
 
 
@@ -231,3 +232,51 @@ def test_the_toolkit_declares_the_kaggle_extra_with_six():
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("kaggle>=2") for req in extras["kaggle"]) and "six" in extras["kaggle"]
+
+
+def test_bundle_check_names_a_submission_whose_stored_run_disagrees_with_its_description(handin, tmp_path,
+                                                                                         monkeypatch, capsys):
+    _f26_services(monkeypatch)
+    built = tmp_path / "f26.zip"
+    assert call_cli(capsys, *handin, "--term", "f26", "--out", built)[0] == 0
+    metadata = _read(built, "kaggle_metadata.json")
+    top = metadata["ranked_submissions"][0]
+    top["description"] = "HW2P2|WB=" + top["wandb_run_path"]  # the old toolkit's form: the grader reads no run
+    edited = tmp_path / "edited.zip"
+    with zipfile.ZipFile(built) as source, zipfile.ZipFile(edited, "w") as target:
+        for name in source.namelist():
+            data = json.dumps(metadata) if name == "kaggle_metadata.json" else source.read(name)
+            target.writestr(name, data)
+    code, stdout, _ = call_cli(capsys, "bundle", "--check", edited, "--term", "f26")
+    assert code == 1 and f"Kaggle submission {top['submission_ref']} stores the W&B run" in stdout
+    assert "best-ranked Kaggle submission" in stdout and "'|WB=ENTITY/PROJECT/RUN_ID'" in stdout
+
+
+def test_each_term_names_where_its_hand_in_goes():
+    assert {name: term.handin_to for name, term in all_terms().items()} == {
+        "f25": "Autolab", "s26": "Autolab", "f26": "Gradescope"}
+
+
+def test_submission_and_export_resolve_the_wandb_entity_alike(handin, trained_run, tmp_path, monkeypatch, capsys):
+    """tracking.wandb.entity, else WANDB_ENTITY, else the login's default entity: one rule for both."""
+    import dataclasses
+
+    from helpers.handin.exports import wandb_entity
+    from helpers.handin.submission import kaggle_description
+    from helpers.model.checkpoint import Checkpoint
+
+    saved = dataclasses.replace(Checkpoint.load(trained_run / "best.pt"), wandb_run_id="abc123")
+    project = saved.config.tracking.wandb.project
+    assert saved.config.tracking.wandb.entity is None
+    monkeypatch.setenv("WANDB_ENTITY", "team-x")
+    assert kaggle_description(saved, trained_run, F26, None) == f"|WB=team-x/{project}/abc123"
+    api = WandbApi({f"team-x/{project}/r{i}": Run(f"r{i}", 0.1 + i / 100) for i in range(3)})  # default entity "me"
+    monkeypatch.setitem(members.OPENERS, "wandb", lambda: api)
+    monkeypatch.setitem(members.OPENERS, "kaggle", lambda: kaggle_account("student", {
+        get_term("s26").competition: [[submission(1, 10, "0.08")]]}))
+    code, _, err = call_cli(capsys, *handin, "--term", "s26", "--out", tmp_path / "s26.zip")
+    assert code == 0, err
+    assert api.orders == [(f"team-x/{project}", "+summary_metrics.EER")]  # the export read WANDB_ENTITY too
+    monkeypatch.delenv("WANDB_ENTITY")
+    assert wandb_entity(None, lambda: api) == "me" and wandb_entity(" set ", lambda: api) == "set"
+    assert wandb_entity(None, lambda: (_ for _ in ()).throw(RuntimeError("offline"))) is None

@@ -40,7 +40,7 @@ def test_report_of_an_old_run_beside_one_with_the_ema_and_the_combined_score(tmp
          "dev_top1": 0.6, "val_score": 0.7, "val_eer_ema": 0.25, "evaluated": True, "elapsed_s": 120.0},
         {"epoch": 2.0, "step": 18, "train_loss": 2.0, "images_per_s": 300.0, "val_eer": 0.3, "val_auc": 0.8,
          "dev_top1": 0.9, "val_score": 0.8, "val_eer_ema": 0.15, "evaluated": True, "elapsed_s": 240.0}])
-    table = write_report({"old": old, "new": new}, tmp_path / "report", extra={"new": {"recipe": "fast"}})
+    table = write_report({"old": old, "new": new}, tmp_path / "report", extra={"new": {"recipe": "fast"}}, term="f25")
     assert (tmp_path / "report" / "report.md").read_text() == (
         "| run | best_val_eer | final_val_eer | val_auc | images_per_s | epochs | minutes | recipe | best_val_eer_ema "
         "| final_val_eer_ema | best_val_score | final_val_score |\n"
@@ -48,6 +48,10 @@ def test_report_of_an_old_run_beside_one_with_the_ema_and_the_combined_score(tmp
         "| old | 0.4267 | 0.4267 | 0.6288 | 607 | 1.0000 | 0.0092 |  |  |  |  |  |\n"
         "| new | 0.2000 | 0.3000 | 0.9000 | 200 | 2.0000 | 4.0000 | fast | 0.1500 | 0.1500 | 0.8000 | 0.8000 |\n")
     assert list(pd.read_csv(tmp_path / "report" / "report.csv").columns) == list(table.columns)
+    # Fall 2026 grades the combined score: it leads, the EER beside it
+    newest = write_report({"old": old, "new": new}, tmp_path / "f26")
+    assert list(newest.columns[:5]) == ["run", "best_val_score", "final_val_score", "best_val_eer", "final_val_eer"]
+    assert newest.loc[1, "best_val_score"] == 0.8 and newest.loc[1, "best_val_eer"] == 0.2
     figure = eer_over_time({"old": old, "new": new})
     (old_line, new_line) = figure.axes[0].get_lines()
     assert list(old_line.get_xdata()) == pytest.approx([0.39 / 60, 0.55 / 60])

@@ -178,8 +178,8 @@ def test_selecting_averaged_weights_needs_the_average():
 
     with pytest.raises(UserError, match="'train.select' is ema_best but train.ema is 0"):
         load_config(overrides=["train.select=ema_best"])
-    assert resolve_select(load_config(overrides=["train.ema=0.99"]).train) == "ema_best"
-    assert resolve_select(load_config().train) == "best"
+    assert resolve_select(load_config(overrides=["train.ema=0.99"]).train) == "ema_leaderboard"
+    assert resolve_select(load_config().train) == "leaderboard"
 
 
 def test_each_evaluation_records_its_interval_and_the_run_ends_with_a_paired_comparison(ema_run):

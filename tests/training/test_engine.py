@@ -161,7 +161,7 @@ def test_torchrun_two_cpu_processes(demo_root, tmp_path):
     result = subprocess.run(command + budget, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]  # ended, together: no rank waited for the other
     state = load_checkpoint(tmp_path / "ddp_budget" / "last.pt")
-    assert 1 <= state["epoch"] < 1000 and result.stdout.count("best.pt (best)") == 1
+    assert 1 <= state["epoch"] < 1000 and result.stdout.count("best.pt (best, by EER)") == 1
 
 
 def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_shards_cleanly():

@@ -443,9 +443,9 @@ def test_each_metrics_line_keeps_its_keys_and_the_log_line_reads_from_the_record
     before, trained = read_metrics(trained_run / "metrics.jsonl")[:2]
     evaluation = ["val_eer", "val_auc", "val_accuracy", "val_threshold", "val_tar_at_far", "val_eer_low",
                   "val_eer_high", "evaluated", "elapsed_s", "time"]  # the demo root has no dev split for top-1
-    assert list(before) == ["epoch", "step", "nonfinite_steps", "skipped_images", *evaluation]
+    assert list(before) == ["epoch", "step", "nonfinite_steps", "skipped_images", *evaluation, "run_id"]
     assert list(trained) == ["epoch", "step", "train_loss", "train_acc", "grad_norm", "images_per_s", "data_wait",
-                             "lr", "nonfinite_steps", "skipped_images", *evaluation]
+                             "lr", "nonfinite_steps", "skipped_images", *evaluation, "run_id"]
     assert RunRecord.from_line(trained).as_line() == trained  # written through the record, read back the same
     record = RunRecord.from_line(trained)
     line = format_record(record, "6")

@@ -48,7 +48,7 @@ def test_one_gpu_or_a_named_device_trains_in_this_process(tmp_path, monkeypatch)
     for gpus, device in ((1, "auto"), (0, "auto"), (2, "cuda:1"), (2, "cpu")):
         monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
         assert train_on_all_gpus("demo", [f"train.device={device}"], resume="auto") == "trained here"
-    assert calls[-1] == ("demo", ["train.device=cpu"], "auto", None, "demo")  # the run folder the CLI would name
+    assert calls[-1] == ("demo", ["train.device=cpu"], "auto", None, "demo", False)  # the run folder the CLI would name
 
 
 def test_a_failed_torchrun_job_is_one_sentence_and_the_end_of_its_log(demo_root, tmp_path, monkeypatch):

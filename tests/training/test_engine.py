@@ -148,7 +148,7 @@ def test_torchrun_two_cpu_processes(demo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]  # one record per epoch: rank 0 alone writes
-    assert result.stdout.count("epoch 2/2") == 1  # and prints
+    assert result.stdout.count("epoch 2/2") == 1 and result.stdout.count("done:") == 1  # and prints
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["data_order"]["world"] == 2 and state["step"] == 2 * (72 // 8)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

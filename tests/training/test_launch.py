@@ -83,7 +83,7 @@ def test_two_cpu_processes_train_then_resume_the_same_way(demo_root, tmp_path, m
     assert "--nproc_per_node=2" in capsys.readouterr().out
     result = train_on_all_gpus(None, args + ["train.epochs=2"], resume="auto", processes=2)
     out = capsys.readouterr().out
-    assert "resuming" in out and out.count("epoch 2/2") == 1  # rank 0 alone prints
+    assert "resuming" in out and out.count("epoch 2/2") == 1 and out.count("done:") == 1  # rank 0 alone prints
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert result.epochs == 2 and state["data_order"]["world"] == 2 and state["step"] == 2 * (72 // 8)
     assert [r["epoch"] for r in read_metrics(tmp_path / "ddp" / "metrics.jsonl")] == [0, 1, 2]

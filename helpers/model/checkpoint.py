@@ -46,6 +46,13 @@ class DataOrder(TypedDict):
     world: int
 
 
+class Average(TypedDict):
+    """The moving average of the weights (``train.ema``): its weights, keyed as the model's, and its update count."""
+
+    weights: dict
+    updates: int
+
+
 def _rng_fits(saved: dict | None) -> dict | None:
     """``saved`` unchanged when it is an RNG state :func:`set_rng_state` can restore (tried on fresh
     generators, never the global ones); a ValueError saying what does not fit otherwise."""
@@ -81,7 +88,7 @@ class Checkpoint:
 
     model: dict
     optimizer: dict | None = None
-    ema: dict | None = None
+    ema: Average | None = None
     scaler: dict | None = None
     schedule: dict | None = None
     epoch: int = 0

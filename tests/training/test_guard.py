@@ -100,3 +100,30 @@ def test_sigterm_saves_a_resumable_last_pt_and_stale_temporary_files_go(demo_roo
     assert load_checkpoint(last)["epoch"] == state["epoch"] + 1
     epochs = [record["epoch"] for record in read_metrics(tmp_path / "term" / "metrics.jsonl")]
     assert epochs == list(range(state["epoch"] + 2))  # each epoch once, the interrupted one finished after resuming
+
+
+def test_under_torchrun_the_ranks_agree_on_the_step_a_signal_stops_them_at(demo_root, tmp_path):
+    args = _sets([*TINY, f"data.root={demo_root}", f"run.out_dir={tmp_path}", "run.name=ddp", "train.epochs=100",
+                  "train.batch_size=4", "train.amp=none", "train.channels_last=false"])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "helpers",
+               "train", *args]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    last = tmp_path / "ddp" / "last.pt"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if last.exists() and torch.load(last, weights_only=True)["epoch"] >= 1:
+                break
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGTERM)  # torchrun and both ranks, as Slurm does
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    state = load_checkpoint(last)
+    said = [line for line in err.splitlines() if line.startswith("stopped by SIGTERM")]
+    assert said == [f"stopped by SIGTERM: {last} holds epoch {state['epoch'] + state['batch'] / 9:.2f} (step "
+                    f"{state['step']}); continue it with --resume auto"]  # rank 0 alone says it
+    assert state["step"] % 8 == 0 and state["data_order"]["world"] == 2  # where the ranks compare their signals
+    assert "done:" not in out

@@ -26,6 +26,8 @@ def test_the_torchrun_command_line_is_the_train_command_under_torchrun():
         "train", "--config", "fast", "--set", "train.epochs=3", "--set", "run.name=my run", "--resume", "auto"]
     assert torchrun_command(None, [], None, "runs/a/best.pt", 2)[-4:] == ["helpers", "train", "--init-from",
                                                                           "runs/a/best.pt"]
+    assert torchrun_command(None, [], "theirs.pt", None, 2, take_over=True)[-3:] == ["--resume", "theirs.pt",
+                                                                                    "--take-over"]
 
 
 def test_two_visible_gpus_train_under_torchrun_and_the_result_is_read_from_the_run(trained_run, monkeypatch):

@@ -110,6 +110,14 @@ class StopSignals:
             self.received = number
 
 
+def ignore_stop_signals(worker: int | None = None) -> None:
+    """Ignore the stop signals in this process: a data loader's worker (its ``worker_init_fn``), which Slurm
+    signals with the whole job, and whose death would end the run before it saves; the training process stops
+    at its next step and ends its workers itself."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
 def stopped(number: int, saved: str) -> Stopped:
     """The stop by signal ``number`` after ``saved`` (what was saved, in words; empty: this process says nothing,
     as ranks other than 0 do under torchrun)."""

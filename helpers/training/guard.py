@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from helpers.core.errors import Stopped, UserError
+from helpers.core.signals import STOP_SIGNALS
 
 try:
     import fcntl
@@ -34,7 +35,6 @@ except ImportError:  # Windows: no advisory locks of this kind
     fcntl = None
 
 LOCK_FILE = "train.lock"
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
 
 @contextmanager
@@ -108,14 +108,6 @@ class StopSignals:
     def _receive(self, number: int, frame) -> None:
         if self.received is None:
             self.received = number
-
-
-def ignore_stop_signals(worker: int | None = None) -> None:
-    """Ignore the stop signals in this process: a data loader's worker (its ``worker_init_fn``), which Slurm
-    signals with the whole job, and whose death would end the run before it saves; the training process stops
-    at its next step and ends its workers itself."""
-    for number in STOP_SIGNALS:
-        signal.signal(number, signal.SIG_IGN)
 
 
 def stopped(number: int, saved: str) -> Stopped:

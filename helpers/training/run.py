@@ -20,6 +20,7 @@ from helpers.core.device import init_distributed
 from helpers.core.errors import UserError
 from helpers.core.course import PARAMETER_BUDGET
 from helpers.core.io import atomic_write_text, remove_stale_temporaries, size_words
+from helpers.core.signals import ignore_stop_signals
 from helpers.core.terms import get_term
 from helpers.data.datasets import FaceImages, TrainingSet, collate, training_set
 from helpers.data.layout import FaceData, open_data
@@ -31,7 +32,7 @@ from helpers.model.checkpoint import Checkpoint, weights_misfit
 from helpers.model.resnet import FaceModel, build_face_model
 from helpers.training.averaging import WeightAverage
 from helpers.training.budget import SEED_EPOCHS
-from helpers.training.guard import ignore_stop_signals, run_lock
+from helpers.training.guard import run_lock
 from helpers.training.resume import adopt_paths, refuse_other_run, refuse_unresumable, run_directory
 from helpers.training.schedule import LRSchedule
 from helpers.training.step import EpochSampler, TrainStep, training_step
@@ -236,7 +237,7 @@ def _selection(cfg: Config, data: FaceData, train_set: TrainingSet) -> Selection
 def _loader(cfg: Config, runtime: Runtime, data: FaceData, train_set: TrainingSet,
             sampler: EpochSampler) -> torch.utils.data.DataLoader:
     """The training images in the sampler's order, decoded in ``runtime.workers`` processes (or only read, for
-    decoding on the device); the workers leave a stop signal to the training process (guard.py)."""
+    decoding on the device); the workers leave a stop signal to the training process (core/signals.py)."""
     images = FaceImages(train_set.paths, train_set.labels, cfg.data.image_size, reader=data.reader,
                         encoded=runtime.decode_on_device)
     return torch.utils.data.DataLoader(images, batch_size=cfg.train.batch_size, sampler=sampler,

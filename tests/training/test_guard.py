@@ -127,3 +127,22 @@ def test_under_torchrun_the_ranks_agree_on_the_step_a_signal_stops_them_at(demo_
                     f"{state['step']}); continue it with --resume auto"]  # rank 0 alone says it
     assert state["step"] % 8 == 0 and state["data_order"]["world"] == 2  # where the ranks compare their signals
     assert "done:" not in out
+
+
+
+def test_evaluation_loader_workers_leave_the_stop_signals_to_their_parent():
+    """A worker killed by Slurm's job-wide SIGTERM would end a training evaluating before it saves (the training
+    loader's workers: the SIGTERM test above)."""
+    from helpers.core.signals import STOP_SIGNALS
+    from helpers.eval.evaluation import EvalSettings, image_loader
+
+    class Disposition(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return torch.tensor([signal.getsignal(number) == signal.SIG_IGN for number in STOP_SIGNALS])
+
+    loader = image_loader([], EvalSettings(workers=1))
+    probe = torch.utils.data.DataLoader(Disposition(), num_workers=1, worker_init_fn=loader.worker_init_fn)
+    assert next(iter(probe)).all()

@@ -97,7 +97,7 @@ def _shuffled_optimizer(values):
     ("val", lambda values: values["val"].update(val_eer="0.1"), "checkpoint field 'val.val_eer' is wrong: input "
                                                                "should be a valid number, not str"),
     ("optimizer", _shuffled_optimizer, "the checkpoint's optimizer state does not fit this run"),
-], ids=lambda item: item if isinstance(item, str) else "")
+], ids=["rng", "config", "fast_path", "val", "optimizer"])
 def test_a_checkpoint_field_of_another_type_is_one_sentence_before_anything_is_written(field, change, said,
                                                                                       trained_run, tmp_path, capsys):
     run = _copy(trained_run, tmp_path / "trained")

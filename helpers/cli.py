@@ -3,7 +3,8 @@
 Each command is a thin layer over a library function; :data:`COMMANDS` declares
 every command and its arguments as data, and :func:`build_parser` turns that
 table into argparse. A user mistake (:class:`UserError`) prints one sentence on
-stderr and exits 1; bad usage exits 2 (argparse's convention).
+stderr and exits 1; bad usage exits 2 (argparse's convention). A training that a
+signal stopped after saving (:class:`Stopped`) exits 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import sys
 
 from helpers.core.course import COURSE_CLASSES
-from helpers.core.errors import UserError
+from helpers.core.errors import Stopped, UserError
 
 
 def _demo_data(args) -> int:
@@ -58,10 +59,11 @@ def _train(args) -> int:
 
     # Without a run.name, each config file gets its own run folder, named after it.
     result = train(args.config, args.set or [], resume=args.resume, init_from=args.init_from,
-                   default_name=Path(args.config).stem if args.config else None)
+                   default_name=Path(args.config).stem if args.config else None, take_over=args.take_over)
     weights = "averaged (EMA)" if result.graded == "ema" else "trained"
-    print(f"done: {result.run_dir} (best.pt: {weights} weights, {best_words(result.run_dir)}; last.pt, "
-          "metrics.jsonl)")
+    if result.main:  # under torchrun, rank 0 alone says it
+        print(f"done: {result.run_dir} (best.pt: {weights} weights, {best_words(result.run_dir)}; last.pt, "
+              "metrics.jsonl)")
     return 0
 
 
@@ -491,10 +493,18 @@ COMMANDS = (
     Command("train", _train, "train a model",
             "Train from a YAML config (the seed defaults when none is given) plus KEY=VALUE overrides; writes "
             "last.pt, best.pt (the weights train.select grades: lowest val EER by default), metrics.jsonl and "
-            "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt and best_ema.pt).",
+            "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt and best_ema.pt). One training "
+            "at a time in a run folder (train.lock). SIGTERM or SIGUSR1 save last.pt at the next step and stop with "
+            "exit status 128 + the signal's number (143, 138); --resume auto continues.",
             _config_arguments,
             Arg("--resume", metavar="PATH|auto",
-                help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any"),
+                help="continue a run: a checkpoint path, or auto for the run folder's last.pt if any; the run "
+                     "writes where this command's run.out_dir, run.name and data.stage_to say, never where the "
+                     "checkpoint's did"),
+            Arg("--take-over", action="store_true",
+                help="with --resume: continue in a run folder that holds another run's records (refused "
+                     "otherwise); its metrics.jsonl lines move to metrics.replaced.jsonl, its checkpoints are "
+                     "replaced"),
             Arg("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser"),
     ),
     Command("config", _config, "print a configuration: every key, its value and what it means",
@@ -679,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except Stopped as stop:
+        if str(stop):
+            print(stop, file=sys.stderr)
+        return stop.status
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -23,3 +23,12 @@ def one_line(error: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+class Stopped(UserError):
+    """A run that stopped when asked to (a signal), after saving where it stood: the command line prints the
+    message (when there is one) and exits with ``status``."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,7 +115,7 @@ def atomic_write(path: str | Path, write, check=None) -> None:
     """
     path = output_file(path)
     existed = path.exists()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _temporary(path, "tmp")
     handle = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,11 +145,41 @@ def atomic_write(path: str | Path, write, check=None) -> None:
         os.close(folder)
 
 
+def _temporary(path: Path, kind: str) -> Path:
+    """The temporary file beside ``path`` that this process writes (``kind``: tmp, link) before renaming it."""
+    return path.with_name(f".{path.name}.{kind}{os.getpid()}")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` that :func:`atomic_write` and :func:`atomic_link` of a process
+    that is gone left behind (a kill during a save); returns them. Those of a live process are kept."""
+    removed = []
+    for path in Path(folder).glob(".*.*[0-9]"):
+        match = re.fullmatch(r"\..+\.(?:tmp|link)(\d+)", path.name)
+        if match and path.is_file() and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (this one's own counts as gone: it writes nothing yet)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (a number too large for one is none either)
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def atomic_link(source: str | Path, path: str | Path) -> None:
     """Make ``path`` the same file as ``source``, atomically: a hard link where the disk has them (no bytes are
     written again), else a copy through :func:`atomic_write` (a mounted Google Drive, for one)."""
     source, path = Path(source), output_file(path)
-    tmp = path.with_name(f".{path.name}.link{os.getpid()}")
+    tmp = _temporary(path, "link")
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)

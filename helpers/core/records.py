@@ -97,8 +97,9 @@ class EpochStats:
 class RunRecord:
     """One line of metrics.jsonl: where the run stood (fractional epoch, optimiser steps), what the stretch of
     training before it measured (None for the evaluation before training), the run's counts of skipped steps and
-    unreadable images so far, each evaluated arm's metrics (``evaluated``: whether this line evaluated), and when
-    (seconds into the run, resumes included, and the wall-clock time)."""
+    unreadable images so far, each evaluated arm's metrics (``evaluated``: whether this line evaluated), when
+    (seconds into the run, resumes included, and the wall-clock time), and which run wrote it (its id, kept across
+    resumes, by which a resume tells its own records from another run's)."""
 
     epoch: float | None
     step: int | None = None
@@ -109,6 +110,7 @@ class RunRecord:
     evaluated: bool = False
     elapsed_s: float | None = None
     time: str | None = None
+    run_id: str | None = None
 
     def metrics(self, arm: str = "raw") -> ArmMetrics:
         """``arm``'s evaluation in this line (nothing measured when it was not evaluated)."""
@@ -127,7 +129,7 @@ class RunRecord:
             line.update(self.metrics(arm).as_dict(arm_suffix(arm)))
         if self.evaluated:
             line["evaluated"] = True
-        line.update(_present(elapsed_s=self.elapsed_s, time=self.time))
+        line.update(_present(elapsed_s=self.elapsed_s, time=self.time, run_id=self.run_id))
         return jsonable(line)
 
     def to_json(self) -> str:
@@ -145,7 +147,7 @@ class RunRecord:
                    nonfinite_steps=line.get("nonfinite_steps"), skipped_images=line.get("skipped_images"),
                    arms={arm: metrics for arm, metrics in arms.items() if metrics.measured},
                    evaluated=bool(line.get("evaluated", False)), elapsed_s=line.get("elapsed_s"),
-                   time=line.get("time"))
+                   time=line.get("time"), run_id=line.get("run_id"))
 
 
 def _present(**values) -> dict:

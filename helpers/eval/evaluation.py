@@ -23,6 +23,7 @@ from helpers.core.config import Config
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
 from helpers.core.records import ArmMetrics, RunRecord
+from helpers.core.signals import ignore_stop_signals
 from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.augment import normalize
 from helpers.data.datasets import FaceImages, collate, decode_batch
@@ -66,10 +67,12 @@ def eval_settings(cfg: Config, runtime: Runtime, **changes) -> EvalSettings:
 
 def image_loader(paths: Sequence[Path], settings: EvalSettings, reader: ImageReader | None = None
                  ) -> torch.utils.data.DataLoader:
-    """A loader of uint8 images in order, no shuffling."""
+    """A loader of uint8 images in order, no shuffling; its workers leave a stop signal to their parent (a training
+    evaluating when Slurm signals the job saves before it stops: core/signals.py)."""
     dataset = FaceImages(paths, None, settings.image_size, reader=reader, encoded=settings.decode_on_device)
     return torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=False,
                                        num_workers=settings.workers, collate_fn=collate,
+                                       worker_init_fn=ignore_stop_signals,
                                        pin_memory=settings.device.type == "cuda",
                                        generator=torch.Generator())
 

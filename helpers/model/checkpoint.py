@@ -5,7 +5,9 @@ lists, dicts), so it loads with ``torch.load(weights_only=True)``: a file that
 holds any other pickled object is refused, never executed. It is written with
 :func:`helpers.core.io.atomic_write`. :class:`Checkpoint` is that dict typed,
 field by field under the same keys, so that every file written before still
-loads: a key an older file lacks takes its field's default.
+loads: a key an older file lacks takes its field's default. A file's fields are checked against their types
+(pydantic, strictly: ``"0.5"`` is not a number) when it is loaded, so that a changed or foreign file is refused in
+one sentence before anything acts on it.
 """
 
 from __future__ import annotations
@@ -17,18 +19,54 @@ import zipfile
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
 from helpers.core.config import Config, load_config
-from helpers.core.errors import UserError
+from helpers.core.errors import UserError, one_line
 from helpers.core.io import atomic_link, atomic_write
 from helpers.core.records import ArmMetrics
 from helpers.model.resnet import FaceModel, build_face_model
 
 FORMAT = "hw2p2-checkpoint"
 VERSION = 1
+
+
+class DataOrder(TypedDict):
+    """Where a run stood in its data: the seed and epoch of the order, the batch reached in it (per process) and
+    the number of processes that shared each global batch."""
+
+    seed: int
+    epoch: int
+    batch: int
+    world: int
+
+
+class Average(TypedDict):
+    """The moving average of the weights (``train.ema``): its weights, keyed as the model's, and its update count."""
+
+    weights: dict
+    updates: int
+
+
+def _rng_fits(saved: dict | None) -> dict | None:
+    """``saved`` unchanged when it is an RNG state :func:`set_rng_state` can restore (tried on fresh
+    generators, never the global ones); a ValueError saying what does not fit otherwise."""
+    if saved is not None:
+        try:
+            python, numpy_state, torch_state, cuda = _rng_parts(saved)
+            random.Random().setstate(python)
+            np.random.RandomState().set_state(numpy_state)
+            torch.Generator().set_state(torch_state)
+            if not all(isinstance(state, torch.Tensor) for state in cuda):
+                raise TypeError("the CUDA states are not tensors")
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as error:
+            raise ValueError(f"not a restorable RNG state ({one_line(error)})") from None
+    return saved
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,23 +76,26 @@ class Checkpoint:
     states; the position (epoch, batch in it, optimiser steps) and the data order; every RNG state; the class
     mapping (training class i is ``classes[i]``) and the configuration as plain values; the selection of best.pt
     (its state, and the best val EER and epoch); the W&B run; the fast path the run trained with; the time
-    budget's clock; the skipped steps and images; when it was saved. Each file adds which weights it grades
+    budget's clock; the skipped steps and images; when it was saved; the run's id (its metrics.jsonl lines hold
+    it too). Each file adds which weights it grades
     (``graded``: raw or ema) and their val metrics when it was saved (``val``).
 
     Loaded checkpoints are never changed: what another choice of weights means is asked of them
     (:meth:`grading`, :meth:`model_weights`).
     """
 
+    __pydantic_config__ = ConfigDict(strict=True, revalidate_instances="always")  # for :meth:`from_dict`
+
     model: dict
     optimizer: dict | None = None
-    ema: dict | None = None
+    ema: Average | None = None
     scaler: dict | None = None
     schedule: dict | None = None
     epoch: int = 0
     batch: int = 0
     step: int = 0
-    data_order: dict | None = None
-    rng: dict | None = None
+    data_order: DataOrder | None = None
+    rng: Annotated[dict | None, AfterValidator(_rng_fits)] = None
     classes: list[str]
     config_values: dict  # the "config" key: the configuration as plain values, as it was saved
     best_eer: float | None = None
@@ -68,6 +109,7 @@ class Checkpoint:
     nonfinite_steps: int = 0
     skipped_images: int = 0
     saved_at: str | None = None
+    run_id: str | None = None  # the run's own id, kept across resumes; None in files written before it
     graded: str = "raw"
     val: ArmMetrics = field(default_factory=ArmMetrics)
 
@@ -84,20 +126,28 @@ class Checkpoint:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict) -> Checkpoint:
-        """A file's dict typed; its keys this version does not know are left out."""
+    def from_dict(cls, values: dict, source: str | Path = "the checkpoint") -> Checkpoint:
+        """A file's dict typed, each field checked against its type; its keys this version does not know are
+        left out. A field of another type is refused in one sentence naming ``source`` and the field."""
         known = {item.name for item in dataclasses.fields(cls)} - {"config_values", "val"}
-        return cls(**{key: value for key, value in values.items() if key in known},
-                   config_values=values["config"], val=ArmMetrics.from_dict(values.get("val") or {}))
+        val = values.get("val") or {}
+        if not isinstance(val, dict):
+            raise UserError(_wrong(source, "val", "input should be a valid dictionary", val))
+        unchecked = cls(**{key: value for key, value in values.items() if key in known},
+                        config_values=values["config"], val=ArmMetrics.from_dict(val))
+        try:
+            return _CHECKED.validate_python(unchecked)
+        except ValidationError as error:
+            raise UserError(_field_sentence(error, source)) from None
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-        """Read a checkpoint file (:func:`load_checkpoint`'s checks) as a Checkpoint."""
+        """Read a checkpoint file (:func:`load_checkpoint`'s checks) as a Checkpoint, its fields checked."""
         values = load_checkpoint(path, map_location)
         missing = [key for key in ("model", "classes", "config") if key not in values]
         if missing:
             raise UserError(f"{path} lacks {', '.join(missing)}: it is not a training checkpoint of this toolkit")
-        return cls.from_dict(values)
+        return cls.from_dict(values, path)
 
     def save(self, path: str | Path) -> None:
         save_checkpoint(self.to_dict(), path)
@@ -137,6 +187,24 @@ class Checkpoint:
                             "training or written by another tool")
         model.load_state_dict(chosen)
         return model.eval()
+
+
+_CHECKED = TypeAdapter(Checkpoint)
+
+
+def _field_sentence(error: ValidationError, source: str | Path) -> str:
+    """The first wrong field of a checkpoint, in one sentence (``config`` is the file's key of config_values)."""
+    first = error.errors()[0]
+    name = ".".join("config" if part == "config_values" else str(part) for part in first["loc"])
+    what = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"].lower()
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return _wrong(source, name, what + more, None if first["type"] == "missing" else first["input"])
+
+
+def _wrong(source: str | Path, name: str, what: str, found) -> str:
+    found = "" if found is None else f", not {type(found).__name__}"
+    return (f"{source}: checkpoint field '{name}' is wrong: {what}{found}; the file was changed after training or "
+            "written by another tool")
 
 
 def save_checkpoint(values: dict, path: str | Path) -> None:
@@ -193,15 +261,22 @@ def rng_state() -> dict:
     }
 
 
+def _rng_parts(saved: dict) -> tuple[tuple, tuple, torch.Tensor, list]:
+    """The Python, NumPy, torch CPU and CUDA states in what :func:`rng_state` saved, as each library takes them."""
+    version, internal, gauss = saved["python"]
+    kind, keys, pos, has_gauss, cached = saved["numpy"]
+    return ((version, tuple(internal), gauss), (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached),
+            saved["torch"].cpu(), list(saved["cuda"]))
+
+
 def set_rng_state(saved: dict) -> None:
     """Restore what :func:`rng_state` saved."""
-    version, internal, gauss = saved["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = saved["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(saved["torch"].cpu())
-    if saved["cuda"] and torch.cuda.is_available() and len(saved["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda"]])
+    python, numpy_state, torch_state, cuda = _rng_parts(saved)
+    random.setstate(python)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(torch_state)
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 def weights_misfit(model: torch.nn.Module, weights: dict) -> str | None:

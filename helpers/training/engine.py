@@ -7,7 +7,10 @@ What it guarantees:
   (``train.select``), from the trained weights or, with ``train.ema``, their moving average;
 * resume is exact: data order and augmentation are functions of (seed, epoch,
   batch), every other state is in the checkpoint, and a run resumed mid-epoch
-  continues at the right batch;
+  continues at the right batch (on another number of processes, at the right sample or from the epoch's start:
+  resume.py); a resume never takes the checkpoint's paths;
+* one training at a time in a run folder (its lock), and SIGTERM or SIGUSR1 save last.pt at the next step and
+  stop the run (guard.py);
 * a step with a non-finite loss or gradient is skipped and counted, without
   a per-step wait on the device; too many in a row stop the run, keeping the
   last good checkpoint;
@@ -18,8 +21,9 @@ What it guarantees:
 
 A run is entered in three steps, as :func:`train` does (run.py): :func:`run_context` (the process group, the
 :class:`Runtime`, torch's global switches, all undone on exit), :func:`build_run` (data, model, optimiser,
-schedule; writes nothing) and :func:`run_folder` (config.yaml and tracking). The :class:`Trainer` then only
-trains what it is given; one step is :class:`TrainStep` (step.py).
+schedule; writes nothing) and :func:`run_folder` (the lock, config.yaml and tracking). The :class:`Trainer`,
+made before the run folder is written to, restores a resumed run's state (refusing one that does not fit), then
+only trains what it is given; one step is :class:`TrainStep` (step.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import math
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +43,7 @@ import torch.distributed as dist
 
 from helpers.core.config import Config
 from helpers.core.device import kernel_errors_explained
-from helpers.core.errors import UserError
+from helpers.core.errors import Stopped, UserError, one_line
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
 from helpers.core.records import ArmMetrics, EpochStats, RunRecord
@@ -49,6 +54,8 @@ from helpers.eval.selection import Evaluation, Selection, report_lines
 from helpers.model.checkpoint import Checkpoint, rng_state, save_checkpoints, set_rng_state
 from helpers.model.resnet import FaceModel
 from helpers.training.budget import TimeBudget
+from helpers.training.guard import StopSignals, stopped
+from helpers.training.resume import folder_note, resume_position
 from helpers.training.run import RunParts, build_run, prepare_run, run_context, run_directory, run_folder
 from helpers.training.step import step_seed, usable_batch
 from helpers.training.tracking import Tracker
@@ -72,6 +79,7 @@ class TrainResult:
     epochs: float
     last: RunRecord | None  # the run's last metrics.jsonl line (None when it wrote none)
     graded: str = "raw"  # the weights best.pt grades: raw (trained) or ema (averaged)
+    main: bool = True  # whether this process reports the run (under torchrun, rank 0 alone)
 
 
 class Trainer:
@@ -91,28 +99,47 @@ class Trainer:
         self.epoch, self.batch, self.step = 0, 0, 0
         self.nonfinite_total = 0
         self.skipped_total = 0
+        self.signals = StopSignals()  # caught while train() runs
+        self._signal = 0  # the stop signal every rank agreed on (0: none)
         self.resumed = checkpoint is not None
+        self.run_id = (checkpoint.run_id if checkpoint is not None else None) or uuid.uuid4().hex[:16]
         if checkpoint is not None:
-            self._restore(checkpoint)
+            notes = self._restore(checkpoint)
             if runtime.dist.main:
-                print(f"resuming {self.run_dir} at epoch {self.position():.2f} with its saved configuration "
-                      f"(--set overrides still apply)")
+                print("\n".join([*notes, f"resuming {self.run_dir} at epoch {self.position():.2f} with its saved "
+                                  "configuration (--set overrides still apply)"]))
 
     # ------------------------------------------------------------------ state
 
-    def _restore(self, checkpoint: Checkpoint) -> None:
-        self.stepper.optimizer.load_state_dict(checkpoint.optimizer)
-        self.stepper.scaler.load_state_dict(checkpoint.scaler)
-        self.schedule.load_state_dict(checkpoint.schedule)
-        self.epoch, self.batch, self.step = checkpoint.epoch, checkpoint.batch, checkpoint.step
-        self.selection.load_state_dict(checkpoint.selection or Selection.legacy_state(
-            checkpoint.best_eer, checkpoint.best_epoch))
-        if self.average is not None and checkpoint.ema:  # else the average starts now (train.ema newly set)
-            self.average.load_state_dict(checkpoint.ema)
+    def _restore(self, checkpoint: Checkpoint) -> list[str]:
+        """Take the run's state from ``checkpoint``; a state that does not fit this run is refused in one sentence
+        (nothing is written yet). Returns the lines that say what differs: the run folder, the global batch."""
+        position = resume_position(checkpoint, self.cfg, self.runtime.dist.world, self.sampler.batches)
+        states = {
+            "optimizer": lambda: _load_optimizer(self.stepper.optimizer, checkpoint.optimizer),
+            "scaler": lambda: self.stepper.scaler.load_state_dict(checkpoint.scaler),
+            "schedule": lambda: self.schedule.load_state_dict(checkpoint.schedule),
+            "selection": lambda: self.selection.load_state_dict(checkpoint.selection or Selection.legacy_state(
+                checkpoint.best_eer, checkpoint.best_epoch)),
+            "ema": lambda: self._restore_average(checkpoint.ema),
+        }
+        for name, restore in states.items():
+            try:
+                restore()
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as error:
+                raise UserError(f"the checkpoint's {name} state does not fit this run ({one_line(error)}); the file "
+                                "was changed after training or written by another tool") from None
+        self.epoch, self.batch, self.step = checkpoint.epoch, position.batch, checkpoint.step
         self.budget.resume(checkpoint)
         self.nonfinite_total = checkpoint.nonfinite_steps
         self.skipped_total = checkpoint.skipped_images
         set_rng_state(checkpoint.rng)
+        note = folder_note(checkpoint, self.run_dir)
+        return [note, *position.notes] if note else list(position.notes)
+
+    def _restore_average(self, saved: dict | None) -> None:
+        if self.average is not None and saved:  # else the average starts now (train.ema newly set)
+            self.average.load_state_dict(saved)
 
     def checkpoint(self) -> Checkpoint:
         """Everything a resume needs: ``model`` holds the trained weights and ``ema`` the averaged ones (or None).
@@ -132,7 +159,7 @@ class Trainer:
             # a resume keeps these choices
             fast_path={"device": self.runtime.device.type, **self.runtime.fast_path.describe()},
             **self.budget.state_dict(), nonfinite_steps=self.nonfinite_total, skipped_images=self.skipped_total,
-            saved_at=datetime.datetime.now().isoformat(timespec="seconds"))
+            saved_at=datetime.datetime.now().isoformat(timespec="seconds"), run_id=self.run_id)
 
     def _graded(self, name: str) -> tuple[str, ArmMetrics]:
         """The weights file ``name`` grades, and their val metrics (none before their first evaluation)."""
@@ -169,6 +196,8 @@ class Trainer:
                         self.save()  # the budget ran out after the last save: last.pt must say it is spent
                     break
                 trained = self._train_epoch()
+                if self._signal:
+                    raise self._stop_by_signal()
                 # Decided before evaluating and saving, so that last.pt holds at least the elapsed time that
                 # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
                 done = self._stopped or self.epoch >= self.budget.limit or self.budget.out_of_time()
@@ -186,7 +215,7 @@ class Trainer:
                 self.tracker.summarise(self.selection.graded)
         graded = self.selection.graded
         return TrainResult(self.run_dir, None if graded is None else graded.eer, self.position(),
-                           last_record, self.selection.arm)
+                           last_record, self.selection.arm, self.runtime.dist.main)
 
     def _report_selection(self) -> None:
         """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""
@@ -217,6 +246,8 @@ class Trainer:
             if self.batch % accumulate == 0 and self.budget.out_of_time(refresh=self.step % _SHARE_CLOCK_EVERY == 0):
                 self._stopped = True
                 break
+            if self.batch % accumulate == 0 and self._signalled():
+                break
             fetched = time.perf_counter()
             loaded = next(batches)  # the host waits here when the loader falls behind
             wait += time.perf_counter() - fetched
@@ -243,6 +274,26 @@ class Trainer:
         if self.batch >= self.sampler.batches:
             self.epoch, self.batch = self.epoch + 1, 0
         return self._epoch_stats(sums, steps, images, wait, seconds)
+
+    def _signalled(self) -> bool:
+        """Whether a stop signal stops the run at this step boundary. Under torchrun the ranks agree on it every
+        few steps, so that all of them stop at the same step."""
+        received = self.signals.received or 0
+        if self.runtime.dist.world > 1:
+            if self.step % _SHARE_CLOCK_EVERY:
+                return False
+            shared = torch.tensor([received], device=self.runtime.device if self.runtime.device.type == "cuda"
+                                  else "cpu")
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            received = int(shared.item())
+        self._signal = received
+        return bool(received)
+
+    def _stop_by_signal(self) -> Stopped:
+        """Save where the run stands (last.pt, at a step boundary) and the stop that says so."""
+        self.save()
+        saved = f"{self.run_dir / 'last.pt'} holds epoch {self.position():.2f} (step {self.step})"
+        return stopped(self._signal, saved if self.runtime.dist.main else "")
 
     def _usable(self, loaded) -> Batch:
         """The loader's batch decoded (on the device where ``data.decode`` says so), its unreadable images counted,
@@ -351,7 +402,7 @@ class Trainer:
                            nonfinite_steps=self.nonfinite_total, skipped_images=self.skipped_total,
                            arms={arm: metrics for arm, metrics in measured.items() if metrics.measured},
                            evaluated=evaluate, elapsed_s=round(self.budget.elapsed(), 2),
-                           time=datetime.datetime.now().isoformat(timespec="seconds"))
+                           time=datetime.datetime.now().isoformat(timespec="seconds"), run_id=self.run_id)
         if self.runtime.dist.main:
             self.tracker.log(record)
             self.save(best=best)
@@ -386,10 +437,22 @@ def format_record(record: RunRecord, total: str) -> str:
     return " | ".join(parts)
 
 
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """``optimizer.load_state_dict(saved)``, and a state tensor whose shape is not its parameter's refused (torch
+    would take it, and fail at the first step)."""
+    optimizer.load_state_dict(saved)
+    for parameter in (p for group in optimizer.param_groups for p in group["params"]):
+        for key, value in optimizer.state.get(parameter, {}).items():
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape != parameter.shape:
+                raise ValueError(f"its {key} is {list(value.shape)} for a parameter of {list(parameter.shape)}")
+
+
 def train(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
-          init_from: str | Path | None = None, default_name: str | None = None) -> TrainResult:
-    """Train from a config file plus ``KEY=VALUE`` overrides; ``resume`` is ``auto`` or a checkpoint path."""
-    cfg, checkpoint = prepare_run(config_path, overrides, resume, default_name)
+          init_from: str | Path | None = None, default_name: str | None = None,
+          take_over: bool = False) -> TrainResult:
+    """Train from a config file plus ``KEY=VALUE`` overrides; ``resume`` is ``auto`` or a checkpoint path.
+    ``take_over``: resume even into a run folder that holds another run's records (resume.py)."""
+    cfg, checkpoint = prepare_run(config_path, overrides, resume, default_name, take_over)
     if checkpoint is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
     with run_context(cfg, checkpoint.fast_path if checkpoint else None) as runtime, \
@@ -397,5 +460,7 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
         if runtime.dist.main:
             print(runtime.fast_path.sentence(), flush=True)
         parts = build_run(cfg, runtime, checkpoint, init_from)
-        with run_folder(cfg, runtime, checkpoint) as tracker:
-            return Trainer(cfg, runtime, parts, tracker, checkpoint).fit()
+        trainer = Trainer(cfg, runtime, parts, checkpoint=checkpoint)  # refuses a state that does not fit
+        with run_folder(cfg, runtime, checkpoint) as tracker, trainer.signals.caught():
+            trainer.tracker = tracker
+            return trainer.fit()

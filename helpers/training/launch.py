@@ -30,7 +30,8 @@ LOG_TAIL = 20  # lines of a failed torchrun job's output that its error repeats
 
 
 def train_on_all_gpus(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
-                      init_from: str | Path | None = None, processes: int | None = None) -> TrainResult:
+                      init_from: str | Path | None = None, processes: int | None = None,
+                      take_over: bool = False) -> TrainResult:
     """Train as :func:`engine.train` does, on every visible CUDA GPU: under torchrun when more than one is
     visible (``processes`` overrides the count, e.g. 2 gloo processes on the CPU), in this process otherwise.
 
@@ -39,11 +40,11 @@ def train_on_all_gpus(config_path: str | Path | None = None, overrides: list[str
     an existing run without ``resume``) fail here, before any process starts.
     """
     default_name = Path(config_path).stem if config_path else None
-    cfg, _ = prepare_run(config_path, overrides, resume, default_name)
+    cfg, _ = prepare_run(config_path, overrides, resume, default_name, take_over)
     count = processes if processes is not None else visible_gpus(cfg.train.device)
     if count <= 1:
-        return train(config_path, overrides, resume, init_from, default_name)
-    command = torchrun_command(config_path, overrides, resume, init_from, count)
+        return train(config_path, overrides, resume, init_from, default_name, take_over)
+    command = torchrun_command(config_path, overrides, resume, init_from, count, take_over)
     print(f"training on {count} processes: python {shlex.join(command[1:])}", flush=True)
     status, tail = stream_output(command)
     if status != 0:
@@ -57,7 +58,7 @@ def visible_gpus(device: str) -> int:
     return torch.cuda.device_count() if device in ("auto", "cuda") else 1
 
 
-def torchrun_command(config_path, overrides, resume, init_from, processes: int) -> list[str]:
+def torchrun_command(config_path, overrides, resume, init_from, processes: int, take_over: bool = False) -> list[str]:
     """The torchrun command line of a ``train`` run on ``processes`` processes of this machine."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", "helpers", "train"]
@@ -69,6 +70,8 @@ def torchrun_command(config_path, overrides, resume, init_from, processes: int) 
         command += ["--resume", str(resume)]
     if init_from:
         command += ["--init-from", str(init_from)]
+    if take_over:
+        command.append("--take-over")
     return command
 
 

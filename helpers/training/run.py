@@ -18,7 +18,9 @@ import torch.distributed as dist
 from helpers.core.config import Config, changed, dump_config, load_config
 from helpers.core.device import init_distributed
 from helpers.core.errors import UserError
-from helpers.core.io import atomic_write_text
+from helpers.core.course import PARAMETER_BUDGET
+from helpers.core.io import atomic_write_text, remove_stale_temporaries, size_words
+from helpers.core.signals import ignore_stop_signals
 from helpers.core.terms import get_term
 from helpers.data.datasets import FaceImages, TrainingSet, collate, training_set
 from helpers.data.layout import FaceData, open_data
@@ -30,23 +32,24 @@ from helpers.model.checkpoint import Checkpoint, weights_misfit
 from helpers.model.resnet import FaceModel, build_face_model
 from helpers.training.averaging import WeightAverage
 from helpers.training.budget import SEED_EPOCHS
+from helpers.training.guard import run_lock
+from helpers.training.resume import adopt_paths, refuse_other_run, refuse_unresumable, run_directory
 from helpers.training.schedule import LRSchedule
 from helpers.training.step import EpochSampler, TrainStep, training_step
 from helpers.training.tracking import Tracker
 
 
-def run_directory(cfg: Config) -> Path:
-    return Path(cfg.run.out_dir) / (cfg.run.name or "run")
-
-
 def prepare_run(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
-                default_name: str | None = None) -> tuple[Config, Checkpoint | None]:
-    """The configuration to run and the checkpoint to resume from (None for a fresh run).
+                default_name: str | None = None, take_over: bool = False) -> tuple[Config, Checkpoint | None]:
+    """The configuration to run and the checkpoint to resume from (None for a fresh run). Writes nothing.
 
     ``resume="auto"`` continues the run folder's ``last.pt`` when there is one
     and starts fresh otherwise (what a notebook rerun after a disconnect wants);
     a path resumes that checkpoint. A resumed run keeps the checkpoint's
-    configuration; ``overrides`` still apply (to extend ``train.epochs``, say).
+    configuration; ``overrides`` still apply (to extend ``train.epochs``, say),
+    and where it writes (``run.*`` folders, ``data.stage_to``) is this command's
+    choice, as for a new run (resume.py). A run folder holding another run's
+    records is refused unless ``take_over``.
     ``default_name`` names the run folder when the configuration does not.
     """
     cfg = load_config(config_path, overrides)
@@ -63,9 +66,13 @@ def prepare_run(config_path: str | Path | None = None, overrides: list[str] = ()
         if last.exists() and not resume:
             raise UserError(f"{run_directory(cfg)} already holds a run (last.pt); pass --resume auto to continue "
                             "it, or set run.name to start another")
+        refuse_oversized(cfg, None)  # before the speed probe trains a stand-in of its shape
         return cfg, None
     checkpoint = Checkpoint.load(path)
-    cfg = load_config(None, overrides, base=checkpoint.config_values)
+    refuse_unresumable(checkpoint, path)
+    cfg = adopt_paths(load_config(None, overrides, base=checkpoint.config_values), cfg)
+    if not take_over:
+        refuse_other_run(run_directory(cfg), checkpoint, path)
     _refuse_another_model(cfg, checkpoint, path)
     return cfg, checkpoint
 
@@ -73,6 +80,7 @@ def prepare_run(config_path: str | Path | None = None, overrides: list[str] = ()
 def _refuse_another_model(cfg: Config, checkpoint: Checkpoint, path: Path) -> None:
     """A resume continues the model it saved: a ``--set`` that reshapes it (``model.depth=34`` on a depth-18
     run) is refused in one sentence saying what does start a new model from those weights."""
+    refuse_oversized(cfg, len(checkpoint.classes))
     with torch.device("meta"):  # shapes only
         misfit = weights_misfit(build_face_model(cfg, len(checkpoint.classes)), checkpoint.model_weights("raw"))
     if misfit is None:
@@ -84,6 +92,43 @@ def _refuse_another_model(cfg: Config, checkpoint: Checkpoint, path: Path) -> No
     raise UserError(f"--resume continues the model in {path}, but {', '.join(changes) or 'this configuration'} "
                     f"changes its shape ({misfit}); {path} is untouched. To train a new model starting from its "
                     "weights, use --init-from with another run.name")
+
+
+def refuse_oversized(cfg: Config, classes: int | None, device: torch.device | None = None) -> None:
+    """A model over the assignment's parameter budget (heads included; ``classes`` None: before its margin head,
+    whose size the data decides), or whose weights, gradients and optimiser state alone would not fit
+    ``device``'s memory, is refused in one sentence before anything is allocated: it is counted on the meta
+    device."""
+    with torch.device("meta"):
+        model = build_face_model(cfg, classes or 1)
+    params = sum(p.numel() for p in (model.parameters() if classes else [*model.backbone.parameters(),
+                                                                          *model.embedding.parameters()]))
+    m = cfg.model
+    if params > PARAMETER_BUDGET:
+        head = f"with its margin head over {classes} classes" if classes else "before its margin head"
+        raise UserError(f"the model of this configuration (ResNet-{m.depth}, model.width {m.width:g}, "
+                        f"model.embedding_dim {m.embedding_dim}) has {params:,} parameters {head}, over the "
+                        f"assignment's {PARAMETER_BUDGET:,}; lower model.width or model.depth")
+    # fp32 weights and gradients, the optimiser's moments, the moving average: a floor, before any activation
+    moments = {"sgd": 1 if cfg.optim.momentum else 0}.get(cfg.optim.name, 2)
+    needed = params * 4 * (2 + moments + (1 if cfg.train.ema else 0))
+    available = memory_of(device) if device is not None else None
+    if available is not None and needed > available:
+        raise UserError(f"the model of this configuration needs at least {size_words(needed)} for its weights, "
+                        f"gradients and optimiser state, more than the {size_words(available)} of {device}; lower "
+                        "model.width or model.depth")
+
+
+def memory_of(device: torch.device) -> int | None:
+    """The memory of ``device`` in bytes (the machine's for the CPU), or None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+    return None
 
 
 @contextmanager
@@ -144,6 +189,7 @@ def build_run(cfg: Config, runtime: Runtime, checkpoint: Checkpoint | None = Non
     data = _open_training_data(cfg, main)
     train_set = training_set(data, cfg.data.singletons, cfg.data.max_train_images, cfg.train.seed,
                              classes=checkpoint.classes if checkpoint else None)
+    refuse_oversized(cfg, len(train_set.classes), runtime.device)
     model = build_face_model(cfg, len(train_set.classes))
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_weights("raw"))  # the trained weights; the average resumes later
@@ -198,19 +244,21 @@ def _selection(cfg: Config, data: FaceData, train_set: TrainingSet, main: bool) 
 def _loader(cfg: Config, runtime: Runtime, data: FaceData, train_set: TrainingSet,
             sampler: EpochSampler) -> torch.utils.data.DataLoader:
     """The training images in the sampler's order, decoded in ``runtime.workers`` processes (or only read, for
-    decoding on the device)."""
+    decoding on the device); the workers leave a stop signal to the training process (core/signals.py)."""
     images = FaceImages(train_set.paths, train_set.labels, cfg.data.image_size, reader=data.reader,
                         encoded=runtime.decode_on_device)
     return torch.utils.data.DataLoader(images, batch_size=cfg.train.batch_size, sampler=sampler,
                                        num_workers=runtime.workers, collate_fn=collate, drop_last=True,
-                                       pin_memory=runtime.device.type == "cuda",
+                                       pin_memory=runtime.device.type == "cuda", worker_init_fn=ignore_stop_signals,
                                        persistent_workers=runtime.workers > 0, generator=torch.Generator())
 
 
 @contextmanager
 def run_folder(cfg: Config, runtime: Runtime, checkpoint: Checkpoint | None = None):
-    """The run folder with its ``config.yaml``, and the run's :class:`Tracker` (None on ranks other than 0),
-    finished on exit. A resume drops the records logged after its checkpoint: that work is redone."""
+    """The run folder, locked against a second training (guard.py), with its ``config.yaml``, and the run's
+    :class:`Tracker` (None on ranks other than 0), finished on exit. The temporary files of saves a kill
+    interrupted are removed first. A resume drops the records logged after its checkpoint (that work is
+    redone), and those of another run it was told to take over are set aside (tracking.py)."""
     if not runtime.dist.main:
         yield None
         return
@@ -220,14 +268,17 @@ def run_folder(cfg: Config, runtime: Runtime, checkpoint: Checkpoint | None = No
     except OSError as error:
         raise UserError(f"cannot create the run folder {folder}: {error.strerror or error} (run.out_dir, "
                         "run.name)") from None
-    atomic_write_text(folder / "config.yaml", dump_config(cfg))
-    tracker = Tracker(folder, cfg, run_id=checkpoint.wandb_run_id if checkpoint else None, name=folder.name)
-    try:
-        if checkpoint is not None:
-            tracker.truncate(checkpoint.step)
-        yield tracker
-    finally:
-        tracker.finish()
+    with run_lock(folder):
+        for path in remove_stale_temporaries(folder):
+            print(f"removed {path}, left by a save that was interrupted", file=sys.stderr)
+        atomic_write_text(folder / "config.yaml", dump_config(cfg))
+        tracker = Tracker(folder, cfg, run_id=checkpoint.wandb_run_id if checkpoint else None, name=folder.name)
+        try:
+            if checkpoint is not None:
+                tracker.truncate(checkpoint.step, checkpoint.run_id)
+            yield tracker
+        finally:
+            tracker.finish()
 
 
 def load_weights(model: FaceModel, path: str | Path, classes: list[str], announce: bool = True) -> None:

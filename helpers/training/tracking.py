@@ -20,6 +20,7 @@ from helpers.core.records import ArmMetrics, EpochStats, RunRecord, field_keys, 
 from helpers.core.terms import get_term
 
 METRICS_FILE = "metrics.jsonl"  # one line per evaluation (and per stretch of training), in the run folder
+REPLACED_FILE = "metrics.replaced.jsonl"  # another run's lines, set aside by a resume told to take its folder over
 
 
 def run_records(run_dir: str | Path) -> list[RunRecord]:
@@ -58,9 +59,16 @@ class Tracker:
             return
         self.run_id = self.run.id
 
-    def truncate(self, keep_until_step: int) -> None:
-        """Drop records logged after ``keep_until_step`` optimiser steps (work a resume will redo)."""
-        kept = [line for line in record_lines(self.path) if (RunRecord.from_line(line).step or 0) <= keep_until_step]
+    def truncate(self, keep_until_step: int, run_id: str | None = None) -> None:
+        """Drop records logged after ``keep_until_step`` optimiser steps (work a resume will redo). Lines of
+        another run than ``run_id`` (left by a resume told to take the folder over) move to the end of
+        ``metrics.replaced.jsonl`` first; lines without a run id count as this run's."""
+        lines = record_lines(self.path)
+        others = [line for line in lines if line.get("run_id") not in (None, run_id)]
+        if others:
+            append_text(self.path.with_name(REPLACED_FILE), "".join(json.dumps(line) + "\n" for line in others))
+        kept = [line for line in lines if line.get("run_id") in (None, run_id)
+                and (RunRecord.from_line(line).step or 0) <= keep_until_step]
         atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in kept))  # the lines as written
 
     def log(self, record: RunRecord | dict) -> None:

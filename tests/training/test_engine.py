@@ -148,7 +148,7 @@ def test_torchrun_two_cpu_processes(demo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]  # one record per epoch: rank 0 alone writes
-    assert result.stdout.count("epoch 2/2") == 1  # and prints
+    assert result.stdout.count("epoch 2/2") == 1 and result.stdout.count("done:") == 1  # and prints
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["data_order"]["world"] == 2 and state["step"] == 2 * (72 // 8)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -443,9 +443,9 @@ def test_each_metrics_line_keeps_its_keys_and_the_log_line_reads_from_the_record
     before, trained = read_metrics(trained_run / "metrics.jsonl")[:2]
     evaluation = ["val_eer", "val_auc", "val_accuracy", "val_threshold", "val_tar_at_far", "val_eer_low",
                   "val_eer_high", "evaluated", "elapsed_s", "time"]  # the demo root has no dev split for top-1
-    assert list(before) == ["epoch", "step", "nonfinite_steps", "skipped_images", *evaluation]
+    assert list(before) == ["epoch", "step", "nonfinite_steps", "skipped_images", *evaluation, "run_id"]
     assert list(trained) == ["epoch", "step", "train_loss", "train_acc", "grad_norm", "images_per_s", "data_wait",
-                             "lr", "nonfinite_steps", "skipped_images", *evaluation]
+                             "lr", "nonfinite_steps", "skipped_images", *evaluation, "run_id"]
     assert RunRecord.from_line(trained).as_line() == trained  # written through the record, read back the same
     record = RunRecord.from_line(trained)
     line = format_record(record, "6")

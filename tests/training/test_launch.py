@@ -26,6 +26,8 @@ def test_the_torchrun_command_line_is_the_train_command_under_torchrun():
         "train", "--config", "fast", "--set", "train.epochs=3", "--set", "run.name=my run", "--resume", "auto"]
     assert torchrun_command(None, [], None, "runs/a/best.pt", 2)[-4:] == ["helpers", "train", "--init-from",
                                                                           "runs/a/best.pt"]
+    assert torchrun_command(None, [], "theirs.pt", None, 2, take_over=True)[-3:] == ["--resume", "theirs.pt",
+                                                                                    "--take-over"]
 
 
 def test_two_visible_gpus_train_under_torchrun_and_the_result_is_read_from_the_run(trained_run, monkeypatch):
@@ -48,7 +50,7 @@ def test_one_gpu_or_a_named_device_trains_in_this_process(tmp_path, monkeypatch)
     for gpus, device in ((1, "auto"), (0, "auto"), (2, "cuda:1"), (2, "cpu")):
         monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
         assert train_on_all_gpus("demo", [f"train.device={device}"], resume="auto") == "trained here"
-    assert calls[-1] == ("demo", ["train.device=cpu"], "auto", None, "demo")  # the run folder the CLI would name
+    assert calls[-1] == ("demo", ["train.device=cpu"], "auto", None, "demo", False)  # the run folder the CLI would name
 
 
 def test_a_failed_torchrun_job_is_one_sentence_and_the_end_of_its_log(demo_root, tmp_path, monkeypatch):
@@ -83,7 +85,7 @@ def test_two_cpu_processes_train_then_resume_the_same_way(demo_root, tmp_path, m
     assert "--nproc_per_node=2" in capsys.readouterr().out
     result = train_on_all_gpus(None, args + ["train.epochs=2"], resume="auto", processes=2)
     out = capsys.readouterr().out
-    assert "resuming" in out and out.count("epoch 2/2") == 1  # rank 0 alone prints
+    assert "resuming" in out and out.count("epoch 2/2") == 1 and out.count("done:") == 1  # rank 0 alone prints
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert result.epochs == 2 and state["data_order"]["world"] == 2 and state["step"] == 2 * (72 // 8)
     assert [r["epoch"] for r in read_metrics(tmp_path / "ddp" / "metrics.jsonl")] == [0, 1, 2]

@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -92,6 +93,9 @@ class Trainer:
         self.nonfinite_total = 0
         self.skipped_total = 0
         self.resumed = checkpoint is not None
+        # Called on rank 0 with each evaluation's record, once it is saved; one may call request_stop().
+        self.on_evaluation: list[Callable[[RunRecord], None]] = []
+        self.stop_requested = False
         if checkpoint is not None:
             self._restore(checkpoint)
             if runtime.dist.main:
@@ -149,6 +153,11 @@ class Trainer:
         files = {name: self._graded(name) for name in [*best, "last.pt"]}
         save_checkpoints(self.checkpoint(), files, self.run_dir)
 
+    def request_stop(self) -> None:
+        """End the run after the evaluation in progress, its checkpoints and records saved as at any other
+        (a pruned search trial). A single-process request: under torchrun every rank must make it alike."""
+        self.stop_requested = True
+
     # ------------------------------------------------------------------ training
 
     def fit(self) -> TrainResult:
@@ -163,7 +172,7 @@ class Trainer:
         try:
             if self.position() == 0 and not self.resumed:  # a resumed run's last.pt already holds this evaluation
                 last_record = self._end_of_stretch(None, evaluate=True)
-            while self.epoch < self.budget.limit:
+            while self.epoch < self.budget.limit and not self.stop_requested:
                 if self.budget.out_of_time():
                     if last_record is not None:
                         self.save()  # the budget ran out after the last save: last.pt must say it is spent
@@ -173,7 +182,7 @@ class Trainer:
                 # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
                 done = self._stopped or self.epoch >= self.budget.limit or self.budget.out_of_time()
                 last_record = self._end_of_stretch(trained, done or self.epoch % self.cfg.train.eval_every == 0)
-                if done:
+                if done or self.stop_requested:
                     break
             if last_record is not None and self.runtime.dist.main:
                 self._report_selection()
@@ -355,6 +364,8 @@ class Trainer:
             self.save(best=best)
             total = f"~{self.budget.planned_epochs:.1f}" if self.budget.seconds else f"{self.budget.limit:g}"
             print(format_record(record, total), flush=True)
+            for callback in self.on_evaluation if evaluate else ():
+                callback(record)
         return record
 
 
@@ -385,8 +396,10 @@ def format_record(record: RunRecord, total: str) -> str:
 
 
 def train(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
-          init_from: str | Path | None = None, default_name: str | None = None) -> TrainResult:
-    """Train from a config file plus ``KEY=VALUE`` overrides; ``resume`` is ``auto`` or a checkpoint path."""
+          init_from: str | Path | None = None, default_name: str | None = None,
+          on_evaluation: Callable[[Trainer, RunRecord], None] | None = None) -> TrainResult:
+    """Train from a config file plus ``KEY=VALUE`` overrides; ``resume`` is ``auto`` or a checkpoint path.
+    ``on_evaluation(trainer, record)`` hears each evaluation (a search's trial reports to its pruner)."""
     cfg, checkpoint = prepare_run(config_path, overrides, resume, default_name)
     if checkpoint is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
@@ -396,4 +409,7 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
             print(runtime.fast_path.sentence(), flush=True)
         parts = build_run(cfg, runtime, checkpoint, init_from)
         with run_folder(cfg, runtime, checkpoint) as tracker:
-            return Trainer(cfg, runtime, parts, tracker, checkpoint).fit()
+            trainer = Trainer(cfg, runtime, parts, tracker, checkpoint)
+            if on_evaluation is not None:
+                trainer.on_evaluation.append(lambda record: on_evaluation(trainer, record))
+            return trainer.fit()

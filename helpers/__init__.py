@@ -9,7 +9,7 @@ in a circle, and no module reads another module's private (``_name``) names
     data, model          data roots, images, datasets | networks, margin heads, checkpoints
     eval                 embeddings, pair scores, metrics, score normalisation, plots
     training             the Trainer, schedule, weight averaging, tracking
-    handin, tools        submission CSV, Autolab bundle | benchmarks, self-test, sweeps, reports
+    handin, tools        submission CSV, Autolab bundle | benchmarks, self-test, search, reports
 
 The CLI (cli.py) sits on top. Below are the public names, the only ones the
 notebooks use: they load on first use, so ``import helpers`` and

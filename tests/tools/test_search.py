@@ -177,3 +177,23 @@ def test_the_shipped_spaces_fit_their_recipes_and_cover_what_a_search_tunes():
 def test_confirmation_of_a_run_against_itself_is_within_noise(trained_run):
     report = compare_runs([[trained_run, trained_run]], "itself", rounds=100)
     assert report["verdict"] == "within noise" and report["seeds"][0]["difference"] == 0
+
+
+def test_each_trial_is_a_wandb_run_grouped_under_the_search_with_its_values_in_its_config(tmp_path, monkeypatch):
+    import wandb
+
+    from helpers.tools.search_trial import TrialPlan, trial_overrides
+    from helpers.training.tracking import Tracker
+
+    plan = TrialPlan(None, ["tracking.wandb.mode=offline"], [], "val_eer", tmp_path / "search-a", "search-a")
+    cfg = load_config(None, trial_overrides(plan, {"optim.lr": 0.003, "augment.crop_scale": [0.7, 1.0]},
+                                            "trial_0002"))
+    seen = {}
+
+    class Run:
+        id = "abc"
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: seen.update(kwargs) or Run())
+    Tracker(tmp_path, cfg, name="trial_0002")
+    assert seen["group"] == "search-a" and seen["mode"] == "offline" and seen["name"] == "trial_0002"
+    assert seen["config"]["optim"]["lr"] == 0.003 and seen["config"]["augment"]["crop_scale"] == [0.7, 1.0]

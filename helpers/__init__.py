@@ -52,6 +52,7 @@ _API = {
     "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
     "model.summary": ["model_summary", "summary_lines"],
+    "tools.search": ["SearchSettings", "run_search"],
     "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
     "training.engine": ["Trainer", "TrainResult", "train"],
     "training.tracking": ["run_records"],

@@ -122,13 +122,13 @@ def _plots(study, folder: Path) -> tuple[list[str], list[str]]:
 def best_config(study, settings):
     """The winning trial's config at the trials' budget, named to train on its own, or None without a
     finished trial."""
-    from helpers.tools.search_space import override
+    from helpers.tools.search_space import config_value, override
 
     best = _best(study)
     if best is None:
         return None
     base = load_config(settings.config, settings.overrides + settings.budget_overrides())
-    values = [override(key, value) for key, value in best.params.items()]
+    values = [override(key, config_value(value)) for key, value in best.params.items()]
     values += [f"run.name={study.study_name}-best", f"run.out_dir={base.run.out_dir}", "tracking.wandb.group=null"]
     return load_config(settings.config, settings.overrides + settings.budget_overrides() + values)
 

@@ -45,8 +45,7 @@ class Dimension:
     def suggest(self, trial) -> Any:
         """The value an Optuna trial draws for this key (a list choice travels as its JSON text)."""
         if self.choices is not None:
-            drawn = trial.suggest_categorical(self.key, [_as_choice(c) for c in self.choices])
-            return json.loads(drawn) if isinstance(drawn, str) and drawn.startswith("[") else drawn
+            return config_value(trial.suggest_categorical(self.key, [_as_choice(c) for c in self.choices]))
         if self.integer:
             return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
@@ -64,6 +63,11 @@ class Dimension:
 def _as_choice(value: Any) -> Any:
     """Optuna takes None, bools, numbers and text as choices: a list (``augment.crop_scale``) becomes JSON."""
     return json.dumps(value) if isinstance(value, list) else value
+
+
+def config_value(drawn: Any) -> Any:
+    """A value as the study stores it, as the config takes it: a list choice back from its JSON text."""
+    return json.loads(drawn) if isinstance(drawn, str) and drawn.startswith("[") else drawn
 
 
 def override(key: str, value: Any) -> str:

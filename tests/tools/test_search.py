@@ -3,6 +3,7 @@ space checked before any trial runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -42,7 +43,8 @@ def trials_of(out):
 
 def test_a_search_prunes_writes_its_results_and_its_best_config_trains(demo_root, tmp_path, capsys):
     space = write_space(tmp_path / "space.yaml", "optim.lr: {choices: [0.00001, 0.005]}\n"
-                                                 "loss.m: {low: 0.2, high: 0.5}\n")
+                                                 "loss.m: {low: 0.2, high: 0.5}\n"
+                                                 "augment.crop_scale: {choices: [[0.9, 1.0], [0.8, 1.0]]}\n")
     out = tmp_path / "search"
     code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "4", "--trial-epochs", "3",
                                                       "--pruner", "halving"))
@@ -60,7 +62,9 @@ def test_a_search_prunes_writes_its_results_and_its_best_config_trains(demo_root
     assert "| trial | state |" in (out / "results.md").read_text()
     # best.yaml trains as it stands, and holds the winner's values
     best = table.loc[table["value"].where(table["state"] == "complete").idxmin()]
-    assert load_config(out / "best.yaml").loss.m == pytest.approx(best["loss.m"])
+    chosen = load_config(out / "best.yaml")
+    assert chosen.loss.m == pytest.approx(best["loss.m"]) and list(chosen.augment.crop_scale) == json.loads(
+        best["augment.crop_scale"])
     code, stdout, err = call_cli(capsys, "train", "--config", out / "best.yaml")
     assert code == 0, err
     assert (tmp_path / "runs" / "search-best" / "best.pt").is_file()

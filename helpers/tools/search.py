@@ -123,17 +123,35 @@ def open_study(settings: SearchSettings, worker: int = 0):
     pruner = (optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3) if settings.pruner == "hyperband"
               else optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
     sampler = optuna.samplers.TPESampler(seed=settings.seed + worker, n_startup_trials=5)
-    storage = optuna.storages.RDBStorage(settings.storage_url(), engine_kwargs={"connect_args": {"timeout": 60}}
-                                         if settings.storage_url().startswith("sqlite") else {})
-    direction = METRICS[settings.metric]
     try:
-        study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, direction=direction,
-                                    study_name=settings.folder.resolve().name, load_if_exists=True)
+        if settings.storage is None:  # this folder's own database: resume_sentence finds the interrupted trials
+            storage = optuna.storages.RDBStorage(settings.storage_url(),
+                                                 engine_kwargs={"connect_args": {"timeout": 60}})
+        else:  # shared: a trial whose machine stopped beating for 3 minutes is failed and its values run again
+            storage = optuna.storages.RDBStorage(settings.storage_url(), heartbeat_interval=60, grace_period=180,
+                                                 heartbeat_stale_trial_callback=_lost_trial)
+            _SHARED[:] = [storage]
+        study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                                    direction=METRICS[settings.metric], study_name=settings.folder.resolve().name,
+                                    load_if_exists=True)
     except Exception as error:  # noqa: BLE001 - a database URL that does not open is the user's to fix
         raise UserError(f"cannot open the study at {settings.storage or settings.folder / STUDY_FILE}: "
                         f"{str(error).splitlines()[0]}") from None
     study.set_user_attr("metric", settings.metric)
     return study, storage
+
+
+_SHARED: list = []  # the shared database's storage, for _lost_trial (Optuna's callback gets only the study)
+
+
+def _lost_trial(study, trial) -> None:
+    """A shared study's trial whose machine went silent: said so, and its values queued again."""
+    import optuna
+
+    storage = _SHARED[0]
+    storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+    storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted: its machine stopped answering")
+    optuna.storages.RetryFailedTrialCallback(max_retry=1)(study, trial)
 
 
 def counted(study) -> int:

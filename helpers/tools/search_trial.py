@@ -105,6 +105,11 @@ def run_trial(trial, plan: TrialPlan) -> float:
     started = time.perf_counter()
     try:
         result = train(plan.config, trial_overrides(plan, params, name), on_evaluation=hear)
+    except KeyboardInterrupt:  # the user stops the search: this trial's values run again when it resumes
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("reason", "interrupted by the user; its values run again")
+        trial.study.enqueue_trial(trial.params, skip_if_exists=False)
+        raise
     except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure of one trial leaves the search going
         reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
         _fail(trial, reason.splitlines()[0] if reason else type(error).__name__)

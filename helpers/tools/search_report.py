@@ -151,7 +151,7 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
     compare each pair by the paired bootstrap of the val EER difference."""
     from helpers.training.engine import train
 
-    winner = best_config(study, settings)
+    winner = write_best(study, settings)
     if winner is None:
         raise UserError("--confirm needs a finished trial to confirm; none finished yet")
     folder = settings.folder / CONFIRM
@@ -159,14 +159,14 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
     pairs = []
     for seed in range(seeds):
         runs = []
-        for role, config, extra in (("winner", str(settings.folder / BEST), []),
+        for role, config, extra in (("winner", str(winner), []),
                                     ("baseline", base_config, settings.overrides + settings.budget_overrides())):
             result = train(config, extra + [f"train.seed={seed}", f"run.out_dir={folder}",
                                             f"run.name={role}_seed{seed}", "tracking.wandb.group=" + study.study_name],
                            resume="auto")
             runs.append(result.run_dir)
         pairs.append(runs)
-    report = compare_runs(pairs, base_config)
+    report = compare_runs(pairs, base_config or "seed")
     atomic_write_text(folder / "confirm.json", json.dumps(report, indent=2) + "\n")
     return report
 

@@ -178,6 +178,18 @@ def test_the_shipped_spaces_fit_their_recipes_and_cover_what_a_search_tunes():
                 "augment.color_jitter", "train.batch_size", "train.epochs"} <= keys
 
 
+def test_confirm_retrains_the_winner_and_the_baseline_per_seed_and_gives_a_verdict(demo_root, tmp_path, capsys):
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {low: 0.001, high: 0.01, log: true}\n")
+    out = tmp_path / "search"
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "1", "--trial-epochs", "2",
+                                                      "--confirm", "1"))
+    assert code == 0, err
+    report = json.loads((out / "confirm" / "confirm.json").read_text())
+    assert report["verdict"] in ("better", "worse", "within noise") and len(report["seeds"]) == 1
+    assert {"winner_seed0", "baseline_seed0"} <= {p.name for p in (out / "confirm").iterdir()}
+    assert "Verdict: the winner is" in stdout and "Verdict: the winner is" in (out / "results.md").read_text()
+
+
 def test_confirmation_of_a_run_against_itself_is_within_noise(trained_run):
     report = compare_runs([[trained_run, trained_run]], "itself", rounds=100)
     assert report["verdict"] == "within noise" and report["seeds"][0]["difference"] == 0

@@ -20,6 +20,7 @@ import fcntl
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -262,11 +263,22 @@ def _run_workers(settings: SearchSettings, deadline: float) -> None:
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // settings.workers)))
         command = [sys.executable, "-m", "helpers.tools.search", json.dumps(asdict(settings)), str(index),
                    repr(deadline)]
-        processes.append(subprocess.Popen(command, env=env))
+        processes.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
     codes = [process.wait() for process in processes]
     if any(codes):
         raise UserError(f"{sum(1 for c in codes if c)} of {settings.workers} search workers stopped with an error "
                         "(above); the study keeps every finished trial: run the same command to go on")
+
+
+def _die_with_parent() -> None:
+    """A worker is killed with the search that started it (Linux's PR_SET_PDEATHSIG), so that its trial is left
+    interrupted, as the search's own would be, rather than training on unseen; elsewhere it does nothing."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def worker_main(settings_json: str, index: str, deadline: str) -> int:

@@ -114,7 +114,7 @@ def _plots(study, folder: Path) -> tuple[list[str], list[str]]:
             figure.savefig(folder / name, dpi=100, bbox_inches="tight")
             plt.close(figure)
             written.append(name)
-        except (ValueError, RuntimeError, ZeroDivisionError) as error:
+        except Exception as error:  # noqa: BLE001 - a view that cannot be drawn must not cost the results
             notes.append(f"{name}: not drawn yet ({str(error).splitlines()[0]})")
     return written, notes
 

@@ -9,7 +9,7 @@ in a circle, and no module reads another module's private (``_name``) names
     data, model          data roots, images, datasets | networks, margin heads, checkpoints
     eval                 embeddings, pair scores, metrics, score normalisation, plots
     training             the Trainer, schedule, weight averaging, tracking
-    handin, tools        submission CSV, hand-in bundle | benchmarks, self-test, sweeps, reports
+    handin, tools        submission CSV, hand-in bundle | benchmarks, self-test, search, reports
 
 The CLI (cli.py) sits on top. Below are the public names, the only ones the
 notebooks use: they load on first use, so ``import helpers`` and
@@ -53,6 +53,7 @@ _API = {
     "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
     "model.summary": ["model_summary", "summary_lines"],
+    "tools.search": ["SearchSettings", "run_search"],
     "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
     "training.engine": ["Trainer", "TrainResult", "train"],
     "training.tracking": ["run_records"],

@@ -307,15 +307,18 @@ def _selftest(args) -> int:
     return 0 if report.can_train else 1
 
 
-def _sweep(args) -> int:
-    from helpers.core.progress import progress_style
-    from helpers.tools.sweep import parse_assignment, parse_parameter, run_sweep
+def _search(args) -> int:
+    from helpers.tools.search import SearchSettings, run_search
+    from helpers.tools.search_report import confirm_lines
 
-    grid = dict(parse_assignment(item) for item in args.grid or [])
-    fixed = dict(parse_parameter(item) for item in args.param or [])
-    table = run_sweep(args.notebook, grid, args.out, fixed, progress=progress_style() == "bar")
-    print(table.to_string(index=False))
-    print(f"wrote {args.out}/results.csv, results.md and eer.png")
+    settings = SearchSettings(args.config, args.space, args.out, args.set or [], args.metric, args.trials, args.hours,
+                              args.trial_minutes, args.trial_epochs, args.pruner, args.seed, args.workers,
+                              args.storage)
+    written = run_search(settings, confirm=args.confirm, baseline=args.baseline)
+    if written["confirm"] is not None:
+        print("\n".join(confirm_lines(written["confirm"])))
+    best = f", best.yaml (python -m helpers train --config {written['best']})" if written["best"] else ""
+    print(f"wrote {args.out}/results.csv, results.md, plots/{best}")
     return 0
 
 
@@ -650,15 +653,32 @@ COMMANDS = (
             Arg("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)"),
             JSON,
     ),
-    Command("sweep", _sweep, "run a notebook over a grid of parameters with papermill",
-            "Execute the notebook once per combination of --grid values (each in its own run folder; finished "
-            "combinations are skipped, unfinished ones resume) and write results.csv, results.md and eer.png.",
-            Arg("--notebook", default="HW2P2_Starter_Notebook.ipynb", help="the notebook to run"),
-            Arg("--grid", action="append", metavar="NAME=V1,V2",
-                help="a notebook parameter and its values (repeatable; every combination runs)"),
-            Arg("--param", action="append", metavar="NAME=VALUE",
-                help="a notebook parameter fixed for every run (repeatable)"),
-            Arg("--out", default="runs/sweep", help="sweep folder (default runs/sweep)"),
+    Command("search", _search, "hyperparameter search on Optuna: budgeted, pruned, resumable, on the graded metric",
+            "Search a space of config values (--space: a YAML file or a packaged space: cpu, gpu) with a seeded TPE "
+            "sampler and a pruner fed every evaluation; each trial is a train run under OUT/trials/. The objective is "
+            "the term's leaderboard metric on the val pairs (val EER; Fall 2026: the combined score) with its "
+            "bootstrap interval. The study lives in OUT/study.db: the same command on the same folder resumes it "
+            "(after kill -9 too). Writes results.csv, results.md, plots/ and best.yaml.",
+            _config_arguments,
+            Arg("--space", required=True, metavar="NAME|FILE", help="the search space: cpu, gpu or a YAML file"),
+            Arg("--out", required=True, help="the search folder (study, trials, results)"),
+            Arg("--trials", type=int, default=20, help="trials in the study in all (default 20)"),
+            Arg("--hours", type=float, default=0.0, help="time for this sitting; it stops after an evaluation, "
+                                                         "leaving a complete study and report (0: no limit)"),
+            Arg("--trial-minutes", type=float, default=0.0, help="each trial's train.max_minutes"),
+            Arg("--trial-epochs", type=_positive_int, help="each trial's train.epochs (a space's train.epochs wins)"),
+            Arg("--metric", help="val_eer, val_score, val_auc, val_accuracy, dev_top1 or dev_top5 (default: the "
+                                 "term's leaderboard metric)"),
+            Arg("--pruner", choices=("hyperband", "halving"), default="hyperband",
+                help="early stopping: Hyperband or successive halving (default hyperband)"),
+            Arg("--seed", type=int, default=0, help="the TPE sampler's seed (default 0)"),
+            Arg("--workers", type=_positive_int, default=1,
+                help="trials at once on this machine, one process each (one GPU each when several are visible)"),
+            Arg("--storage", metavar="URL", help="an Optuna database URL shared by several machines (e.g. "
+                                                 "postgresql://user:pass@host/db); default OUT/study.db"),
+            Arg("--confirm", type=int, default=0, metavar="N",
+                help="re-train the winner and the baseline on N seeds and compare them by the paired interval"),
+            Arg("--baseline", metavar="NAME|FILE", help="the config --confirm compares with (default --config)"),
     ),
     Command("report", _report, "compare finished runs: a table and val EER against time",
             "One row per run folder (the term's leaderboard metric first: Fall 2026's best and final combined score; "

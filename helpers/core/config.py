@@ -302,6 +302,8 @@ class WandbConfig(Section):
     """the W&B project"""
     entity: Optional[Text] = None
     """the W&B team or user; null: the login's default"""
+    group: Optional[Text] = None
+    """the W&B group this run belongs to (search sets it to the search's name); null: none"""
 
 
 class TrackingConfig(Section):

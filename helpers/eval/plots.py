@@ -188,7 +188,7 @@ def histogram_figure(values: Sequence[float], title: str, xlabel: str, path=None
 
 def series_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str,
                   path=None, logy: bool = False) -> Figure:
-    """Several named (x, y) lines on one axis: val EER against time for recipes, or EER per sweep run."""
+    """Several named (x, y) lines on one axis: val EER against time for recipes, or EER per run."""
     figure = Figure(figsize=(7, 4.2))
     ax = figure.subplots()
     for name, (x, y) in series.items():

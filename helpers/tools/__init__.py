@@ -1,4 +1,4 @@
-"""Tools around training: benchmarks, the self-test, sweeps and reports.
+"""Tools around training: benchmarks, the self-test, hyperparameter search and reports.
 
 A leaf: nothing in helpers imports it but the CLI.
 """

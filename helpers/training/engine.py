@@ -36,6 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -103,6 +104,9 @@ class Trainer:
         self._signal = 0  # the stop signal every rank agreed on (0: none)
         self.resumed = checkpoint is not None
         self.run_id = (checkpoint.run_id if checkpoint is not None else None) or uuid.uuid4().hex[:16]
+        # Called on rank 0 with each evaluation's record, once it is saved; one may call request_stop().
+        self.on_evaluation: list[Callable[[RunRecord], None]] = []
+        self.stop_requested = False
         if checkpoint is not None:
             notes = self._restore(checkpoint)
             if runtime.dist.main:
@@ -176,6 +180,11 @@ class Trainer:
         files = {name: self._graded(name) for name in [*best, "last.pt"]}
         save_checkpoints(self.checkpoint(), files, self.run_dir)
 
+    def request_stop(self) -> None:
+        """End the run after the evaluation in progress, its checkpoints and records saved as at any other
+        (a pruned search trial). A single-process request: under torchrun every rank must make it alike."""
+        self.stop_requested = True
+
     # ------------------------------------------------------------------ training
 
     def fit(self) -> TrainResult:
@@ -190,7 +199,7 @@ class Trainer:
         try:
             if self.position() == 0 and not self.resumed:  # a resumed run's last.pt already holds this evaluation
                 last_record = self._end_of_stretch(None, evaluate=True)
-            while self.epoch < self.budget.limit:
+            while self.epoch < self.budget.limit and not self.stop_requested:
                 if self.budget.out_of_time():
                     if last_record is not None:
                         self.save()  # the budget ran out after the last save: last.pt must say it is spent
@@ -202,7 +211,7 @@ class Trainer:
                 # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
                 done = self._stopped or self.epoch >= self.budget.limit or self.budget.out_of_time()
                 last_record = self._end_of_stretch(trained, done or self.epoch % self.cfg.train.eval_every == 0)
-                if done:
+                if done or self.stop_requested:
                     break
             if last_record is not None and self.runtime.dist.main:
                 self._report_selection()
@@ -408,6 +417,8 @@ class Trainer:
             self.save(best=best)
             total = f"~{self.budget.planned_epochs:.1f}" if self.budget.seconds else f"{self.budget.limit:g}"
             print(format_record(record, total), flush=True)
+            for callback in self.on_evaluation if evaluate else ():
+                callback(record)
         return record
 
 
@@ -449,9 +460,10 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
 
 def train(config_path: str | Path | None = None, overrides: list[str] = (), resume: str | None = None,
           init_from: str | Path | None = None, default_name: str | None = None,
-          take_over: bool = False) -> TrainResult:
+          take_over: bool = False, on_evaluation: Callable[[Trainer, RunRecord], None] | None = None) -> TrainResult:
     """Train from a config file plus ``KEY=VALUE`` overrides; ``resume`` is ``auto`` or a checkpoint path.
-    ``take_over``: resume even into a run folder that holds another run's records (resume.py)."""
+    ``take_over``: resume even into a run folder that holds another run's records (resume.py).
+    ``on_evaluation(trainer, record)`` hears each evaluation (a search's trial reports to its pruner)."""
     cfg, checkpoint = prepare_run(config_path, overrides, resume, default_name, take_over)
     if checkpoint is not None and init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, init-from starts one")
@@ -463,4 +475,6 @@ def train(config_path: str | Path | None = None, overrides: list[str] = (), resu
         trainer = Trainer(cfg, runtime, parts, checkpoint=checkpoint)  # refuses a state that does not fit
         with run_folder(cfg, runtime, checkpoint) as tracker, trainer.signals.caught():
             trainer.tracker = tracker
+            if on_evaluation is not None:
+                trainer.on_evaluation.append(lambda record: on_evaluation(trainer, record))
             return trainer.fit()

@@ -46,7 +46,8 @@ class Tracker:
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
-            self.run = wandb.init(project=settings.project, entity=settings.entity, name=name, id=self.run_id,
+            self.run = wandb.init(project=settings.project, entity=settings.entity, group=settings.group, name=name,
+                                  id=self.run_id,
                                   resume="allow", mode=mode, dir=str(run_dir), config=cfg.as_dict(),
                                   settings=wandb.Settings(console="off", init_timeout=60))
         except Exception as error:  # noqa: BLE001 - any W&B failure must leave training running

@@ -1,0 +1,298 @@
+"""``search``: hyperparameter search on Optuna, on the graded metric, within a budget, resumable.
+
+A seeded TPE sampler draws each trial's values from the space (search_space.py);
+a pruner (Hyperband, or successive halving) hears every evaluation of every
+trial and stops the unpromising ones early. Every trial is a real ``train`` run
+under ``FOLDER/trials/`` (search_trial.py). The study lives in a SQLite
+database in the search folder (``study.db``), or in the database ``--storage``
+names, shared by several machines.
+
+Running the same command on the same folder resumes: finished trials are kept,
+a trial interrupted by ``kill -9`` or a lost VM is marked failed and its values
+run again. ``--workers N`` runs N trials at once (one process each, one GPU
+each when several are visible). The outputs (search_report.py) are rewritten
+as each sitting ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from helpers.core.config import load_config
+from helpers.core.errors import UserError
+from helpers.core.io import atomic_write_text
+from helpers.tools.search_space import read_space, space_file
+from helpers.tools.search_trial import METRICS, TrialFailed, TrialPlan, run_trial, term_metric
+
+STUDY_FILE = "study.db"
+SETTINGS_FILE = "search.json"
+LOCK_FILE = "search.lock"
+# What a resumed search must share with the one it continues; the budgets may change between sittings.
+_SAME = ("config", "space", "overrides", "metric")
+
+
+@dataclass
+class SearchSettings:
+    """A search as its command gave it."""
+
+    config: str | None
+    space: str
+    out: str
+    overrides: list[str] = field(default_factory=list)
+    metric: str | None = None  # None: the term's leaderboard metric
+    trials: int = 20
+    hours: float = 0.0  # this sitting's time; 0: no limit
+    trial_minutes: float = 0.0
+    trial_epochs: int | None = None
+    pruner: str = "hyperband"
+    seed: int = 0
+    workers: int = 1
+    storage: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out)
+
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.folder / STUDY_FILE).resolve()}"
+
+    def budget_overrides(self) -> list[str]:
+        """The per-trial budget, before the space's values (a space's train.epochs wins over --trial-epochs)."""
+        return ([f"train.max_minutes={self.trial_minutes}"] if self.trial_minutes else []) + (
+            [f"train.epochs={self.trial_epochs}"] if self.trial_epochs else [])
+
+
+def prepare(settings: SearchSettings) -> tuple[SearchSettings, TrialPlan]:
+    """Check everything a trial needs before any runs: the config, the space, the metric, the folder's earlier
+    search. Returns the settings (metric resolved) and what every trial shares."""
+    if settings.trials < 0 or settings.hours < 0 or settings.trial_minutes < 0 or settings.workers < 1:
+        raise UserError("--trials, --hours and --trial-minutes must be 0 or more, and --workers at least 1")
+    base = load_config(settings.config, settings.overrides + settings.budget_overrides())
+    metric = settings.metric or _default_metric(base)
+    if metric not in METRICS:
+        raise UserError(f"--metric must be one of {', '.join(METRICS)}, not '{metric}'")
+    settings.metric = metric
+    settings.space = str(space_file(settings.space).resolve())
+    dimensions = read_space(settings.space, settings.config, settings.overrides + settings.budget_overrides())
+    _same_search(settings)
+    plan = TrialPlan(settings.config, settings.overrides + settings.budget_overrides(), dimensions, metric,
+                     settings.folder, group=settings.folder.resolve().name)
+    return settings, plan
+
+
+def _default_metric(cfg) -> str:
+    """The term's leaderboard metric; val EER where the data root has no dev split to measure the combined
+    score's top-1 on (said so)."""
+    from helpers.data.layout import open_data
+
+    metric = term_metric(cfg.course.term)
+    if metric == "val_score" and cfg.data.root is not None and open_data(cfg.data.root, cfg.data.layout).dev is None:
+        print(f"search: {cfg.data.root} has no dev images for the combined score's top-1: optimising val EER",
+              flush=True)
+        return "val_eer"
+    return metric
+
+
+def _same_search(settings: SearchSettings) -> None:
+    """Refuse to continue another search's study in this folder (another config, space, --set or metric)."""
+    path = settings.folder / SETTINGS_FILE
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    for key in _SAME:
+        if before.get(key) != getattr(settings, key):
+            raise UserError(f"{settings.folder} holds a search with another {key} ({before.get(key)!r}, now "
+                            f"{getattr(settings, key)!r}); run it with the same one to resume, or use another --out")
+
+
+def open_study(settings: SearchSettings, worker: int = 0):
+    """The study, created on first use: TPE seeded by --seed (and the worker's number), the chosen pruner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    pruner = (optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3) if settings.pruner == "hyperband"
+              else optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    sampler = optuna.samplers.TPESampler(seed=settings.seed + worker, n_startup_trials=5)
+    try:
+        if settings.storage is None:  # this folder's own database: resume_sentence finds the interrupted trials
+            storage = optuna.storages.RDBStorage(settings.storage_url(),
+                                                 engine_kwargs={"connect_args": {"timeout": 60}})
+        else:  # shared: a trial whose machine stopped beating for 3 minutes is failed and its values run again
+            storage = optuna.storages.RDBStorage(settings.storage_url(), heartbeat_interval=60, grace_period=180,
+                                                 heartbeat_stale_trial_callback=_lost_trial)
+            _SHARED[:] = [storage]
+        study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                                    direction=METRICS[settings.metric], study_name=settings.folder.resolve().name,
+                                    load_if_exists=True)
+    except Exception as error:  # noqa: BLE001 - a database URL that does not open is the user's to fix
+        raise UserError(f"cannot open the study at {settings.storage or settings.folder / STUDY_FILE}: "
+                        f"{str(error).splitlines()[0]}") from None
+    study.set_user_attr("metric", settings.metric)
+    return study, storage
+
+
+_SHARED: list = []  # the shared database's storage, for _lost_trial (Optuna's callback gets only the study)
+
+
+def _lost_trial(study, trial) -> None:
+    """A shared study's trial whose machine went silent: said so, and its values queued again."""
+    import optuna
+
+    storage = _SHARED[0]
+    storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+    storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted: its machine stopped answering")
+    optuna.storages.RetryFailedTrialCallback(max_retry=1)(study, trial)
+
+
+def counted(study) -> int:
+    """Trials that count towards --trials: finished, pruned, failed for their own reason, or running now."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted"))
+
+
+def work(settings: SearchSettings, plan: TrialPlan, worker: int = 0) -> None:
+    """Run trials until --trials are in the study or the sitting's time is out; a line per trial as it ends."""
+    from helpers.tools.search_report import progress_line
+
+    study, _ = open_study(settings, worker)
+    mine: list[int] = []  # this process's trials
+
+    def objective(trial):
+        mine.append(trial.number)
+        return run_trial(trial, plan)
+
+    while counted(study) < settings.trials:
+        left = plan.deadline - time.time()
+        if left <= 0 or (settings.trial_minutes and left < settings.trial_minutes * 60):
+            print(f"search: the sitting's {settings.hours:g} hours leave no time for another trial", flush=True)
+            break
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+        print(progress_line(study, study.trials[mine[-1]]), flush=True)
+
+
+def run_search(settings: SearchSettings, confirm: int = 0, baseline: str | None = None) -> dict:
+    """The whole search: checks, resume, the trials (in this process or ``workers`` processes), the report."""
+    from helpers.tools.search_report import confirm_winner, write_results
+
+    settings, plan = prepare(settings)
+    folder = settings.folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the search folder {folder}: {error.strerror or error}") from None
+    with _sole_search(folder):
+        atomic_write_text(folder / SETTINGS_FILE, json.dumps(asdict(settings), indent=2) + "\n")
+        study, storage = open_study(settings)
+        print(resume_sentence(study, storage, shared=settings.storage is not None), flush=True)
+        plan.deadline = time.time() + settings.hours * 3600 if settings.hours else math.inf
+        if settings.workers == 1:
+            work(settings, plan)
+        else:
+            _run_workers(settings, plan.deadline)
+        return write_results(study, settings, confirm=confirm_winner(study, settings, confirm, baseline)
+                             if confirm else None)
+
+
+class _sole_search:
+    """An exclusive lock on the folder's search.lock for one search command (its workers excepted); the kernel
+    lets go of it when the process dies, however it dies."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK_FILE
+
+    def __enter__(self):
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            raise UserError(f"another search is running on {self.path.parent} (it holds {self.path}); wait for "
+                            "it, or give this one another --out") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def resume_sentence(study, storage, shared: bool) -> str:
+    """Resume the study: on a folder's own database, a trial still marked running was interrupted (this
+    command holds the folder's lock): it is marked failed and its values are queued to run again."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return f"search: a new study in {study.study_name}"
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    finished = sum(1 for t in trials if t.state.is_finished())
+    if shared:
+        return (f"search: resuming study {study.study_name}: {finished} finished trials kept, {len(running)} "
+                "running (here or on other machines)")
+    for trial in running:
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted: the search stopped during it "
+                                    "(killed, or its machine lost); its values run again")
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+    again = (f"; interrupted trial(s) {', '.join(str(t.number) for t in running)} marked failed and run again"
+             if running else "")
+    return f"search: resuming {study.study_name}: {finished} finished trials kept{again}"
+
+
+def _run_workers(settings: SearchSettings, deadline: float) -> None:
+    """``workers`` processes of this command, each running trials on the shared study; one GPU each when there
+    are several, the CPU cores shared out otherwise."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    processes = []
+    for index in range(settings.workers):
+        env = dict(os.environ)
+        if gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        elif not gpus:
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // settings.workers)))
+        command = [sys.executable, "-m", "helpers.tools.search", json.dumps(asdict(settings)), str(index),
+                   repr(deadline)]
+        processes.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
+    codes = [process.wait() for process in processes]
+    if any(codes):
+        raise UserError(f"{sum(1 for c in codes if c)} of {settings.workers} search workers stopped with an error "
+                        "(above); the study keeps every finished trial: run the same command to go on")
+
+
+def _die_with_parent() -> None:
+    """A worker is killed with the search that started it (Linux's PR_SET_PDEATHSIG), so that its trial is left
+    interrupted, as the search's own would be, rather than training on unseen; elsewhere it does nothing."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_main(settings_json: str, index: str, deadline: str) -> int:
+    """One worker process of ``--workers N`` (started by :func:`_run_workers`, not by hand)."""
+    settings = SearchSettings(**json.loads(settings_json))
+    settings, plan = prepare(settings)
+    plan.deadline = float(deadline)
+    try:
+        work(settings, plan, worker=int(index))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(*sys.argv[1:]))

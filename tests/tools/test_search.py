@@ -1,0 +1,215 @@
+"""``search``: Optuna trials that are real train runs, pruned, resumable after kill -9, in parallel workers, with a
+space checked before any trial runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+from conftest import ROOT, TINY, call_cli
+
+from helpers.core.config import load_config
+from helpers.core.errors import UserError
+from helpers.tools.search_report import compare_runs
+from helpers.tools.search_space import read_space
+
+# Pinned fast path: a loaded machine must not pick another precision between trials.
+TRIAL = [*TINY, "train.amp=none", "train.channels_last=false", "optim.name=adam", "train.eval_bootstrap=200"]
+
+
+def search_args(root, out, space, *extra):
+    sets = [f"data.root={root}", f"run.out_dir={out.parent / 'runs'}", *TRIAL]
+    return ["search", "--space", space, "--out", out, *[a for s in sets for a in ("--set", s)], *extra]
+
+
+def write_space(path, text):
+    path.write_text(text)
+    return path
+
+
+def trials_of(out):
+    if not (out / "study.db").is_file():
+        raise KeyError(out)
+    study = optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}")
+    return study.get_trials()
+
+
+def test_a_search_prunes_writes_its_results_and_its_best_config_trains(demo_root, tmp_path, capsys):
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {choices: [0.00001, 0.005]}\n"
+                                                 "loss.m: {low: 0.2, high: 0.5}\n"
+                                                 "augment.crop_scale: {choices: [[0.9, 1.0], [0.8, 1.0]]}\n")
+    out = tmp_path / "search"
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "4", "--trial-epochs", "3",
+                                                      "--pruner", "halving"))
+    assert code == 0, err
+    assert (out / "study.db").is_file()
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 4 and "pruned" in set(table["state"]) and "complete" in set(table["state"])
+    done = table[table["state"] == "complete"]
+    assert (done["low"] <= done["value"]).all() and (done["value"] <= done["high"]).all()
+    assert {"optim.lr", "loss.m", "epochs", "minutes", "images_per_s"} <= set(table.columns)
+    assert stdout.count("search: trial ") == 4  # a progress line per trial as it ends
+    for run in table["run"]:  # every trial a real run with valid checkpoints, pruned ones too
+        assert {"best.pt", "last.pt", "metrics.jsonl"} <= {p.name for p in (out / run).iterdir()}
+    assert {"history.png", "slices.png"} <= {p.name for p in (out / "plots").iterdir()}
+    assert "| trial | state |" in (out / "results.md").read_text()
+    # best.yaml trains as it stands, and holds the winner's values
+    best = table.loc[table["value"].where(table["state"] == "complete").idxmin()]
+    chosen = load_config(out / "best.yaml")
+    assert chosen.loss.m == pytest.approx(best["loss.m"]) and list(chosen.augment.crop_scale) == json.loads(
+        best["augment.crop_scale"])
+    code, stdout, err = call_cli(capsys, "train", "--config", out / "best.yaml")
+    assert code == 0, err
+    assert (tmp_path / "runs" / "search-best" / "best.pt").is_file()
+
+
+def test_kill_9_mid_search_then_the_same_command_keeps_the_finished_trials_and_finishes(demo_root, tmp_path):
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {low: 0.001, high: 0.01, log: true}\n")
+    out = tmp_path / "search"
+    command = [sys.executable, "-m", "helpers", *map(str, search_args(demo_root, out, space, "--trials", "3",
+                                                                        "--trial-epochs", "6"))]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300  # generous: a loaded machine starts torch slowly
+        while time.time() < deadline:  # until one trial finished and the next one is training
+            time.sleep(0.2)
+            try:
+                trials = trials_of(out)
+            except KeyError:  # the database is there before its study
+                continue
+            states = [t.state.name for t in trials]
+            if "COMPLETE" in states and states[-1] == "RUNNING" and any((out / "trials").glob(
+                    f"trial_{len(trials) - 1:04d}/metrics.jsonl")):
+                break
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    before = {t.number: t.value for t in trials_of(out) if t.state.name == "COMPLETE"}
+    interrupted = max(t.number for t in trials_of(out))
+    assert before and interrupted not in before
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"interrupted trial(s) {interrupted} marked failed and run again" in again.stdout
+    trials = trials_of(out)
+    assert {t.number: t.value for t in trials if t.number in before} == before  # kept as they were
+    assert trials[interrupted].state.name == "FAIL" and "interrupted" in trials[interrupted].user_attrs["reason"]
+    rerun = [t for t in trials if t.number > interrupted]
+    assert rerun[0].params == trials[interrupted].params  # its values run again
+    assert sum(t.state.is_finished() and not t.user_attrs.get("interrupted") for t in trials) == 3
+
+
+def test_two_workers_run_two_trials_at_once_on_one_study(demo_root, tmp_path, capsys):
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {low: 0.001, high: 0.01, log: true}\n")
+    out = tmp_path / "search"
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "2", "--trial-epochs", "4",
+                                                      "--workers", "2"))
+    assert code == 0, err
+    first, second = sorted(trials_of(out), key=lambda t: t.datetime_start)[:2]
+    assert second.datetime_start < first.datetime_complete  # both trained at the same time
+    assert len(pd.read_csv(out / "results.csv")) == 2
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(demo_root, tmp_path, capsys):
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {choices: [1.0e+30]}\n")
+    out = tmp_path / "search"
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "2", "--trial-epochs", "1",
+                                                      "--set", "train.max_nonfinite_steps=1"))
+    assert code == 0, err
+    table = pd.read_csv(out / "results.csv")
+    assert list(table["state"]) == ["fail", "fail"]
+    assert table["reason"].str.contains("non-finite").all()
+    assert not (out / "best.yaml").exists()
+
+
+def test_a_sitting_out_of_hours_stops_after_an_evaluation_with_a_complete_report(demo_root, tmp_path, capsys):
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {low: 0.001, high: 0.01}\n")
+    out = tmp_path / "search"
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "5", "--trial-epochs", "50",
+                                                      "--hours", "0.0003"))
+    assert code == 0, err
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 1 and table["reason"][0].startswith("the search's --hours ran out")
+    assert (out / "trials" / "trial_0000" / "last.pt").is_file() and (out / "results.md").is_file()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("optim.lr: {low: 0.001, high: 0.01}\noptim.lrr: {low: 1, high: 2}\n", "space.yaml:2: unknown config key "
+                                                                           "'optim.lrr'; did you mean 'optim.lr'?"),
+    ("optim.lr: {low: 0.01, high: 0.01}\n", "space.yaml:1: 'optim.lr' has an empty range"),
+    ("model.depth: {choices: [18, 20]}\n", "space.yaml:1: the config refuses model.depth = 20"),
+    ("train.epochs: {low: 2, high: 7}\n", "space.yaml:1: the config refuses train.epochs = 2.0"),
+    ("optim.lr: {low: 0, high: 0.01, log: true}\n", "space.yaml:1: 'optim.lr' is log-scaled"),
+    ("run.name: {choices: [a, b]}\n", "space.yaml:1: 'run.name' is set by the search"),
+])
+def test_a_bad_space_is_one_sentence_naming_file_and_line_and_no_trial_runs(demo_root, tmp_path, capsys, text,
+                                                                              words):
+    space = write_space(tmp_path / "space.yaml", text)
+    out = tmp_path / "search"
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space))
+    assert code == 1 and words in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_space_no_combination_of_which_the_config_takes_is_refused():
+    text = "train.ema: {choices: [0.0, 0.99]}\ntrain.select: {choices: [ema_best]}\n"
+    with pytest.raises(UserError, match="refuses train.select = 'ema_best'"):
+        read_space_text(text)
+
+
+def read_space_text(text):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        return read_space(write_space(Path(folder) / "space.yaml", text), None)
+
+
+def test_the_shipped_spaces_fit_their_recipes_and_cover_what_a_search_tunes():
+    for space, config in (("cpu", "fast"), ("gpu", "gpu")):
+        keys = {d.key for d in read_space(space, config)}
+        assert {"optim.lr", "optim.weight_decay", "loss.m", "model.width", "model.depth", "model.dropout",
+                "augment.color_jitter", "train.batch_size", "train.epochs"} <= keys
+
+
+def test_confirm_retrains_the_winner_and_the_baseline_per_seed_and_gives_a_verdict(demo_root, tmp_path, capsys):
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {low: 0.001, high: 0.01, log: true}\n")
+    out = tmp_path / "search"
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "1", "--trial-epochs", "2",
+                                                      "--confirm", "1"))
+    assert code == 0, err
+    report = json.loads((out / "confirm" / "confirm.json").read_text())
+    assert report["verdict"] in ("better", "worse", "within noise") and len(report["seeds"]) == 1
+    assert {"winner_seed0", "baseline_seed0"} <= {p.name for p in (out / "confirm").iterdir()}
+    assert "Verdict: the winner is" in stdout and "Verdict: the winner is" in (out / "results.md").read_text()
+
+
+def test_confirmation_of_a_run_against_itself_is_within_noise(trained_run):
+    report = compare_runs([[trained_run, trained_run]], "itself", rounds=100)
+    assert report["verdict"] == "within noise" and report["seeds"][0]["difference"] == 0
+
+
+def test_each_trial_is_a_wandb_run_grouped_under_the_search_with_its_values_in_its_config(tmp_path, monkeypatch):
+    import wandb
+
+    from helpers.tools.search_trial import TrialPlan, trial_overrides
+    from helpers.training.tracking import Tracker
+
+    plan = TrialPlan(None, ["tracking.wandb.mode=offline"], [], "val_eer", tmp_path / "search-a", "search-a")
+    cfg = load_config(None, trial_overrides(plan, {"optim.lr": 0.003, "augment.crop_scale": [0.7, 1.0]},
+                                            "trial_0002"))
+    seen = {}
+
+    class Run:
+        id = "abc"
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: seen.update(kwargs) or Run())
+    Tracker(tmp_path, cfg, name="trial_0002")
+    assert seen["group"] == "search-a" and seen["mode"] == "offline" and seen["name"] == "trial_0002"
+    assert seen["config"]["optim"]["lr"] == 0.003 and seen["config"]["augment"]["crop_scale"] == [0.7, 1.0]

@@ -124,20 +124,19 @@ def open_study(settings: SearchSettings, worker: int = 0):
     pruner = (optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3) if settings.pruner == "hyperband"
               else optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
     sampler = optuna.samplers.TPESampler(seed=settings.seed + worker, n_startup_trials=5)
-    try:
-        if settings.storage is None:  # this folder's own database: resume_sentence finds the interrupted trials
-            storage = optuna.storages.RDBStorage(settings.storage_url(),
-                                                 engine_kwargs={"connect_args": {"timeout": 60}})
-        else:  # shared: a trial whose machine stopped beating for 3 minutes is failed and its values run again
-            storage = optuna.storages.RDBStorage(settings.storage_url(), heartbeat_interval=60, grace_period=180,
-                                                 heartbeat_stale_trial_callback=_lost_trial)
-            _SHARED[:] = [storage]
-        study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
-                                    direction=METRICS[settings.metric], study_name=settings.folder.resolve().name,
-                                    load_if_exists=True)
-    except Exception as error:  # noqa: BLE001 - a database URL that does not open is the user's to fix
-        raise UserError(f"cannot open the study at {settings.storage or settings.folder / STUDY_FILE}: "
-                        f"{str(error).splitlines()[0]}") from None
+    for attempt in range(3):
+        try:
+            storage = _storage(settings)
+            study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                                        direction=METRICS[settings.metric],
+                                        study_name=settings.folder.resolve().name, load_if_exists=True)
+            break
+        except Exception as error:  # noqa: BLE001 - a database URL that does not open is the user's to fix
+            if attempt < 2 and _created_beside(error):
+                time.sleep(1 + attempt)
+                continue
+            raise UserError(f"cannot open the study at {settings.storage or settings.folder / STUDY_FILE}: "
+                            f"{str(error).splitlines()[0]}") from None
     study.set_user_attr("metric", settings.metric)
     return study, storage
 
@@ -153,6 +152,27 @@ def _lost_trial(study, trial) -> None:
     storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
     storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted: its machine stopped answering")
     optuna.storages.RetryFailedTrialCallback(max_retry=1)(study, trial)
+
+
+def _storage(settings: SearchSettings):
+    """Optuna's database storage: this folder's own SQLite file, or the shared database --storage names."""
+    import optuna
+
+    if settings.storage is None:  # this folder's own database: resume_sentence finds the interrupted trials
+        return optuna.storages.RDBStorage(settings.storage_url(), engine_kwargs={"connect_args": {"timeout": 60}})
+    # Shared: a trial whose machine stopped beating for 3 minutes is failed and its values run again.
+    storage = optuna.storages.RDBStorage(settings.storage_url(), heartbeat_interval=60, grace_period=180,
+                                         heartbeat_stale_trial_callback=_lost_trial)
+    _SHARED[:] = [storage]
+    return storage
+
+
+def _created_beside(error: Exception) -> bool:
+    """Whether opening failed because another process was creating the same new database's tables at that
+    moment (two machines starting on one fresh --storage): its second try finds them made."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    return isinstance(error, IntegrityError) or (isinstance(error, OperationalError) and "locked" in str(error))
 
 
 def counted(study) -> int:

@@ -13,6 +13,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
+import sqlalchemy.exc
 from conftest import ROOT, TINY, call_cli
 
 from helpers.core.config import load_config
@@ -82,8 +83,8 @@ def test_kill_9_mid_search_then_the_same_command_keeps_the_finished_trials_and_f
             time.sleep(0.2)
             try:
                 trials = trials_of(out)
-            except KeyError:  # the database is there before its study
-                continue
+            except (KeyError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                continue  # the database is there before its study, or its tables are being made
             states = [t.state.name for t in trials]
             if "COMPLETE" in states and states[-1] == "RUNNING" and any((out / "trials").glob(
                     f"trial_{len(trials) - 1:04d}/metrics.jsonl")):
@@ -213,3 +214,24 @@ def test_each_trial_is_a_wandb_run_grouped_under_the_search_with_its_values_in_i
     Tracker(tmp_path, cfg, name="trial_0002")
     assert seen["group"] == "search-a" and seen["mode"] == "offline" and seen["name"] == "trial_0002"
     assert seen["config"]["optim"]["lr"] == 0.003 and seen["config"]["augment"]["crop_scale"] == [0.7, 1.0]
+
+
+def test_a_study_whose_tables_another_process_was_making_opens_on_the_next_try(tmp_path, monkeypatch):
+    """Two machines starting on one fresh --storage race to make its tables; the loser tries again."""
+    from helpers.tools import search
+
+    made = search._storage
+    calls = []
+
+    def racing(settings):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint"))
+        return made(settings)
+
+    monkeypatch.setattr(search, "_storage", racing)
+    monkeypatch.setattr(search.time, "sleep", lambda seconds: None)
+    settings = search.SearchSettings(config=None, space="cpu", out=str(tmp_path / "s"), metric="val_eer")
+    (tmp_path / "s").mkdir()
+    study, _ = search.open_study(settings)
+    assert len(calls) == 2 and study.user_attrs["metric"] == "val_eer"

@@ -1,4 +1,4 @@
-"""HW2P2 face verification: ResNet + ArcFace training, EER evaluation, Kaggle submission, the hand-in zip.
+"""HW2P2 face verification: ResNet + ArcFace training, evaluation by the term's metric, Kaggle submission, hand-in zip.
 
 The package is layered; each sub-package imports only from the layers below it
 (and from itself), never from beside or above, no modules import each other

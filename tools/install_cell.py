@@ -19,7 +19,6 @@ NOTEBOOKS = ("HW2P2_Starter_Notebook.ipynb", "HW2P2_Checkpoint_Notebook.ipynb")
 TAG = "install"
 
 INSTALL_CELL = '''\
-%matplotlib inline
 import importlib.util
 import subprocess
 import sys
@@ -35,6 +34,9 @@ if importlib.util.find_spec("helpers") is None:
     importlib.invalidate_caches()
 
 import helpers
+
+# After the install: in a fresh environment matplotlib arrives with the project.
+%matplotlib inline
 
 runs = helpers.start_session(drive_folder, out_dir)
 if selftest:  # bf16/fp16, channels-last, fused optimiser, decoding, DDP, checkpoints: what works here, and what training falls back to

@@ -33,7 +33,7 @@ from helpers.model.resnet import FaceModel, build_face_model
 from helpers.training.averaging import WeightAverage
 from helpers.training.budget import SEED_EPOCHS
 from helpers.training.guard import run_lock
-from helpers.training.resume import adopt_paths, refuse_other_run, refuse_unresumable, run_directory
+from helpers.training.resume import adopt_paths, folder_note, refuse_other_run, refuse_unresumable, run_directory
 from helpers.training.schedule import LRSchedule
 from helpers.training.step import EpochSampler, TrainStep, training_step
 from helpers.training.tracking import Tracker
@@ -272,7 +272,10 @@ def run_folder(cfg: Config, runtime: Runtime, checkpoint: Checkpoint | None = No
         for path in remove_stale_temporaries(folder):
             print(f"removed {path}, left by a save that was interrupted", file=sys.stderr)
         atomic_write_text(folder / "config.yaml", dump_config(cfg))
-        tracker = Tracker(folder, cfg, run_id=checkpoint.wandb_run_id if checkpoint else None, name=folder.name)
+        # The W&B run goes on only in the folder its checkpoint was saved in: a file from elsewhere (a
+        # classmate's) starts a W&B run of this folder's own rather than writing into theirs.
+        continues = checkpoint is not None and folder_note(checkpoint, folder) is None
+        tracker = Tracker(folder, cfg, run_id=checkpoint.wandb_run_id if continues else None, name=folder.name)
         try:
             if checkpoint is not None:
                 tracker.truncate(checkpoint.step, checkpoint.run_id)

@@ -64,6 +64,33 @@ def test_a_classmates_checkpoint_trains_where_this_command_says(trained_run, tmp
     assert load_checkpoint(theirs / "last.pt")["epoch"] == 6
 
 
+def test_a_checkpoint_from_another_folder_starts_its_own_wandb_run(trained_run, tmp_path, monkeypatch, capsys):
+    """Their W&B run id is theirs: resumed elsewhere, the run logs to a W&B run of its own; in its own folder
+    the same W&B run goes on."""
+    started = []
+
+    class Recording(run_module.Tracker):
+        def __init__(self, run_dir, cfg, run_id=None, name=None):
+            started.append(run_id)
+            super().__init__(run_dir, cfg, run_id=run_id, name=name)
+
+    monkeypatch.setattr(run_module, "Tracker", Recording)
+    theirs = _copy(trained_run, tmp_path / "theirs")
+
+    def saved_in_theirs(values):
+        values.update(wandb_run_id="theirrun")
+        values["config"]["run"].update(out_dir=str(tmp_path), name="theirs")
+
+    _edit(theirs / "last.pt", saved_in_theirs)
+    code, _, err = call_cli(capsys, "train", "--resume", theirs / "last.pt",
+                            *_sets([f"run.out_dir={tmp_path / 'mine'}", "run.name=run", "train.epochs=7"]))
+    assert code == 0, err
+    code, _, err = call_cli(capsys, "train", "--resume", theirs / "last.pt",
+                            *_sets([f"run.out_dir={tmp_path}", "run.name=theirs", "train.epochs=7"]))
+    assert code == 0, err
+    assert started == [None, "theirrun"]
+
+
 def test_a_resume_into_another_runs_folder_is_refused_unless_told_to_take_it_over(trained_run, tmp_path, capsys):
     theirs = _copy(trained_run, tmp_path / "theirs")
     _edit(theirs / "last.pt", lambda values: values.update(run_id="theirs0000000000"))

@@ -102,3 +102,13 @@ def test_a_zip_cut_short_is_one_sentence(tmp_path, capsys, keep):
     cut = tmp_path / "cut.zip"
     cut.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * keep)])
     assert f"{cut} is not a zip file, or is cut short" in _check(capsys, cut)
+
+
+@pytest.mark.parametrize(("name", "data", "said"), [
+    ("model_metadata.json", b"[" * 100_000 + b"]" * 100_000, "model_metadata.json nests its values too deep"),
+    ("wandb_export.pkl", b"\x80\x02}]K\x01s.", "wandb_export.pkl does not load as a pickle of plain values: "
+                                               "unhashable type: 'list'"),  # a list as a dict key
+])
+def test_a_hostile_json_or_pickle_member_is_one_sentence(tmp_path, capsys, name, data, said):
+    out = _check(capsys, _zip(tmp_path / "hostile.zip", {name: data}))
+    assert f"  {said}" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,18 @@ def write_f25_root(root: Path, labels: dict[str, int], pairs: list[str] | None =
     if test_pairs is not None:
         (root / "test_pairs.txt").write_text("".join(line + "\n" for line in test_pairs))
     return root
+
+
+def wait_for_checkpoint(process: subprocess.Popen, last: Path, ready, seconds: float = 300, poll: float = 0.02) -> None:
+    """Wait until the training ``process`` has saved a ``last`` whose state satisfies ``ready(state)``, or has
+    ended, or ``seconds`` passed: the moment a test kills or signals it."""
+    import torch
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and process.poll() is None:
+        if last.exists() and ready(torch.load(last, weights_only=True)):
+            return
+        time.sleep(poll)
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:

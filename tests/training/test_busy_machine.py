@@ -8,10 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, wait_for_checkpoint
 
 from helpers.model.checkpoint import load_checkpoint
 
@@ -35,12 +34,8 @@ def _train(command: list[str]) -> subprocess.CompletedProcess:
 def _kill_mid_epoch(command: list[str], last) -> None:
     """Start ``command`` and SIGKILL it once last.pt holds a step inside the epoch."""
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline and process.poll() is None:
-            if last.exists() and 2 <= torch.load(last, weights_only=True)["batch"]:
-                break
-            time.sleep(0.02)
+        wait_for_checkpoint(process, last, lambda state: 2 <= state["batch"])
         assert process.poll() is None, "the run finished before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
         process.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_BF16, ROOT, SLOW_BF16, TINY, call_cli
+from conftest import FAST_BF16, ROOT, SLOW_BF16, TINY, call_cli, wait_for_checkpoint
 
 from helpers.core.config import TrainConfig, load_config
 from helpers.core.errors import UserError
@@ -96,14 +96,8 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(demo_root, tmp_path)
     killed_args = _sets(_run_args(demo_root, tmp_path, "killed", *common))
     process = subprocess.Popen(cmd + killed_args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "killed" / "last.pt"
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline and process.poll() is None:
-            if last.exists():
-                state = torch.load(last, weights_only=True)
-                if state["epoch"] >= 1 and 0 < state["batch"]:
-                    break
-            time.sleep(0.02)
+        wait_for_checkpoint(process, last, lambda state: state["epoch"] >= 1 and 0 < state["batch"])
         assert process.poll() is None, "the run finished before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
         process.wait()

@@ -11,7 +11,7 @@ import sys
 import time
 
 import torch
-from conftest import ROOT, TINY, call_cli
+from conftest import ROOT, TINY, call_cli, wait_for_checkpoint
 
 from helpers.core.io import read_metrics
 from helpers.model.checkpoint import load_checkpoint
@@ -72,12 +72,8 @@ def test_sigterm_saves_a_resumable_last_pt_and_stale_temporary_files_go(demo_roo
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     last = tmp_path / "term" / "last.pt"
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline and process.poll() is None:
-            if last.exists() and torch.load(last, weights_only=True)["epoch"] >= 1:
-                break
-            time.sleep(0.05)
+        wait_for_checkpoint(process, last, lambda state: state["epoch"] >= 1, poll=0.05)
         os.killpg(process.pid, signal.SIGTERM)  # the training process and its worker, as Slurm does
         out, err = process.communicate(timeout=120)
     finally:
@@ -110,12 +106,8 @@ def test_under_torchrun_the_ranks_agree_on_the_step_a_signal_stops_them_at(demo_
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     last = tmp_path / "ddp" / "last.pt"
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline and process.poll() is None:
-            if last.exists() and torch.load(last, weights_only=True)["epoch"] >= 1:
-                break
-            time.sleep(0.05)
+        wait_for_checkpoint(process, last, lambda state: state["epoch"] >= 1, poll=0.05)
         os.killpg(process.pid, signal.SIGTERM)  # torchrun and both ranks, as Slurm does
         out, err = process.communicate(timeout=120)
     finally:

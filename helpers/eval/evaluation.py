@@ -31,11 +31,11 @@ from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData, Pair, open_data
 from helpers.data.stage import evaluation_root
 from helpers.eval.metrics import verification_metrics
-from helpers.eval.runtime import Runtime, resolve_runtime
 from helpers.eval.score_norm import ScoreNorm
 from helpers.eval.score_norm import pair_scores as score_rows
 from helpers.model.checkpoint import Checkpoint
 from helpers.model.resnet import FaceModel
+from helpers.runtime.resolve import Runtime, resolve_runtime
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.core.device import default_workers
 from helpers.core.errors import UserError, one_line
 from helpers.core.io import atomic_write
 from helpers.core.records import KEYS  # the file keeps the val threshold and EER under their metrics.jsonl keys
@@ -43,6 +42,7 @@ from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm
 from helpers.model.checkpoint import Checkpoint
 from helpers.model.resnet import FaceModel
+from helpers.runtime.device import default_workers
 
 FORMAT = "hw2p2-face-embedder"  # the metadata marker of a file this module wrote
 MIN_COSINE = 0.9999

@@ -33,7 +33,7 @@ def _open(service: str):
     if service in OPENERS:
         return OPENERS[service]()
     if service == "kaggle":
-        from helpers.core.kaggle import KaggleAccount
+        from helpers.handin.kaggle import KaggleAccount
 
         return KaggleAccount.open()
     from helpers.handin.exports import open_wandb

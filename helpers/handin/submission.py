@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from helpers.core import kaggle as kaggle_tool
 from helpers.core.errors import UserError, printable
 from helpers.core.io import atomic_write, output_file
 from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.layout import is_int
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm, norm_words
+from helpers.handin import kaggle as kaggle_tool
 from helpers.handin.exports import wandb_entity
 from helpers.handin.sample import find_sample, read_rows, read_sample
 

@@ -28,16 +28,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.config import AugmentConfig, load_config
 from helpers.core.course import COURSE_CLASSES
-from helpers.core.device import pick_device, synchronize
 from helpers.data.augment import BatchAugment, normalize, seed_train_transform
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder
 from helpers.data.datasets import FaceImages, collate, decode_batch
 from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
 from helpers.eval.evaluation import embed_images, eval_settings, pair_images, score_pairs
-from helpers.eval.runtime import resolve_runtime
-from helpers.model.probe import probe_summary
 from helpers.model.resnet import build_face_model
+from helpers.runtime.device import pick_device, synchronize
+from helpers.runtime.probe import probe_summary
+from helpers.runtime.resolve import resolve_runtime
 from helpers.training.step import build_step, make_optimizer
 
 

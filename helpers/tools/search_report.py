@@ -173,8 +173,8 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
 
 def graded_scores(run_dir: Path) -> tuple[np.ndarray, float, Path]:
     """The val pair scores and EER of the weights a run's best.pt holds, and its data root."""
-    from helpers.eval.selection import Selection
     from helpers.model.checkpoint import Checkpoint
+    from helpers.training.selection import Selection
 
     checkpoint = Checkpoint.load(run_dir / "best.pt")
     state = checkpoint.selection

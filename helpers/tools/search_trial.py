@@ -17,8 +17,8 @@ from pathlib import Path
 from helpers.core.errors import UserError
 from helpers.core.records import ArmMetrics, RunRecord
 from helpers.core.terms import get_term
-from helpers.eval.selection import RULES, resolve_select
 from helpers.tools.search_space import Dimension, override
+from helpers.training.selection import RULES, resolve_select
 
 # ArmMetrics fields a search may optimise, and which way is better.
 METRICS = {"val_eer": "minimize", "val_score": "maximize", "val_auc": "maximize", "val_accuracy": "maximize",

@@ -35,20 +35,20 @@ import torch.distributed as dist
 
 from helpers.core.config import Config, load_config
 from helpers.core.course import COURSE_CLASSES, COURSE_EVAL_IMAGES, COURSE_TRAIN_IMAGES
-from helpers.core.device import distributed_backend, gpu_kernels, own_rng, synchronize
 from helpers.core.errors import UserError, one_line
-from helpers.core.host import describe_environment
 from helpers.data.augment import normalize
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder, sample_jpeg
 from helpers.data.datasets import FaceImages, collate, decode_batch, training_set
 from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData, open_data
 from helpers.eval.evaluation import embed_images, eval_settings, pair_images
-from helpers.eval.runtime import Runtime, resolve_runtime
 from helpers.model.checkpoint import Checkpoint, rng_state, set_rng_state
-from helpers.model.probe import (AMP_WORDS, ProbeTiming, amp_choices, amp_name, channels_last_choices, fused_choices,
-                                 probe_problem, probe_summary)
 from helpers.model.resnet import build_face_model
+from helpers.runtime.device import distributed_backend, gpu_kernels, own_rng, synchronize
+from helpers.runtime.probe import (AMP_WORDS, ProbeTiming, amp_choices, amp_name, channels_last_choices, fused_choices,
+                                   probe_problem, probe_summary)
+from helpers.runtime.resolve import Runtime, resolve_runtime
+from helpers.runtime.session import describe_environment
 from helpers.training.step import build_step
 
 OK, FAILED, NOT_HERE, SKIPPED = "ok", "failed", "not applicable here", "skipped"

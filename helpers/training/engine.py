@@ -43,21 +43,21 @@ import torch
 import torch.distributed as dist
 
 from helpers.core.config import Config
-from helpers.core.device import kernel_errors_explained
 from helpers.core.errors import Stopped, UserError, one_line
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
 from helpers.core.records import ArmMetrics, EpochStats, RunRecord
 from helpers.data.datasets import Batch, refill
 from helpers.eval.evaluation import EvalSettings, arm_metrics, eval_settings, unscored_note
-from helpers.eval.runtime import Runtime
-from helpers.eval.selection import Evaluation, Selection, report_lines
 from helpers.model.checkpoint import Checkpoint, rng_state, save_checkpoints, set_rng_state
 from helpers.model.resnet import FaceModel
+from helpers.runtime.device import kernel_errors_explained
+from helpers.runtime.resolve import Runtime
 from helpers.training.budget import TimeBudget
 from helpers.training.guard import StopSignals, stopped
 from helpers.training.resume import folder_note, resume_position
 from helpers.training.run import RunParts, build_run, prepare_run, run_context, run_directory, run_folder
+from helpers.training.selection import Evaluation, Selection, report_lines
 from helpers.training.step import step_seed, usable_batch
 from helpers.training.tracking import Tracker
 

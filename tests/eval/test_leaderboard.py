@@ -13,7 +13,7 @@ from helpers.core.config import load_config
 from helpers.core.errors import UserError
 from helpers.core.io import read_metrics
 from helpers.core.terms import combined_score, get_term
-from helpers.eval.selection import Evaluation, Selection
+from helpers.training.selection import Evaluation, Selection
 
 
 def test_the_combined_score_is_half_accuracy_half_one_minus_eer():

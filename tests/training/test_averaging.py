@@ -11,10 +11,10 @@ from conftest import TINY, call_cli
 from helpers.core.errors import UserError
 from helpers.core.io import read_metrics
 from helpers.eval.evaluation import evaluate_checkpoint
-from helpers.eval.selection import resolve_select
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
 from helpers.training.averaging import WeightAverage
 from helpers.training.engine import Trainer, train
+from helpers.training.selection import resolve_select
 
 DECAY = 0.9
 

@@ -408,8 +408,8 @@ def test_a_missing_gpu_kernel_met_at_start_up_names_the_wheel_to_install(demo_ro
                                                                          fake_gpu, capsys):
     from contextlib import contextmanager
 
-    from helpers.eval.runtime import Runtime
-    from helpers.model.fast_path import FastPath
+    from helpers.runtime.fast_path import FastPath
+    from helpers.runtime.resolve import Runtime
 
     fake_gpu()
 

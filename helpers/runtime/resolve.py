@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from helpers.core.config import Config
-from helpers.core.device import Distributed, default_workers, pick_device
 from helpers.data.datasets import decodes_on_device
-from helpers.model.fast_path import FastPath, fast_path, training_fast_path
-from helpers.model.probe import ProbeTiming, speed_probe
+from helpers.runtime.device import Distributed, default_workers, pick_device
+from helpers.runtime.fast_path import FastPath, fast_path, training_fast_path
+from helpers.runtime.probe import ProbeTiming, speed_probe
 
 
 @dataclass(frozen=True)

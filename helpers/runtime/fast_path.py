@@ -12,9 +12,9 @@ import torch
 
 from helpers.core.config import Config, changed
 from helpers.core.errors import UserError
-from helpers.model.probe import (AMP_DTYPES, ProbeTiming, amp_name, fused_choices, probe_problem, speed_options,
-                                 speed_probe, untimed_choice, working_options)
 from helpers.model.resnet import build_face_model
+from helpers.runtime.probe import (AMP_DTYPES, ProbeTiming, amp_name, fused_choices, probe_problem, speed_options,
+                                   speed_probe, untimed_choice, working_options)
 
 
 @dataclass(frozen=True)

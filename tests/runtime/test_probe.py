@@ -6,7 +6,7 @@ import torch
 from conftest import FAST_BF16
 
 from helpers.core.config import load_config
-from helpers.model.probe import Measured, choose_timed, probe_shape, timed_probe
+from helpers.runtime.probe import Measured, choose_timed, probe_shape, timed_probe
 
 CPU = torch.device("cpu")
 TINY_MODEL = ["model.depth=18", "model.width=0.125", "data.image_size=32", "train.batch_size=8"]

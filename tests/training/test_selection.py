@@ -9,7 +9,7 @@ from helpers.core.config import TrainConfig
 from helpers.core.records import ArmMetrics
 from helpers.core.terms import get_term
 from helpers.eval.metrics import paired_bootstrap_eers
-from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
+from helpers.training.selection import Evaluation, Selection, report_lines, resolve_select
 
 F26, F25 = get_term("f26"), get_term("f25")
 

@@ -17,6 +17,7 @@ from helpers.data import codec
 from helpers.data.datasets import training_set
 from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
+from helpers.tools.cost_estimate import epoch_estimate, largest_batch, print_epoch_estimate
 from helpers.tools.selftest import (
     AMP_LABELS,
     FAILED,
@@ -27,10 +28,7 @@ from helpers.tools.selftest import (
     SelfTestReport,
     ddp_check,
     decoder_checks,
-    epoch_estimate,
     gpu_kernels_check,
-    largest_batch,
-    print_epoch_estimate,
     quick_selftest,
     speed_checks,
 )

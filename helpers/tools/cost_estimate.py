@@ -3,7 +3,9 @@ the measured rates turned into minutes per epoch with :func:`epoch_estimate`.
 
 ``selftest`` reports this beside its device paths (:mod:`helpers.tools.selftest`);
 :func:`print_epoch_estimate` is the notebooks' short form, the step timed for a
-few seconds and one sentence printed.
+few seconds and one sentence printed. Both start from :func:`configured` (the
+configuration and the Runtime its training resolves) and :func:`face_images`
+(the JPEGs the decoding checks and rates read).
 """
 
 from __future__ import annotations

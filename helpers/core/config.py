@@ -13,6 +13,10 @@ configs would add a dependency for the dotted overrides, which are a few lines
 here. Values are validated as JSON would be (strictly: ``true`` is not 1, ``"3"``
 is not 3), since YAML hands over JSON-like values.
 
+Here are the declarations; :mod:`helpers.core.config_text` reads the YAML
+within its bounds, and :mod:`helpers.core.config_keys` sets the dotted keys and
+words the refusals.
+
 The recipes ship inside the package (``helpers/configs/``) and are chosen by
 name (``fast``, ``seed``...) from any folder, so a ``pip install`` of the
 project is the whole toolkit; a path to any other YAML file works too.
@@ -20,17 +24,16 @@ project is the whole toolkit; a path to any other YAML file works too.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from helpers.core.config_text import ConfigLoader, check_events, read_config_text
+from helpers.core.config_keys import dotted_keys, merge, set_key, validate
+from helpers.core.config_text import override_value, read_yaml
 from helpers.core.errors import UserError
 from helpers.core.terms import NEWEST, get_term
 
@@ -348,29 +351,9 @@ def defaults() -> Config:
     return Config()
 
 
-def _fields(model: type[BaseModel], prefix: str = ""):
-    """``(dotted key, field)`` for every leaf key of ``model``, in declaration order."""
-    for name, field in model.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            yield from _fields(field.annotation, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}", field
-
-
 def all_keys() -> list[str]:
     """Every dotted key, e.g. ``optim.lr``."""
-    return [key for key, _ in _fields(Config)]
-
-
-def _section(dotted: str) -> type[BaseModel] | None:
-    """The section class a dotted key names, or None when it names a value or nothing."""
-    model: type[BaseModel] = Config
-    for part in dotted.split("."):
-        field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
+    return dotted_keys(Config)
 
 
 def packaged_configs() -> list[str]:
@@ -404,154 +387,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
     values: dict = {}
     origins: dict[str, str] = {}  # dotted key -> where its value came from, for messages
     if base is not None:
-        _merge(values, base, "", "the checkpoint's configuration", origins, {})
+        merge(Config, values, base, "", "the checkpoint's configuration", origins, {})
     if path is not None:
         path = config_file(path)
-        loaded, lines = _read_yaml(path)
-        _merge(values, loaded, "", str(path), origins, lines)
+        loaded, lines = read_yaml(path, Config, packaged_configs())
+        merge(Config, values, loaded, "", str(path), origins, lines)
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")
-        try:
-            check_events(text, f"--set {key}")
-            value = yaml.load(text, Loader=ConfigLoader) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        _set(values, key, value, "--set", origins)
-    return _validate(values, origins)
+        set_key(Config, values, key, override_value(text, key), "--set", origins)
+    return validate(Config, values, origins)
 
 
 def changed(cfg: Config, values: dict[str, Any]) -> Config:
     """``cfg`` with some dotted keys set (``{"run.name": "fast"}``), validated like an override."""
     plain, origins = cfg.as_dict(), {}
     for dotted, value in values.items():
-        _set(plain, dotted, value, "the program", origins)
-    return _validate(plain, origins)
-
-
-def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
-    """A config file's mapping, and the line of each dotted key in it, read within the bounds of
-    :mod:`helpers.core.config_text`; a key or section given twice is refused with both lines (YAML would keep
-    the last silently)."""
-    text = read_config_text(path, packaged_configs())
-    try:
-        check_events(text, str(path))
-        node = yaml.compose(text, Loader=ConfigLoader)
-        loaded = yaml.load(text, Loader=ConfigLoader)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f":{where.line + 1}" if where is not None else ""
-        raise UserError(f"{path}{line} is not valid YAML ({getattr(error, 'problem', error)})") from None
-    if loaded is not None and not isinstance(loaded, dict):
-        raise UserError(f"{path} must hold a mapping of config sections, not a {type(loaded).__name__}")
-    lines: dict[str, int] = {}
-
-    def walk(mapping, prefix):
-        for key, value in mapping.value:
-            dotted, line = f"{prefix}{key.value}", key.start_mark.line + 1
-            if dotted in lines:
-                what = "section" if isinstance(value, yaml.MappingNode) or _section(dotted) else "key"
-                raise UserError(f"{path}:{line} gives the {what} '{dotted}' again (first on line {lines[dotted]}); "
-                                f"YAML would keep only the last: {'merge them' if what == 'section' else 'keep one'}")
-            lines[dotted] = line
-            if isinstance(value, yaml.MappingNode):
-                walk(value, dotted + ".")
-
-    if isinstance(node, yaml.MappingNode):
-        walk(node, "")
-    return loaded or {}, lines
-
-
-def _merge(values: dict, loaded: dict, prefix: str, source: str, origins: dict, lines: dict) -> None:
-    for name, value in loaded.items():
-        dotted = f"{prefix}{name}"
-        where = f"{source}:{lines[dotted]}" if dotted in lines else source
-        if _section(dotted) is not None and (value is None or isinstance(value, dict)):  # `data:` alone: no keys
-            _merge(values.setdefault(str(name), {}), value or {}, dotted + ".", source, origins, lines)
-        else:
-            values[str(name)] = value
-            origins[dotted] = where
-
-
-def _set(values: dict, dotted: str, value: Any, source: str, origins: dict) -> None:
-    """Set one dotted key (``optim.lr``), refusing keys that do not exist and sections."""
-    if _section(dotted) is not None:
-        example = next(iter(_section(dotted).model_fields))
-        raise UserError(f"config key '{dotted}' is a section; set one of its keys, e.g. '{dotted}.{example}'")
-    if dotted not in all_keys():
-        raise UserError(f"unknown config key '{dotted}' (from {source}){_suggest(dotted)}")
-    *sections, leaf = dotted.split(".")
-    for part in sections:
-        values = values.setdefault(part, {})
-    values[leaf] = value
-    origins[dotted] = source
-
-
-def _validate(values: dict, origins: dict[str, str]) -> Config:
-    try:  # strictly, as JSON: YAML hands over JSON-like values, and bool is not an int there
-        return Config.model_validate_json(json.dumps(values, default=str), strict=True)
-    except ValidationError as error:
-        raise UserError(_sentence(error.errors()[0], origins)) from None
-
-
-def _sentence(error: dict, origins: dict[str, str]) -> str:
-    """One pydantic error as the sentence a user reads: the key, what it must be, and where it came from."""
-    parts = [str(p) for p in error["loc"]]
-    # the longest key or section the error's location starts with (unions add their branch's name after it)
-    named = [k for k in all_keys() + _section_keys() if k.split(".") == parts[:len(k.split("."))]]
-    kind, context = error["type"], error.get("ctx", {})
-    dotted = max(named, key=len) if named and kind != "extra_forbidden" else ".".join(parts)
-    source = origins.get(dotted) or next((w for k, w in origins.items() if k.startswith(dotted + ".")), "")
-    value = error.get("input")
-    if kind == "extra_forbidden":
-        return f"unknown config key '{dotted}' in {source or 'the configuration'}{_suggest(dotted)}"
-    where = f" (from {source})" if source else ""
-    if _section(dotted) is not None:
-        return f"config key '{dotted}' must be a section (a mapping), not {value!r}{where}"
-    annotation = dict(_fields(Config))[dotted].annotation
-    bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("above", "gt"),
-              "less_than_equal": ("at most", "le"), "less_than": ("below", "lt")}
-    if kind in bounds:
-        words, key = bounds[kind]
-        what = f"{words} {context[key]:g}"
-    elif _length(annotation):
-        what = f"a list of {_length(annotation)} numbers"
-    else:
-        what = _expected(annotation)
-    return f"config key '{dotted}' must be {what}, not {value!r}{where}"
-
-
-def _section_keys() -> list[str]:
-    return sorted({key.rpartition(".")[0] for key in all_keys() if "." in key})
-
-
-def _length(annotation) -> int | None:
-    """The fixed length of a tuple-typed key, None for anything else."""
-    args = typing.get_args(annotation)
-    return len(args) if typing.get_origin(annotation) is tuple and args and args[-1] is not Ellipsis else None
-
-
-def _expected(annotation) -> str:
-    """What a key of this type must be, in words."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is Annotated:
-        return _expected(args[0])
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, args))
-    if origin is Union:
-        choices = [_expected(a) for a in args if a is not type(None)]
-        text = " or ".join(choices).replace("true or false or one of auto", "true, false or auto")
-        return text.replace(" or one of auto", " or auto")
-    if origin is tuple:
-        return "a list of numbers"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(annotation, "valid")
-
-
-def _suggest(dotted: str) -> str:
-    close = difflib.get_close_matches(dotted, all_keys(), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
+        set_key(Config, plain, dotted, value, "the program", origins)
+    return validate(Config, plain, origins)
 
 
 def dump_config(cfg: Config) -> str:

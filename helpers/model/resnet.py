@@ -50,7 +50,8 @@ class BasicBlock(nn.Module):
         skip = x if self.downsample is None else self.downsample(x)
         return F.relu(out + skip, inplace=True)
 
-    def last_norm(self) -> nn.BatchNorm2d:
+    def residual_end(self) -> nn.BatchNorm2d:
+        """The residual branch's last layer, whose weight zero_init_residual zeroes: its last BN."""
         return self.bn2
 
 
@@ -79,7 +80,8 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(F.relu(self.bn2(out), inplace=True))
         return out + skip
 
-    def last_norm(self) -> nn.Module:
+    def residual_end(self) -> nn.Conv2d:
+        """The residual branch's last layer, whose weight zero_init_residual zeroes: its conv (no BN follows)."""
         return self.conv2
 
 
@@ -106,7 +108,8 @@ class Bottleneck(nn.Module):
         skip = x if self.downsample is None else self.downsample(x)
         return F.relu(out + skip, inplace=True)
 
-    def last_norm(self) -> nn.BatchNorm2d:
+    def residual_end(self) -> nn.BatchNorm2d:
+        """The residual branch's last layer, whose weight zero_init_residual zeroes: its last BN."""
         return self.bn3
 
 
@@ -135,7 +138,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(F.relu(self.bn3(out), inplace=True))
         return out + skip
 
-    def last_norm(self) -> nn.Module:
+    def residual_end(self) -> nn.Conv2d:
+        """The residual branch's last layer, whose weight zero_init_residual zeroes: its conv (no BN follows)."""
         return self.conv3
 
 
@@ -195,8 +199,8 @@ class ResNet(nn.Module):
         if zero_init_residual:
             # Each residual branch starts as zero, so every block starts as the identity.
             for module in self.modules():
-                if hasattr(module, "last_norm"):
-                    nn.init.zeros_(module.last_norm().weight)
+                if hasattr(module, "residual_end"):
+                    nn.init.zeros_(module.residual_end().weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling."""

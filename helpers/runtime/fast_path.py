@@ -1,5 +1,5 @@
 """The speed settings a run trains and evaluates with on a device: autocast dtype, memory format, compilation,
-fused optimiser kernels (:class:`FastPath`), decided from the probes of :mod:`helpers.model.probe` and kept by a
+fused optimiser kernels (:class:`FastPath`), decided from the probes of :mod:`helpers.runtime.probe` and kept by a
 checkpoint's record, so that a resume and an evaluation run as their training did.
 """
 

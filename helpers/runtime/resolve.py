@@ -2,7 +2,7 @@
 evaluation, the benchmarks and the self-test are handed.
 
 A Runtime is the device, the fast path on it (autocast, memory format, compilation, fused optimiser kernels:
-:mod:`helpers.model.fast_path`), the loader's worker processes, whether JPEGs are decoded on the device, and
+:mod:`helpers.runtime.fast_path`), the loader's worker processes, whether JPEGs are decoded on the device, and
 this process's place in a torchrun job. :func:`resolve_runtime` makes the decisions the engine makes, so that a
 self-test or a benchmark reports what a run will do.
 """

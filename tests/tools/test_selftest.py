@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 import torchvision
-from conftest import CU126_ARCHS, FAST_BF16, SLOW_BF16, TINY, call_cli
 
+from conftest import CU126_ARCHS, FAST_BF16, SLOW_BF16, TINY, call_cli
 from helpers.core.config import load_config
 from helpers.core.course import COURSE_TRAIN_IMAGES
 from helpers.data import codec
@@ -20,23 +20,9 @@ from helpers.runtime import probe as probe_module
 from helpers.runtime.device import distributed_backend, init_distributed
 from helpers.runtime.fast_path import fast_path
 from helpers.runtime.resolve import Runtime
-from helpers.tools.selftest import (
-    AMP_LABELS,
-    FAILED,
-    NOT_HERE,
-    OK,
-    SKIPPED,
-    PathCheck,
-    SelfTestReport,
-    ddp_check,
-    decoder_checks,
-    epoch_estimate,
-    gpu_kernels_check,
-    largest_batch,
-    print_epoch_estimate,
-    quick_selftest,
-    speed_checks,
-)
+from helpers.tools.cost_estimate import epoch_estimate, largest_batch, print_epoch_estimate
+from helpers.tools.selftest import (AMP_LABELS, FAILED, NOT_HERE, OK, SKIPPED, PathCheck, SelfTestReport, ddp_check,
+                                    decoder_checks, gpu_kernels_check, quick_selftest, speed_checks)
 from helpers.training.run import run_context
 
 CUDA = torch.device("cuda", 0)

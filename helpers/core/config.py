@@ -32,6 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from helpers.core.config_text import ConfigLoader, check_events, read_config_text
 from helpers.core.errors import UserError
+from helpers.core.registry import LAYOUTS, MARGIN_HEADS, Choice
 from helpers.core.terms import NEWEST, get_term
 
 PACKAGED = Path(__file__).parents[1] / "configs"  # the shipped recipes, chosen by name
@@ -58,8 +59,9 @@ class DataConfig(Section):
     stage_to: Optional[Text] = None
     """copy data.root into this folder before training and train from the copy (node-local disk: $LOCAL on PSC;
     ~ and $VARIABLES expand when it is used); a complete copy is reused; checkpoints stay in run.out_dir"""
-    layout: Literal["auto", "f24", "f25", "packed"] = "auto"
-    """auto | f24 (cls_data/<split>/<identity>/) | f25 (images/ + labels.txt) | packed (pack-data)"""
+    layout: Annotated[str, LAYOUTS.choice("read", also=("auto",))] = "auto"
+    """auto (found from the folders) or a layout that reads, from helpers/core/registry.py's LAYOUTS: f24
+    (cls_data/<split>/<identity>/), f25 (images/ + labels.txt), packed (pack-data)..."""
     num_workers: Union[Annotated[int, Field(ge=0)], Literal["auto"]] = "auto"
     """loader processes; auto: none on a 2-core CPU, up to 8 beside a GPU"""
     decode: Literal["auto", "workers", "device"] = "auto"
@@ -134,8 +136,8 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    type: Literal["arcface", "cosface", "combined", "subcenter"] = "arcface"
-    """arcface | cosface | combined | subcenter"""
+    type: Annotated[str, MARGIN_HEADS.choice()] = "arcface"
+    """the margin head, from helpers/core/registry.py's MARGIN_HEADS: arcface, cosface, combined, subcenter..."""
     s: float = Field(30.0, ge=0.01)
     """logit scale"""
     m: float = Field(0.35, ge=0.0, lt=math.pi)
@@ -510,12 +512,15 @@ def _sentence(error: dict, origins: dict[str, str]) -> str:
     where = f" (from {source})" if source else ""
     if _section(dotted) is not None:
         return f"config key '{dotted}' must be a section (a mapping), not {value!r}{where}"
-    annotation = dict(_fields(Config))[dotted].annotation
+    field = dict(_fields(Config))[dotted]
+    annotation, choice = field.annotation, next((m for m in field.metadata if isinstance(m, Choice)), None)
     bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("above", "gt"),
               "less_than_equal": ("at most", "le"), "less_than": ("below", "lt")}
     if kind in bounds:
         words, key = bounds[kind]
         what = f"{words} {context[key]:g}"
+    elif choice is not None:  # a name from a registry
+        what = "one of " + ", ".join(choice.names())
     elif _length(annotation):
         what = f"a list of {_length(annotation)} numbers"
     else:

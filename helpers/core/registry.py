@@ -85,10 +85,10 @@ class Choice:
 # How a data root keeps its classification images: "read" (data.layout, check-data) and "write" (demo-data,
 # prepare-folder). With data.layout auto, the readable ones are tried in this order: the most specific first.
 LAYOUTS: Registry = Registry("data.layout")
-LAYOUTS.register("packed", "helpers.data.layouts:PACKED", "read")
-LAYOUTS.register("f25", "helpers.data.layouts:F25", "read", "write")
-LAYOUTS.register("f24", "helpers.data.layouts:F24", "read", "write")
-LAYOUTS.register("f26", "helpers.data.layouts:F26", "write")
+LAYOUTS.register("packed", "helpers.data.layout:PACKED", "read")
+LAYOUTS.register("f25", "helpers.data.layout:F25", "read", "write")
+LAYOUTS.register("f24", "helpers.data.layout:F24", "read", "write")
+LAYOUTS.register("f26", "helpers.data.layout:F26", "write")
 
 # The margin heads of loss.type: each a function (loss settings, embedding size, classes) -> MarginHead.
 MARGIN_HEADS: Registry = Registry("loss.type")

@@ -180,9 +180,9 @@ def combined(loss: LossConfig, in_features: int, classes: int) -> MarginHead:
     return CombinedMarginProduct(in_features, classes, s=loss.s, m1=loss.m1, m2=loss.m2, m3=loss.m3)
 
 
-def build_head(kind: str, in_features: int, classes: int, **settings) -> MarginHead:
-    """The margin head ``kind`` names in MARGIN_HEADS, from ``loss.*`` ``settings`` (the rest at their defaults)."""
-    return MARGIN_HEADS.get(kind)(LossConfig(type=kind, **settings), in_features, classes)
+def build_head(loss: LossConfig, in_features: int, classes: int) -> MarginHead:
+    """The margin head ``loss.type`` names in MARGIN_HEADS, with ``loss``'s settings."""
+    return MARGIN_HEADS.get(loss.type)(loss, in_features, classes)
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers.core.config import Config
-from helpers.core.registry import MARGIN_HEADS
-from helpers.model.margins import MarginHead
+from helpers.model.margins import MarginHead, build_head
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -280,5 +279,4 @@ def build_face_model(cfg: Config, num_classes: int) -> FaceModel:
         embedding = BNEmbedding(backbone.out_features, m.embedding_dim, m.dropout)
     else:
         embedding = LinearEmbedding(backbone.out_features, m.embedding_dim)
-    head = MARGIN_HEADS.get(loss.type)(loss, m.embedding_dim, num_classes)
-    return FaceModel(backbone, embedding, head)
+    return FaceModel(backbone, embedding, build_head(loss, m.embedding_dim, num_classes))

@@ -15,6 +15,7 @@ import sys
 
 from helpers.core.course import COURSE_CLASSES
 from helpers.core.errors import Stopped, UserError
+from helpers.core.registry import LAYOUTS
 
 
 def _demo_data(args) -> int:
@@ -361,9 +362,13 @@ def _config_arguments(command: argparse.ArgumentParser) -> None:
                          help="override one dotted key, e.g. --set optim.lr=0.01 (repeatable)")
 
 
+def _layout_read_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--layout", choices=("auto", *LAYOUTS.names("read")), default="auto", help="force a layout")
+
+
 def _layout_writer_arguments(command: argparse.ArgumentParser) -> None:
     """The options of the commands that write a data root."""
-    command.add_argument("--layout", choices=("f25", "f24", "f26"), default="f25",
+    command.add_argument("--layout", choices=LAYOUTS.names("write"), default="f25",
                          help="folder layout (default f25); f26: an unlabelled test split and a unified "
                               "sample_submission.csv, its answers beside the root as OUT.solution.csv")
     command.add_argument("--image-size", type=_positive_int, default=112, help="image side in pixels (default 112)")
@@ -471,7 +476,7 @@ COMMANDS = (
     Command("check-data", _check_data, "count and check a data root",
             "Count classes, images and pairs of a data root and list every problem; exit 0 when clean, 1 otherwise.",
             Arg("root", help="the data root (the folder holding cls_data/ and ver_data/)"),
-            Arg("--layout", choices=("auto", "f24", "f25", "packed"), default="auto", help="force a layout"),
+            _layout_read_argument,
             Arg("--workers", type=_positive_int, default=None, help="decoding threads (default: all cores)"),
             Arg("--max-pixels", type=_positive_int, default=None, metavar="N",
                 help="refuse images whose header claims more pixels (default: data.max_image_pixels, 4096x4096)"),

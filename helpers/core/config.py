@@ -35,6 +35,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from helpers.core.config_keys import dotted_keys, merge, set_key, validate
 from helpers.core.config_text import override_value, read_yaml
 from helpers.core.errors import UserError
+from helpers.core.registry import LAYOUTS, MARGIN_HEADS
 from helpers.core.terms import NEWEST, get_term
 
 PACKAGED = Path(__file__).parents[1] / "configs"  # the shipped recipes, chosen by name
@@ -61,8 +62,9 @@ class DataConfig(Section):
     stage_to: Optional[Text] = None
     """copy data.root into this folder before training and train from the copy (node-local disk: $LOCAL on PSC;
     ~ and $VARIABLES expand when it is used); a complete copy is reused; checkpoints stay in run.out_dir"""
-    layout: Literal["auto", "f24", "f25", "packed"] = "auto"
-    """auto | f24 (cls_data/<split>/<identity>/) | f25 (images/ + labels.txt) | packed (pack-data)"""
+    layout: Annotated[str, LAYOUTS.choice("read", also=("auto",))] = "auto"
+    """auto (found from the folders) or a layout that reads, from helpers/core/registry.py's LAYOUTS: f24
+    (cls_data/<split>/<identity>/), f25 (images/ + labels.txt), packed (pack-data)..."""
     num_workers: Union[Annotated[int, Field(ge=0)], Literal["auto"]] = "auto"
     """loader processes; auto: none on a 2-core CPU, up to 8 beside a GPU"""
     decode: Literal["auto", "workers", "device"] = "auto"
@@ -137,8 +139,8 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    type: Literal["arcface", "cosface", "combined", "subcenter"] = "arcface"
-    """arcface | cosface | combined | subcenter"""
+    type: Annotated[str, MARGIN_HEADS.choice()] = "arcface"
+    """the margin head, from helpers/core/registry.py's MARGIN_HEADS: arcface, cosface, combined, subcenter..."""
     s: float = Field(30.0, ge=0.01)
     """logit scale"""
     m: float = Field(0.35, ge=0.0, lt=math.pi)

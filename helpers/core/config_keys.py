@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 from pydantic import BaseModel, ValidationError
 
 from helpers.core.errors import UserError
+from helpers.core.registry import Choice
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -95,12 +96,15 @@ def _sentence(model: type[BaseModel], error: dict, origins: dict[str, str]) -> s
     where = f" (from {source})" if source else ""
     if section_of(model, dotted) is not None:
         return f"config key '{dotted}' must be a section (a mapping), not {value!r}{where}"
-    annotation = dict(leaf_fields(model))[dotted].annotation
+    field = dict(leaf_fields(model))[dotted]
+    annotation, choice = field.annotation, next((m for m in field.metadata if isinstance(m, Choice)), None)
     bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("above", "gt"),
               "less_than_equal": ("at most", "le"), "less_than": ("below", "lt")}
     if kind in bounds:
         words, key = bounds[kind]
         what = f"{words} {context[key]:g}"
+    elif choice is not None:  # a name from a registry
+        what = "one of " + ", ".join(choice.names())
     elif _length(annotation):
         what = f"a list of {_length(annotation)} numbers"
     else:

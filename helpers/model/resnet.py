@@ -252,8 +252,9 @@ class FaceModel(nn.Module):
     """Backbone, embedding head and margin head.
 
     ``embed(images)`` gives unit-norm embeddings (what verification compares);
-    ``forward(images, labels)`` gives the margin head's scaled logits for
-    ``CrossEntropyLoss`` (plain scaled cosines when ``labels`` is None).
+    ``forward(images, labels)`` gives the margin head's scaled logits for its
+    loss (plain scaled cosines when ``labels`` is None), the head receiving the
+    unit-norm embeddings and each one's norm before normalisation.
     """
 
     def __init__(self, backbone: ResNet, embedding: nn.Module, head: MarginHead):
@@ -266,7 +267,9 @@ class FaceModel(nn.Module):
         return F.normalize(self.embedding(self.backbone(images)).float(), dim=1)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.embed(images), labels)
+        unnormalised = self.embedding(self.backbone(images)).float()
+        norms = unnormalised.norm(dim=1, keepdim=True)
+        return self.head(F.normalize(unnormalised, dim=1), labels, norms)
 
 
 def build_face_model(cfg: Config, num_classes: int) -> FaceModel:
@@ -280,7 +283,4 @@ def build_face_model(cfg: Config, num_classes: int) -> FaceModel:
         embedding = BNEmbedding(backbone.out_features, m.embedding_dim, m.dropout)
     else:
         embedding = LinearEmbedding(backbone.out_features, m.embedding_dim)
-    head = build_head(loss.type, m.embedding_dim, num_classes, s=loss.s, m=loss.m,
-                      easy_margin=loss.easy_margin, m1=loss.m1, m2=loss.m2, m3=loss.m3,
-                      subcenters=loss.subcenters)
-    return FaceModel(backbone, embedding, head)
+    return FaceModel(backbone, embedding, build_head(loss, m.embedding_dim, num_classes))

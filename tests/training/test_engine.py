@@ -18,9 +18,9 @@ from helpers.core.config import TrainConfig, load_config
 from helpers.core.errors import UserError
 from helpers.core.io import WriteFailed, read_metrics
 from helpers.eval import evaluation
+from helpers.model import margins as margins_module
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
 from helpers.training import engine
-from helpers.training import step as step_module
 from helpers.training.budget import TimeBudget, budget_epochs, epoch_limit
 from helpers.training.engine import Trainer, TrainingStopped, train
 from helpers.training.run import build_run, run_context
@@ -221,7 +221,7 @@ def test_a_run_leaves_torch_and_the_environment_as_it_found_them(demo_root, tmp_
 
 
 def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monkeypatch):
-    real = step_module.margin_loss
+    real = margins_module.margin_loss
     calls = {"n": 0}
 
     def poisoned(logits, labels):
@@ -229,7 +229,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monk
         loss = real(logits, labels)
         return loss * float("nan") if calls["n"] == 2 or calls["n"] > 11 else loss
 
-    monkeypatch.setattr(step_module, "margin_loss", poisoned)
+    monkeypatch.setattr(margins_module, "margin_loss", poisoned)
     with pytest.raises(TrainingStopped, match="3 steps in a row had a non-finite"):
         train(None, _run_args(demo_root, tmp_path, "nan", "train.epochs=3", "train.max_nonfinite_steps=3"))
     records = read_metrics(tmp_path / "nan" / "metrics.jsonl")

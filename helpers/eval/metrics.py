@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from helpers.core.errors import UserError
-from helpers.eval.results import Interval, Verification
+from helpers.eval.results import EerDifference, Interval, Verification
 
 FAR_TARGETS = (1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -92,7 +92,7 @@ def bootstrap_eer(scores, labels, rounds: int = 1000, seed: int = 0) -> Interval
     return Interval(low=float(low), high=float(high))
 
 
-def paired_bootstrap_eers(reference, others, labels, rounds: int = 1000, seed: int = 0) -> list[dict]:
+def paired_bootstrap_eers(reference, others, labels, rounds: int = 1000, seed: int = 0) -> list[EerDifference]:
     """``EER(reference) - EER(other)`` for each of ``others`` on the same pairs, with a 95 % interval over
     resamplings that draw every score set alike.
 
@@ -107,7 +107,8 @@ def paired_bootstrap_eers(reference, others, labels, rounds: int = 1000, seed: i
     tests = []
     for row, other in enumerate(others, start=1):
         low, high = np.percentile(eers[0] - eers[row], [2.5, 97.5])
-        tests.append({"difference": base - compute_eer(other, labels)[0], "ci95": [float(low), float(high)]})
+        tests.append(EerDifference(difference=base - compute_eer(other, labels)[0],
+                                   ci95=Interval(low=float(low), high=float(high))))
     return tests
 
 

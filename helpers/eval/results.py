@@ -27,6 +27,18 @@ class Interval(_Result):
     low: float
     high: float
 
+    def as_list(self) -> list[float]:
+        """``[low, high]``, as JSON files hold an interval."""
+        return [self.low, self.high]
+
+
+class EerDifference(_Result):
+    """How much lower one set of scores' EER is than another's on the same pairs (``difference``, the other's
+    subtracted), with a paired bootstrap 95 % interval of it."""
+
+    difference: float
+    ci95: Interval
+
 
 class Verification(_Result):
     """Labelled pairs scored: the EER (a fraction) and its threshold, ROC AUC, the best accuracy and its threshold,
@@ -58,7 +70,7 @@ class Verification(_Result):
         if self.eer_ci95 is None:
             del values["eer_ci95"]
         else:
-            values["eer_ci95"] = [self.eer_ci95.low, self.eer_ci95.high]
+            values["eer_ci95"] = self.eer_ci95.as_list()
         return values
 
     def lines(self) -> list[str]:

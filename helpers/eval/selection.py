@@ -149,11 +149,10 @@ class Selection:
                                       rounds) if others else []
         comparisons = []
         for (candidate, role), test in zip(others, tests):
-            low, high = test["ci95"]
             comparisons.append({"weights": candidate.arm, "role": " and ".join(role), "epoch": candidate.epoch,
                                 KEYS.val_eer: candidate.eer, KEYS.val_score: candidate.measured.val_score,
-                                "difference": test["difference"],
-                                "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
+                                "difference": test.difference, "difference_ci95": test.ci95.as_list(),
+                                "distinguishable": not test.ci95.low <= 0.0 <= test.ci95.high})
         measured = graded.measured
         return {"select": self.rule, "ranked_by": self.ranking.label, "weights": graded.arm, "epoch": graded.epoch, KEYS.val_eer: graded.eer,
                 EER_INTERVAL: [measured.val_eer_low, measured.val_eer_high],

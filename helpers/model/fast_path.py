@@ -63,9 +63,9 @@ def fast_path(cfg: Config, device: torch.device, previous: dict | None = None) -
     then picks among them, except under ``train.deterministic``, which never
     depends on a timer: it takes the probe's default (fp32, channels-last where
     it works). On CUDA the first in order is taken. ``previous`` (a
-    checkpoint's ``fast_path`` record, for its resume or its evaluation) keeps
-    the choice its run trained with, so that a resume changes neither
-    precision nor layout and re-evaluating gives the run's numbers. A set
+    checkpoint's ``fast_path`` record, for its resume) keeps the choice its run
+    trained with, so that a resume changes neither precision nor layout; a
+    trained model's inference takes :func:`inference_fast_path`. A set
     value is never overridden. ``selftest`` and ``bench train`` report from
     the same functions.
     """

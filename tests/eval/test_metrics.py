@@ -125,10 +125,10 @@ def test_paired_bootstrap_tells_a_real_difference_from_noise():
     better = base + 1.5 * labels  # the same pairs, better separated
     jittered = base + rng.normal(scale=0.05, size=1000)  # no real difference
     same, test, noise = paired_bootstrap_eers(base, [base, better, jittered], labels, rounds=300)
-    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
-    assert test["difference"] == pytest.approx(compute_eer(base, labels)[0] - compute_eer(better, labels)[0])
-    assert 0 < test["ci95"][0] <= test["difference"] <= test["ci95"][1]
-    low, high = noise["ci95"]
+    assert same.difference == 0 and same.ci95.as_list() == [0.0, 0.0]
+    assert test.difference == pytest.approx(compute_eer(base, labels)[0] - compute_eer(better, labels)[0])
+    assert 0 < test.ci95.low <= test.difference <= test.ci95.high
+    low, high = noise.ci95.low, noise.ci95.high
     assert low < 0 < high and high - low < 0.03  # pairing removes the noise both share
 
 

@@ -94,50 +94,14 @@ def _model_summary(args) -> int:
 def _evaluate(args) -> int:
     from pathlib import Path
 
-    from helpers.core.terms import get_term
-    from helpers.eval.evaluation import evaluate_checkpoint, unscored_note
-    from helpers.eval.score_norm import norm_words
+    from helpers.eval.inference import evaluate_checkpoint
     from helpers.training.tracking import run_records
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
                                  bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
                                  weights=args.weights, score_norm=_score_norm(args), term=args.term,
                                  history=run_records(Path(args.checkpoint).parent))
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    notes = ", ".join(note for note in ("flip TTA" if args.tta else "", norm_words(result["score_norm"])) if note)
-    print(f"checkpoint {result['checkpoint']} ({result['weights']} weights) on {result['data_root']}"
-          + (f" ({notes})" if notes else ""))
-    if unscored_note(result):
-        print(f"warning: {unscored_note(result)}")
-    board = get_term(result["term"]).leaderboard
-    print(f"{result['leaderboard']['term']}'s leaderboard metric on val/dev: "
-          f"{board.lead(result.get('eer'), result.get('score'))}")
-    if "eer" in result:
-        interval = (f" (95 % CI {result['eer_ci95'][0]:.4f}-{result['eer_ci95'][1]:.4f})"
-                    if "eer_ci95" in result else "")
-        print(f"val pairs {result['pairs']}: EER {result['eer']:.4f}{interval} at threshold "
-              f"{result['threshold']:.4f}, AUC {result['auc']:.4f}, best accuracy {result['accuracy']:.4f}")
-        print("TAR at FAR " + ", ".join(f"{far}: {'n/a' if tar is None else f'{tar:.4f}'}"
-                                        for far, tar in result["tar_at_far"].items())
-              + (" (n/a: too few different-person pairs to measure that FAR)"
-                 if None in result["tar_at_far"].values() else ""))
-    if "top1" in result:
-        print(f"dev classification: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
-              f"({result['dev_images']} images)")
-    if "score" in result:
-        print(f"combined score {result['score']:.4f} = 0.5 x dev top-1 + 0.5 x (1 - val EER)"
-              + (" (the leaderboard metric of " + result["leaderboard"]["term"] + ", higher is better)"
-                 if result["leaderboard"]["metric"] == "score" else ""))
-    elif result["leaderboard"]["metric"] == "score":
-        print(f"no combined score (the {result['leaderboard']['term']} leaderboard metric): it needs val pairs "
-              "and dev images of the training identities")
-    if "rank1" in result:
-        print(f"1:N identification against {result['gallery_identities']} identities: rank-1 "
-              f"{result['rank1']:.4f}, rank-5 {result['rank5']:.4f}")
-    for path in result.get("plots", []):
-        print(f"wrote {path}")
+    print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0
 
 
@@ -153,26 +117,14 @@ def _submit(args) -> int:
 
 
 def _score(args) -> int:
-    from helpers.core.terms import get_term
     from helpers.handin.submission import score_file
 
-    scored = score_file(args.submission, args.answers)
-    if scored["score"] is None and scored["accuracy"] is None:
-        print(f"EER {scored['eer']:.6f}")
-        return 0
-    term = get_term(args.term)
-    parts = [f"score {scored['score']:.6f}" if scored["score"] is not None else "",
-             f"classification accuracy {scored['accuracy']:.6f} ({scored['images']} images)"
-             if scored["accuracy"] is not None else "",
-             f"EER {scored['eer']:.6f} ({scored['pairs']} pairs)" if scored["eer"] is not None else ""]
-    print(", ".join(part for part in parts if part)
-          + (f" ({term.title}'s leaderboard: 0.5 x accuracy + 0.5 x (1 - EER), higher is better)"
-             if term.leaderboard.metric == "combined" and scored["score"] is not None else ""))
+    print("\n".join(score_file(args.submission, args.answers).lines(args.term)))
     return 0
 
 
 def _verify(args) -> int:
-    from helpers.eval.evaluation import compare_images
+    from helpers.eval.inference import compare_images
 
     if len(args.images) % 2:
         raise UserError("verify takes images in pairs: A1 B1 [A2 B2 ...]")
@@ -198,7 +150,7 @@ def _verify(args) -> int:
 
 
 def _embed(args) -> int:
-    from helpers.eval.evaluation import embed_folder
+    from helpers.eval.inference import embed_folder
 
     if args.onnx:
         from helpers.eval.onnx_export import embed_folder_onnx

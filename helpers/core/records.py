@@ -72,6 +72,17 @@ class ArmMetrics:
         """The fields ``values`` holds under their keys followed by ``suffix``; other keys are not ours."""
         return cls(**{item.name: values.get(item.name + suffix) for item in dataclasses.fields(cls)})
 
+    @classmethod
+    def from_measures(cls, **sections) -> ArmMetrics:
+        """The fields read from typed results by name: ``<section>_<name>`` is ``sections[section].<name>``
+        (``val=`` a verification gives ``val_eer`` its ``eer``), None where a section was not measured (None) or
+        has no such attribute."""
+        values = {}
+        for item in dataclasses.fields(cls):
+            section, name = item.name.split("_", 1)
+            values[item.name] = getattr(sections.get(section), name, None)
+        return cls(**values)
+
     @property
     def measured(self) -> bool:
         return bool(self.as_dict())

@@ -352,11 +352,11 @@ def _eval_model(config, overrides, checkpoint, data_root, device: str, batch_siz
                 scratch: Path):
     """The model, data and eval settings a bench of evaluation runs: a checkpoint's, or an untrained model of the
     config on ``data_root`` (default: demo faces generated in ``scratch``)."""
-    from helpers.eval.evaluation import open_checkpoint
+    from helpers.eval.inference import load_trained
 
     if checkpoint is not None:
-        model, _, data, settings = open_checkpoint(checkpoint, data_root, device, tta, batch_size=batch_size)
-        return model, data, settings
+        trained = load_trained(checkpoint, device, tta=tta, batch_size=batch_size)
+        return trained.model, trained.open_data(data_root), trained.settings
     cfg = load_config(config, overrides)
     runtime = resolve_runtime(cfg, device)
     model = runtime.place(build_face_model(cfg, 100)).eval()

@@ -202,8 +202,8 @@ def compare_runs(pairs: list[list[Path]], baseline: str | None, rounds: int = 10
         usable = np.isfinite(winner) & np.isfinite(other)
         (test,) = paired_bootstrap_eers(winner[usable], [other[usable]], labels[usable], rounds)
         seeds.append({"seed": seed, "winner": str(winner_dir), "baseline": str(baseline_dir),
-                      "winner_eer": winner_eer, "baseline_eer": other_eer, "difference": test["difference"],
-                      "difference_ci95": test["ci95"]})
+                      "winner_eer": winner_eer, "baseline_eer": other_eer, "difference": test.difference,
+                      "difference_ci95": test.ci95.as_list()})
     verdict = "within noise"
     if all(s["difference_ci95"][1] < 0 for s in seeds):
         verdict = "better"

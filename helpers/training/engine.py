@@ -168,7 +168,7 @@ class Trainer:
     def _graded(self, name: str) -> tuple[str, ArmMetrics]:
         """The weights file ``name`` grades, and their val metrics (none before their first evaluation)."""
         graded, evaluation = self.selection.holds(name)
-        return graded, ArmMetrics.from_dict(evaluation.metrics) if evaluation is not None else ArmMetrics()
+        return graded, evaluation.measured if evaluation is not None else ArmMetrics()
 
     def save(self, best: tuple[str, ...] | list[str] = ()) -> None:
         """Write last.pt, and the best files (best.pt, best_raw.pt, best_ema.pt) named in ``best``."""
@@ -395,8 +395,8 @@ class Trainer:
             return metrics, None
         if unscored_note(verification):
             print(f"warning: {unscored_note(verification)}", file=sys.stderr)
-        return metrics, Evaluation(arm, round(self.position(), 4), verification["eer"], metrics.as_dict(),
-                                   verification["scores"], metrics.dev_top1)
+        return metrics, Evaluation(arm, round(self.position(), 4), verification.eer, metrics, verification.scores,
+                                   metrics.dev_top1)
 
     def _end_of_stretch(self, trained: EpochStats | None, evaluate: bool) -> RunRecord:
         """The record of where the run stands after a stretch of training (``trained``; None before the first),

@@ -49,27 +49,28 @@ def resolve_select(train: TrainConfig, leaderboard: Leaderboard = BY_EER, combin
 
 @dataclass
 class Evaluation:
-    """One arm at one evaluation: its val EER and dev top-1, its measured fields as a checkpoint stores them
-    (``metrics``, plain values; :attr:`measured` reads them), the scores of the val pairs."""
+    """One arm at one evaluation: its val EER and dev top-1, the fields it measured (``metrics``; a checkpoint
+    stores them as plain values), the scores of the val pairs."""
 
     arm: str
     epoch: float
     eer: float
-    metrics: dict  # an ArmMetrics given here is kept as its dict: checkpoints hold plain values
+    metrics: ArmMetrics  # plain values given here (a checkpoint's) are read into their fields
     scores: np.ndarray | None = None  # in val_pairs.txt order; NaN where a pair could not be scored
     top1: float | None = None  # dev top-1 of these weights, for the combined score
 
     def __post_init__(self):
-        if isinstance(self.metrics, ArmMetrics):
-            self.metrics = self.metrics.as_dict()
+        if isinstance(self.metrics, dict):
+            self.metrics = ArmMetrics.from_dict(self.metrics)
 
     @property
     def measured(self) -> ArmMetrics:
         """The fields this evaluation measured."""
-        return ArmMetrics.from_dict(self.metrics)
+        return self.metrics
 
     def state_dict(self) -> dict:
-        return {"arm": self.arm, "epoch": self.epoch, "eer": self.eer, "metrics": self.metrics, "top1": self.top1,
+        return {"arm": self.arm, "epoch": self.epoch, "eer": self.eer, "metrics": self.metrics.as_dict(),
+                "top1": self.top1,
                 "scores": None if self.scores is None else torch.from_numpy(np.asarray(self.scores, np.float64))}
 
     @classmethod
@@ -148,11 +149,10 @@ class Selection:
                                       rounds) if others else []
         comparisons = []
         for (candidate, role), test in zip(others, tests):
-            low, high = test["ci95"]
             comparisons.append({"weights": candidate.arm, "role": " and ".join(role), "epoch": candidate.epoch,
                                 KEYS.val_eer: candidate.eer, KEYS.val_score: candidate.measured.val_score,
-                                "difference": test["difference"],
-                                "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
+                                "difference": test.difference, "difference_ci95": test.ci95.as_list(),
+                                "distinguishable": not test.ci95.low <= 0.0 <= test.ci95.high})
         measured = graded.measured
         return {"select": self.rule, "ranked_by": self.ranking.label, "weights": graded.arm, "epoch": graded.epoch, KEYS.val_eer: graded.eer,
                 EER_INTERVAL: [measured.val_eer_low, measured.val_eer_high],

@@ -160,7 +160,7 @@ def test_a_class_id_only_python_takes_for_a_digit_is_compared_as_text_not_a_trac
     submission = tmp_path / "submission.csv"
     submission.write_text("ID,Label\n0,0.9\n1,0.1\na.jpg,\u00b2\nb.jpg,07\n")  # a superscript two, and 07 for 7
     result = score_unified(submission, solution)
-    assert result["accuracy"] == 0.5 and result["eer"] == 0.0 and result["images"] == 2
+    assert result.accuracy == 0.5 and result.eer == 0.0 and result.images == 2
 
 
 @pytest.mark.parametrize("sample,refusal", [

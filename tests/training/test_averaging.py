@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, call_cli
 
+from conftest import TINY, call_cli
 from helpers.core.errors import UserError
 from helpers.core.io import read_metrics
-from helpers.eval.evaluation import evaluate_checkpoint
+from helpers.eval.inference import evaluate_checkpoint
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
 from helpers.training.averaging import WeightAverage
 from helpers.training.engine import Trainer, train
@@ -107,9 +107,9 @@ def test_each_evaluation_measures_both_and_best_pt_holds_the_average(ema_run, ca
     assert load_checkpoint(run / "best_ema.pt")["graded"] == "ema"
     assert load_checkpoint(run / "best_raw.pt")["graded"] == "raw"
     # evaluate grades what each file stands for, and --weights picks the other arm of the same file.
-    assert evaluate_checkpoint(run / "best.pt")["eer"] == pytest.approx(best_ema["val_eer_ema"], abs=1e-9)
-    assert evaluate_checkpoint(run / "best.pt", weights="raw")["eer"] == pytest.approx(best_ema["val_eer"], abs=1e-9)
-    assert evaluate_checkpoint(run / "best_raw.pt")["eer"] == pytest.approx(best_raw["val_eer"], abs=1e-9)
+    assert evaluate_checkpoint(run / "best.pt").eer == pytest.approx(best_ema["val_eer_ema"], abs=1e-9)
+    assert evaluate_checkpoint(run / "best.pt", weights="raw").eer == pytest.approx(best_ema["val_eer"], abs=1e-9)
+    assert evaluate_checkpoint(run / "best_raw.pt").eer == pytest.approx(best_raw["val_eer"], abs=1e-9)
     code, out, err = call_cli(capsys, "evaluate", "--checkpoint", run / "last.pt", "--weights", "raw", "--json")
     assert code == 0, err
     assert json.loads(out)["eer"] == pytest.approx(records[-1]["val_eer"], abs=1e-9)
@@ -126,7 +126,7 @@ def test_a_checkpoint_from_before_averaging_still_evaluates_and_resumes(ema_run,
     state["config"]["run"]["out_dir"] = str(tmp_path)
     old = tmp_path / "ema" / "last.pt"
     save_checkpoint(state, old)
-    assert evaluate_checkpoint(old)["eer"] == pytest.approx(state["best_eer"], abs=1e-9)
+    assert evaluate_checkpoint(old).eer == pytest.approx(state["best_eer"], abs=1e-9)
     code, _, err = call_cli(capsys, "evaluate", "--checkpoint", old, "--weights", "ema")
     assert code == 1 and "holds no averaged weights" in err
     one_more = state["epoch"] + 1

@@ -381,7 +381,7 @@ def test_run_folder_is_named_after_the_config_file_unless_named(demo_root, tmp_p
 
 def test_data_stage_to_trains_from_a_local_copy_and_keeps_checkpoints_in_out_dir(demo_root, tmp_path, monkeypatch,
                                                                                  capsys):
-    from helpers.eval.evaluation import evaluate_checkpoint
+    from helpers.eval.inference import evaluate_checkpoint
 
     monkeypatch.setenv("LOCAL", str(tmp_path / "node1"))  # PSC's node-local disk of this job
     args = _sets(_run_args(demo_root, tmp_path / "home", "staged", "train.epochs=1", "data.stage_to=$LOCAL"))
@@ -394,10 +394,10 @@ def test_data_stage_to_trains_from_a_local_copy_and_keeps_checkpoints_in_out_dir
     assert not [p for p in (tmp_path / "node1").rglob("*") if p.suffix in (".pt", ".jsonl", ".yaml")]
     data_cfg = load_checkpoint(run / "last.pt")["config"]["data"]
     assert (data_cfg["root"], data_cfg["stage_to"]) == (str(demo_root), "$LOCAL")  # as written, for the next node
-    assert evaluate_checkpoint(run / "best.pt")["data_root"] == str(copy)  # the same job reads the copy
+    assert evaluate_checkpoint(run / "best.pt").data_root == str(copy)  # the same job reads the copy
 
     monkeypatch.setenv("LOCAL", str(tmp_path / "node2"))  # the next job runs on another node
-    assert evaluate_checkpoint(run / "best.pt")["data_root"] == str(demo_root)  # no copy there: the source
+    assert evaluate_checkpoint(run / "best.pt").data_root == str(demo_root)  # no copy there: the source
     code, out, err = call_cli(capsys, "train", *args, "--set", "train.epochs=2", "--resume", "auto")
     assert code == 0, err
     assert f"staged {source} to {tmp_path / 'node2' / demo_root.name}" in out

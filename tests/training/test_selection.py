@@ -40,8 +40,8 @@ def test_the_report_names_its_numbers_as_the_records_do():
         "select": "ema_best", "ranked_by": "EER", "weights": "ema", "epoch": 1.0, "val_eer": 0.125, "val_eer_ci95": [0.05, 0.2],
         "val_score": 0.6875, "bootstrap_rounds": 50,
         "comparisons": [{"weights": weights, "role": role, "epoch": epoch, "val_eer": eer, "val_score": None,
-                         "difference": test["difference"], "difference_ci95": test["ci95"],
-                         "distinguishable": not test["ci95"][0] <= 0.0 <= test["ci95"][1]}
+                         "difference": test.difference, "difference_ci95": test.ci95.as_list(),
+                         "distinguishable": not test.ci95.low <= 0.0 <= test.ci95.high}
                         for (weights, role, epoch, eer), test in zip(
                             [("raw", "last and best", 2.0, 0.1875), ("ema", "last", 2.0, 0.3125)], tests)]}
     lines = report_lines(report)

@@ -3,7 +3,7 @@ what is done with one: ``evaluate`` (:func:`evaluate_checkpoint`), ``verify`` (:
 (:func:`embed_folder`); ``submit``, ``export``, the notebooks and the benchmarks start from it too.
 
 Inference keeps the precision and memory format its run recorded where it runs on that kind of device, and
-runs in fp32 elsewhere: it never times training steps (:func:`helpers.model.fast_path.inference_fast_path`).
+runs in fp32 elsewhere: it never times training steps (:func:`helpers.runtime.fast_path.inference_fast_path`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from helpers.eval.evaluation import (EvalSettings, consecutive_pairs, dev_accura
                                      existing_images, folder_images, hardest_pairs, identify, known_dev_images,
                                      save_embeddings, stored_threshold, verify_pairs)
 from helpers.eval.results import CheckpointEvaluation, Identification, PairVerification
-from helpers.eval.runtime import Runtime, resolve_runtime
 from helpers.eval.score_norm import ScoreNorm
 from helpers.model.checkpoint import Checkpoint
 from helpers.model.resnet import FaceModel
+from helpers.runtime.resolve import Runtime, resolve_runtime
 
 
 @dataclass(frozen=True)

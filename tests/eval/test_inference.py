@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import call_cli
 
+from conftest import call_cli
 from helpers.eval.inference import load_trained
-from helpers.model.probe import amp_name
+from helpers.runtime.probe import amp_name
 
 
 def _recorded(trained_run: Path, folder: Path, device: str, amp: str, channels_last: bool) -> Path:

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from helpers.core.config import AugmentConfig, load_config
 from helpers.core.registry import MARGIN_HEADS
 from helpers.data.augment import BatchAugment
-from helpers.model.fast_path import FastPath
 from helpers.model.margins import ArcMarginProduct, CombinedMarginProduct, CosMarginProduct, MarginHead, margin_loss
 from helpers.model.resnet import build_face_model
+from helpers.runtime.fast_path import FastPath
 from helpers.training.step import TrainStep, make_optimizer
 
 TINY = ["model.depth=18", "model.width=0.125", "model.embedding_dim=16", "loss.m2=0.2", "loss.m3=0.05"]

@@ -216,3 +216,10 @@ def test_the_check_catches_a_private_name_read_from_another_module(toy):
                                  "helpers.eval.plots uses helpers.core.io._open",
                                  "helpers.model.resnet uses helpers.core.io._open",
                                  "helpers.tools.bench uses helpers.core.io._open"]
+
+
+def test_no_module_is_over_500_lines():
+    """A module that grows past a screenful of screens is split by concern before it lands (the style guide)."""
+    long = {str(path.relative_to(PACKAGE)): lines for _, path, _ in modules_of(PACKAGE)
+            if (lines := len(path.read_text().splitlines())) > 500}
+    assert long == {}

@@ -116,7 +116,7 @@ JSON = Arg("--json", action="store_true", help="print one JSON object")
 TTA = Arg("--tta", action="store_true", help="flip test-time augmentation")
 DEVICE = Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 WEIGHTS = Arg("--weights", choices=("raw", "ema"),
-              help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
+              help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint holds)")
 
 
 class Command:
@@ -180,7 +180,7 @@ COMMANDS = (
     ),
     Command("train", commands.run_train, "train a model",
             "Train from a YAML config (the seed defaults when none is given) plus KEY=VALUE overrides; writes "
-            "last.pt, best.pt (the weights train.select grades: lowest val EER by default), metrics.jsonl and "
+            "last.pt, best.pt (the weights train.select chooses: lowest val EER by default), metrics.jsonl and "
             "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt and best_ema.pt). One training "
             "at a time in a run folder (train.lock). SIGTERM or SIGUSR1 save last.pt at the next step and stop with "
             "exit status 128 + the signal's number (143, 138); --resume auto continues.",
@@ -338,7 +338,8 @@ COMMANDS = (
             Arg("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)"),
             JSON,
     ),
-    Command("search", commands.run_search, "hyperparameter search on Optuna: budgeted, pruned, resumable, on the graded metric",
+    Command("search", commands.run_search,
+            "hyperparameter search on Optuna: budgeted, pruned, resumable, on the term's leaderboard metric",
             "Search a space of config values (--space: a YAML file or a packaged space: cpu, gpu) with a seeded TPE "
             "sampler and a pruner fed every evaluation; each trial is a train run under OUT/trials/. The objective is "
             "the term's leaderboard metric on the val pairs (val EER; Fall 2026: the combined score) with its "

@@ -236,7 +236,7 @@ def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch
 
 
 def stored_threshold(checkpoint: Checkpoint, settings: EvalSettings) -> float | None:
-    """The val EER threshold stored for the weights ``checkpoint`` grades (:meth:`Checkpoint.grading`), when
+    """The val EER threshold stored for the weights ``checkpoint`` holds (:meth:`Checkpoint.holding`), when
     ``settings`` make scores the way it was found: raw cosines, with the training run's TTA setting; else None."""
     same_scoring = settings.tta == checkpoint.config.train.eval_tta and settings.score_norm.method == "none"
     return checkpoint.val.val_threshold if same_scoring else None

@@ -89,7 +89,7 @@ def run_trial(trial, plan: TrialPlan) -> float:
 
     def hear(trainer, record: RunRecord) -> None:
         heard.trainer = trainer
-        value = getattr(record.metrics(_graded_arm(trainer)), plan.metric)
+        value = getattr(record.metrics(_chosen_weights(trainer)), plan.metric)
         step = math.ceil(record.epoch - 1e-9)
         if record.epoch == 0 or value is None or step in heard.steps or not math.isfinite(value):
             return
@@ -125,16 +125,16 @@ def run_trial(trial, plan: TrialPlan) -> float:
     return value
 
 
-def _graded_arm(trainer) -> str:
+def _chosen_weights(trainer) -> str:
     return RULES[resolve_select(trainer.cfg.train)][0]
 
 
 def _record(trial, heard: _Heard, result, seconds: float, metric: str) -> None:
     """The trial's numbers as user attributes: value and interval of what best.pt holds, epochs, minutes,
     images/s."""
-    graded = heard.trainer.selection.graded if heard.trainer is not None else None
-    if graded is not None:
-        for key, number in zip(("value", "value_low", "value_high"), value_and_interval(graded.measured, metric)):
+    chosen = heard.trainer.selection.chosen if heard.trainer is not None else None
+    if chosen is not None:
+        for key, number in zip(("value", "value_low", "value_high"), value_and_interval(chosen.measured, metric)):
             if number is not None and math.isfinite(number):
                 trial.set_user_attr(key, float(number))
     trial.set_user_attr("epochs", float(result.epochs))

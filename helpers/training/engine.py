@@ -3,7 +3,7 @@
 What it guarantees:
 
 * the margin head's weights are in the optimiser (checked, not assumed);
-* checkpoints are written atomically; ``best.pt`` is chosen by val EER, the grade
+* checkpoints are written atomically; ``best.pt`` is chosen by a ranking value, val EER or the term's metric
   (``train.select``), from the trained weights or, with ``train.ema``, their moving average;
 * resume is exact: data order and augmentation are functions of (seed, epoch,
   batch), every other state is in the checkpoint, and a run resumed mid-epoch
@@ -79,7 +79,7 @@ class TrainResult:
     best_eer: float | None
     epochs: float
     last: RunRecord | None  # the run's last metrics.jsonl line (None when it wrote none)
-    graded: str = "raw"  # the weights best.pt grades: raw (trained) or ema (averaged)
+    weights: str = "raw"  # the weights best.pt holds: raw (trained) or ema (averaged)
     main: bool = True  # whether this process reports the run (under torchrun, rank 0 alone)
 
 
@@ -147,9 +147,9 @@ class Trainer:
 
     def checkpoint(self) -> Checkpoint:
         """Everything a resume needs: ``model`` holds the trained weights and ``ema`` the averaged ones (or None).
-        Each file sets its own ``graded`` (which of them it stands for) and ``val`` (their val metrics when it
+        Each file sets its own ``weights`` (which of them it holds) and ``val`` (their val metrics when it
         was saved): :meth:`save`."""
-        graded = self.selection.graded
+        chosen = self.selection.chosen
         return Checkpoint(
             model=self.model.state_dict(), optimizer=self.stepper.optimizer.state_dict(),
             ema=self.average.state_dict() if self.average is not None else None,
@@ -158,17 +158,17 @@ class Trainer:
             data_order={"seed": self.cfg.train.seed, "epoch": self.epoch, "batch": self.batch,
                         "world": self.runtime.dist.world},
             rng=rng_state(), classes=self.classes, config_values=self.cfg.as_dict(),
-            best_eer=None if graded is None else graded.eer, best_epoch=None if graded is None else graded.epoch,
+            best_eer=None if chosen is None else chosen.eer, best_epoch=None if chosen is None else chosen.epoch,
             selection=self.selection.state_dict(), wandb_run_id=self.tracker.run_id if self.tracker else None,
             # a resume keeps these choices
             fast_path={"device": self.runtime.device.type, **self.runtime.fast_path.describe()},
             **self.budget.state_dict(), nonfinite_steps=self.nonfinite_total, skipped_images=self.skipped_total,
             saved_at=datetime.datetime.now().isoformat(timespec="seconds"), run_id=self.run_id)
 
-    def _graded(self, name: str) -> tuple[str, ArmMetrics]:
-        """The weights file ``name`` grades, and their val metrics (none before their first evaluation)."""
-        graded, evaluation = self.selection.holds(name)
-        return graded, evaluation.measured if evaluation is not None else ArmMetrics()
+    def _held(self, name: str) -> tuple[str, ArmMetrics]:
+        """The weights file ``name`` holds, and their val metrics (none before their first evaluation)."""
+        weights, evaluation = self.selection.holds(name)
+        return weights, evaluation.measured if evaluation is not None else ArmMetrics()
 
     def save(self, best: tuple[str, ...] | list[str] = ()) -> None:
         """Write last.pt, and the best files (best.pt, best_raw.pt, best_ema.pt) named in ``best``."""
@@ -177,7 +177,7 @@ class Trainer:
         # The best files first: if the disk fills between them, last.pt still predates the new best, and a
         # resume redoes that stretch instead of believing in a best.pt that was never written. A best file is
         # written when its weights were just evaluated, so it mostly holds what last.pt holds: one serialisation.
-        files = {name: self._graded(name) for name in [*best, "last.pt"]}
+        files = {name: self._held(name) for name in [*best, "last.pt"]}
         save_checkpoints(self.checkpoint(), files, self.run_dir)
 
     def request_stop(self) -> None:
@@ -221,9 +221,9 @@ class Trainer:
                       f"{self.budget.elapsed() / 60:.1f} of {self.cfg.train.max_minutes or '-'} minutes)")
         finally:
             if self.tracker is not None:
-                self.tracker.summarise(self.selection.graded)
-        graded = self.selection.graded
-        return TrainResult(self.run_dir, None if graded is None else graded.eer, self.position(),
+                self.tracker.summarise(self.selection.chosen)
+        chosen = self.selection.chosen
+        return TrainResult(self.run_dir, None if chosen is None else chosen.eer, self.position(),
                            last_record, self.selection.arm, self.runtime.dist.main)
 
     def _report_selection(self) -> None:

@@ -1,4 +1,4 @@
-"""Which weights a run grades: the checkpoint choice behind best.pt.
+"""Which weights a run chooses: the checkpoint choice behind best.pt.
 
 Each evaluation measures one or two *arms*: the trained weights (``raw``)
 and, with ``train.ema``, their moving average (``ema``). ``train.select``
@@ -7,7 +7,7 @@ names what best.pt holds: the evaluation with the lowest val EER of one arm
 (``leaderboard``, ``ema_leaderboard``: val EER, or Fall 2026's combined score
 of dev top-1 and val EER) or that arm's latest evaluation (``last``,
 ``ema_last``); ``auto`` is ``ema_leaderboard`` when the EMA is on and
-``leaderboard`` otherwise: what the term grades (by val EER where the data
+``leaderboard`` otherwise: the term's leaderboard metric (by val EER where the data
 cannot measure the combined score). With two arms the run also keeps ``best_raw.pt`` and
 ``best_ema.pt``, so that every candidate can be scored on the test pairs.
 
@@ -93,12 +93,12 @@ class Selection:
         self.best: dict[str, Evaluation] = {}
         self.latest: dict[str, Evaluation] = {}
 
-    def grade(self, evaluation: Evaluation) -> float | None:
+    def rank_value(self, evaluation: Evaluation) -> float | None:
         """The value ``evaluation`` is ranked by (val EER, or the term's leaderboard metric)."""
         return self.ranking.value(evaluation.eer, evaluation.top1)
 
     @property
-    def graded(self) -> Evaluation | None:
+    def chosen(self) -> Evaluation | None:
         """The evaluation whose weights best.pt holds (None before the first, or without val pairs)."""
         return (self.latest if self.mode == "last" else self.best).get(self.arm)
 
@@ -119,18 +119,18 @@ class Selection:
         return files
 
     def _improves(self, new: Evaluation, old: Evaluation) -> bool:
-        new_grade, old_grade = self.grade(new), self.grade(old)
-        if new_grade is None or old_grade is None:  # the combined score needs dev images; fall back to the EER
+        new_value, old_value = self.rank_value(new), self.rank_value(old)
+        if new_value is None or old_value is None:  # the combined score needs dev images; fall back to the EER
             return new.eer < old.eer
-        return self.ranking.better_than(new_grade, old_grade)
+        return self.ranking.better_than(new_value, old_value)
 
     def report(self, labels: np.ndarray, rounds: int) -> dict | None:
         """best.pt's evaluation against each other candidate, by a paired bootstrap of ``rounds`` resamplings.
 
         None when nothing can be compared (no val pairs, or no resamplings asked for).
         """
-        graded = self.graded
-        if graded is None or graded.scores is None or not rounds:
+        chosen = self.chosen
+        if chosen is None or chosen.scores is None or not rounds:
             return None
         roles: dict[tuple, list] = {}
         for role, table in (("last", self.latest), ("best", self.best)):
@@ -140,12 +140,12 @@ class Selection:
                     roles.setdefault((candidate.arm, candidate.epoch), [candidate, []])[1].append(role)
         # Not the weights of best.pt themselves (before its first update the average is the trained model).
         others = [(candidate, role) for (arm, epoch), (candidate, role) in roles.items()
-                  if (arm, epoch) != (graded.arm, graded.epoch)
-                  and not np.array_equal(candidate.scores, graded.scores, equal_nan=True)]
-        usable = np.isfinite(graded.scores)  # pairs every set scored: unreadable images fail every set alike
+                  if (arm, epoch) != (chosen.arm, chosen.epoch)
+                  and not np.array_equal(candidate.scores, chosen.scores, equal_nan=True)]
+        usable = np.isfinite(chosen.scores)  # pairs every set scored: unreadable images fail every set alike
         for candidate, _ in others:
             usable &= np.isfinite(candidate.scores)
-        tests = paired_bootstrap_eers(graded.scores[usable], [c.scores[usable] for c, _ in others], labels[usable],
+        tests = paired_bootstrap_eers(chosen.scores[usable], [c.scores[usable] for c, _ in others], labels[usable],
                                       rounds) if others else []
         comparisons = []
         for (candidate, role), test in zip(others, tests):
@@ -153,15 +153,15 @@ class Selection:
                                 KEYS.val_eer: candidate.eer, KEYS.val_score: candidate.measured.val_score,
                                 "difference": test.difference, "difference_ci95": test.ci95.as_list(),
                                 "distinguishable": not test.ci95.low <= 0.0 <= test.ci95.high})
-        measured = graded.measured
-        return {"select": self.rule, "ranked_by": self.ranking.label, "weights": graded.arm, "epoch": graded.epoch, KEYS.val_eer: graded.eer,
+        measured = chosen.measured
+        return {"select": self.rule, "ranked_by": self.ranking.label, "weights": chosen.arm, "epoch": chosen.epoch, KEYS.val_eer: chosen.eer,
                 EER_INTERVAL: [measured.val_eer_low, measured.val_eer_high],
                 KEYS.val_score: measured.val_score, "bootstrap_rounds": rounds, "comparisons": comparisons}
 
     def holds(self, name: str) -> tuple[str, Evaluation | None]:
-        """The arm a checkpoint file grades, and the evaluation its weights had: last.pt, best.pt, best_ARM.pt."""
+        """The weights a checkpoint file holds, and the evaluation its weights had: last.pt, best.pt, best_ARM.pt."""
         if name == "best.pt":
-            return self.arm, self.graded
+            return self.arm, self.chosen
         if name == "last.pt":
             return self.arm, self.latest.get(self.arm)
         arm = name[len("best_"):-len(".pt")]

@@ -89,11 +89,11 @@ class Tracker:
         keys = {"EER": eer, self.leaderboard.wandb_key: self.leaderboard.value(eer, top1)}
         return {key: value for key, value in keys.items() if value is not None}
 
-    def summarise(self, graded) -> None:
-        """Put the graded evaluation (what best.pt holds; None before any) into the W&B run's summary."""
-        if self.run is None or graded is None:
+    def summarise(self, chosen) -> None:
+        """Put the chosen evaluation (what best.pt holds; None before any) into the W&B run's summary."""
+        if self.run is None or chosen is None:
             return
-        values = {**self._course_keys(graded.eer, graded.top1), "best_epoch": graded.epoch}
+        values = {**self._course_keys(chosen.eer, chosen.top1), "best_epoch": chosen.epoch}
         self._safely(lambda: self.run.summary.update(jsonable(values)))
 
     def finish(self) -> None:

@@ -147,4 +147,4 @@ def test_the_stored_threshold_is_used_only_for_scores_made_as_it_was_found():
     assert stored_threshold(saved, same) == 0.31
     assert stored_threshold(saved, replace(same, tta=False)) is None  # other scores: flips averaged or not
     assert stored_threshold(saved, replace(same, score_norm=ScoreNorm("as-norm", 10))) is None
-    assert stored_threshold(saved.grading("ema"), same) is None  # the other weights' threshold is not theirs
+    assert stored_threshold(saved.holding("ema"), same) is None  # the other weights' threshold is not theirs

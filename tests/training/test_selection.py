@@ -103,7 +103,7 @@ def test_under_fall_2026_auto_keeps_the_best_combined_score_when_the_eer_disagre
         selection = Selection(resolve_select(TrainConfig(), term.leaderboard), ("raw",), term.leaderboard)
         assert selection.observe({"raw": higher_score}) == ["best.pt"]
         changed = selection.observe({"raw": lower_eer})
-        assert selection.graded is kept and changed == ([] if kept is higher_score else ["best.pt"])
+        assert selection.chosen is kept and changed == ([] if kept is higher_score else ["best.pt"])
     report = Selection("leaderboard", ("raw",), F26.leaderboard)
     report.observe({"raw": lower_eer})
     report.observe({"raw": higher_score})

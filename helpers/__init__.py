@@ -29,7 +29,7 @@ _API = {
     "core.course": ["COURSE_CLASSES"],
     "core.errors": ["UserError"],
     "core.host": ["resume_note"],
-    "core.records": ["ArmMetrics", "RunRecord", "read_records"],
+    "core.records": ["EvalMetrics", "RunRecord", "read_records"],
     "core.terms": ["Term", "get_term"],
     "data.augment": ["BatchAugment", "eval_transform", "seed_train_transform"],
     "data.checks": ["check_data"],

@@ -29,7 +29,7 @@ from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only 
 from helpers.core.config import Config, load_config
 from helpers.core.errors import UserError, one_line
 from helpers.core.io import atomic_link, atomic_write
-from helpers.core.records import ArmMetrics
+from helpers.core.records import EvalMetrics
 from helpers.model.resnet import FaceModel, build_face_model
 
 FORMAT = "hw2p2-checkpoint"
@@ -111,7 +111,7 @@ class Checkpoint:
     saved_at: str | None = None
     run_id: str | None = None  # the run's own id, kept across resumes; None in files written before it
     weights: str = "raw"  # stored as "graded", the key files have always had
-    val: ArmMetrics = field(default_factory=ArmMetrics)
+    val: EvalMetrics = field(default_factory=EvalMetrics)
 
     @cached_property
     def config(self) -> Config:
@@ -134,7 +134,7 @@ class Checkpoint:
             raise UserError(_wrong(source, "val", "input should be a valid dictionary", val))
         unchecked = cls(**{key: value for key, value in values.items() if key in known},
                         **{name: values[key] for name, key in _STORED.items() if key in values},
-                        val=ArmMetrics.from_dict(val))
+                        val=EvalMetrics.from_dict(val))
         try:
             return _CHECKED.validate_python(unchecked)
         except ValidationError as error:
@@ -173,7 +173,7 @@ class Checkpoint:
         if weights is None or weights == self.weights:
             return self
         self.model_weights(weights)
-        return replace(self, weights=weights, val=ArmMetrics())
+        return replace(self, weights=weights, val=EvalMetrics())
 
     def restore_model(self, weights: str | None = None, source: str | Path = "the checkpoint") -> FaceModel:
         """The FaceModel its configuration and classes describe, with the weights it holds (or ``weights``:
@@ -214,11 +214,11 @@ def save_checkpoint(values: dict, path: str | Path) -> None:
     atomic_write(path, lambda handle: torch.save(values, handle))
 
 
-def save_checkpoints(checkpoint: Checkpoint, files: dict[str, tuple[str, ArmMetrics]], folder: str | Path) -> None:
+def save_checkpoints(checkpoint: Checkpoint, files: dict[str, tuple[str, EvalMetrics]], folder: str | Path) -> None:
     """Save ``checkpoint`` as each of ``files`` (name -> the weights that file holds and their val metrics), in
     order, serialising each distinct content once: a file holding what an earlier one holds is a link to it
     (:func:`atomic_link`)."""
-    written: list[tuple[tuple[str, ArmMetrics], Path]] = []
+    written: list[tuple[tuple[str, EvalMetrics], Path]] = []
     for name, held in files.items():
         path = Path(folder) / name
         same = next((earlier for content, earlier in written if content == held), None)

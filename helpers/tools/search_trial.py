@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.core.errors import UserError
-from helpers.core.records import ArmMetrics, RunRecord
+from helpers.core.records import EvalMetrics, RunRecord
 from helpers.core.terms import get_term
 from helpers.tools.search_space import Dimension, override
 from helpers.training.selection import RULES, resolve_select
 
-# ArmMetrics fields a search may optimise, and which way is better.
+# EvalMetrics fields a search may optimise, and which way is better.
 METRICS = {"val_eer": "minimize", "val_score": "maximize", "val_auc": "maximize", "val_accuracy": "maximize",
            "dev_top1": "maximize", "dev_top5": "maximize"}
 TRIALS_FOLDER = "trials"
@@ -35,7 +35,7 @@ def term_metric(term: str) -> str:
     return "val_eer" if get_term(term).leaderboard.metric == "eer" else "val_score"
 
 
-def value_and_interval(metrics: ArmMetrics, metric: str) -> tuple[float | None, float | None, float | None]:
+def value_and_interval(metrics: EvalMetrics, metric: str) -> tuple[float | None, float | None, float | None]:
     """The metric and its 95 % bootstrap interval over the val pairs (None where not measured). The combined
     score's interval is the EER's, carried through 0.5 x (1 - EER) with dev top-1 as measured."""
     value = getattr(metrics, metric)

@@ -46,9 +46,9 @@ from helpers.core.config import Config
 from helpers.core.errors import Stopped, UserError, one_line
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
-from helpers.core.records import ArmMetrics, EpochStats, RunRecord
+from helpers.core.records import EvalMetrics, EpochStats, RunRecord
 from helpers.data.datasets import Batch, refill
-from helpers.eval.evaluation import EvalSettings, arm_metrics, eval_settings, unscored_note
+from helpers.eval.evaluation import EvalSettings, eval_metrics, eval_settings, unscored_note
 from helpers.model.checkpoint import Checkpoint, rng_state, save_checkpoints, set_rng_state
 from helpers.model.resnet import FaceModel
 from helpers.runtime.device import kernel_errors_explained
@@ -165,10 +165,10 @@ class Trainer:
             **self.budget.state_dict(), nonfinite_steps=self.nonfinite_total, skipped_images=self.skipped_total,
             saved_at=datetime.datetime.now().isoformat(timespec="seconds"), run_id=self.run_id)
 
-    def _held(self, name: str) -> tuple[str, ArmMetrics]:
+    def _held(self, name: str) -> tuple[str, EvalMetrics]:
         """The weights file ``name`` holds, and their val metrics (none before their first evaluation)."""
         weights, evaluation = self.selection.holds(name)
-        return weights, evaluation.measured if evaluation is not None else ArmMetrics()
+        return weights, evaluation.measured if evaluation is not None else EvalMetrics()
 
     def save(self, best: tuple[str, ...] | list[str] = ()) -> None:
         """Write last.pt, and the best files (best.pt, best_raw.pt, best_ema.pt) named in ``best``."""
@@ -224,7 +224,7 @@ class Trainer:
                 self.tracker.summarise(self.selection.chosen)
         chosen = self.selection.chosen
         return TrainResult(self.run_dir, None if chosen is None else chosen.eer, self.position(),
-                           last_record, self.selection.arm, self.runtime.dist.main)
+                           last_record, self.selection.weights, self.runtime.dist.main)
 
     def _report_selection(self) -> None:
         """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""
@@ -365,19 +365,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate(self) -> tuple[dict[str, ArmMetrics], dict[str, Evaluation]]:
-        """Val verification of each arm and dev top-1 on rank 0; the results, and what they cost, are shared with
-        every rank. Returns each arm's metrics and its evaluation (for the selection of best.pt)."""
-        measured: dict[str, ArmMetrics] = {}
+    def _evaluate(self) -> tuple[dict[str, EvalMetrics], dict[str, Evaluation]]:
+        """Val verification of each set of weights and dev top-1 on rank 0; the results, and what they cost, are
+        shared with every rank. Returns the metrics of each and its evaluation (for the selection of best.pt)."""
+        measured: dict[str, EvalMetrics] = {}
         evaluations: dict[str, Evaluation] = {}
         started = self.budget.elapsed()  # the budget's own clock: what the evaluation costs it
         if self.runtime.dist.main:
             settings = eval_settings(self.cfg, self.runtime, progress=not self.quiet_progress)
-            arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
-            for arm, model in arms.items():
-                measured[arm], evaluation = self._evaluate_arm(arm, model, settings)
+            models = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
+            for weights, model in models.items():
+                measured[weights], evaluation = self._evaluate_weights(weights, model, settings)
                 if evaluation is not None:
-                    evaluations[arm] = evaluation
+                    evaluations[weights] = evaluation
         seconds = self.budget.elapsed() - started
         if self.runtime.dist.world > 1:
             shared = [(measured, evaluations, seconds)]
@@ -386,16 +386,17 @@ class Trainer:
         self.budget.eval_seconds = max(self.budget.eval_seconds, seconds)
         return measured, evaluations
 
-    def _evaluate_arm(self, arm: str, model: FaceModel, settings: EvalSettings) -> tuple[ArmMetrics, Evaluation | None]:
-        """One arm's metrics (val verification, dev top-1/5, the combined score) and its evaluation (None without
-        val pairs)."""
-        metrics, verification = arm_metrics(model, self.data, self.classes, settings,
-                                            bootstrap=self.cfg.train.eval_bootstrap)
+    def _evaluate_weights(self, weights: str, model: FaceModel,
+                          settings: EvalSettings) -> tuple[EvalMetrics, Evaluation | None]:
+        """The metrics of one set of weights (val verification, dev top-1/5, the combined score) and its evaluation
+        (None without val pairs)."""
+        metrics, verification = eval_metrics(model, self.data, self.classes, settings,
+                                             bootstrap=self.cfg.train.eval_bootstrap)
         if verification is None:
             return metrics, None
         if unscored_note(verification):
             print(f"warning: {unscored_note(verification)}", file=sys.stderr)
-        return metrics, Evaluation(arm, round(self.position(), 4), verification.eer, metrics, verification.scores,
+        return metrics, Evaluation(weights, round(self.position(), 4), verification.eer, metrics, verification.scores,
                                    metrics.dev_top1)
 
     def _end_of_stretch(self, trained: EpochStats | None, evaluate: bool) -> RunRecord:
@@ -409,7 +410,7 @@ class Trainer:
             best = self.selection.observe(evaluations)
         record = RunRecord(epoch=round(self.position(), 4), step=self.step, trained=trained,
                            nonfinite_steps=self.nonfinite_total, skipped_images=self.skipped_total,
-                           arms={arm: metrics for arm, metrics in measured.items() if metrics.measured},
+                           by_weights={weights: metrics for weights, metrics in measured.items() if metrics.measured},
                            evaluated=evaluate, elapsed_s=round(self.budget.elapsed(), 2),
                            time=datetime.datetime.now().isoformat(timespec="seconds"), run_id=self.run_id)
         if self.runtime.dist.main:
@@ -431,8 +432,8 @@ def format_record(record: RunRecord, total: str) -> str:
                   f"{trained.images_per_s:.0f} img/s", f"data-wait {100 * trained.data_wait:.0f}%"]
     else:
         parts.append("before training")
-    for arm, name in (("raw", "val EER"), ("ema", "EMA val EER")):
-        metrics = record.metrics(arm)
+    for weights, name in (("raw", "val EER"), ("ema", "EMA val EER")):
+        metrics = record.metrics(weights)
         if metrics.val_eer is not None:
             low = metrics.val_eer_low
             interval = f" [{low:.3f}, {metrics.val_eer_high:.3f}]" if low is not None else ""

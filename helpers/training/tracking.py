@@ -16,7 +16,7 @@ from pathlib import Path
 
 from helpers.core.config import Config
 from helpers.core.io import append_text, atomic_write_text
-from helpers.core.records import ArmMetrics, EpochStats, RunRecord, field_keys, jsonable, read_records, record_lines
+from helpers.core.records import EvalMetrics, EpochStats, RunRecord, field_keys, jsonable, read_records, record_lines
 from helpers.core.terms import get_term
 
 METRICS_FILE = "metrics.jsonl"  # one line per evaluation (and per stretch of training), in the run folder
@@ -121,7 +121,7 @@ def run_summary(run_dir: str | Path) -> dict:
     records = run_records(run_dir)
     evaluated = [r for r in records if r.metrics().val_eer is not None]
     speeds = [r.trained.images_per_s for r in records if r.trained is not None and r.trained.images_per_s is not None]
-    raw, averaged, stats = field_keys(ArmMetrics), field_keys(ArmMetrics, "ema"), field_keys(EpochStats)
+    raw, averaged, stats = field_keys(EvalMetrics), field_keys(EvalMetrics, "ema"), field_keys(EpochStats)
     if not evaluated:
         return {f"best_{raw.val_eer}": None, f"final_{raw.val_eer}": None, raw.val_auc: None, stats.images_per_s: None,
                 "epochs": None, "minutes": None}

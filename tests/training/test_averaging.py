@@ -166,7 +166,7 @@ def test_resume_after_a_crash_keeps_the_average_exact(demo_root, tmp_path, monke
     curve = [(r["val_eer"], r["val_eer_ema"]) for r in read_metrics(straight.run_dir / "metrics.jsonl")]
     assert curve == [(r["val_eer"], r["val_eer_ema"]) for r in read_metrics(resumed.run_dir / "metrics.jsonl")]
 
-    # Averaging only reads the weights: the trained arm is the run one gets without it, so one run measures both.
+    # Averaging only reads the weights: the trained weights are the run one gets without it, so one run measures both.
     plain = train(None, _run_args(demo_root, tmp_path, "plain", *common, "train.ema=0"))
     c = load_checkpoint(plain.run_dir / "last.pt")
     assert c["ema"] is None and all(torch.equal(a["model"][key], c["model"][key]) for key in a["model"])

@@ -198,7 +198,7 @@ class SchedConfig(Section):
     min_lr: float = Field(0.0, ge=0.0)
     """cosine floor (and plateau floor)"""
     step_size: float = Field(30.0, gt=0.0)
-    """step: epochs between decays (of a train.epochs-long run, 100 when null; a budget stretches them)"""
+    """step: epochs between decays (of a train.epochs-long run, 100 when null; a budget scales them)"""
     milestones: tuple[Annotated[float, Field(ge=0.0)], ...] = (60.0, 80.0)
     """multistep: epochs of the decays (counted as step_size's are)"""
     gamma: float = Field(0.1, gt=0.0, le=1.0)

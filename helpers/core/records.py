@@ -1,5 +1,5 @@
 """What a run records, declared once: one evaluation of one set of weights (:class:`EvalMetrics`), what a
-stretch of training measured (:class:`EpochStats`), and one line of a run's ``metrics.jsonl`` (:class:`RunRecord`).
+span of training measured (:class:`EpochStats`), and one line of a run's ``metrics.jsonl`` (:class:`RunRecord`).
 
 A line's keys are these fields' names: an evaluation of the trained weights as they are (``val_eer``), one of
 their moving average with the suffix of those weights (``val_eer_ema``). The Trainer writes lines through
@@ -94,7 +94,7 @@ KEYS = field_keys(EvalMetrics)  # the keys of the trained weights' numbers, for 
 
 @dataclass(frozen=True)
 class EpochStats:
-    """What a stretch of training measured: the mean loss and accuracy of its batches, the mean gradient norm of
+    """What a span of training measured: the mean loss and accuracy of its batches, the mean gradient norm of
     its optimiser steps, images per second, the share of its time spent waiting for data, and the lr at its end."""
 
     train_loss: float | None = None
@@ -107,7 +107,7 @@ class EpochStats:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One line of metrics.jsonl: where the run stood (fractional epoch, optimiser steps), what the stretch of
+    """One line of metrics.jsonl: where the run stood (fractional epoch, optimiser steps), what the span of
     training before it measured (None for the evaluation before training), the run's counts of skipped steps and
     unreadable images so far, the metrics of each set of weights evaluated (``by_weights``; ``evaluated``: whether
     this line evaluated), when (seconds into the run, resumes included, and the wall-clock time), and which run
@@ -131,7 +131,7 @@ class RunRecord:
     def as_line(self) -> dict:
         """The line as JSON holds it, keys in the order the file has always had; not-finite numbers are null.
 
-        A stretch of training writes every one of its fields (null where it measured none, as a stretch without
+        A span of training writes every one of its fields (null where it measured none, as a span without
         batches does); an evaluation writes the fields it measured."""
         line = _present(epoch=self.epoch, step=self.step)
         if self.trained is not None:

@@ -175,7 +175,7 @@ class Trainer:
         if not self.runtime.dist.main:
             return
         # The best files first: if the disk fills between them, last.pt still predates the new best, and a
-        # resume redoes that stretch instead of believing in a best.pt that was never written. A best file is
+        # resume redoes that span instead of believing in a best.pt that was never written. A best file is
         # written when its weights were just evaluated, so it mostly holds what last.pt holds: one serialisation.
         files = {name: self._held(name) for name in [*best, "last.pt"]}
         save_checkpoints(self.checkpoint(), files, self.run_dir)
@@ -198,7 +198,7 @@ class Trainer:
         last_record = None
         try:
             if self.position() == 0 and not self.resumed:  # a resumed run's last.pt already holds this evaluation
-                last_record = self._end_of_stretch(None, evaluate=True)
+                last_record = self._end_of_span(None, evaluate=True)
             while self.epoch < self.budget.limit and not self.stop_requested:
                 if self.budget.out_of_time():
                     if last_record is not None:
@@ -210,7 +210,7 @@ class Trainer:
                 # Decided before evaluating and saving, so that last.pt holds at least the elapsed time that
                 # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
                 done = self._stopped or self.epoch >= self.budget.limit or self.budget.out_of_time()
-                last_record = self._end_of_stretch(trained, done or self.epoch % self.cfg.train.eval_every == 0)
+                last_record = self._end_of_span(trained, done or self.epoch % self.cfg.train.eval_every == 0)
                 if done or self.stop_requested:
                     break
             if last_record is not None and self.runtime.dist.main:
@@ -399,8 +399,8 @@ class Trainer:
         return metrics, Evaluation(weights, round(self.position(), 4), verification.eer, metrics, verification.scores,
                                    metrics.dev_top1)
 
-    def _end_of_stretch(self, trained: EpochStats | None, evaluate: bool) -> RunRecord:
-        """The record of where the run stands after a stretch of training (``trained``; None before the first),
+    def _end_of_span(self, trained: EpochStats | None, evaluate: bool) -> RunRecord:
+        """The record of where the run stands after a span of training (``trained``; None before the first),
         evaluated when ``evaluate`` is set; logged, printed and saved on rank 0."""
         measured, best = {}, []
         if evaluate:

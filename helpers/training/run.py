@@ -205,7 +205,7 @@ def build_run(cfg: Config, runtime: Runtime, checkpoint: Checkpoint | None = Non
     if sampler.batches < cfg.train.accumulate:
         raise UserError(f"{len(train_set.paths)} training images make fewer than {cfg.train.accumulate} batch(es) "
                         f"of {cfg.train.batch_size} per process; lower train.batch_size")
-    # step and multistep count epochs of a train.epochs-long run (the seed's when unset), stretched to a budget
+    # step and multistep count epochs of a train.epochs-long run (the seed's when unset), scaled to a budget
     schedule = LRSchedule(cfg.sched, cfg.optim.lr, cfg.train.epochs or SEED_EPOCHS)
     return RunParts(data, train_set, model, average, selection, training_step(cfg, runtime, model, cfg.train.accumulate), sampler,
                     _loader(cfg, runtime, data, train_set, sampler), schedule)

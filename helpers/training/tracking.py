@@ -19,7 +19,7 @@ from helpers.core.io import append_text, atomic_write_text
 from helpers.core.records import EvalMetrics, EpochStats, RunRecord, field_keys, jsonable, read_records, record_lines
 from helpers.core.terms import get_term
 
-METRICS_FILE = "metrics.jsonl"  # one line per evaluation (and per stretch of training), in the run folder
+METRICS_FILE = "metrics.jsonl"  # one line per evaluation (and per span of training), in the run folder
 REPLACED_FILE = "metrics.replaced.jsonl"  # another run's lines, set aside by a resume told to take its folder over
 
 

@@ -81,14 +81,14 @@ def test_a_half_written_last_line_and_lines_that_are_not_records_are_ignored(tmp
 
 def test_numbers_that_are_not_finite_are_written_as_null():
     stats = EpochStats(train_loss=float("nan"), train_acc=float("nan"), grad_norm=float("nan"),
-                       images_per_s=float("inf"), data_wait=0.1, lr=0.01)  # a stretch without batches
+                       images_per_s=float("inf"), data_wait=0.1, lr=0.01)  # a span without batches
     record = RunRecord(epoch=1.0, step=0, trained=stats, nonfinite_steps=0, skipped_images=0,
                        by_weights={"raw": EvalMetrics(val_eer=0.2, val_tar_at_far={"0.001": float("nan")})}, evaluated=True)
     line = json.loads(record.to_json())
     assert line == {"epoch": 1.0, "step": 0, "train_loss": None, "train_acc": None, "grad_norm": None,
                     "images_per_s": None, "data_wait": 0.1, "lr": 0.01, "nonfinite_steps": 0, "skipped_images": 0,
                     "val_eer": 0.2, "val_tar_at_far": {"0.001": None}, "evaluated": True}
-    assert RunRecord.from_line(line).as_line() == line  # the stretch keeps its keys though it measured nothing
+    assert RunRecord.from_line(line).as_line() == line  # the span keeps its keys though it measured nothing
 
 
 def test_the_ema_weights_are_read_from_their_suffixed_keys():

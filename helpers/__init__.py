@@ -31,7 +31,7 @@ _API = {
     "core.host": ["resume_note"],
     "core.records": ["EvalMetrics", "RunRecord", "read_records"],
     "core.terms": ["Term", "get_term"],
-    "data.augment": ["BatchAugment", "eval_transform", "seed_train_transform"],
+    "data.augment": ["BatchAugment", "eval_transform", "starter_train_transform"],
     "data.checks": ["check_data"],
     "data.datasets": ["FaceImages", "training_set"],
     "data.demo": ["make_demo_data"],

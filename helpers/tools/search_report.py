@@ -166,7 +166,7 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
                            resume="auto")
             runs.append(result.run_dir)
         pairs.append(runs)
-    report = compare_runs(pairs, base_config or "seed")
+    report = compare_runs(pairs, base_config or "starter")
     atomic_write_text(folder / "confirm.json", json.dumps(report, indent=2) + "\n")
     return report
 

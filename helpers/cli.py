@@ -37,7 +37,7 @@ def _config_arguments(command: argparse.ArgumentParser) -> None:
 
     command.add_argument("--config", metavar="NAME|FILE",
                          help=f"a packaged config by name ({', '.join(packaged_configs())}) or a YAML file; "
-                              "the seed recipe when none is given")
+                              "the starter recipe when none is given")
     command.add_argument("--set", action="append", metavar="KEY=VALUE",
                          help="override one dotted key, e.g. --set optim.lr=0.01 (repeatable)")
 
@@ -116,7 +116,7 @@ JSON = Arg("--json", action="store_true", help="print one JSON object")
 TTA = Arg("--tta", action="store_true", help="flip test-time augmentation")
 DEVICE = Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 WEIGHTS = Arg("--weights", choices=("raw", "ema"),
-              help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
+              help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint holds)")
 
 
 class Command:
@@ -179,8 +179,8 @@ COMMANDS = (
             Arg("dest", help="the folder to copy it into; ~ and $VARIABLES expand"),
     ),
     Command("train", commands.run_train, "train a model",
-            "Train from a YAML config (the seed defaults when none is given) plus KEY=VALUE overrides; writes "
-            "last.pt, best.pt (the weights train.select grades: lowest val EER by default), metrics.jsonl and "
+            "Train from a YAML config (the starter defaults when none is given) plus KEY=VALUE overrides; writes "
+            "last.pt, best.pt (the weights train.select chooses: lowest val EER by default), metrics.jsonl and "
             "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt and best_ema.pt). One training "
             "at a time in a run folder (train.lock). SIGTERM or SIGUSR1 save last.pt at the next step and stop with "
             "exit status 128 + the signal's number (143, 138); --resume auto continues.",
@@ -197,7 +197,7 @@ COMMANDS = (
     ),
     Command("config", commands.run_config, "print a configuration: every key, its value and what it means",
             "Print the configuration a --config and --set give, as YAML: every key with its value and, as a comment, "
-            "what it means. The defaults (the seed recipe) are declared in helpers/core/config.py.",
+            "what it means. The defaults (the starter recipe) are declared in helpers/core/config.py.",
             _config_arguments,
     ),
     Command("model-summary", commands.run_model_summary, "parameter counts, the 30 M budget check, FLOPs",
@@ -338,7 +338,8 @@ COMMANDS = (
             Arg("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)"),
             JSON,
     ),
-    Command("search", commands.run_search, "hyperparameter search on Optuna: budgeted, pruned, resumable, on the graded metric",
+    Command("search", commands.run_search,
+            "hyperparameter search on Optuna: budgeted, pruned, resumable, on the term's leaderboard metric",
             "Search a space of config values (--space: a YAML file or a packaged space: cpu, gpu) with a seeded TPE "
             "sampler and a pruner fed every evaluation; each trial is a train run under OUT/trials/. The objective is "
             "the term's leaderboard metric on the val pairs (val EER; Fall 2026: the combined score) with its "

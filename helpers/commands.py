@@ -52,7 +52,7 @@ def run_train(args) -> int:
     # Without a run.name, each config file gets its own run folder, named after it.
     result = train(args.config, args.set or [], resume=args.resume, init_from=args.init_from,
                    default_name=Path(args.config).stem if args.config else None, take_over=args.take_over)
-    weights = "averaged (EMA)" if result.graded == "ema" else "trained"
+    weights = "averaged (EMA)" if result.weights == "ema" else "trained"
     if result.main:  # under torchrun, rank 0 alone says it
         print(f"done: {result.run_dir} (best.pt: {weights} weights, {best_words(result.run_dir)}; last.pt, "
               "metrics.jsonl)")

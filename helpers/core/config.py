@@ -1,4 +1,4 @@
-"""Run configuration: typed, frozen sections whose field defaults are the seed recipe, declared once, here.
+"""Run configuration: typed, frozen sections whose field defaults are the starter recipe, declared once, here.
 
 A configuration is a :class:`Config` read by attribute (``cfg.optim.lr``). Each
 section below is a pydantic model: a field's default is the only place that
@@ -18,7 +18,7 @@ within its bounds, and :mod:`helpers.core.config_keys` sets the dotted keys and
 words the refusals.
 
 The recipes ship inside the package (``helpers/configs/``) and are chosen by
-name (``fast``, ``seed``...) from any folder, so a ``pip install`` of the
+name (``fast``, ``starter``...) from any folder, so a ``pip install`` of the
 project is the whole toolkit; a path to any other YAML file works too.
 """
 
@@ -47,6 +47,11 @@ def _numbers_as_text(value: Any) -> Any:
 
 
 Text = Annotated[str, BeforeValidator(_numbers_as_text)]
+
+
+def _stem_of_before(value: Any) -> Any:
+    # model.stem was "seed" before the ImageNet stem took its own name: old checkpoints and YAML still say it
+    return "imagenet" if value == "seed" else value
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -124,14 +129,14 @@ class ModelConfig(Section):
     """18 | 34 (BasicBlocks) | 50 (Bottlenecks)"""
     width: float = Field(1.0, ge=0.01)
     """channel multiplier (64/128/256/512 at 1.0)"""
-    stem: Literal["seed", "face"] = "seed"
-    """seed: 7x7/2 conv + max-pool | face: 3x3/1 conv, no pool (7x7 final map at 112 px)"""
+    stem: Annotated[Literal["imagenet", "face"], BeforeValidator(_stem_of_before)] = "imagenet"
+    """imagenet: 7x7/2 conv + max-pool | face: 3x3/1 conv, no pool (7x7 final map at 112 px)"""
     block: Literal["basic", "preact"] = "basic"
     """basic (Conv-BN-ReLU) | preact (BN-ReLU-Conv)"""
     embedding_dim: int = Field(512, ge=2)
     """the embedding's size"""
     head: Literal["linear", "bn"] = "linear"
-    """linear: Linear(512->512), the seed | bn: BN -> Dropout -> Linear -> BN"""
+    """linear: Linear(512->512), the starter's | bn: BN -> Dropout -> Linear -> BN"""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """before the embedding (inside the head for head: bn)"""
     zero_init_residual: bool = False
@@ -198,7 +203,7 @@ class SchedConfig(Section):
     min_lr: float = Field(0.0, ge=0.0)
     """cosine floor (and plateau floor)"""
     step_size: float = Field(30.0, gt=0.0)
-    """step: epochs between decays (of a train.epochs-long run, 100 when null; a budget stretches them)"""
+    """step: epochs between decays (of a train.epochs-long run, 100 when null; a budget scales them)"""
     milestones: tuple[Annotated[float, Field(ge=0.0)], ...] = (60.0, 80.0)
     """multistep: epochs of the decays (counted as step_size's are)"""
     gamma: float = Field(0.1, gt=0.0, le=1.0)
@@ -215,7 +220,7 @@ class SchedConfig(Section):
 
 class TrainConfig(Section):
     epochs: Optional[int] = Field(None, ge=1)
-    """the most epochs to train; null: as many as train.max_minutes allows, or the seed's 100 without a budget.
+    """the most epochs to train; null: as many as train.max_minutes allows, or the starter's 100 without a budget.
     Set it under a budget only to stop sooner on purpose"""
     batch_size: int = Field(64, ge=1)
     """per process"""
@@ -330,7 +335,7 @@ class CourseConfig(Section):
 
 
 class Config(Section):
-    """A whole run configuration; ``Config()`` is the seed recipe."""
+    """A whole run configuration; ``Config()`` is the starter recipe."""
 
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -349,7 +354,7 @@ class Config(Section):
 
 
 def defaults() -> Config:
-    """The seed configuration."""
+    """The starter configuration."""
     return Config()
 
 
@@ -359,13 +364,14 @@ def all_keys() -> list[str]:
 
 
 def packaged_configs() -> list[str]:
-    """The names of the configs shipped with the package (``demo``, ``fast``, ``seed``...)."""
+    """The names of the configs shipped with the package (``demo``, ``fast``, ``starter``...)."""
     return sorted(path.stem for path in PACKAGED.glob("*.yaml"))
 
 
 # Where the packaged configs lived in a checkout before they moved into the package: commands written
 # then (``--config configs/fast.yaml``, ``--config config.yaml``) keep meaning the same recipes.
-_CHECKOUT_PATHS = {"config.yaml": "seed"}
+_CHECKOUT_PATHS = {"config.yaml": "starter"}
+_RENAMED = {"seed": "starter"}  # recipes under their old names: ``--config seed`` keeps meaning the starter recipe
 
 
 def config_file(name_or_path: str | Path) -> Path:
@@ -376,6 +382,7 @@ def config_file(name_or_path: str | Path) -> Path:
         return path
     bare = path.name == str(name_or_path) or path.parent == Path("configs")
     name = _CHECKOUT_PATHS.get(str(name_or_path), path.stem)
+    name = _RENAMED.get(name, name)
     packaged = PACKAGED / f"{name}.yaml"
     if bare and path.suffix in ("", ".yaml") and packaged.is_file():
         return packaged

@@ -71,6 +71,6 @@ def mount_drive_for(folder: Path) -> None:
 
 def resume_note(run_dir: Path) -> str:
     """Where a run's checkpoints are and how to carry on after a disconnect, for the notebooks' training cells."""
-    return (f"checkpoints: {Path(run_dir).absolute()} (last.pt every epoch, best.pt: the weights train.select grades). "
+    return (f"checkpoints: {Path(run_dir).absolute()} (last.pt every epoch, best.pt: the weights train.select chooses). "
             "If the session ends, run all cells again with the same drive_folder and run_name: training resumes "
             "from last.pt. To train on after it finished, raise epochs or max_minutes and run again.")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from helpers.core.config import Config
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
-from helpers.core.records import ArmMetrics
+from helpers.core.records import EvalMetrics
 from helpers.core.signals import ignore_stop_signals
 from helpers.core.terms import combined_score
 from helpers.data.augment import normalize
@@ -202,14 +202,14 @@ def classify(model, paths: Sequence[Path], labels: Sequence[int], settings: Eval
                           top5=float((top == targets[:, None]).any(dim=1).float().mean()), images=int(usable.sum()))
 
 
-def arm_metrics(model: FaceModel, data: FaceData, classes: Sequence[str], settings: EvalSettings,
-                bootstrap: int = 0) -> tuple[ArmMetrics, PairVerification | None]:
+def eval_metrics(model: FaceModel, data: FaceData, classes: Sequence[str], settings: EvalSettings,
+                 bootstrap: int = 0) -> tuple[EvalMetrics, PairVerification | None]:
     """One set of weights measured as a run records it: val verification (with val pairs), dev top-1/5 (with dev
     images of known identities) and the combined score of the two; and the verification result (None without
     val pairs)."""
     verification = verify_pairs(model, data, settings, bootstrap=bootstrap) if data.val_pairs else None
     accuracy = dev_accuracy(model, data, classes, settings)
-    measured = ArmMetrics.from_measures(val=verification, dev=accuracy)
+    measured = EvalMetrics.from_measures(val=verification, dev=accuracy)
     # a run's lines have always left out a count of no unscored pairs
     return replace(measured, val_unscored_pairs=measured.val_unscored_pairs or None,
                    val_score=combined_score(measured.dev_top1, measured.val_eer)), verification
@@ -236,7 +236,7 @@ def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch
 
 
 def stored_threshold(checkpoint: Checkpoint, settings: EvalSettings) -> float | None:
-    """The val EER threshold stored for the weights ``checkpoint`` grades (:meth:`Checkpoint.grading`), when
+    """The val EER threshold stored for the weights ``checkpoint`` holds (:meth:`Checkpoint.holding`), when
     ``settings`` make scores the way it was found: raw cosines, with the training run's TTA setting; else None."""
     same_scoring = settings.tta == checkpoint.config.train.eval_tta and settings.score_norm.method == "none"
     return checkpoint.val.val_threshold if same_scoring else None

@@ -33,7 +33,7 @@ from helpers.runtime.resolve import Runtime, resolve_runtime
 @dataclass(frozen=True)
 class TrainedModel:
     """A trained model ready to embed: the checkpoint file (``path``; its folder is the run's), the checkpoint as
-    grading the weights chosen, their model placed on the runtime's device, and the eval settings."""
+    holding the weights chosen, their model placed on the runtime's device, and the eval settings."""
 
     path: Path
     checkpoint: Checkpoint
@@ -67,11 +67,11 @@ class TrainedModel:
 
 def load_trained(checkpoint: str | Path, device: str = "auto", weights: str | None = None,
                  **changes) -> TrainedModel:
-    """The model of ``checkpoint`` as grading ``weights`` (raw, ema; default: the ones it grades) on ``device``,
+    """The model of ``checkpoint`` as holding ``weights`` (raw, ema; default: the ones it holds) on ``device``,
     ready to embed; ``changes`` replace eval settings (``tta``, ``progress``, ``batch_size``, ``score_norm``...),
     a change to None leaving the setting as it is."""
     path = Path(checkpoint)
-    opened = Checkpoint.load(path).grading(weights)
+    opened = Checkpoint.load(path).holding(weights)
     runtime = resolve_runtime(opened.config, device, inference=True, previous=opened.fast_path)
     model = runtime.place(opened.restore_model(source=path))
     settings = eval_settings(opened.config, runtime, **{key: value for key, value in changes.items()
@@ -100,7 +100,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
         identification = _identification(model, data, index, *known_dev_images(data, opened.classes), settings,
                                           gallery_per_identity)
     plots = None if plots_dir is None else _write_plots(data, verification, settings, Path(plots_dir), history)
-    return CheckpointEvaluation(checkpoint=str(checkpoint), data_root=str(data.root), tta=tta, weights=opened.graded,
+    return CheckpointEvaluation(checkpoint=str(checkpoint), data_root=str(data.root), tta=tta, weights=opened.weights,
                                 score_norm=score_norm.describe(model.head),
                                 term=get_term(term or opened.config.course.term), verification=verification,
                                 classification=accuracy, identification=identification, plots=plots)

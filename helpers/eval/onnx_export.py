@@ -156,7 +156,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | 
                       weights: str | None = None, progress: bool = False) -> ExportReport:
     """Export a checkpoint's embedder to ``out`` (ONNX), checked on its val pairs (``data_root`` or the run's).
 
-    ``weights`` (raw, ema) chooses the weights; by default the ones the checkpoint grades.
+    ``weights`` (raw, ema) chooses the weights; by default the ones the checkpoint holds.
     """
     require(EXPORT_PACKAGES, "the ONNX export")
     trained = load_trained(checkpoint, "cpu", weights, progress=progress)
@@ -166,7 +166,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | 
     # what it must match, whatever autocast the run trained and evaluated under (bf16 on CPUs with bf16 kernels).
     settings = replace(settings, tta=cfg.train.eval_tta, amp=None)
     threshold = stored_threshold(opened, settings)
-    about = {"checkpoint": trained.path.name, "weights": opened.graded,
+    about = {"checkpoint": trained.path.name, "weights": opened.weights,
              "classes": json.dumps(opened.classes), "threshold_tta": json.dumps(settings.tta),
              "training": json.dumps(training_summary(opened))}
     if threshold is not None:

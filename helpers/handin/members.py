@@ -91,7 +91,7 @@ class HandinSources:
 
     @cached_property
     def model(self):
-        """The checkpoint's model, the weights it grades loaded (what the backends describe)."""
+        """The checkpoint's model, the weights it holds loaded (what the backends describe)."""
         return self.saved.restore_model(source=self.checkpoint)
 
     @cached_property

@@ -205,7 +205,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     """Score the test data with a checkpoint and write the submission: in the shape of the competition's
     ``sample_submission.csv`` when there is one, else one row per test pair (and the class predictions of a test
     split beside it). ``kaggle`` submits it to the term's competition (``slack``: the slack one), or
-    ``kaggle_competition`` names another; ``weights`` (raw or ema) overrides the weights the checkpoint grades.
+    ``kaggle_competition`` names another; ``weights`` (raw or ema) overrides the weights the checkpoint holds.
     """
     from helpers.eval.inference import load_trained
 

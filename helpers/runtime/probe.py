@@ -376,7 +376,7 @@ def _spread(seconds: list[float] | None) -> float:
 
 
 def _stand_in(shape: ProbeShape, device: torch.device | str) -> torch.nn.Sequential:
-    """The stand-in's convolutions (each with BN and ReLU; the seed stem's max-pool), an embedding after the
+    """The stand-in's convolutions (each with BN and ReLU; the ImageNet stem's max-pool), an embedding after the
     mean over the last map, and a class head. No residual sums: they cost little next to the convolutions."""
     layers: list[torch.nn.Module] = []
     channels = 3
@@ -388,7 +388,7 @@ def _stand_in(shape: ProbeShape, device: torch.device | str) -> torch.nn.Sequent
         channels = out
 
     first = shape.widths[0]
-    if shape.stem == "seed":
+    if shape.stem == "imagenet":
         conv(first, 7, 2)
         layers.append(torch.nn.MaxPool2d(3, 2, 1))
     else:

@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.config import AugmentConfig, load_config
 from helpers.core.course import COURSE_CLASSES
-from helpers.data.augment import BatchAugment, normalize, seed_train_transform
+from helpers.data.augment import BatchAugment, normalize, starter_train_transform
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder
 from helpers.data.datasets import FaceImages, collate, decode_batch
 from helpers.data.images import decode_rgb
@@ -218,7 +218,7 @@ class _NaiveImages(torch.utils.data.Dataset):
 
     def __init__(self, paths, size: int):
         self.paths = paths
-        self.transform = seed_train_transform(size)
+        self.transform = starter_train_transform(size)
 
     def __len__(self):
         return len(self.paths)

@@ -135,16 +135,16 @@ def test_the_stored_threshold_is_used_only_for_scores_made_as_it_was_found():
     import torch
 
     from helpers.core.config import load_config
-    from helpers.core.records import ArmMetrics
+    from helpers.core.records import EvalMetrics
     from helpers.eval.evaluation import EvalSettings, stored_threshold
     from helpers.eval.score_norm import ScoreNorm
     from helpers.model.checkpoint import Checkpoint
 
     saved = Checkpoint(model={"w": torch.ones(1)}, ema={"weights": {"w": torch.zeros(1)}, "updates": 1},
                        classes=["a"], config_values=load_config(overrides=["train.eval_tta=true"]).as_dict(),
-                       val=ArmMetrics(val_threshold=0.31))
+                       val=EvalMetrics(val_threshold=0.31))
     same = EvalSettings(tta=True)
     assert stored_threshold(saved, same) == 0.31
     assert stored_threshold(saved, replace(same, tta=False)) is None  # other scores: flips averaged or not
     assert stored_threshold(saved, replace(same, score_norm=ScoreNorm("as-norm", 10))) is None
-    assert stored_threshold(saved.grading("ema"), same) is None  # the other weights' threshold is not theirs
+    assert stored_threshold(saved.holding("ema"), same) is None  # the other weights' threshold is not theirs

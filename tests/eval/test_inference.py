@@ -48,7 +48,7 @@ def test_inference_keeps_the_recorded_precision_on_its_device_and_takes_fp32_els
     assert (amp_name(here.settings.amp), here.settings.channels_last) == ("bf16", False)
     elsewhere = load_trained(_recorded(trained_run, tmp_path / "gpu", "cuda", "bf16", True), "cpu")
     assert (amp_name(elsewhere.settings.amp), elsewhere.settings.channels_last) == ("none", False)
-    assert elsewhere.run_dir == tmp_path / "gpu" and elsewhere.checkpoint.graded == "raw" and probes == []
+    assert elsewhere.run_dir == tmp_path / "gpu" and elsewhere.checkpoint.weights == "raw" and probes == []
 
 
 def test_no_command_on_a_checkpoint_from_another_device_times_the_probe(trained_run, demo_root, tmp_path, capsys,

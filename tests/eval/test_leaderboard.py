@@ -35,10 +35,10 @@ def test_select_leaderboard_grades_by_the_terms_metric_and_best_by_the_eer():
     by_s26 = Selection("leaderboard", leaderboard=get_term("s26").leaderboard)
     for step in history:
         by_eer.observe(step), by_score.observe(step), by_s26.observe(step)
-    assert by_eer.graded.epoch == 2 and by_score.graded.epoch == 3 and by_s26.graded.epoch == 2
+    assert by_eer.chosen.epoch == 2 and by_score.chosen.epoch == 3 and by_s26.chosen.epoch == 2
     restored = Selection("leaderboard", leaderboard=get_term("f26").leaderboard)
     restored.load_state_dict(by_score.state_dict())
-    assert restored.graded.top1 == 0.60  # the dev top-1 survives a resume
+    assert restored.chosen.top1 == 0.60  # the dev top-1 survives a resume
 
 
 def test_course_term_is_checked_like_any_key(tmp_path):

@@ -63,7 +63,7 @@ def test_the_training_step_trains_with_the_heads_own_loss(norm_aware):
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-BEFORE = {  # what the if-chain built before the registry, for the seed's loss settings
+BEFORE = {  # what the if-chain built before the registry, for the starter's loss settings
     "arcface": lambda loss, d, c: ArcMarginProduct(d, c, s=loss.s, m=loss.m, easy_margin=loss.easy_margin),
     "subcenter": lambda loss, d, c: ArcMarginProduct(d, c, s=loss.s, m=loss.m, easy_margin=loss.easy_margin,
                                                      subcenters=loss.subcenters),

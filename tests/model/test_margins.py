@@ -207,7 +207,7 @@ def test_a_compiled_step_does_not_recompile_as_the_margin_warms_up(kind):
     from helpers.core.config import load_config
     from helpers.model.resnet import build_face_model
 
-    cfg = load_config("seed", [f"loss.type={kind}", "model.depth=18", "model.width=0.125", "model.embedding_dim=16"])
+    cfg = load_config("starter", [f"loss.type={kind}", "model.depth=18", "model.width=0.125", "model.embedding_dim=16"])
     model = build_face_model(cfg, CLASSES)
     graphs = []
 

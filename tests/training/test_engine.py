@@ -39,7 +39,7 @@ def _run_args(demo_root, out, name, *extra):
 def test_training_writes_its_files_and_learns(demo_root, tmp_path, capsys):
     args = _run_args(demo_root, tmp_path, "learn", "train.epochs=4", "optim.name=adam", "optim.lr=0.005",
                      "tracking.wandb.mode=offline")
-    code, out, err = call_cli(capsys, "train", "--config", "seed", *_sets(args))
+    code, out, err = call_cli(capsys, "train", "--config", "starter", *_sets(args))
     assert code == 0, err
     run = tmp_path / "learn"
     assert {"last.pt", "best.pt", "metrics.jsonl", "config.yaml"} <= {p.name for p in run.iterdir()}
@@ -306,7 +306,7 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path, mo
 def test_epochs_follow_the_budget_unless_train_epochs_caps_them():
     assert epoch_limit(TrainConfig(epochs=None, max_minutes=40.0)) == math.inf  # the budget decides
     assert epoch_limit(TrainConfig(epochs=30, max_minutes=40.0)) == 30  # a cap set on purpose
-    assert epoch_limit(TrainConfig(epochs=None, max_minutes=0.0)) == 100  # the seed's length
+    assert epoch_limit(TrainConfig(epochs=None, max_minutes=0.0)) == 100  # the starter's length
     assert epoch_limit(TrainConfig(epochs=7, max_minutes=0.0)) == 7
     # 2 epochs took 60 s, 600 s are usable: the run will be 20 epochs long, unless capped.
     assert budget_epochs(math.inf, 2.0, 60.0, 600.0) == 20.0 and budget_epochs(12, 2.0, 60.0, 600.0) == 12

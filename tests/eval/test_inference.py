@@ -28,8 +28,7 @@ def _recorded(trained_run: Path, folder: Path, device: str, amp: str, channels_l
 @pytest.fixture
 def probes(monkeypatch) -> list:
     """The calls of the timed probe from here on, wherever it is asked for."""
-    from helpers.eval import runtime
-    from helpers.model import fast_path, probe
+    from helpers.runtime import fast_path, probe, resolve
 
     calls = []
 
@@ -37,7 +36,7 @@ def probes(monkeypatch) -> list:
         calls.append(args)
         raise AssertionError("the timed probe ran")
 
-    for module in (probe, fast_path, runtime):
+    for module in (probe, fast_path, resolve):
         monkeypatch.setattr(module, "speed_probe", counted)
     return calls
 

@@ -130,7 +130,7 @@ class Command:
 
 # Every command and its arguments, in the order --help lists them.
 COMMANDS = (
-    Command("demo-data", commands.run_demo_data, "write the built-in synthetic face dataset",
+    Command("demo-data", commands.do_demo_data, "write the built-in synthetic face dataset",
             "Write the built-in synthetic face dataset in the HW2P2 layout (test pair labels go beside it as "
             "OUT.test_labels.txt).",
             Arg("out", help="folder to create"),
@@ -140,7 +140,7 @@ COMMANDS = (
                 help="identities for the verification pairs, disjoint from training (default 60)"),
             _layout_writer_arguments,
     ),
-    Command("prepare-folder", commands.run_prepare_folder, "turn a folder-per-identity collection into the HW2P2 layout",
+    Command("prepare-folder", commands.do_prepare_folder, "turn a folder-per-identity collection into the HW2P2 layout",
             "Turn SRC/<person>/<images> into an HW2P2 data root at OUT, with verification people disjoint from "
             "training people.",
             Arg("src", help="folder holding one folder of images per person"),
@@ -153,7 +153,7 @@ COMMANDS = (
                 help="share of each person's images for a test split (default 0.1 for --layout f26, else 0)"),
             _layout_writer_arguments,
     ),
-    Command("check-data", commands.run_check_data, "count and check a data root",
+    Command("check-data", commands.do_check_data, "count and check a data root",
             "Count classes, images and pairs of a data root and list every problem; exit 0 when clean, 1 otherwise.",
             Arg("root", help="the data root (the folder holding cls_data/ and ver_data/)"),
             _layout_read_argument,
@@ -164,21 +164,21 @@ COMMANDS = (
                 help="follow links that leave the root (data.follow_links) instead of counting them as problems"),
             JSON,
     ),
-    Command("pack-data", commands.run_pack_data, "pack a data root's images into one file per split",
+    Command("pack-data", commands.do_pack_data, "pack a data root's images into one file per split",
             "Write a copy of ROOT whose splits are packed: one file of JPEG bytes plus an index per split (and for "
             "ver_data), which the data layer reads like folders; for slow or networked file systems.",
             Arg("root", help="the data root to pack"),
             Arg("out", help="folder to create"),
             Arg("--overwrite", action="store_true", help="replace OUT if it exists"),
     ),
-    Command("stage-data", commands.run_stage_data, "copy a data root to node-local disk, once",
+    Command("stage-data", commands.do_stage_data, "copy a data root to node-local disk, once",
             "Copy the data root SRC to DEST/<its name> (node-local disk: $LOCAL on PSC) unless a complete copy is "
             "there already; a copy left half-done by a killed job is finished. data.stage_to does the same before "
             "training.",
             Arg("src", help="the data root to copy (a packed one from pack-data, or any)"),
             Arg("dest", help="the folder to copy it into; ~ and $VARIABLES expand"),
     ),
-    Command("train", commands.run_train, "train a model",
+    Command("train", commands.do_train, "train a model",
             "Train from a YAML config (the starter defaults when none is given) plus KEY=VALUE overrides; writes "
             "last.pt, best.pt (the weights train.select chooses: lowest val EER by default), metrics.jsonl and "
             "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt and best_ema.pt). One training "
@@ -195,12 +195,12 @@ COMMANDS = (
                      "replaced"),
             Arg("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser"),
     ),
-    Command("config", commands.run_config, "print a configuration: every key, its value and what it means",
+    Command("config", commands.do_config, "print a configuration: every key, its value and what it means",
             "Print the configuration a --config and --set give, as YAML: every key with its value and, as a comment, "
             "what it means. The defaults (the starter recipe) are declared in helpers/core/config.py.",
             _config_arguments,
     ),
-    Command("model-summary", commands.run_model_summary, "parameter counts, the 30 M budget check, FLOPs",
+    Command("model-summary", commands.do_model_summary, "parameter counts, the 30 M budget check, FLOPs",
             "Count the parameters of a configuration's model per part (backbone, embedding, margin head), check the "
             "assignment's 30 M budget, and report the final feature-map size and forward FLOPs per image.",
             _config_arguments,
@@ -210,7 +210,7 @@ COMMANDS = (
             Arg("--strict", action="store_true", help="exit 1 when over the parameter budget"),
             Arg("--write", metavar="PATH", help="also write the table and printed model (model_arch.txt)"),
     ),
-    Command("evaluate", commands.run_evaluate, "verification, classification and identification metrics",
+    Command("evaluate", commands.do_evaluate, "verification, classification and identification metrics",
             "Evaluate a checkpoint: EER, threshold, AUC, accuracy and TAR at FAR on val_pairs.txt; dev top-1/top-5; "
             "1:N identification of dev images against per-identity train means; optional plots.",
             _checkpoint_arguments,
@@ -220,7 +220,7 @@ COMMANDS = (
             Arg("--bootstrap", type=int, default=0, metavar="N",
                 help="also a bootstrap 95%% interval of the EER from N resamplings"),
     ),
-    Command("submit", commands.run_submit, "write the Kaggle submission CSV",
+    Command("submit", commands.do_submit, "write the Kaggle submission CSV",
             "Write the submission after checking its rows, IDs and values: in the shape of the competition's "
             "sample_submission.csv when the data root (or --sample) has one (its header and IDs in its order: "
             "test-pair indices get scores, test-image names get class ids), else one row per line of test_pairs.txt. "
@@ -241,7 +241,7 @@ COMMANDS = (
                 help="Kaggle description (default: the term's; Fall 2026 accepts only '|WB=ENTITY/PROJECT/RUN_ID')"),
             JSON,
     ),
-    Command("score", commands.run_score, "score a submission against an answer key",
+    Command("score", commands.do_score, "score a submission against an answer key",
             "Score a submission as the leaderboard would: its EER against one 0/1 per test pair (ROOT.test_labels.txt "
             "beside a demo or prepared root), or a unified submission's combined score against its answers "
             "(ROOT.solution.csv beside an f26 root: ID,Label,Task).",
@@ -249,7 +249,7 @@ COMMANDS = (
             Arg("answers", help="answer key: one 0/1 per line in test_pairs.txt order, or ID,Label,Task"),
             _term_argument("the newest"),
     ),
-    Command("verify", commands.run_verify, "same person or not, for pairs of image files",
+    Command("verify", commands.do_verify, "same person or not, for pairs of image files",
             "Print the cosine similarity of each pair of images and the decision at the val EER threshold stored with "
             "the checkpoint.",
             _model_arguments,
@@ -258,7 +258,7 @@ COMMANDS = (
             DEVICE,
             _score_norm_arguments,
     ),
-    Command("embed", commands.run_embed, "embeddings of a folder of images",
+    Command("embed", commands.do_embed, "embeddings of a folder of images",
             "Write the unit-norm embeddings of every image in a folder to an .npz file (arrays 'names' and "
             "'embeddings').",
             _model_arguments,
@@ -267,7 +267,7 @@ COMMANDS = (
             TTA,
             DEVICE,
     ),
-    Command("bundle", commands.run_bundle, "build the hand-in zip the term's grader expects, or check one",
+    Command("bundle", commands.do_bundle, "build the hand-in zip the term's grader expects, or check one",
             "Build the hand-in zip of a course term (--term, the newest by default) from a run: exactly the members "
             "its grader expects, e.g. Fall 2026's ACKNOWLEDGEMENT.txt, README.txt, model_metadata.json, "
             "wandb_export.pkl and kaggle_metadata.json, the Kaggle and W&B exports read with your logins. Refuses "
@@ -293,7 +293,7 @@ COMMANDS = (
             Arg("--checkpoint-json", help="checkpoint_submission.json (default: RUN/checkpoint_submission.json)"),
             Arg("--kaggle-score", type=float, help="Fall 2025: your best Kaggle score, to record it"),
     ),
-    Command("export", commands.run_export, "the embedder as an ONNX model, checked on onnxruntime",
+    Command("export", commands.do_export, "the embedder as an ONNX model, checked on onnxruntime",
             "Write the backbone and embedding head (no margin head) as ONNX: uint8 images of the trained size in, "
             "normalised inside the graph, unit embeddings out, any batch size; class mapping, val threshold and "
             "training summary in its metadata. Before writing, the val pairs' images go through onnxruntime (CPU) and "
@@ -305,7 +305,7 @@ COMMANDS = (
             WEIGHTS,
             JSON,
     ),
-    Command("bench", commands.run_bench, "measure training, data loading and evaluation speed",
+    Command("bench", commands.do_bench, "measure training, data loading and evaluation speed",
             "train: images/s and FLOPs utilisation of the plain training step against the engine's fast step, same "
             "model and batch, with what the timed probe measured of each fast-path choice. data: decode + "
             "augmentation images/s per worker, naive loader against the project's, with JPEG decoding alone as the "
@@ -324,7 +324,7 @@ COMMANDS = (
             Arg("--tta", action="store_true", help="eval, onnx: flip test-time augmentation"),
             JSON,
     ),
-    Command("selftest", commands.run_selftest, "run every device path a few steps: what works, what a run costs",
+    Command("selftest", commands.do_selftest, "run every device path a few steps: what works, what a run costs",
             "On the device training would use, run each path (autocast, channels-last, fused optimiser, "
             "torch.compile, JPEG decoding in workers and on the device, a one-process DDP group, checkpoint round "
             "trip, evaluation) a few steps on synthetic input and say what works, what the timed probe measured of "
@@ -338,7 +338,7 @@ COMMANDS = (
             Arg("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)"),
             JSON,
     ),
-    Command("search", commands.run_search,
+    Command("search", commands.do_search,
             "hyperparameter search on Optuna: budgeted, pruned, resumable, on the term's leaderboard metric",
             "Search a space of config values (--space: a YAML file or a packaged space: cpu, gpu) with a seeded TPE "
             "sampler and a pruner fed every evaluation; each trial is a train run under OUT/trials/. The objective is "
@@ -366,7 +366,7 @@ COMMANDS = (
                 help="re-train the winner and the baseline on N seeds and compare them by the paired interval"),
             Arg("--baseline", metavar="NAME|FILE", help="the config --confirm compares with (default --config)"),
     ),
-    Command("report", commands.run_report, "compare finished runs: a table and val EER against time",
+    Command("report", commands.do_report, "compare finished runs: a table and val EER against time",
             "One row per run folder (the term's leaderboard metric first: Fall 2026's best and final combined score; "
             "then best and final val EER, AUC, images/s, epochs, minutes), written as report.csv and report.md, and "
             "a plot of val EER against elapsed time (eer_over_time.png).",

@@ -1,4 +1,4 @@
-"""What each command of :mod:`helpers.cli` does: ``run_<command>(args)`` reads the parsed arguments, calls the
+"""What each command of :mod:`helpers.cli` does: ``do_<command>(args)`` reads the parsed arguments, calls the
 library and prints; it returns the exit status. The command line's table of commands and arguments stays in
 :mod:`helpers.cli`, which catches the user mistakes these raise."""
 
@@ -9,7 +9,7 @@ import json
 from helpers.core.errors import UserError
 
 
-def run_demo_data(args) -> int:
+def do_demo_data(args) -> int:
     from helpers.data.demo import make_demo_data
 
     summary = make_demo_data(args.out, identities=args.identities, images_per_identity=args.images_per_identity,
@@ -20,7 +20,7 @@ def run_demo_data(args) -> int:
     return 0
 
 
-def run_prepare_folder(args) -> int:
+def do_prepare_folder(args) -> int:
     from helpers.data.prepare import prepare_folder
 
     summary = prepare_folder(args.src, args.out, verification_identities=args.verification_identities,
@@ -31,7 +31,7 @@ def run_prepare_folder(args) -> int:
     return 0
 
 
-def run_check_data(args) -> int:
+def do_check_data(args) -> int:
     from helpers.data.checks import check_data
 
     report = check_data(args.root, layout=args.layout, workers=args.workers, progress=_progress(args),
@@ -43,7 +43,7 @@ def run_check_data(args) -> int:
     return 0 if report.ok else 1
 
 
-def run_train(args) -> int:
+def do_train(args) -> int:
     from pathlib import Path
 
     from helpers.model.checkpoint_summary import best_words
@@ -59,14 +59,14 @@ def run_train(args) -> int:
     return 0
 
 
-def run_config(args) -> int:
+def do_config(args) -> int:
     from helpers.core.config import dump_config, load_config
 
     print(dump_config(load_config(args.config, args.set or [])), end="")
     return 0
 
 
-def run_model_summary(args) -> int:
+def do_model_summary(args) -> int:
     from helpers.core.config import load_config
     from helpers.model.summary import model_summary, summary_lines, write_model_arch
 
@@ -82,7 +82,7 @@ def run_model_summary(args) -> int:
     return 1 if args.strict and not summary["within_budget"] else 0
 
 
-def run_evaluate(args) -> int:
+def do_evaluate(args) -> int:
     from pathlib import Path
 
     from helpers.eval.inference import evaluate_checkpoint
@@ -96,7 +96,7 @@ def run_evaluate(args) -> int:
     return 0
 
 
-def run_submit(args) -> int:
+def do_submit(args) -> int:
     from helpers.handin.submission import as_json, describe, make_submission
 
     result = make_submission(args.checkpoint, args.out, args.data_root, fmt=args.format, tta=args.tta,
@@ -107,14 +107,14 @@ def run_submit(args) -> int:
     return 0
 
 
-def run_score(args) -> int:
+def do_score(args) -> int:
     from helpers.handin.submission import score_file
 
     print("\n".join(score_file(args.submission, args.answers).lines(args.term)))
     return 0
 
 
-def run_verify(args) -> int:
+def do_verify(args) -> int:
     from helpers.eval.inference import compare_images
 
     if len(args.images) % 2:
@@ -140,7 +140,7 @@ def run_verify(args) -> int:
     return 0
 
 
-def run_embed(args) -> int:
+def do_embed(args) -> int:
     from helpers.eval.inference import embed_folder
 
     if args.onnx:
@@ -162,7 +162,7 @@ def _onnx_options(args) -> None:
         raise UserError(f"--device {args.device} applies to --checkpoint; --onnx runs on onnxruntime's CPU provider")
 
 
-def run_export(args) -> int:
+def do_export(args) -> int:
     from helpers.eval.onnx_export import export_checkpoint
 
     report = export_checkpoint(args.checkpoint, args.out, data_root=args.data_root, weights=args.weights,
@@ -171,7 +171,7 @@ def run_export(args) -> int:
     return 0
 
 
-def run_bundle(args) -> int:
+def do_bundle(args) -> int:
     from helpers.handin.bundle import build_bundle, closing_line
     from helpers.handin.check import check_bundle
 
@@ -208,7 +208,7 @@ def _progress(args) -> bool:
     return not getattr(args, "json", False)
 
 
-def run_pack_data(args) -> int:
+def do_pack_data(args) -> int:
     from helpers.data.prepare import pack_root
 
     counts = pack_root(args.root, args.out, overwrite=args.overwrite)
@@ -216,14 +216,14 @@ def run_pack_data(args) -> int:
     return 0
 
 
-def run_stage_data(args) -> int:
+def do_stage_data(args) -> int:
     from helpers.data.stage import stage_data
 
     print(stage_data(args.src, args.dest).line())
     return 0
 
 
-def run_bench(args) -> int:
+def do_bench(args) -> int:
     from helpers.tools import bench
 
     if args.what == "train":
@@ -242,7 +242,7 @@ def run_bench(args) -> int:
     return 0
 
 
-def run_selftest(args) -> int:
+def do_selftest(args) -> int:
     from helpers.tools.selftest import run_selftest
 
     report = run_selftest(args.config, args.set or [], data_root=args.data_root, check_compile=args.compile,
@@ -251,7 +251,7 @@ def run_selftest(args) -> int:
     return 0 if report.can_train else 1
 
 
-def run_search(args) -> int:
+def do_search(args) -> int:
     from helpers.tools.search import SearchSettings, run_search
     from helpers.tools.search_report import confirm_lines
 
@@ -266,7 +266,7 @@ def run_search(args) -> int:
     return 0
 
 
-def run_report(args) -> int:
+def do_report(args) -> int:
     from pathlib import Path
 
     from helpers.tools.report import markdown_table, write_report

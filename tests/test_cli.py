@@ -10,7 +10,7 @@ from helpers import cli, commands
 
 def test_each_row_names_the_handler_of_its_command():
     for command in cli.COMMANDS:  # a copied row that kept another command's handler runs the wrong command
-        assert command.handler is getattr(commands, "run_" + command.name.replace("-", "_")), command.name
+        assert command.handler is getattr(commands, "do_" + command.name.replace("-", "_")), command.name
 
 
 @pytest.mark.parametrize("command", cli.COMMANDS, ids=lambda command: command.name)

@@ -5,11 +5,12 @@ The package is layered; each sub-package imports only from the layers below it
 in a circle, and no module reads another module's private (``_name``) names
 (tests/test_layers.py checks all three):
 
-    core                 errors, safe writes, progress, configuration, device, host, run records
+    core                 errors, safe writes, progress, configuration, host, keys, run records
     data, model          data roots, images, datasets | networks, margin heads, checkpoints
+    runtime              device, fast path and its timed probe, the Runtime, a notebook session's start
     eval                 embeddings, pair scores, metrics, score normalisation, plots
-    training             the Trainer, schedule, weight averaging, tracking
-    handin, tools        submission CSV, hand-in bundle | benchmarks, self-test, search, reports
+    training             the Trainer, schedule, weight averaging, which weights best.pt holds, tracking
+    handin, tools        submission CSV, hand-in bundle, Kaggle | benchmarks, self-test, search, reports
 
 The CLI (cli.py) sits on top. Below are the public names, the only ones the
 notebooks use: they load on first use, so ``import helpers`` and
@@ -21,16 +22,16 @@ from __future__ import annotations
 import importlib
 
 # The layers, lowest first; a tuple holds layers side by side, which may not import each other.
-LAYERS = ("core", ("data", "model"), "eval", "training", ("handin", "tools"))
+LAYERS = ("core", ("data", "model"), "runtime", "eval", "training", ("handin", "tools"))
 
 _API = {
     "core.config": ["AugmentConfig", "Config", "load_config"],
     "core.course": ["COURSE_CLASSES"],
     "core.errors": ["UserError"],
-    "core.host": ["resume_note", "start_session"],
-    "core.records": ["ArmMetrics", "RunRecord", "read_records"],
+    "core.host": ["resume_note"],
+    "core.records": ["EvalMetrics", "RunRecord", "read_records"],
     "core.terms": ["Term", "get_term"],
-    "data.augment": ["BatchAugment", "eval_transform", "seed_train_transform"],
+    "data.augment": ["BatchAugment", "eval_transform", "starter_train_transform"],
     "data.checks": ["check_data"],
     "data.datasets": ["FaceImages", "training_set"],
     "data.demo": ["make_demo_data"],
@@ -38,10 +39,10 @@ _API = {
     "data.prepare": ["prepare_folder"],
     "data.sources": ["obtain_data"],
     "data.stage": ["stage_data"],
-    "eval.evaluation": ["EvalSettings", "embed_images", "evaluate_checkpoint", "score_pairs", "verify_pairs"],
+    "eval.evaluation": ["EvalSettings", "embed_images", "score_pairs", "verify_pairs"],
+    "eval.inference": ["TrainedModel", "evaluate_checkpoint", "load_trained"],
     "eval.metrics": ["compute_eer", "verification_metrics"],
     "eval.plots": ["augmentation_figures", "histogram_figure", "margin_figure", "training_curves_figure"],
-    "eval.runtime": ["Runtime", "resolve_runtime"],
     "eval.score_norm": ["ScoreNorm"],
     "handin.bundle": ["build_bundle", "closing_line", "write_acknowledgement", "write_checkpoint_submission"],
     "handin.check": ["check_bundle"],
@@ -53,8 +54,11 @@ _API = {
     "model.resnet": ["BasicBlock", "BNEmbedding", "Bottleneck", "FaceModel", "LinearEmbedding", "PreActBasicBlock",
                      "PreActBottleneck", "ResNet", "build_face_model", "resnet", "resnet18", "resnet34", "resnet50"],
     "model.summary": ["model_summary", "summary_lines"],
+    "runtime.resolve": ["Runtime", "resolve_runtime"],
+    "runtime.session": ["start_session"],
+    "tools.cost_estimate": ["print_epoch_estimate"],
     "tools.search": ["SearchSettings", "run_search"],
-    "tools.selftest": ["print_epoch_estimate", "quick_selftest", "run_selftest"],
+    "tools.selftest": ["quick_selftest", "run_selftest"],
     "training.engine": ["Trainer", "TrainResult", "train"],
     "training.tracking": ["run_records"],
     "training.launch": ["train_on_all_gpus"],

@@ -10,331 +10,12 @@ signal stopped after saving (:class:`Stopped`) exits 128 + the signal's number.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from helpers import commands
 from helpers.core.course import COURSE_CLASSES
 from helpers.core.errors import Stopped, UserError
-
-
-def _demo_data(args) -> int:
-    from helpers.data.demo import make_demo_data
-
-    summary = make_demo_data(args.out, identities=args.identities, images_per_identity=args.images_per_identity,
-                             verification_identities=args.verification_identities, layout=args.layout,
-                             seed=args.seed, size=args.image_size, val_pairs=args.val_pairs,
-                             test_pairs=args.test_pairs, overwrite=args.overwrite)
-    print("\n".join(summary.lines()))
-    return 0
-
-
-def _prepare_folder(args) -> int:
-    from helpers.data.prepare import prepare_folder
-
-    summary = prepare_folder(args.src, args.out, verification_identities=args.verification_identities,
-                             seed=args.seed, layout=args.layout, size=args.image_size,
-                             dev_fraction=args.dev_fraction, test_fraction=args.test_fraction,
-                             val_pairs=args.val_pairs, test_pairs=args.test_pairs, overwrite=args.overwrite)
-    print("\n".join(summary.lines()))
-    return 0
-
-
-def _check_data(args) -> int:
-    from helpers.data.checks import check_data
-
-    report = check_data(args.root, layout=args.layout, workers=args.workers, progress=_progress(args),
-                        max_pixels=args.max_pixels, follow_links=args.follow_links)
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        print("\n".join(report.lines()))
-    return 0 if report.ok else 1
-
-
-def _train(args) -> int:
-    from pathlib import Path
-
-    from helpers.model.checkpoint_summary import best_words
-    from helpers.training.engine import train
-
-    # Without a run.name, each config file gets its own run folder, named after it.
-    result = train(args.config, args.set or [], resume=args.resume, init_from=args.init_from,
-                   default_name=Path(args.config).stem if args.config else None, take_over=args.take_over)
-    weights = "averaged (EMA)" if result.graded == "ema" else "trained"
-    if result.main:  # under torchrun, rank 0 alone says it
-        print(f"done: {result.run_dir} (best.pt: {weights} weights, {best_words(result.run_dir)}; last.pt, "
-              "metrics.jsonl)")
-    return 0
-
-
-def _config(args) -> int:
-    from helpers.core.config import dump_config, load_config
-
-    print(dump_config(load_config(args.config, args.set or [])), end="")
-    return 0
-
-
-def _model_summary(args) -> int:
-    from helpers.core.config import load_config
-    from helpers.model.summary import model_summary, summary_lines, write_model_arch
-
-    summary = model_summary(load_config(args.config, args.set or []), args.classes)
-    if args.write:
-        write_model_arch(summary, args.write)
-    if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "printed_model"}, indent=2))
-    else:
-        print("\n".join(summary_lines(summary)))
-        if args.write:
-            print(f"wrote {args.write}")
-    return 1 if args.strict and not summary["within_budget"] else 0
-
-
-def _evaluate(args) -> int:
-    from pathlib import Path
-
-    from helpers.core.terms import get_term
-    from helpers.eval.evaluation import evaluate_checkpoint, unscored_note
-    from helpers.eval.score_norm import norm_words
-    from helpers.training.tracking import run_records
-
-    result = evaluate_checkpoint(args.checkpoint, args.data_root, tta=args.tta, device=args.device,
-                                 bootstrap=args.bootstrap, plots_dir=args.plots, progress=_progress(args),
-                                 weights=args.weights, score_norm=_score_norm(args), term=args.term,
-                                 history=run_records(Path(args.checkpoint).parent))
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    notes = ", ".join(note for note in ("flip TTA" if args.tta else "", norm_words(result["score_norm"])) if note)
-    print(f"checkpoint {result['checkpoint']} ({result['weights']} weights) on {result['data_root']}"
-          + (f" ({notes})" if notes else ""))
-    if unscored_note(result):
-        print(f"warning: {unscored_note(result)}")
-    board = get_term(result["term"]).leaderboard
-    print(f"{result['leaderboard']['term']}'s leaderboard metric on val/dev: "
-          f"{board.lead(result.get('eer'), result.get('score'))}")
-    if "eer" in result:
-        interval = (f" (95 % CI {result['eer_ci95'][0]:.4f}-{result['eer_ci95'][1]:.4f})"
-                    if "eer_ci95" in result else "")
-        print(f"val pairs {result['pairs']}: EER {result['eer']:.4f}{interval} at threshold "
-              f"{result['threshold']:.4f}, AUC {result['auc']:.4f}, best accuracy {result['accuracy']:.4f}")
-        print("TAR at FAR " + ", ".join(f"{far}: {'n/a' if tar is None else f'{tar:.4f}'}"
-                                        for far, tar in result["tar_at_far"].items())
-              + (" (n/a: too few different-person pairs to measure that FAR)"
-                 if None in result["tar_at_far"].values() else ""))
-    if "top1" in result:
-        print(f"dev classification: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
-              f"({result['dev_images']} images)")
-    if "score" in result:
-        print(f"combined score {result['score']:.4f} = 0.5 x dev top-1 + 0.5 x (1 - val EER)"
-              + (" (the leaderboard metric of " + result["leaderboard"]["term"] + ", higher is better)"
-                 if result["leaderboard"]["metric"] == "score" else ""))
-    elif result["leaderboard"]["metric"] == "score":
-        print(f"no combined score (the {result['leaderboard']['term']} leaderboard metric): it needs val pairs "
-              "and dev images of the training identities")
-    if "rank1" in result:
-        print(f"1:N identification against {result['gallery_identities']} identities: rank-1 "
-              f"{result['rank1']:.4f}, rank-5 {result['rank5']:.4f}")
-    for path in result.get("plots", []):
-        print(f"wrote {path}")
-    return 0
-
-
-def _submit(args) -> int:
-    from helpers.handin.submission import as_json, describe, make_submission
-
-    result = make_submission(args.checkpoint, args.out, args.data_root, fmt=args.format, tta=args.tta,
-                             device=args.device, kaggle_competition=args.kaggle_competition, message=args.message,
-                             progress=_progress(args), weights=args.weights, score_norm=_score_norm(args),
-                             sample=args.sample, kaggle=args.kaggle, slack=args.slack, term=args.term)
-    print(as_json(result) if args.json else "\n".join(describe(result)))
-    return 0
-
-
-def _score(args) -> int:
-    from helpers.core.terms import get_term
-    from helpers.handin.submission import score_file
-
-    scored = score_file(args.submission, args.answers)
-    if scored["score"] is None and scored["accuracy"] is None:
-        print(f"EER {scored['eer']:.6f}")
-        return 0
-    term = get_term(args.term)
-    parts = [f"score {scored['score']:.6f}" if scored["score"] is not None else "",
-             f"classification accuracy {scored['accuracy']:.6f} ({scored['images']} images)"
-             if scored["accuracy"] is not None else "",
-             f"EER {scored['eer']:.6f} ({scored['pairs']} pairs)" if scored["eer"] is not None else ""]
-    print(", ".join(part for part in parts if part)
-          + (f" ({term.title}'s leaderboard: 0.5 x accuracy + 0.5 x (1 - EER), higher is better)"
-             if term.leaderboard.metric == "combined" and scored["score"] is not None else ""))
-    return 0
-
-
-def _verify(args) -> int:
-    from helpers.eval.evaluation import compare_images
-
-    if len(args.images) % 2:
-        raise UserError("verify takes images in pairs: A1 B1 [A2 B2 ...]")
-    norm = _score_norm(args)
-    if args.onnx:
-        from helpers.eval.onnx_export import compare_images_onnx
-
-        _onnx_options(args)
-        rows, threshold = compare_images_onnx(args.onnx, args.images, tta=args.tta, score_norm=norm)
-    else:
-        rows, threshold = compare_images(args.checkpoint, args.images, tta=args.tta, device=args.device,
-                                          score_norm=norm, weights=args.weights)
-    for a, b, score in rows:
-        verdict = "" if threshold is None else ("  same person" if score >= threshold else "  different people")
-        print(f"{score:+.4f}  {a}  {b}{verdict}")
-    if threshold is not None:
-        print(f"(decision threshold {threshold:.4f}: the val EER threshold stored with the "
-              f"{'exported model' if args.onnx else 'checkpoint'})")
-    elif norm.method != "none":
-        print("(AS-norm scores, no decision: the threshold stored with the checkpoint is for raw cosines; "
-              "evaluate --score-norm as-norm gives the val EER threshold of these scores)")
-    return 0
-
-
-def _embed(args) -> int:
-    from helpers.eval.evaluation import embed_folder
-
-    if args.onnx:
-        from helpers.eval.onnx_export import embed_folder_onnx
-
-        _onnx_options(args)
-        count = embed_folder_onnx(args.onnx, args.folder, args.out, tta=args.tta)
-    else:
-        count = embed_folder(args.checkpoint, args.folder, args.out, tta=args.tta, device=args.device)
-    print(f"wrote {count} embeddings to {args.out}")
-    return 0
-
-
-def _onnx_options(args) -> None:
-    """The checkpoint-only options are mistakes with --onnx: the exported model fixed its weights and runtime."""
-    if getattr(args, "weights", None):
-        raise UserError("--weights applies to --checkpoint; an exported model holds the weights chosen at export")
-    if args.device not in ("auto", "cpu"):
-        raise UserError(f"--device {args.device} applies to --checkpoint; --onnx runs on onnxruntime's CPU provider")
-
-
-def _export(args) -> int:
-    from helpers.eval.onnx_export import export_checkpoint
-
-    report = export_checkpoint(args.checkpoint, args.out, data_root=args.data_root, weights=args.weights,
-                               progress=_progress(args))
-    print(json.dumps(report.as_dict(), indent=2) if args.json else "\n".join(report.lines()))
-    return 0
-
-
-def _bundle(args) -> int:
-    from helpers.handin.bundle import build_bundle, closing_line
-    from helpers.handin.check import check_bundle
-
-    if (args.check is None) == (args.run is None):
-        raise UserError("bundle takes --run RUN (build a hand-in) or --check ZIP (test one), one of the two")
-    if args.check is not None:
-        report = check_bundle(args.check, args.term)
-        print("\n".join(report.lines()))
-        return 0 if report.ok else 1
-    result = build_bundle(args.run, args.notebook, args.out, acknowledgement=args.acknowledgement, readme=args.readme,
-                          submissions=args.submission, checkpoint_json=args.checkpoint_json,
-                          kaggle_score=args.kaggle_score, term=args.term, kaggle_username=args.kaggle_username,
-                          slack=args.slack, wandb_project=args.wandb_project, draft=args.draft)
-    kind = "a DRAFT hand-in (the grader will refuse it)" if result.draft else "the hand-in"
-    print(f"wrote {kind} {result.path} for term {result.term} with {len(result.members)} files: "
-          f"{', '.join(result.members)}")
-    for line in result.missing:
-        print(f"  not included: {line}")
-    print(closing_line(result))
-    return 0
-
-
-def _score_norm(args):
-    """The score normalisation the options ask for; a cohort size without AS-norm is a mistake, not a no-op."""
-    from helpers.eval.score_norm import DEFAULT_COHORT_SIZE, ScoreNorm
-
-    if args.score_norm == "none" and args.cohort_size is not None:
-        raise UserError("--cohort-size applies only with --score-norm as-norm")
-    return ScoreNorm(args.score_norm, DEFAULT_COHORT_SIZE if args.cohort_size is None else args.cohort_size)
-
-
-def _progress(args) -> bool:
-    """Progress unless the output is JSON; its form (a bar, or occasional lines in a log) is progress.py's choice."""
-    return not getattr(args, "json", False)
-
-
-def _pack_data(args) -> int:
-    from helpers.data.prepare import pack_root
-
-    counts = pack_root(args.root, args.out, overwrite=args.overwrite)
-    print(f"wrote {args.out}: " + ", ".join(f"{name} {count} images" for name, count in counts.items()))
-    return 0
-
-
-def _stage_data(args) -> int:
-    from helpers.data.stage import stage_data
-
-    print(stage_data(args.src, args.dest).line())
-    return 0
-
-
-def _bench(args) -> int:
-    from helpers.tools import bench
-
-    if args.what == "train":
-        result = bench.bench_train(args.config, args.set or [], device=args.device, batch_size=args.batch_size,
-                                   classes=args.classes, steps=args.steps)
-    elif args.what == "data":
-        result = bench.bench_data(args.data_root, workers=args.workers, batch_size=args.batch_size or 64,
-                                  images=args.images, device="auto" if args.device == "auto" else args.device)
-    elif args.what == "onnx":
-        result = bench.bench_onnx(args.config, args.set or [], checkpoint=args.checkpoint, data_root=args.data_root,
-                                  batch_size=args.batch_size, tta=args.tta)
-    else:
-        result = bench.bench_eval(args.config, args.set or [], checkpoint=args.checkpoint, data_root=args.data_root,
-                                  device=args.device, batch_size=args.batch_size, tta=args.tta)
-    print(json.dumps(result, indent=2) if args.json else bench.table(result))
-    return 0
-
-
-def _selftest(args) -> int:
-    from helpers.tools.selftest import run_selftest
-
-    report = run_selftest(args.config, args.set or [], data_root=args.data_root, check_compile=args.compile,
-                          quick=args.quick, seconds=args.seconds, compile_seconds=args.compile_seconds)
-    print(json.dumps(report.as_dict(), indent=2) if args.json else "\n".join(report.lines()))
-    return 0 if report.can_train else 1
-
-
-def _search(args) -> int:
-    from helpers.tools.search import SearchSettings, run_search
-    from helpers.tools.search_report import confirm_lines
-
-    settings = SearchSettings(args.config, args.space, args.out, args.set or [], args.metric, args.trials, args.hours,
-                              args.trial_minutes, args.trial_epochs, args.pruner, args.seed, args.workers,
-                              args.storage)
-    written = run_search(settings, confirm=args.confirm, baseline=args.baseline)
-    if written["confirm"] is not None:
-        print("\n".join(confirm_lines(written["confirm"])))
-    best = f", best.yaml (python -m helpers train --config {written['best']})" if written["best"] else ""
-    print(f"wrote {args.out}/results.csv, results.md, plots/{best}")
-    return 0
-
-
-def _report(args) -> int:
-    from pathlib import Path
-
-    from helpers.tools.report import markdown_table, write_report
-
-    runs = {Path(run).name: run for run in args.runs}
-    missing = [run for run in args.runs if not (Path(run) / "metrics.jsonl").is_file()]
-    if missing:
-        raise UserError(f"{missing[0]} holds no metrics.jsonl: is it a run folder?")
-    table = write_report(runs, args.out, term=args.term)
-    print(markdown_table(table), end="")
-    print(f"wrote {args.out}/report.csv, report.md and eer_over_time.png")
-    return 0
+from helpers.core.registry import LAYOUTS
 
 
 def _positive_int(text: str) -> int:
@@ -356,14 +37,18 @@ def _config_arguments(command: argparse.ArgumentParser) -> None:
 
     command.add_argument("--config", metavar="NAME|FILE",
                          help=f"a packaged config by name ({', '.join(packaged_configs())}) or a YAML file; "
-                              "the seed recipe when none is given")
+                              "the starter recipe when none is given")
     command.add_argument("--set", action="append", metavar="KEY=VALUE",
                          help="override one dotted key, e.g. --set optim.lr=0.01 (repeatable)")
 
 
+def _layout_read_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--layout", choices=("auto", *LAYOUTS.names("read")), default="auto", help="force a layout")
+
+
 def _layout_writer_arguments(command: argparse.ArgumentParser) -> None:
     """The options of the commands that write a data root."""
-    command.add_argument("--layout", choices=("f25", "f24", "f26"), default="f25",
+    command.add_argument("--layout", choices=LAYOUTS.names("write"), default="f25",
                          help="folder layout (default f25); f26: an unlabelled test split and a unified "
                               "sample_submission.csv, its answers beside the root as OUT.solution.csv")
     command.add_argument("--image-size", type=_positive_int, default=112, help="image side in pixels (default 112)")
@@ -431,7 +116,7 @@ JSON = Arg("--json", action="store_true", help="print one JSON object")
 TTA = Arg("--tta", action="store_true", help="flip test-time augmentation")
 DEVICE = Arg("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 WEIGHTS = Arg("--weights", choices=("raw", "ema"),
-              help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint grades)")
+              help="the trained (raw) or averaged (ema) weights (default: the ones the checkpoint holds)")
 
 
 class Command:
@@ -445,7 +130,7 @@ class Command:
 
 # Every command and its arguments, in the order --help lists them.
 COMMANDS = (
-    Command("demo-data", _demo_data, "write the built-in synthetic face dataset",
+    Command("demo-data", commands.do_demo_data, "write the built-in synthetic face dataset",
             "Write the built-in synthetic face dataset in the HW2P2 layout (test pair labels go beside it as "
             "OUT.test_labels.txt).",
             Arg("out", help="folder to create"),
@@ -455,7 +140,7 @@ COMMANDS = (
                 help="identities for the verification pairs, disjoint from training (default 60)"),
             _layout_writer_arguments,
     ),
-    Command("prepare-folder", _prepare_folder, "turn a folder-per-identity collection into the HW2P2 layout",
+    Command("prepare-folder", commands.do_prepare_folder, "turn a folder-per-identity collection into the HW2P2 layout",
             "Turn SRC/<person>/<images> into an HW2P2 data root at OUT, with verification people disjoint from "
             "training people.",
             Arg("src", help="folder holding one folder of images per person"),
@@ -468,10 +153,10 @@ COMMANDS = (
                 help="share of each person's images for a test split (default 0.1 for --layout f26, else 0)"),
             _layout_writer_arguments,
     ),
-    Command("check-data", _check_data, "count and check a data root",
+    Command("check-data", commands.do_check_data, "count and check a data root",
             "Count classes, images and pairs of a data root and list every problem; exit 0 when clean, 1 otherwise.",
             Arg("root", help="the data root (the folder holding cls_data/ and ver_data/)"),
-            Arg("--layout", choices=("auto", "f24", "f25", "packed"), default="auto", help="force a layout"),
+            _layout_read_argument,
             Arg("--workers", type=_positive_int, default=None, help="decoding threads (default: all cores)"),
             Arg("--max-pixels", type=_positive_int, default=None, metavar="N",
                 help="refuse images whose header claims more pixels (default: data.max_image_pixels, 4096x4096)"),
@@ -479,23 +164,23 @@ COMMANDS = (
                 help="follow links that leave the root (data.follow_links) instead of counting them as problems"),
             JSON,
     ),
-    Command("pack-data", _pack_data, "pack a data root's images into one file per split",
+    Command("pack-data", commands.do_pack_data, "pack a data root's images into one file per split",
             "Write a copy of ROOT whose splits are packed: one file of JPEG bytes plus an index per split (and for "
             "ver_data), which the data layer reads like folders; for slow or networked file systems.",
             Arg("root", help="the data root to pack"),
             Arg("out", help="folder to create"),
             Arg("--overwrite", action="store_true", help="replace OUT if it exists"),
     ),
-    Command("stage-data", _stage_data, "copy a data root to node-local disk, once",
+    Command("stage-data", commands.do_stage_data, "copy a data root to node-local disk, once",
             "Copy the data root SRC to DEST/<its name> (node-local disk: $LOCAL on PSC) unless a complete copy is "
             "there already; a copy left half-done by a killed job is finished. data.stage_to does the same before "
             "training.",
             Arg("src", help="the data root to copy (a packed one from pack-data, or any)"),
             Arg("dest", help="the folder to copy it into; ~ and $VARIABLES expand"),
     ),
-    Command("train", _train, "train a model",
-            "Train from a YAML config (the seed defaults when none is given) plus KEY=VALUE overrides; writes "
-            "last.pt, best.pt (the weights train.select grades: lowest val EER by default), metrics.jsonl and "
+    Command("train", commands.do_train, "train a model",
+            "Train from a YAML config (the starter defaults when none is given) plus KEY=VALUE overrides; writes "
+            "last.pt, best.pt (the weights train.select chooses: lowest val EER by default), metrics.jsonl and "
             "config.yaml into run.out_dir/run.name (with train.ema also best_raw.pt and best_ema.pt). One training "
             "at a time in a run folder (train.lock). SIGTERM or SIGUSR1 save last.pt at the next step and stop with "
             "exit status 128 + the signal's number (143, 138); --resume auto continues.",
@@ -510,12 +195,12 @@ COMMANDS = (
                      "replaced"),
             Arg("--init-from", metavar="CKPT", help="start from these weights (fine-tuning), fresh optimiser"),
     ),
-    Command("config", _config, "print a configuration: every key, its value and what it means",
+    Command("config", commands.do_config, "print a configuration: every key, its value and what it means",
             "Print the configuration a --config and --set give, as YAML: every key with its value and, as a comment, "
-            "what it means. The defaults (the seed recipe) are declared in helpers/core/config.py.",
+            "what it means. The defaults (the starter recipe) are declared in helpers/core/config.py.",
             _config_arguments,
     ),
-    Command("model-summary", _model_summary, "parameter counts, the 30 M budget check, FLOPs",
+    Command("model-summary", commands.do_model_summary, "parameter counts, the 30 M budget check, FLOPs",
             "Count the parameters of a configuration's model per part (backbone, embedding, margin head), check the "
             "assignment's 30 M budget, and report the final feature-map size and forward FLOPs per image.",
             _config_arguments,
@@ -525,7 +210,7 @@ COMMANDS = (
             Arg("--strict", action="store_true", help="exit 1 when over the parameter budget"),
             Arg("--write", metavar="PATH", help="also write the table and printed model (model_arch.txt)"),
     ),
-    Command("evaluate", _evaluate, "verification, classification and identification metrics",
+    Command("evaluate", commands.do_evaluate, "verification, classification and identification metrics",
             "Evaluate a checkpoint: EER, threshold, AUC, accuracy and TAR at FAR on val_pairs.txt; dev top-1/top-5; "
             "1:N identification of dev images against per-identity train means; optional plots.",
             _checkpoint_arguments,
@@ -535,7 +220,7 @@ COMMANDS = (
             Arg("--bootstrap", type=int, default=0, metavar="N",
                 help="also a bootstrap 95%% interval of the EER from N resamplings"),
     ),
-    Command("submit", _submit, "write the Kaggle submission CSV",
+    Command("submit", commands.do_submit, "write the Kaggle submission CSV",
             "Write the submission after checking its rows, IDs and values: in the shape of the competition's "
             "sample_submission.csv when the data root (or --sample) has one (its header and IDs in its order: "
             "test-pair indices get scores, test-image names get class ids), else one row per line of test_pairs.txt. "
@@ -556,7 +241,7 @@ COMMANDS = (
                 help="Kaggle description (default: the term's; Fall 2026 accepts only '|WB=ENTITY/PROJECT/RUN_ID')"),
             JSON,
     ),
-    Command("score", _score, "score a submission against an answer key",
+    Command("score", commands.do_score, "score a submission against an answer key",
             "Score a submission as the leaderboard would: its EER against one 0/1 per test pair (ROOT.test_labels.txt "
             "beside a demo or prepared root), or a unified submission's combined score against its answers "
             "(ROOT.solution.csv beside an f26 root: ID,Label,Task).",
@@ -564,7 +249,7 @@ COMMANDS = (
             Arg("answers", help="answer key: one 0/1 per line in test_pairs.txt order, or ID,Label,Task"),
             _term_argument("the newest"),
     ),
-    Command("verify", _verify, "same person or not, for pairs of image files",
+    Command("verify", commands.do_verify, "same person or not, for pairs of image files",
             "Print the cosine similarity of each pair of images and the decision at the val EER threshold stored with "
             "the checkpoint.",
             _model_arguments,
@@ -573,7 +258,7 @@ COMMANDS = (
             DEVICE,
             _score_norm_arguments,
     ),
-    Command("embed", _embed, "embeddings of a folder of images",
+    Command("embed", commands.do_embed, "embeddings of a folder of images",
             "Write the unit-norm embeddings of every image in a folder to an .npz file (arrays 'names' and "
             "'embeddings').",
             _model_arguments,
@@ -582,7 +267,7 @@ COMMANDS = (
             TTA,
             DEVICE,
     ),
-    Command("bundle", _bundle, "build the hand-in zip the term's grader expects, or check one",
+    Command("bundle", commands.do_bundle, "build the hand-in zip the term's grader expects, or check one",
             "Build the hand-in zip of a course term (--term, the newest by default) from a run: exactly the members "
             "its grader expects, e.g. Fall 2026's ACKNOWLEDGEMENT.txt, README.txt, model_metadata.json, "
             "wandb_export.pkl and kaggle_metadata.json, the Kaggle and W&B exports read with your logins. Refuses "
@@ -608,7 +293,7 @@ COMMANDS = (
             Arg("--checkpoint-json", help="checkpoint_submission.json (default: RUN/checkpoint_submission.json)"),
             Arg("--kaggle-score", type=float, help="Fall 2025: your best Kaggle score, to record it"),
     ),
-    Command("export", _export, "the embedder as an ONNX model, checked on onnxruntime",
+    Command("export", commands.do_export, "the embedder as an ONNX model, checked on onnxruntime",
             "Write the backbone and embedding head (no margin head) as ONNX: uint8 images of the trained size in, "
             "normalised inside the graph, unit embeddings out, any batch size; class mapping, val threshold and "
             "training summary in its metadata. Before writing, the val pairs' images go through onnxruntime (CPU) and "
@@ -620,7 +305,7 @@ COMMANDS = (
             WEIGHTS,
             JSON,
     ),
-    Command("bench", _bench, "measure training, data loading and evaluation speed",
+    Command("bench", commands.do_bench, "measure training, data loading and evaluation speed",
             "train: images/s and FLOPs utilisation of the plain training step against the engine's fast step, same "
             "model and batch, with what the timed probe measured of each fast-path choice. data: decode + "
             "augmentation images/s per worker, naive loader against the project's, with JPEG decoding alone as the "
@@ -639,7 +324,7 @@ COMMANDS = (
             Arg("--tta", action="store_true", help="eval, onnx: flip test-time augmentation"),
             JSON,
     ),
-    Command("selftest", _selftest, "run every device path a few steps: what works, what a run costs",
+    Command("selftest", commands.do_selftest, "run every device path a few steps: what works, what a run costs",
             "On the device training would use, run each path (autocast, channels-last, fused optimiser, "
             "torch.compile, JPEG decoding in workers and on the device, a one-process DDP group, checkpoint round "
             "trip, evaluation) a few steps on synthetic input and say what works, what the timed probe measured of "
@@ -653,7 +338,8 @@ COMMANDS = (
             Arg("--quick", action="store_true", help="the paths only: no timing, no estimate (seconds)"),
             JSON,
     ),
-    Command("search", _search, "hyperparameter search on Optuna: budgeted, pruned, resumable, on the graded metric",
+    Command("search", commands.do_search,
+            "hyperparameter search on Optuna: budgeted, pruned, resumable, on the term's leaderboard metric",
             "Search a space of config values (--space: a YAML file or a packaged space: cpu, gpu) with a seeded TPE "
             "sampler and a pruner fed every evaluation; each trial is a train run under OUT/trials/. The objective is "
             "the term's leaderboard metric on the val pairs (val EER; Fall 2026: the combined score) with its "
@@ -680,7 +366,7 @@ COMMANDS = (
                 help="re-train the winner and the baseline on N seeds and compare them by the paired interval"),
             Arg("--baseline", metavar="NAME|FILE", help="the config --confirm compares with (default --config)"),
     ),
-    Command("report", _report, "compare finished runs: a table and val EER against time",
+    Command("report", commands.do_report, "compare finished runs: a table and val EER against time",
             "One row per run folder (the term's leaderboard metric first: Fall 2026's best and final combined score; "
             "then best and final val EER, AUC, images/s, epochs, minutes), written as report.csv and report.md, and "
             "a plot of val EER against elapsed time (eer_over_time.png).",

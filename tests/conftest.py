@@ -55,8 +55,8 @@ def fake_timings(monkeypatch):
     would (the verdict cached on disk stays), and returns the list of candidate lists it is asked to time, one
     per probe run. The decisions cached in the process are cleared after the test too, so that no faked timing
     reaches another."""
-    from helpers.model import probe as probe_module
-    from helpers.model.probe import Measured
+    from helpers.runtime import probe as probe_module
+    from helpers.runtime.probe import Measured
 
     def clear():
         probe_module.probe_problem.cache_clear()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import call_cli
 
-from helpers import cli
+from helpers import cli, commands
 
 
 def test_each_row_names_the_handler_of_its_command():
     for command in cli.COMMANDS:  # a copied row that kept another command's handler runs the wrong command
-        assert command.handler is getattr(cli, "_" + command.name.replace("-", "_")), command.name
+        assert command.handler is getattr(commands, "do_" + command.name.replace("-", "_")), command.name
 
 
 @pytest.mark.parametrize("command", cli.COMMANDS, ids=lambda command: command.name)

@@ -166,7 +166,7 @@ def test_every_sub_package_is_a_layer():
 def toy(tmp_path):
     """A small package with the same layer names, for planting mistakes."""
     root = tmp_path / "helpers"
-    for layer in ("core", "data", "model", "eval", "training", "handin", "tools"):
+    for layer in ("core", "data", "model", "runtime", "eval", "training", "handin", "tools"):
         (root / layer).mkdir(parents=True)
         (root / layer / "__init__.py").write_text("")
     (root / "__init__.py").write_text("")
@@ -189,6 +189,20 @@ def test_the_checks_catch_an_upward_import_a_sideways_one_and_a_circle(toy):
     assert ["helpers.core.config", "helpers.core.io", "helpers.core.config"] in circles(imports_of(toy))
 
 
+def test_the_runtime_layer_sits_between_data_and_model_and_eval(toy):
+    (toy / "model" / "resnet.py").write_text("import os\n")
+    (toy / "runtime" / "device.py").write_text("from helpers.model import resnet\nfrom helpers.data import layout\n")
+    (toy / "eval" / "evaluation.py").write_text("from helpers.runtime.device import resnet\n")
+    assert layer_violations(imports_of(toy), helpers.LAYERS) == []  # runtime reads data and model; eval reads it
+    (toy / "model" / "resnet.py").write_text("def later():\n    from helpers.runtime import device\n")
+    (toy / "data" / "layout.py").write_text("from ..runtime.device import resnet\n")
+    (toy / "runtime" / "device.py").write_text("from helpers.eval import evaluation\n")
+    assert layer_violations(imports_of(toy), helpers.LAYERS) == [
+        "helpers.data.layout (data) imports helpers.runtime.device (runtime)",
+        "helpers.model.resnet (model) imports helpers.runtime.device (runtime)",
+        "helpers.runtime.device (runtime) imports helpers.eval.evaluation (eval)"]
+
+
 def test_the_check_catches_a_private_name_read_from_another_module(toy):
     (toy / "core" / "io.py").write_text("import os\n\n\ndef _open():\n    return os\n")
     (toy / "data" / "layout.py").write_text("from helpers.core.io import os\nfrom helpers.core import io\n\n\n"
@@ -202,3 +216,10 @@ def test_the_check_catches_a_private_name_read_from_another_module(toy):
                                  "helpers.eval.plots uses helpers.core.io._open",
                                  "helpers.model.resnet uses helpers.core.io._open",
                                  "helpers.tools.bench uses helpers.core.io._open"]
+
+
+def test_no_module_is_over_500_lines():
+    """A module past 500 lines is split by concern before it lands (the style guide: files under 500 lines)."""
+    long = {str(path.relative_to(PACKAGE)): lines for _, path, _ in modules_of(PACKAGE)
+            if (lines := len(path.read_text().splitlines())) > 500}
+    assert long == {}

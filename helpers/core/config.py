@@ -1,4 +1,4 @@
-"""Run configuration: typed, frozen sections whose field defaults are the seed recipe, declared once, here.
+"""Run configuration: typed, frozen sections whose field defaults are the starter recipe, declared once, here.
 
 A configuration is a :class:`Config` read by attribute (``cfg.optim.lr``). Each
 section below is a pydantic model: a field's default is the only place that
@@ -13,25 +13,29 @@ configs would add a dependency for the dotted overrides, which are a few lines
 here. Values are validated as JSON would be (strictly: ``true`` is not 1, ``"3"``
 is not 3), since YAML hands over JSON-like values.
 
+Here are the declarations; :mod:`helpers.core.config_text` reads the YAML
+within its bounds, and :mod:`helpers.core.config_keys` sets the dotted keys and
+words the refusals.
+
 The recipes ship inside the package (``helpers/configs/``) and are chosen by
-name (``fast``, ``seed``...) from any folder, so a ``pip install`` of the
+name (``fast``, ``starter``...) from any folder, so a ``pip install`` of the
 project is the whole toolkit; a path to any other YAML file works too.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from helpers.core.config_text import ConfigLoader, check_events, read_config_text
+from helpers.core.config_keys import dotted_keys, merge, set_key, validate
+from helpers.core.config_text import override_value, read_yaml
 from helpers.core.errors import UserError
+from helpers.core.registry import LAYOUTS, MARGIN_HEADS
 from helpers.core.terms import NEWEST, get_term
 
 PACKAGED = Path(__file__).parents[1] / "configs"  # the shipped recipes, chosen by name
@@ -43,6 +47,11 @@ def _numbers_as_text(value: Any) -> Any:
 
 
 Text = Annotated[str, BeforeValidator(_numbers_as_text)]
+
+
+def _stem_of_before(value: Any) -> Any:
+    # model.stem was "seed" before the ImageNet stem took its own name: old checkpoints and YAML still say it
+    return "imagenet" if value == "seed" else value
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -58,8 +67,9 @@ class DataConfig(Section):
     stage_to: Optional[Text] = None
     """copy data.root into this folder before training and train from the copy (node-local disk: $LOCAL on PSC;
     ~ and $VARIABLES expand when it is used); a complete copy is reused; checkpoints stay in run.out_dir"""
-    layout: Literal["auto", "f24", "f25", "packed"] = "auto"
-    """auto | f24 (cls_data/<split>/<identity>/) | f25 (images/ + labels.txt) | packed (pack-data)"""
+    layout: Annotated[str, LAYOUTS.choice("read", also=("auto",))] = "auto"
+    """auto (found from the folders) or a layout that reads, from helpers/core/registry.py's LAYOUTS: f24
+    (cls_data/<split>/<identity>/), f25 (images/ + labels.txt), packed (pack-data)..."""
     num_workers: Union[Annotated[int, Field(ge=0)], Literal["auto"]] = "auto"
     """loader processes; auto: none on a 2-core CPU, up to 8 beside a GPU"""
     decode: Literal["auto", "workers", "device"] = "auto"
@@ -119,14 +129,14 @@ class ModelConfig(Section):
     """18 | 34 (BasicBlocks) | 50 (Bottlenecks)"""
     width: float = Field(1.0, ge=0.01)
     """channel multiplier (64/128/256/512 at 1.0)"""
-    stem: Literal["seed", "face"] = "seed"
-    """seed: 7x7/2 conv + max-pool | face: 3x3/1 conv, no pool (7x7 final map at 112 px)"""
+    stem: Annotated[Literal["imagenet", "face"], BeforeValidator(_stem_of_before)] = "imagenet"
+    """imagenet: 7x7/2 conv + max-pool | face: 3x3/1 conv, no pool (7x7 final map at 112 px)"""
     block: Literal["basic", "preact"] = "basic"
     """basic (Conv-BN-ReLU) | preact (BN-ReLU-Conv)"""
     embedding_dim: int = Field(512, ge=2)
     """the embedding's size"""
     head: Literal["linear", "bn"] = "linear"
-    """linear: Linear(512->512), the seed | bn: BN -> Dropout -> Linear -> BN"""
+    """linear: Linear(512->512), the starter's | bn: BN -> Dropout -> Linear -> BN"""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """before the embedding (inside the head for head: bn)"""
     zero_init_residual: bool = False
@@ -134,8 +144,8 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    type: Literal["arcface", "cosface", "combined", "subcenter"] = "arcface"
-    """arcface | cosface | combined | subcenter"""
+    type: Annotated[str, MARGIN_HEADS.choice()] = "arcface"
+    """the margin head, from helpers/core/registry.py's MARGIN_HEADS: arcface, cosface, combined, subcenter..."""
     s: float = Field(30.0, ge=0.01)
     """logit scale"""
     m: float = Field(0.35, ge=0.0, lt=math.pi)
@@ -193,7 +203,7 @@ class SchedConfig(Section):
     min_lr: float = Field(0.0, ge=0.0)
     """cosine floor (and plateau floor)"""
     step_size: float = Field(30.0, gt=0.0)
-    """step: epochs between decays (of a train.epochs-long run, 100 when null; a budget stretches them)"""
+    """step: epochs between decays (of a train.epochs-long run, 100 when null; a budget scales them)"""
     milestones: tuple[Annotated[float, Field(ge=0.0)], ...] = (60.0, 80.0)
     """multistep: epochs of the decays (counted as step_size's are)"""
     gamma: float = Field(0.1, gt=0.0, le=1.0)
@@ -210,7 +220,7 @@ class SchedConfig(Section):
 
 class TrainConfig(Section):
     epochs: Optional[int] = Field(None, ge=1)
-    """the most epochs to train; null: as many as train.max_minutes allows, or the seed's 100 without a budget.
+    """the most epochs to train; null: as many as train.max_minutes allows, or the starter's 100 without a budget.
     Set it under a budget only to stop sooner on purpose"""
     batch_size: int = Field(64, ge=1)
     """per process"""
@@ -325,7 +335,7 @@ class CourseConfig(Section):
 
 
 class Config(Section):
-    """A whole run configuration; ``Config()`` is the seed recipe."""
+    """A whole run configuration; ``Config()`` is the starter recipe."""
 
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -344,43 +354,24 @@ class Config(Section):
 
 
 def defaults() -> Config:
-    """The seed configuration."""
+    """The starter configuration."""
     return Config()
-
-
-def _fields(model: type[BaseModel], prefix: str = ""):
-    """``(dotted key, field)`` for every leaf key of ``model``, in declaration order."""
-    for name, field in model.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            yield from _fields(field.annotation, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}", field
 
 
 def all_keys() -> list[str]:
     """Every dotted key, e.g. ``optim.lr``."""
-    return [key for key, _ in _fields(Config)]
-
-
-def _section(dotted: str) -> type[BaseModel] | None:
-    """The section class a dotted key names, or None when it names a value or nothing."""
-    model: type[BaseModel] = Config
-    for part in dotted.split("."):
-        field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
+    return dotted_keys(Config)
 
 
 def packaged_configs() -> list[str]:
-    """The names of the configs shipped with the package (``demo``, ``fast``, ``seed``...)."""
+    """The names of the configs shipped with the package (``demo``, ``fast``, ``starter``...)."""
     return sorted(path.stem for path in PACKAGED.glob("*.yaml"))
 
 
 # Where the packaged configs lived in a checkout before they moved into the package: commands written
 # then (``--config configs/fast.yaml``, ``--config config.yaml``) keep meaning the same recipes.
-_CHECKOUT_PATHS = {"config.yaml": "seed"}
+_CHECKOUT_PATHS = {"config.yaml": "starter"}
+_RENAMED = {"seed": "starter"}  # recipes under their old names: ``--config seed`` keeps meaning the starter recipe
 
 
 def config_file(name_or_path: str | Path) -> Path:
@@ -391,6 +382,7 @@ def config_file(name_or_path: str | Path) -> Path:
         return path
     bare = path.name == str(name_or_path) or path.parent == Path("configs")
     name = _CHECKOUT_PATHS.get(str(name_or_path), path.stem)
+    name = _RENAMED.get(name, name)
     packaged = PACKAGED / f"{name}.yaml"
     if bare and path.suffix in ("", ".yaml") and packaged.is_file():
         return packaged
@@ -404,154 +396,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
     values: dict = {}
     origins: dict[str, str] = {}  # dotted key -> where its value came from, for messages
     if base is not None:
-        _merge(values, base, "", "the checkpoint's configuration", origins, {})
+        merge(Config, values, base, "", "the checkpoint's configuration", origins, {})
     if path is not None:
         path = config_file(path)
-        loaded, lines = _read_yaml(path)
-        _merge(values, loaded, "", str(path), origins, lines)
+        loaded, lines = read_yaml(path, Config, packaged_configs())
+        merge(Config, values, loaded, "", str(path), origins, lines)
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")
-        try:
-            check_events(text, f"--set {key}")
-            value = yaml.load(text, Loader=ConfigLoader) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        _set(values, key, value, "--set", origins)
-    return _validate(values, origins)
+        set_key(Config, values, key, override_value(text, key), "--set", origins)
+    return validate(Config, values, origins)
 
 
 def changed(cfg: Config, values: dict[str, Any]) -> Config:
     """``cfg`` with some dotted keys set (``{"run.name": "fast"}``), validated like an override."""
     plain, origins = cfg.as_dict(), {}
     for dotted, value in values.items():
-        _set(plain, dotted, value, "the program", origins)
-    return _validate(plain, origins)
-
-
-def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
-    """A config file's mapping, and the line of each dotted key in it, read within the bounds of
-    :mod:`helpers.core.config_text`; a key or section given twice is refused with both lines (YAML would keep
-    the last silently)."""
-    text = read_config_text(path, packaged_configs())
-    try:
-        check_events(text, str(path))
-        node = yaml.compose(text, Loader=ConfigLoader)
-        loaded = yaml.load(text, Loader=ConfigLoader)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f":{where.line + 1}" if where is not None else ""
-        raise UserError(f"{path}{line} is not valid YAML ({getattr(error, 'problem', error)})") from None
-    if loaded is not None and not isinstance(loaded, dict):
-        raise UserError(f"{path} must hold a mapping of config sections, not a {type(loaded).__name__}")
-    lines: dict[str, int] = {}
-
-    def walk(mapping, prefix):
-        for key, value in mapping.value:
-            dotted, line = f"{prefix}{key.value}", key.start_mark.line + 1
-            if dotted in lines:
-                what = "section" if isinstance(value, yaml.MappingNode) or _section(dotted) else "key"
-                raise UserError(f"{path}:{line} gives the {what} '{dotted}' again (first on line {lines[dotted]}); "
-                                f"YAML would keep only the last: {'merge them' if what == 'section' else 'keep one'}")
-            lines[dotted] = line
-            if isinstance(value, yaml.MappingNode):
-                walk(value, dotted + ".")
-
-    if isinstance(node, yaml.MappingNode):
-        walk(node, "")
-    return loaded or {}, lines
-
-
-def _merge(values: dict, loaded: dict, prefix: str, source: str, origins: dict, lines: dict) -> None:
-    for name, value in loaded.items():
-        dotted = f"{prefix}{name}"
-        where = f"{source}:{lines[dotted]}" if dotted in lines else source
-        if _section(dotted) is not None and (value is None or isinstance(value, dict)):  # `data:` alone: no keys
-            _merge(values.setdefault(str(name), {}), value or {}, dotted + ".", source, origins, lines)
-        else:
-            values[str(name)] = value
-            origins[dotted] = where
-
-
-def _set(values: dict, dotted: str, value: Any, source: str, origins: dict) -> None:
-    """Set one dotted key (``optim.lr``), refusing keys that do not exist and sections."""
-    if _section(dotted) is not None:
-        example = next(iter(_section(dotted).model_fields))
-        raise UserError(f"config key '{dotted}' is a section; set one of its keys, e.g. '{dotted}.{example}'")
-    if dotted not in all_keys():
-        raise UserError(f"unknown config key '{dotted}' (from {source}){_suggest(dotted)}")
-    *sections, leaf = dotted.split(".")
-    for part in sections:
-        values = values.setdefault(part, {})
-    values[leaf] = value
-    origins[dotted] = source
-
-
-def _validate(values: dict, origins: dict[str, str]) -> Config:
-    try:  # strictly, as JSON: YAML hands over JSON-like values, and bool is not an int there
-        return Config.model_validate_json(json.dumps(values, default=str), strict=True)
-    except ValidationError as error:
-        raise UserError(_sentence(error.errors()[0], origins)) from None
-
-
-def _sentence(error: dict, origins: dict[str, str]) -> str:
-    """One pydantic error as the sentence a user reads: the key, what it must be, and where it came from."""
-    parts = [str(p) for p in error["loc"]]
-    # the longest key or section the error's location starts with (unions add their branch's name after it)
-    named = [k for k in all_keys() + _section_keys() if k.split(".") == parts[:len(k.split("."))]]
-    kind, context = error["type"], error.get("ctx", {})
-    dotted = max(named, key=len) if named and kind != "extra_forbidden" else ".".join(parts)
-    source = origins.get(dotted) or next((w for k, w in origins.items() if k.startswith(dotted + ".")), "")
-    value = error.get("input")
-    if kind == "extra_forbidden":
-        return f"unknown config key '{dotted}' in {source or 'the configuration'}{_suggest(dotted)}"
-    where = f" (from {source})" if source else ""
-    if _section(dotted) is not None:
-        return f"config key '{dotted}' must be a section (a mapping), not {value!r}{where}"
-    annotation = dict(_fields(Config))[dotted].annotation
-    bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("above", "gt"),
-              "less_than_equal": ("at most", "le"), "less_than": ("below", "lt")}
-    if kind in bounds:
-        words, key = bounds[kind]
-        what = f"{words} {context[key]:g}"
-    elif _length(annotation):
-        what = f"a list of {_length(annotation)} numbers"
-    else:
-        what = _expected(annotation)
-    return f"config key '{dotted}' must be {what}, not {value!r}{where}"
-
-
-def _section_keys() -> list[str]:
-    return sorted({key.rpartition(".")[0] for key in all_keys() if "." in key})
-
-
-def _length(annotation) -> int | None:
-    """The fixed length of a tuple-typed key, None for anything else."""
-    args = typing.get_args(annotation)
-    return len(args) if typing.get_origin(annotation) is tuple and args and args[-1] is not Ellipsis else None
-
-
-def _expected(annotation) -> str:
-    """What a key of this type must be, in words."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is Annotated:
-        return _expected(args[0])
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, args))
-    if origin is Union:
-        choices = [_expected(a) for a in args if a is not type(None)]
-        text = " or ".join(choices).replace("true or false or one of auto", "true, false or auto")
-        return text.replace(" or one of auto", " or auto")
-    if origin is tuple:
-        return "a list of numbers"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(annotation, "valid")
-
-
-def _suggest(dotted: str) -> str:
-    close = difflib.get_close_matches(dotted, all_keys(), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
+        set_key(Config, plain, dotted, value, "the program", origins)
+    return validate(Config, plain, origins)
 
 
 def dump_config(cfg: Config) -> str:

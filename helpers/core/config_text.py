@@ -5,6 +5,8 @@ classmates, so what a hostile or mistaken file can cost is bounded: its size is 
 (MAX_CONFIG_BYTES), and its YAML events are walked before a node is composed, refusing an alias, nesting
 deeper than MAX_DEPTH (PyYAML's composer recurses once per level) and more than MAX_VALUES values. The walk
 stops at the first refusal, so a file of 200,000 keys costs the first MAX_VALUES of them.
+
+A file's mapping comes with the line of each dotted key, for the sentences that name a key's origin.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import re
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
+from helpers.core.config_keys import section_of
 from helpers.core.errors import UserError
 
 MAX_CONFIG_BYTES = 1 << 20  # the packaged recipes are under 4 KB; a megabyte of YAML parses in about a second
@@ -72,3 +76,47 @@ def check_events(text: str, where: str) -> None:
                                 "sections of plain values")
             if values > MAX_VALUES:
                 raise UserError(f"{line} passes {MAX_VALUES:,} values; a config holds about a hundred keys")
+
+
+def read_yaml(path: Path, model: type[BaseModel], packaged: list[str]) -> tuple[dict, dict[str, int]]:
+    """A config file's mapping, and the line of each dotted key in it, read within the bounds above (``model``:
+    the configuration whose sections the file fills); a key or section given twice is refused with both lines
+    (YAML would keep the last silently)."""
+    text = read_config_text(path, packaged)
+    try:
+        check_events(text, str(path))
+        node = yaml.compose(text, Loader=ConfigLoader)
+        loaded = yaml.load(text, Loader=ConfigLoader)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        raise UserError(f"{path}{line} is not valid YAML ({getattr(error, 'problem', error)})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise UserError(f"{path} must hold a mapping of config sections, not a {type(loaded).__name__}")
+    lines: dict[str, int] = {}
+
+    def walk(mapping, prefix):
+        for key, value in mapping.value:
+            dotted, line = f"{prefix}{key.value}", key.start_mark.line + 1
+            if dotted in lines:
+                section = isinstance(value, yaml.MappingNode) or section_of(model, dotted)
+                what = "section" if section else "key"
+                raise UserError(f"{path}:{line} gives the {what} '{dotted}' again (first on line {lines[dotted]}); "
+                                f"YAML would keep only the last: {'merge them' if what == 'section' else 'keep one'}")
+            lines[dotted] = line
+            if isinstance(value, yaml.MappingNode):
+                walk(value, dotted + ".")
+
+    if isinstance(node, yaml.MappingNode):
+        walk(node, "")
+    return loaded or {}, lines
+
+
+def override_value(text: str, key: str):
+    """The value of ``--set KEY=TEXT``: TEXT read as YAML within the bounds above (None when empty), or as the
+    text itself when it is not valid YAML."""
+    try:
+        check_events(text, f"--set {key}")
+        return yaml.load(text, Loader=ConfigLoader) if text.strip() else None
+    except yaml.YAMLError:
+        return text

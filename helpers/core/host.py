@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import platform as python_platform
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from helpers.core.errors import UserError
-
-if TYPE_CHECKING:
-    import torch
 
 COLAB_MOUNT = Path("/content/drive")  # where Colab's own "Mount Drive" button puts it
 DRIVE_RUNS = "HW2P2"  # the folder under MyDrive that holds the run folders on Colab
@@ -74,44 +69,8 @@ def mount_drive_for(folder: Path) -> None:
             return
 
 
-def describe_environment(device: torch.device | None = None) -> dict:
-    """Where this runs (Colab, Kaggle or local), with the device (default: :func:`pick_device`'s), GPU name and
-    memory when there is one."""
-    import torch  # loaded here, so that the platform checks above work before torch is installed
-
-    from helpers.core.device import pick_device
-
-    device = device or pick_device()
-    info = {"platform": platform(), "python": python_platform.python_version(), "torch": torch.__version__,
-            "device": str(device), "cpu_cores": os.cpu_count()}
-    if device.type == "cuda":
-        properties = torch.cuda.get_device_properties(device)
-        info.update(gpu=properties.name, gpu_memory_gib=round(properties.total_memory / 2 ** 30, 1),
-                    gpus=torch.cuda.device_count(), bf16=torch.cuda.is_bf16_supported())
-    return info
-
-
-def start_session(drive_folder: str = "auto", out_dir: str = "runs") -> Path:
-    """A notebook's first step: print where it runs and on what device, put the Kaggle and W&B keys kept in
-    Secrets into the environment (printing where each came from, never the key), and return the folder
-    that holds the run folders (:func:`runs_folder`)."""
-    from helpers.core.credentials import describe_credentials, load_secrets
-
-    environment = describe_environment()
-    for key, value in environment.items():
-        print(f"{key:>16}: {value}")
-    if environment["device"] == "cpu":
-        print("No GPU: fine for the demo data; for the course data use a GPU runtime "
-              "(Colab: Runtime > Change runtime type; Kaggle: Settings > Accelerator).")
-    for line in describe_credentials(load_secrets()):
-        print(f"{'keys':>16}: {line}")
-    folder = runs_folder(drive_folder, out_dir)
-    print(f"{'runs folder':>16}: {folder.absolute()}")
-    return folder
-
-
 def resume_note(run_dir: Path) -> str:
     """Where a run's checkpoints are and how to carry on after a disconnect, for the notebooks' training cells."""
-    return (f"checkpoints: {Path(run_dir).absolute()} (last.pt every epoch, best.pt: the weights train.select grades). "
+    return (f"checkpoints: {Path(run_dir).absolute()} (last.pt every epoch, best.pt: the weights train.select chooses). "
             "If the session ends, run all cells again with the same drive_folder and run_name: training resumes "
             "from last.pt. To train on after it finished, raise epochs or max_minutes and run again.")

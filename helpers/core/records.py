@@ -1,8 +1,8 @@
-"""What a run records, declared once: one evaluation of one set of weights (:class:`ArmMetrics`), what a
-stretch of training measured (:class:`EpochStats`), and one line of a run's ``metrics.jsonl`` (:class:`RunRecord`).
+"""What a run records, declared once: one evaluation of one set of weights (:class:`EvalMetrics`), what a
+span of training measured (:class:`EpochStats`), and one line of a run's ``metrics.jsonl`` (:class:`RunRecord`).
 
 A line's keys are these fields' names: an evaluation of the trained weights as they are (``val_eer``), one of
-their moving average with the arm's suffix (``val_eer_ema``). The Trainer writes lines through
+their moving average with the suffix of those weights (``val_eer_ema``). The Trainer writes lines through
 :meth:`RunRecord.as_line`; tracking, the report, the plots, the selection of best.pt and the hand-in read them
 through :meth:`RunRecord.from_line`, so that a key is spelt in this module only; where a key is itself shown
 (a report's column, a W&B summary, selection.json) it is taken from :func:`field_keys`. A line written before a
@@ -19,12 +19,12 @@ from pathlib import Path
 
 from helpers.core.io import read_metrics
 
-ARMS = ("raw", "ema")  # the trained weights, and their moving average (train.ema)
+WEIGHTS = ("raw", "ema")  # the trained weights, and their moving average (train.ema)
 
 
-def arm_suffix(arm: str) -> str:
-    """What follows an evaluation's keys for ``arm``: nothing for the trained weights, ``_ema`` for the average."""
-    return "" if arm == "raw" else f"_{arm}"
+def weights_suffix(weights: str) -> str:
+    """What follows an evaluation's keys for ``weights``: nothing for the trained ones, ``_ema`` for the average."""
+    return "" if weights == "raw" else f"_{weights}"
 
 
 def jsonable(value):
@@ -36,15 +36,16 @@ def jsonable(value):
     return value
 
 
-def field_keys(record_type, arm: str = "raw"):
-    """A ``record_type`` (:class:`ArmMetrics` or :class:`EpochStats`) whose every field holds its own key in a
-    line, ``arm``'s: ``field_keys(ArmMetrics, "ema").val_eer == "val_eer_ema"``. A reader or a table that shows a
-    key spells it as an attribute, so a mistyped name fails at once instead of reading None."""
-    return record_type(**{item.name: item.name + arm_suffix(arm) for item in dataclasses.fields(record_type)})
+def field_keys(record_type, weights: str = "raw"):
+    """A ``record_type`` (:class:`EvalMetrics` or :class:`EpochStats`) whose every field holds its own key in a
+    line, for ``weights``: ``field_keys(EvalMetrics, "ema").val_eer == "val_eer_ema"``. A reader or a table that
+    shows a key spells it as an attribute, so a mistyped name fails at once instead of reading None."""
+    return record_type(**{item.name: item.name + weights_suffix(weights)
+                          for item in dataclasses.fields(record_type)})
 
 
 @dataclass(frozen=True)
-class ArmMetrics:
+class EvalMetrics:
     """One set of weights at one evaluation; None where it was not measured. On the val pairs: the EER with its
     bootstrap 95 % interval, AUC, best accuracy, the EER threshold, TAR at each FAR, the pairs left out because
     an image could not be read; the margin head's dev top-1 and top-5; the combined score of dev top-1 and val
@@ -68,21 +69,32 @@ class ArmMetrics:
                 if getattr(self, item.name) is not None}
 
     @classmethod
-    def from_dict(cls, values: dict, suffix: str = "") -> ArmMetrics:
+    def from_dict(cls, values: dict, suffix: str = "") -> EvalMetrics:
         """The fields ``values`` holds under their keys followed by ``suffix``; other keys are not ours."""
         return cls(**{item.name: values.get(item.name + suffix) for item in dataclasses.fields(cls)})
+
+    @classmethod
+    def from_measures(cls, **sections) -> EvalMetrics:
+        """The fields read from typed results by name: ``<section>_<name>`` is ``sections[section].<name>``
+        (``val=`` a verification gives ``val_eer`` its ``eer``), None where a section was not measured (None) or
+        has no such attribute."""
+        values = {}
+        for item in dataclasses.fields(cls):
+            section, name = item.name.split("_", 1)
+            values[item.name] = getattr(sections.get(section), name, None)
+        return cls(**values)
 
     @property
     def measured(self) -> bool:
         return bool(self.as_dict())
 
 
-KEYS = field_keys(ArmMetrics)  # the keys of the trained weights' numbers, for files that show them by name
+KEYS = field_keys(EvalMetrics)  # the keys of the trained weights' numbers, for files that show them by name
 
 
 @dataclass(frozen=True)
 class EpochStats:
-    """What a stretch of training measured: the mean loss and accuracy of its batches, the mean gradient norm of
+    """What a span of training measured: the mean loss and accuracy of its batches, the mean gradient norm of
     its optimiser steps, images per second, the share of its time spent waiting for data, and the lr at its end."""
 
     train_loss: float | None = None
@@ -95,38 +107,38 @@ class EpochStats:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One line of metrics.jsonl: where the run stood (fractional epoch, optimiser steps), what the stretch of
+    """One line of metrics.jsonl: where the run stood (fractional epoch, optimiser steps), what the span of
     training before it measured (None for the evaluation before training), the run's counts of skipped steps and
-    unreadable images so far, each evaluated arm's metrics (``evaluated``: whether this line evaluated), when
-    (seconds into the run, resumes included, and the wall-clock time), and which run wrote it (its id, kept across
-    resumes, by which a resume tells its own records from another run's)."""
+    unreadable images so far, the metrics of each set of weights evaluated (``by_weights``; ``evaluated``: whether
+    this line evaluated), when (seconds into the run, resumes included, and the wall-clock time), and which run
+    wrote it (its id, kept across resumes, by which a resume tells its own records from another run's)."""
 
     epoch: float | None
     step: int | None = None
     trained: EpochStats | None = None
     nonfinite_steps: int | None = None
     skipped_images: int | None = None
-    arms: dict[str, ArmMetrics] = field(default_factory=dict)
+    by_weights: dict[str, EvalMetrics] = field(default_factory=dict)
     evaluated: bool = False
     elapsed_s: float | None = None
     time: str | None = None
     run_id: str | None = None
 
-    def metrics(self, arm: str = "raw") -> ArmMetrics:
-        """``arm``'s evaluation in this line (nothing measured when it was not evaluated)."""
-        return self.arms.get(arm, ArmMetrics())
+    def metrics(self, weights: str = "raw") -> EvalMetrics:
+        """The evaluation of ``weights`` in this line (nothing measured when they were not evaluated)."""
+        return self.by_weights.get(weights, EvalMetrics())
 
     def as_line(self) -> dict:
         """The line as JSON holds it, keys in the order the file has always had; not-finite numbers are null.
 
-        A stretch of training writes every one of its fields (null where it measured none, as a stretch without
+        A span of training writes every one of its fields (null where it measured none, as a span without
         batches does); an evaluation writes the fields it measured."""
         line = _present(epoch=self.epoch, step=self.step)
         if self.trained is not None:
             line.update(dataclasses.asdict(self.trained))
         line.update(_present(nonfinite_steps=self.nonfinite_steps, skipped_images=self.skipped_images))
-        for arm in ARMS:
-            line.update(self.metrics(arm).as_dict(arm_suffix(arm)))
+        for weights in WEIGHTS:
+            line.update(self.metrics(weights).as_dict(weights_suffix(weights)))
         if self.evaluated:
             line["evaluated"] = True
         line.update(_present(elapsed_s=self.elapsed_s, time=self.time, run_id=self.run_id))
@@ -138,14 +150,14 @@ class RunRecord:
     @classmethod
     def from_line(cls, line: dict) -> RunRecord:
         """A line read back; a field it lacks (a line written before the field existed) is None, and so is a
-        number written as null (it was not finite), so that an arm's null reads as not measured."""
+        number written as null (it was not finite), so that a null of one set of weights reads as not measured."""
         stats = [item.name for item in dataclasses.fields(EpochStats)]
-        arms = {arm: ArmMetrics.from_dict(line, arm_suffix(arm)) for arm in ARMS}
+        measured = {weights: EvalMetrics.from_dict(line, weights_suffix(weights)) for weights in WEIGHTS}
         return cls(epoch=line.get("epoch"), step=line.get("step"),
                    trained=EpochStats(**{name: line.get(name) for name in stats})
                    if any(name in line for name in stats) else None,
                    nonfinite_steps=line.get("nonfinite_steps"), skipped_images=line.get("skipped_images"),
-                   arms={arm: metrics for arm, metrics in arms.items() if metrics.measured},
+                   by_weights={weights: metrics for weights, metrics in measured.items() if metrics.measured},
                    evaluated=bool(line.get("evaluated", False)), elapsed_s=line.get("elapsed_s"),
                    time=line.get("time"), run_id=line.get("run_id"))
 

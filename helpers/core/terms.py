@@ -14,12 +14,13 @@ import datetime
 import functools
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from helpers.core.errors import UserError
+from helpers.core.registry import HANDIN_MEMBERS
 
 TERMS_FILE = Path(__file__).with_name("terms.yaml")
 NEWEST = "newest"  # the course.term value that means the newest known term
@@ -77,8 +78,8 @@ class Member(_Frozen):
 
     name: str
     """the file name; {stamp:FORMAT} is the build time, {notebook} the notebook's, {run_files} the run's files"""
-    content: Literal["acknowledgement", "readme", "notebook", "model_arch", "model_metadata", "run_files",
-                     "kaggle_best", "kaggle_submissions", "wandb_top_runs", "wandb_linked_runs"]
+    content: Annotated[str, HANDIN_MEMBERS.choice()]
+    """what goes into it: a name of helpers/core/registry.py's HANDIN_MEMBERS, the builder of such a file"""
     table: Optional[str] = Field(None, alias="schema")
     """the field table under schemas: in terms.yaml that the file must match"""
     needs: Optional[Literal["Kaggle", "W&B"]] = None

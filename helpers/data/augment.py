@@ -1,7 +1,7 @@
 """Image transforms: the assignment's per-image torchvision pipelines and the batched training path.
 
 The assignment's transforms are kept as torchvision v2 pipelines
-(:func:`seed_train_transform`, :func:`eval_transform`): the notebook shows
+(:func:`starter_train_transform`, :func:`eval_transform`): the notebook shows
 them and the data benchmark measures them as the plain path.
 
 Training uses :class:`BatchAugment` instead: the same random crop and flip
@@ -25,7 +25,7 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
 
-def seed_train_transform(size: int = 112, aug: AugmentConfig = AugmentConfig()) -> v2.Compose:
+def starter_train_transform(size: int = 112, aug: AugmentConfig = AugmentConfig()) -> v2.Compose:
     """The assignment's training transform for one PIL image or uint8 tensor, with the optional extras."""
     steps = [v2.ToImage(), v2.Resize((size, size), antialias=True),
              v2.RandomResizedCrop(size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True),

@@ -96,7 +96,7 @@ def collate(items: list) -> Batch:
 def refill(batch: Batch, size: int) -> Batch:
     """``batch`` (stacked) grown back to ``size`` images: each skipped image's slot is taken by another image of
     the same batch, in order. Training keeps the one batch shape its fast path was chosen for: torch's CPU
-    channels-last backward crashes natively on some odd batches (helpers.model.fast_path.channels_last_crash)."""
+    channels-last backward crashes natively on some odd batches (helpers.runtime.fast_path.channels_last_crash)."""
     missing = size - len(batch.labels)
     if missing <= 0 or not len(batch.labels):
         return batch

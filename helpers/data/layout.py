@@ -1,6 +1,7 @@
 """The HW2P2 data layouts: the folders and text files of a data root, parsed and checked.
 
-Layouts (detected from the folders, or forced with ``data.layout``):
+Layouts (detected from the folders, or forced with ``data.layout``), each a :class:`Layout` named in
+helpers/core/registry.py's LAYOUTS:
 
 * ``f24``: ``cls_data/{train,dev}/<identity>/*.jpg``, one folder per identity;
 * ``f25`` (also S25/S26): ``cls_data/{train,dev,test}/images/*.jpg`` with a
@@ -19,15 +20,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from helpers.core.errors import UserError, printable
+from helpers.core.registry import LAYOUTS
 from helpers.data.images import ImageReader, is_image
 from helpers.data.packed import PackedImages
 
-LAYOUTS = ("auto", "f24", "f25", "packed")
 SPLITS = ("train", "dev", "test")
 PAIR_FILES = {"val": "val_pairs.txt", "test": "test_pairs.txt"}
 PAIR_PLACES = (".", "cls_data")  # where a pair file is looked for, in order, relative to the data root
@@ -186,17 +187,14 @@ def is_data_root(path: Path) -> bool:
 
 
 def detect_layout(root: Path, layout: str = "auto") -> str | None:
-    """``f24``, ``f25`` or ``packed`` for the classification data under ``root``, None when there is none."""
-    if layout not in LAYOUTS:
-        raise UserError(f"data.layout must be one of {', '.join(LAYOUTS)}, not '{layout}'")
+    """The name of the layout (``f24``, ``f25``, ``packed``...) of the classification data under ``root``, None
+    when there is none; the readable layouts are tried in LAYOUTS' order."""
+    readable = LAYOUTS.names("read")
+    if layout != "auto" and layout not in readable:
+        raise UserError(f"data.layout must be one of auto, {', '.join(readable)}, not '{layout}'")
     train = root / "cls_data" / "train"
-    if (root / "cls_data" / "train.json").is_file():
-        found = "packed"
-    elif (train / "images").is_dir():
-        found = "f25"
-    elif train.is_dir():
-        found = "f24"
-    else:
+    found = next((name for name in readable if LAYOUTS.get(name).holds(root)), None)
+    if found is None:
         if layout != "auto":
             raise UserError(f"data.layout is {layout} but {train} does not exist")
         return None
@@ -311,34 +309,64 @@ def is_int(text: str) -> bool:
 # ----------------------------------------------------------------------------- splits
 
 
+@dataclass(frozen=True)
+class Layout:
+    """One way ``cls_data/`` holds the classification images: how it is recognised and read (where it is read),
+    and how demo-data and prepare-folder write it (where it is written)."""
+
+    marker: str | None  # what under cls_data/ shows this layout (a trailing / for a folder); None: read as another
+    read: Callable[[Path, str, ImageReader | None], tuple[ClassSplit | None, list[Problem]]] | None = None
+    identity_folders: bool = False  # one folder per identity, not images/ with a labels.txt
+    unified: bool = False  # an unlabelled test split and one sample_submission.csv for both tasks (Fall 2026)
+
+    def holds(self, root: Path) -> bool:
+        """Whether the classification data under ``root`` is in this layout."""
+        if self.marker is None:
+            return False
+        path = root / "cls_data" / self.marker
+        return path.is_dir() if self.marker.endswith("/") else path.is_file()
+
+
 def read_split(root: Path, layout: str, split: str, reader: "ImageReader | None" = None
                ) -> tuple[ClassSplit | None, list[Problem]]:
-    """One classification split of a data root, or None when the root has no such split.
+    """One classification split of a data root in ``layout``, or None when the root has no such split."""
+    return LAYOUTS.get(layout, "read").read(root, split, reader)
 
-    A packed split registers its pack with ``reader`` and lists virtual paths
-    under ``cls_data/<split>/images/``.
-    """
+
+def read_packed(root: Path, split: str, reader: "ImageReader | None") -> tuple[ClassSplit | None, list[Problem]]:
+    """A packed split: its pack registered with ``reader``, its images listed as virtual paths under
+    ``cls_data/<split>/images/``."""
     folder = root / "cls_data" / split
-    if layout == "packed":
-        index = root / "cls_data" / f"{split}.json"
-        if not index.is_file():
-            return None, []
-        pack = PackedImages.open(index)
-        if reader is not None:
-            reader.add(folder / "images", pack)
-        names = pack.names()
-        labels = [pack.labels[name] for name in names]
-        return ClassSplit(split, [folder / "images" / name for name in names],
-                          labels if all(label is not None for label in labels) else None), []
-    if layout == "f24":
-        if not folder.is_dir():
-            return None, []
-        paths, labels = [], []
-        for identity in sorted(p for p in folder.iterdir() if p.is_dir()):
-            for image in sorted(p for p in identity.iterdir() if is_image(p)):
-                paths.append(image)
-                labels.append(identity.name)
-        return ClassSplit(split, paths, labels), []
+    index = root / "cls_data" / f"{split}.json"
+    if not index.is_file():
+        return None, []
+    pack = PackedImages.open(index)
+    if reader is not None:
+        reader.add(folder / "images", pack)
+    names = pack.names()
+    labels = [pack.labels[name] for name in names]
+    return ClassSplit(split, [folder / "images" / name for name in names],
+                      labels if all(label is not None for label in labels) else None), []
+
+
+def read_identity_folders(root: Path, split: str, reader: "ImageReader | None"
+                          ) -> tuple[ClassSplit | None, list[Problem]]:
+    """A split of one folder per identity, the folder's name its label."""
+    folder = root / "cls_data" / split
+    if not folder.is_dir():
+        return None, []
+    paths, labels = [], []
+    for identity in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for image in sorted(p for p in identity.iterdir() if is_image(p)):
+            paths.append(image)
+            labels.append(identity.name)
+    return ClassSplit(split, paths, labels), []
+
+
+def read_labelled_images(root: Path, split: str, reader: "ImageReader | None"
+                         ) -> tuple[ClassSplit | None, list[Problem]]:
+    """A split of ``images/`` with a ``labels.txt`` beside it (unlabelled without one)."""
+    folder = root / "cls_data" / split
     images = folder / "images"
     if not images.is_dir():
         return None, []
@@ -352,6 +380,12 @@ def read_split(root: Path, layout: str, split: str, reader: "ImageReader | None"
     labels = [label for _, label, _ in entries] if labelled and entries else None
     origins = [f"cls_data/{split}/labels.txt:{line}" for _, _, line in entries]
     return ClassSplit(split, paths, labels, origins), problems
+
+
+PACKED = Layout("train.json", read_packed)
+F25 = Layout("train/images/", read_labelled_images)
+F24 = Layout("train/", read_identity_folders, identity_folders=True)
+F26 = Layout(None, unified=True)  # written as f25 plus the unified submission; read as f25
 
 
 def open_data(root: str | Path, layout: str = "auto", max_pixels: int | None = None,

@@ -27,13 +27,13 @@ from PIL import Image
 
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_link, staged_folder
+from helpers.core.registry import LAYOUTS
 from helpers.data.images import BadImageError, is_image, load_image
-from helpers.data.layout import PAIR_FILES, SAMPLE_SUBMISSION, answer_key_path, solution_path
+from helpers.data.layout import PAIR_FILES, SAMPLE_SUBMISSION, Layout, answer_key_path, solution_path
 from helpers.data.packed import write_pack
 
 _ANSWERS_IN_STAGING = ".test_labels.txt"  # moved out beside the root once the root is in place
 _SOLUTION_IN_STAGING = ".solution.csv"
-LAYOUTS_WRITTEN = ("f25", "f24", "f26")
 
 # A picture to write: a file to convert, or a function that renders one.
 ImageSource = Union[Path, Callable[[], Image.Image]]
@@ -69,34 +69,34 @@ def write_layout(out: str | Path, train: dict[str, Sequence[ImageSource]], verif
                  *, layout: str = "f25", seed: int = 0, size: int = 112, dev_fraction: float = 0.1,
                  test_fraction: float | None = None, val_pairs: int = 1000, test_pairs: int = 1000,
                  overwrite: bool = False) -> LayoutSummary:
-    """Write a complete HW2P2 data root at ``out``, atomically: built beside it, then renamed into place."""
-    if layout not in LAYOUTS_WRITTEN:
-        raise UserError(f"layout must be one of {', '.join(LAYOUTS_WRITTEN)}, not '{layout}'")
+    """Write a complete HW2P2 data root at ``out`` in ``layout`` (one that LAYOUTS says writes), atomically: built
+    beside it, then renamed into place."""
+    kind: Layout = LAYOUTS.get(layout, "write", key="layout")
     if test_fraction is None:  # Fall 2026 classifies a test split; the earlier layouts need none
-        test_fraction = 0.1 if layout == "f26" else 0.0
+        test_fraction = 0.1 if kind.unified else 0.0
     if not 0 <= dev_fraction < 1 or not 0 <= test_fraction < 1 or dev_fraction + test_fraction >= 1:
         raise UserError("dev and test fractions must lie in [0, 1) and leave images for training")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --overwrite")
     rng = np.random.default_rng(seed)
-    if layout == "f26" and not test_fraction:
-        raise UserError("the f26 layout classifies a test split: give it a test fraction above 0 (e.g. 0.1)")
+    if kind.unified and not test_fraction:
+        raise UserError(f"the {layout} layout classifies a test split: give it a test fraction above 0 (e.g. 0.1)")
     with staged_folder(out) as staging:
-        counts, test_classes = _write_classification(staging, train, layout, rng, size, dev_fraction, test_fraction)
+        counts, test_classes = _write_classification(staging, train, kind, rng, size, dev_fraction, test_fraction)
         pairs = _write_verification(staging, verification, rng, size, val_pairs, test_pairs)
         # Written inside the staged copy, so a full disk stops before anything is renamed into place.
         (staging / _ANSWERS_IN_STAGING).write_text("".join(f"{label}\n" for label in pairs["test_labels"]))
-        if layout == "f26":
+        if kind.unified:
             _write_unified(staging, test_classes, pairs["test_labels"])
     os.replace(out / _ANSWERS_IN_STAGING, answer_key_path(out))
-    if layout == "f26":
+    if kind.unified:
         os.replace(out / _SOLUTION_IN_STAGING, solution_path(out))
     return LayoutSummary(out, len(train), len(verification), counts, pairs["val"], pairs["test"],
-                         answer_key_path(out), solution_path(out) if layout == "f26" else None)
+                         answer_key_path(out), solution_path(out) if kind.unified else None)
 
 
-def _write_classification(root: Path, train: dict, layout: str, rng, size: int, dev_fraction: float,
+def _write_classification(root: Path, train: dict, layout: Layout, rng, size: int, dev_fraction: float,
                           test_fraction: float) -> dict:
     counts = {"train": 0, "dev": 0, "test": 0}
     labels = {split: [] for split in counts}
@@ -109,7 +109,7 @@ def _write_classification(root: Path, train: dict, layout: str, rng, size: int, 
         assigned = (["dev"] * n_dev + ["test"] * n_test + ["train"] * len(sources))[:len(sources)]
         for split, index in zip(assigned, order):
             counts[split] += 1
-            if layout == "f24":
+            if layout.identity_folders:
                 target = root / "cls_data" / split / _safe_name(identity) / f"{counts[split]:06d}.jpg"
             else:
                 name = f"{counts[split]:07d}.jpg"
@@ -118,9 +118,9 @@ def _write_classification(root: Path, train: dict, layout: str, rng, size: int, 
                 if split == "test":
                     test_classes.append((name, class_id))
             _save(sources[index], target, size)
-    if layout != "f24":
+    if not layout.identity_folders:
         for split, lines in labels.items():
-            if lines and not (layout == "f26" and split == "test"):  # Fall 2026's test split is unlabelled
+            if lines and not (layout.unified and split == "test"):  # Fall 2026's test split is unlabelled
                 (root / "cls_data" / split / "labels.txt").write_text("".join(lines))
     return {split: count for split, count in counts.items() if count}, test_classes
 
@@ -300,7 +300,8 @@ def pack_root(root: str | Path, out: str | Path, overwrite: bool = False) -> dic
             if split is None:
                 continue
             labels = split.labels or [None] * len(split)
-            items = [(path.name if data.layout != "f24" else f"{label}/{path.name}", data.reader(path), label)
+            folders = LAYOUTS.get(data.layout).identity_folders
+            items = [(f"{label}/{path.name}" if folders else path.name, data.reader(path), label)
                      for path, label in zip(split.paths, labels)]
             write_pack(staging / "cls_data" / f"{split.name}.json", items)
             counts[split.name] = len(items)

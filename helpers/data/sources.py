@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.core import host, kaggle
+from helpers.core import host, kaggle_command
 from helpers.core.errors import UserError
 from helpers.data.layout import data_roots_below, find_data_root
 
@@ -36,7 +36,7 @@ def obtain_data(source: str, root: str | Path, competition: str | None = None, i
             pass
         if not competition:
             raise UserError("data_source is kaggle but no competition is named: set kaggle_competition")
-        return find_data_root(kaggle.download(competition, root))
+        return find_data_root(kaggle_command.download(competition, root))
     return find_data_root(source)
 
 

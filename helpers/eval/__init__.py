@@ -1,5 +1,4 @@
-"""Verification: embedding images, scoring pairs, EER and other metrics, score normalisation, plots,
-and the noise-aware choice between checkpoints.
+"""Verification: embedding images, scoring pairs, EER and other metrics, score normalisation, plots.
 
-Imports helpers.core, helpers.data and helpers.model.
+Imports helpers.core, helpers.data, helpers.model and helpers.runtime.
 """

@@ -22,20 +22,20 @@ import torch.nn.functional as F
 from helpers.core.config import Config
 from helpers.core.errors import UserError
 from helpers.core.progress import progress
-from helpers.core.records import ArmMetrics, RunRecord
+from helpers.core.records import EvalMetrics
 from helpers.core.signals import ignore_stop_signals
-from helpers.core.terms import Term, combined_score, get_term
+from helpers.core.terms import combined_score
 from helpers.data.augment import normalize
 from helpers.data.datasets import FaceImages, collate, decode_batch
 from helpers.data.images import ImageReader
-from helpers.data.layout import FaceData, Pair, open_data
-from helpers.data.stage import evaluation_root
+from helpers.data.layout import FaceData, Pair
 from helpers.eval.metrics import verification_metrics
-from helpers.eval.runtime import Runtime, resolve_runtime
+from helpers.eval.results import Classification, Identification, PairVerification
 from helpers.eval.score_norm import ScoreNorm
 from helpers.eval.score_norm import pair_scores as score_rows
 from helpers.model.checkpoint import Checkpoint
 from helpers.model.resnet import FaceModel
+from helpers.runtime.resolve import Runtime
 
 
 @dataclass(frozen=True)
@@ -153,30 +153,22 @@ def score_pairs(model, data: FaceData, pairs: Sequence[Pair], settings: EvalSett
     return pair_scores(embeddings, index, pairs, settings.score_norm, model.head), skipped
 
 
-def verify_pairs(model, data: FaceData, settings: EvalSettings, bootstrap: int = 0) -> dict:
+def verify_pairs(model, data: FaceData, settings: EvalSettings, bootstrap: int = 0) -> PairVerification:
     """Verification metrics on ``val_pairs.txt``; pairs with an unreadable image are left out and counted."""
     if not data.val_pairs:
         raise UserError(f"{data.root} has no val_pairs.txt to evaluate on")
     scores, skipped = score_pairs(model, data, data.val_pairs, settings, desc="val pairs")
     labels = np.array([pair.label for pair in data.val_pairs])
     usable = np.isfinite(scores)
-    result = verification_metrics(scores[usable], labels[usable], bootstrap=bootstrap)
-    result["unscored_pairs"] = int((~usable).sum())
-    result["scores"] = scores
-    result["labels"] = labels
-    result["unreadable"] = [s.path for s in skipped]
-    return result
+    measured = verification_metrics(scores[usable], labels[usable], bootstrap=bootstrap)
+    return PairVerification(**dict(measured), unscored_pairs=int((~usable).sum()),
+                            unreadable=[s.path for s in skipped], scores=scores, labels=labels)
 
 
-def unscored_note(result: dict) -> str | None:
+def unscored_note(result: PairVerification | None) -> str | None:
     """A sentence for the val pairs :func:`verify_pairs` left out (an image unreadable), naming the images; None
-    when every pair was scored."""
-    left, unreadable = result.get("unscored_pairs", 0), result.get("unreadable", [])
-    if not left:
-        return None
-    more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
-    return (f"{left} val pair(s) left out of the EER: an image of each cannot be read ({unreadable[0]}{more}); "
-            "run `python -m helpers check-data`")
+    when every pair was scored, or nothing was verified."""
+    return None if result is None else result.unscored_note()
 
 
 @torch.no_grad()
@@ -190,14 +182,15 @@ def known_dev_images(data: FaceData, classes: Sequence[str]) -> tuple[list[Path]
     return [path for path, _ in known], [label for _, label in known]
 
 
-def dev_accuracy(model: FaceModel, data: FaceData, classes: Sequence[str], settings: EvalSettings) -> dict | None:
+def dev_accuracy(model: FaceModel, data: FaceData, classes: Sequence[str], settings: EvalSettings
+                 ) -> Classification | None:
     """The margin head's top-1 and top-5 on the dev images of known identities; None when there are none."""
     paths, labels = known_dev_images(data, classes)
     return classify(model, paths, labels, settings, reader=data.reader) if paths else None
 
 
 def classify(model, paths: Sequence[Path], labels: Sequence[int], settings: EvalSettings, desc: str = "dev",
-             reader: ImageReader | None = None) -> dict:
+             reader: ImageReader | None = None) -> Classification:
     """Top-1 and top-5 accuracy of the margin head's plain cosine logits on labelled images."""
     embeddings, _ = embed_images(model, paths, settings, desc=desc, reader=reader)
     usable = torch.isfinite(embeddings).all(dim=1)
@@ -205,33 +198,26 @@ def classify(model, paths: Sequence[Path], labels: Sequence[int], settings: Eval
     logits = model.head.cosine(embeddings[usable].to(settings.device)).cpu()
     k = min(5, logits.shape[1])
     top = logits.topk(k, dim=1).indices
-    return {"top1": float((top[:, 0] == targets).float().mean()),
-            "top5": float((top == targets[:, None]).any(dim=1).float().mean()),
-            "images": int(usable.sum())}
+    return Classification(top1=float((top[:, 0] == targets).float().mean()),
+                          top5=float((top == targets[:, None]).any(dim=1).float().mean()), images=int(usable.sum()))
 
 
-def arm_metrics(model: FaceModel, data: FaceData, classes: Sequence[str], settings: EvalSettings,
-                bootstrap: int = 0) -> tuple[ArmMetrics, dict | None]:
+def eval_metrics(model: FaceModel, data: FaceData, classes: Sequence[str], settings: EvalSettings,
+                 bootstrap: int = 0) -> tuple[EvalMetrics, PairVerification | None]:
     """One set of weights measured as a run records it: val verification (with val pairs), dev top-1/5 (with dev
     images of known identities) and the combined score of the two; and the verification result (None without
     val pairs)."""
-    verified = ArmMetrics()
     verification = verify_pairs(model, data, settings, bootstrap=bootstrap) if data.val_pairs else None
-    if verification is not None:
-        low, high = verification.get("eer_ci95", (None, None))
-        verified = ArmMetrics(val_eer=verification["eer"], val_auc=verification["auc"],
-                              val_accuracy=verification["accuracy"], val_threshold=verification["threshold"],
-                              val_tar_at_far=verification["tar_at_far"], val_eer_low=low, val_eer_high=high,
-                              val_unscored_pairs=verification["unscored_pairs"] or None)
     accuracy = dev_accuracy(model, data, classes, settings)
-    top1, top5 = (accuracy["top1"], accuracy["top5"]) if accuracy is not None else (None, None)
-    measured = replace(verified, dev_top1=top1, dev_top5=top5, val_score=combined_score(top1, verified.val_eer))
-    return measured, verification
+    measured = EvalMetrics.from_measures(val=verification, dev=accuracy)
+    # a run's lines have always left out a count of no unscored pairs
+    return replace(measured, val_unscored_pairs=measured.val_unscored_pairs or None,
+                   val_score=combined_score(measured.dev_top1, measured.val_eer)), verification
 
 
 @torch.no_grad()
 def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch.Tensor,
-             probe_labels: Sequence[int]) -> dict:
+             probe_labels: Sequence[int]) -> Identification:
     """1:N identification: rank-1 and rank-5 of each probe against per-identity mean embeddings."""
     gallery_labels = torch.as_tensor(list(gallery_labels))
     probe_labels = torch.as_tensor(list(probe_labels))
@@ -243,40 +229,17 @@ def identify(gallery: torch.Tensor, gallery_labels: Sequence[int], probes: torch
     usable = torch.isfinite(probes).all(dim=1) & torch.isin(probe_labels, identities)
     probes, probe_labels = probes[usable], probe_labels[usable]
     ranked = identities[(probes @ centres.T).topk(min(5, len(identities)), dim=1).indices]
-    return {"rank1": float((ranked[:, 0] == probe_labels).float().mean()) if len(probes) else float("nan"),
-            "rank5": float((ranked == probe_labels[:, None]).any(dim=1).float().mean()) if len(probes) else float("nan"),
-            "probes": int(len(probes)), "identities": int(len(identities))}
+    return Identification(
+        rank1=float((ranked[:, 0] == probe_labels).float().mean()) if len(probes) else float("nan"),
+        rank5=float((ranked == probe_labels[:, None]).any(dim=1).float().mean()) if len(probes) else float("nan"),
+        probes=int(len(probes)), identities=int(len(identities)))
 
 
 def stored_threshold(checkpoint: Checkpoint, settings: EvalSettings) -> float | None:
-    """The val EER threshold stored for the weights ``checkpoint`` grades (:meth:`Checkpoint.grading`), when
+    """The val EER threshold stored for the weights ``checkpoint`` holds (:meth:`Checkpoint.holding`), when
     ``settings`` make scores the way it was found: raw cosines, with the training run's TTA setting; else None."""
     same_scoring = settings.tta == checkpoint.config.train.eval_tta and settings.score_norm.method == "none"
     return checkpoint.val.val_threshold if same_scoring else None
-
-
-def open_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, device: str = "auto",
-                    tta: bool = False, batch_size: int | None = None, progress: bool = False, need_data: bool = True,
-                    weights: str | None = None, score_norm: ScoreNorm = ScoreNorm()):
-    """A checkpoint's model, the checkpoint as grading ``weights`` (raw, ema; default: the ones it grades), its
-    data root (``data_root`` or the one it trained on) and eval settings."""
-    opened = Checkpoint.load(checkpoint).grading(weights)
-    cfg = opened.config
-    # autocast and layout as the run trained, where this device allows
-    runtime = resolve_runtime(cfg, device, previous=opened.fast_path)
-    model = runtime.place(opened.restore_model(source=checkpoint))
-    settings = eval_settings(cfg, runtime, tta=tta, progress=progress, score_norm=score_norm)
-    if batch_size:
-        settings = replace(settings, batch_size=batch_size)
-    data = None
-    if need_data:
-        # '' is refused, not the checkpoint's root; without one, a complete staged copy (data.stage_to), else data.root
-        root = evaluation_root(cfg.data) if data_root is None else data_root
-        if root is None:
-            raise UserError(f"{checkpoint} does not name its data root; pass --data-root")
-        data = open_data(root, cfg.data.layout if data_root is None else "auto", cfg.data.max_image_pixels,
-                         cfg.data.follow_links)
-    return model, opened, data, settings
 
 
 def hardest_pairs(pairs: Sequence[Pair], scores: np.ndarray, labels: np.ndarray, threshold: float, count: int = 4):
@@ -285,100 +248,6 @@ def hardest_pairs(pairs: Sequence[Pair], scores: np.ndarray, labels: np.ndarray,
     accepts = [i for i in order[::-1] if labels[i] == 0 and scores[i] >= threshold][:count]
     rejects = [i for i in order if labels[i] == 1 and scores[i] < threshold][:count]
     return [(i, "false accept") for i in accepts] + [(i, "false reject") for i in rejects]
-
-
-def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, tta: bool = False,
-                        device: str = "auto", bootstrap: int = 0, gallery_per_identity: int = 10,
-                        plots_dir: str | Path | None = None, progress: bool = False,
-                        weights: str | None = None, score_norm: ScoreNorm = ScoreNorm(),
-                        term: str | None = None, history: Sequence[RunRecord] = ()) -> dict:
-    """Everything ``evaluate`` reports: verification on val pairs, dev top-1/top-5, the combined score, 1:N
-    identification, plots; and the leaderboard metric of ``term`` (default: the checkpoint's course.term).
-
-    ``weights`` (raw or ema) overrides which of the checkpoint's weights are evaluated. ``history``: the records
-    of the run that wrote the checkpoint, drawn as training curves among the plots.
-    """
-    from helpers.eval import plots
-
-    model, opened, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
-                                                    weights=weights, score_norm=score_norm)
-    result: dict = {"checkpoint": str(checkpoint), "data_root": str(data.root), "tta": tta,
-                    "weights": opened.graded, "score_norm": score_norm.describe(model.head)}
-    verification = None
-    if data.val_pairs:
-        verification = verify_pairs(model, data, settings, bootstrap=bootstrap)
-        result.update({k: v for k, v in verification.items() if k not in ("scores", "labels")})
-    accuracy = dev_accuracy(model, data, opened.classes, settings)
-    if accuracy is not None:
-        result.update(top1=accuracy["top1"], top5=accuracy["top5"], dev_images=accuracy["images"])
-        if data.train is not None and data.train.labels:
-            index = {name: i for i, name in enumerate(opened.classes)}
-            result.update(_identification(model, data, index, *known_dev_images(data, opened.classes), settings,
-                                          gallery_per_identity))
-    result.update(_leaderboard(result, get_term(term or opened.config.course.term)))
-    if plots_dir is not None:
-        plots_dir = Path(plots_dir)
-        written = []
-        if verification is not None:
-            scores, labels = verification["scores"], verification["labels"]
-            usable = np.isfinite(scores)
-            eer, threshold = verification["eer"], verification["threshold"]
-            plots.roc_figure(scores[usable], labels[usable], eer, plots_dir / "roc.png")
-            plots.det_figure(scores[usable], labels[usable], eer, plots_dir / "det.png")
-            plots.score_histogram_figure(scores[usable], labels[usable], threshold, plots_dir / "scores.png")
-            chosen = hardest_pairs(data.val_pairs, np.where(usable, scores, np.nan), labels, threshold)
-            if chosen:
-                first = [data.load(data.ver_path(data.val_pairs[i].a), settings.image_size) for i, _ in chosen]
-                second = [data.load(data.ver_path(data.val_pairs[i].b), settings.image_size) for i, _ in chosen]
-                plots.hardest_pairs_figure([a.permute(1, 2, 0).numpy() for a in first],
-                                           [b.permute(1, 2, 0).numpy() for b in second],
-                                           [float(scores[i]) for i, _ in chosen], [kind for _, kind in chosen],
-                                           plots_dir / "hardest_pairs.png")
-            written += ["roc.png", "det.png", "scores.png"] + (["hardest_pairs.png"] if chosen else [])
-        if history:
-            plots.training_curves_figure(history, plots_dir / "training_curves.png")
-            written.append("training_curves.png")
-        result["plots"] = [str(plots_dir / name) for name in written]
-    return result
-
-
-def _leaderboard(result: dict, term: Term) -> dict:
-    """The combined score (0.5 x dev top-1 + 0.5 x (1 - val EER), when both are measured) and the value of
-    ``term``'s leaderboard metric."""
-    score = combined_score(result.get("top1"), result.get("eer"))
-    board = term.leaderboard
-    return {**({"score": score} if score is not None else {}), "term": term.name,
-            "leaderboard": {"metric": board.label, "better": board.better, "term": term.title,
-                            "value": board.value(result.get("eer"), result.get("top1"))}}
-
-
-def _identification(model, data: FaceData, index: dict, probe_paths, probe_labels, settings, per_identity: int) -> dict:
-    """Rank-1/5 of dev images against per-identity mean embeddings of up to ``per_identity`` train images."""
-    taken: dict[str, int] = {}
-    gallery_paths, gallery_labels = [], []
-    for path, label in zip(data.train.paths, data.train.labels):
-        if label in index and taken.get(label, 0) < per_identity:
-            taken[label] = taken.get(label, 0) + 1
-            gallery_paths.append(path)
-            gallery_labels.append(index[label])
-    gallery, _ = embed_images(model, gallery_paths, settings, desc="gallery", reader=data.reader)
-    probes, _ = embed_images(model, list(probe_paths), settings, desc="probes", reader=data.reader)
-    found = identify(gallery, gallery_labels, probes, probe_labels)
-    return {"rank1": found["rank1"], "rank5": found["rank5"], "gallery_identities": found["identities"]}
-
-
-def compare_images(checkpoint: str | Path, images: Sequence[str | Path], tta: bool = False, device: str = "auto",
-                   score_norm: ScoreNorm = ScoreNorm(), weights: str | None = None):
-    """Scores of consecutive image pairs, and the checkpoint's stored val EER threshold when it fits them (or None).
-
-    The stored threshold was found on raw cosines, with the training run's
-    TTA setting; scores made any other way get None.
-    """
-    model, opened, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False,
-                                                 weights=weights, score_norm=score_norm)
-    paths = existing_images(images)
-    rows = consecutive_pairs(paths, *embed_images(model, paths, settings), settings.score_norm, model.head)
-    return rows, stored_threshold(opened, settings)
 
 
 def existing_images(images: Sequence[str | Path]) -> list[Path]:
@@ -397,14 +266,6 @@ def consecutive_pairs(paths: Sequence[Path], embeddings: torch.Tensor, skipped: 
         raise UserError(f"{skipped[0].path}: {skipped[0].reason}")
     scores = score_rows(embeddings, range(0, len(paths), 2), range(1, len(paths), 2), score_norm, head)
     return [(str(paths[2 * i]), str(paths[2 * i + 1]), float(score)) for i, score in enumerate(scores)]
-
-
-def embed_folder(checkpoint: str | Path, folder: str | Path, out: str | Path, tta: bool = False,
-                 device: str = "auto") -> int:
-    """Write the embeddings of every image in ``folder`` to ``out`` (.npz: names, embeddings); returns the count."""
-    paths = folder_images(folder)
-    model, _, _, settings = open_checkpoint(checkpoint, device=device, tta=tta, need_data=False)
-    return save_embeddings(Path(folder), paths, *embed_images(model, paths, settings), out)
 
 
 def folder_images(folder: str | Path) -> list[Path]:

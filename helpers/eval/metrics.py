@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from helpers.core.errors import UserError
+from helpers.eval.results import EerDifference, Interval, Verification
 
 FAR_TARGETS = (1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -53,7 +54,7 @@ def _eer_from_roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> t
     return float(eer), float(threshold)
 
 
-def verification_metrics(scores, labels, bootstrap: int = 0, seed: int = 0) -> dict:
+def verification_metrics(scores, labels, bootstrap: int = 0, seed: int = 0) -> Verification:
     """EER, its threshold, ROC AUC, best accuracy, TAR at FAR 1e-4..1e-1, and optionally a bootstrap 95 % EER interval.
 
     ``tar_at_far[far]`` is the highest TPR with FPR <= far (0 when no
@@ -68,20 +69,13 @@ def verification_metrics(scores, labels, bootstrap: int = 0, seed: int = 0) -> d
     negatives = int(labels.size - positives)
     correct = tpr * positives + (1.0 - fpr) * negatives
     best = int(np.argmax(correct))
-    result = {
-        "eer": eer,
-        "threshold": threshold,
-        "auc": float(roc_auc_score(labels, scores)),
-        "accuracy": float(correct[best] / labels.size),
-        "accuracy_threshold": float(thresholds[best]) if np.isfinite(thresholds[best]) else float(scores.max()),
-        "tar_at_far": {f"{far:g}": tar_at_far(fpr, tpr, far, negatives) for far in FAR_TARGETS},
-        "pairs": int(labels.size),
-        "positives": positives,
-        "negatives": negatives,
-    }
-    if bootstrap:
-        result["eer_ci95"] = bootstrap_eer(scores, labels, bootstrap, seed)
-    return result
+    return Verification(
+        eer=eer, threshold=threshold, auc=float(roc_auc_score(labels, scores)),
+        accuracy=float(correct[best] / labels.size),
+        accuracy_threshold=float(thresholds[best]) if np.isfinite(thresholds[best]) else float(scores.max()),
+        tar_at_far={f"{far:g}": tar_at_far(fpr, tpr, far, negatives) for far in FAR_TARGETS},
+        pairs=int(labels.size), positives=positives, negatives=negatives,
+        eer_ci95=bootstrap_eer(scores, labels, bootstrap, seed) if bootstrap else None)
 
 
 def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far: float, negatives: int) -> float | None:
@@ -91,14 +85,14 @@ def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far: float, negatives: int) -> 
     return float(tpr[fpr <= far].max(initial=0.0))
 
 
-def bootstrap_eer(scores, labels, rounds: int = 1000, seed: int = 0) -> list[float]:
+def bootstrap_eer(scores, labels, rounds: int = 1000, seed: int = 0) -> Interval:
     """A 95 % percentile interval of the EER over ``rounds`` resamplings of the pairs (each keeping both classes)."""
     scores, labels = _validated(scores, labels)
     low, high = np.percentile(_resampled_eers([scores], labels, rounds, seed)[0], [2.5, 97.5])
-    return [float(low), float(high)]
+    return Interval(low=float(low), high=float(high))
 
 
-def paired_bootstrap_eers(reference, others, labels, rounds: int = 1000, seed: int = 0) -> list[dict]:
+def paired_bootstrap_eers(reference, others, labels, rounds: int = 1000, seed: int = 0) -> list[EerDifference]:
     """``EER(reference) - EER(other)`` for each of ``others`` on the same pairs, with a 95 % interval over
     resamplings that draw every score set alike.
 
@@ -113,7 +107,8 @@ def paired_bootstrap_eers(reference, others, labels, rounds: int = 1000, seed: i
     tests = []
     for row, other in enumerate(others, start=1):
         low, high = np.percentile(eers[0] - eers[row], [2.5, 97.5])
-        tests.append({"difference": base - compute_eer(other, labels)[0], "ci95": [float(low), float(high)]})
+        tests.append(EerDifference(difference=base - compute_eer(other, labels)[0],
+                                   ci95=Interval(low=float(low), high=float(high))))
     return tests
 
 

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.core.device import default_workers
 from helpers.core.errors import UserError, one_line
 from helpers.core.io import atomic_write
 from helpers.core.records import KEYS  # the file keeps the val threshold and EER under their metrics.jsonl keys
@@ -37,12 +36,13 @@ from helpers.data.augment import normalize
 from helpers.data.images import ImageReader
 from helpers.data.layout import FaceData
 from helpers.eval.evaluation import (EvalSettings, consecutive_pairs, embed_images, embed_with, existing_images,
-                                     folder_images, open_checkpoint, pair_images, pair_scores, save_embeddings,
-                                     stored_threshold)
+                                     folder_images, pair_images, pair_scores, save_embeddings, stored_threshold)
+from helpers.eval.inference import load_trained
 from helpers.eval.metrics import compute_eer
 from helpers.eval.score_norm import ScoreNorm
 from helpers.model.checkpoint import Checkpoint
 from helpers.model.resnet import FaceModel
+from helpers.runtime.device import default_workers
 
 FORMAT = "hw2p2-face-embedder"  # the metadata marker of a file this module wrote
 MIN_COSINE = 0.9999
@@ -156,17 +156,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data_root: str | 
                       weights: str | None = None, progress: bool = False) -> ExportReport:
     """Export a checkpoint's embedder to ``out`` (ONNX), checked on its val pairs (``data_root`` or the run's).
 
-    ``weights`` (raw, ema) chooses the weights; by default the ones the checkpoint grades.
+    ``weights`` (raw, ema) chooses the weights; by default the ones the checkpoint holds.
     """
     require(EXPORT_PACKAGES, "the ONNX export")
-    model, opened, data, settings = open_checkpoint(checkpoint, data_root, device="cpu", progress=progress,
-                                                    weights=weights)
+    trained = load_trained(checkpoint, "cpu", weights, progress=progress)
+    model, opened, data, settings = trained.model, trained.checkpoint, trained.open_data(data_root), trained.settings
     cfg = opened.config
     # The scoring the stored threshold was found with, in fp32: the exported graph computes in fp32, so that is
     # what it must match, whatever autocast the run trained and evaluated under (bf16 on CPUs with bf16 kernels).
     settings = replace(settings, tta=cfg.train.eval_tta, amp=None)
     threshold = stored_threshold(opened, settings)
-    about = {"checkpoint": Path(checkpoint).name, "weights": opened.graded,
+    about = {"checkpoint": trained.path.name, "weights": opened.weights,
              "classes": json.dumps(opened.classes), "threshold_tta": json.dumps(settings.tta),
              "training": json.dumps(training_summary(opened))}
     if threshold is not None:
@@ -339,7 +339,7 @@ class OnnxEmbedder:
 
 def compare_images_onnx(model: str | Path, images: Sequence[str | Path], tta: bool = False,
                         score_norm: ScoreNorm = ScoreNorm()):
-    """:func:`helpers.eval.evaluation.compare_images` on an exported model: pair scores and the stored threshold."""
+    """:func:`helpers.eval.inference.compare_images` on an exported model: pair scores and the stored threshold."""
     if score_norm.method != "none":
         raise UserError("AS-norm needs the margin head's class centres, which an ONNX export leaves out; "
                         "use --checkpoint for --score-norm as-norm")
@@ -349,6 +349,6 @@ def compare_images_onnx(model: str | Path, images: Sequence[str | Path], tta: bo
 
 
 def embed_folder_onnx(model: str | Path, folder: str | Path, out: str | Path, tta: bool = False) -> int:
-    """:func:`helpers.eval.evaluation.embed_folder` on an exported model; returns the count written."""
+    """:func:`helpers.eval.inference.embed_folder` on an exported model; returns the count written."""
     paths = folder_images(folder)
     return save_embeddings(Path(folder), paths, *OnnxEmbedder(model).embed(paths, tta), out)

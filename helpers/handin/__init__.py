@@ -1,5 +1,5 @@
-"""The hand-in: the Kaggle submission CSV, the hand-in bundle (Gradescope or Autolab, by term), the quiz, and the
-key scan that guards both.
+"""The hand-in: the Kaggle submission CSV and its upload, the hand-in bundle (Gradescope or Autolab, by term), the
+quiz, and the key scan that guards both.
 
 A leaf: nothing in helpers imports it but the CLI.
 """

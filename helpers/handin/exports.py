@@ -24,8 +24,8 @@ import pickle
 from collections.abc import Callable, Mapping
 
 from helpers.core.errors import UserError, one_line
-from helpers.core.kaggle import KaggleAccount
 from helpers.core.terms import Term
+from helpers.handin.kaggle import KaggleAccount
 
 HISTORY_ROWS = 1000  # the history rows of each run the backends keep
 SCAN_RUNS = 500  # runs of a project looked at for the best ones by EER

@@ -29,17 +29,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from helpers.core import kaggle as kaggle_tool
 from helpers.core.errors import UserError, printable
 from helpers.core.io import atomic_write, output_file
 from helpers.core.terms import Term, combined_score, get_term
 from helpers.data.layout import is_int
 from helpers.eval.metrics import compute_eer
+from helpers.eval.results import LeaderboardScore
 from helpers.eval.score_norm import ScoreNorm, norm_words
+from helpers.handin import kaggle as kaggle_tool
 from helpers.handin.exports import wandb_entity
 from helpers.handin.sample import find_sample, read_rows, read_sample
 
 if TYPE_CHECKING:  # torch loads only when a checkpoint is scored
+    from helpers.data.layout import FaceData
+    from helpers.eval.inference import TrainedModel
     from helpers.model.checkpoint import Checkpoint
 
 FORMATS = {"scores": ("ID", "Label"), "binary": ("id", "predicted")}
@@ -153,7 +156,7 @@ def read_table(path: str | Path, columns: int = 2) -> tuple[list[str], dict[str,
     return [name.strip() for name in lines[0]], rows
 
 
-def score_unified(path: str | Path, solution: str | Path) -> dict:
+def score_unified(path: str | Path, solution: str | Path) -> LeaderboardScore:
     """Fall 2026's score of a unified submission against its answers (``ID,Label,Task``, Task pair or image):
     the classification accuracy of the image rows, the EER of the pair rows, and 0.5 x accuracy + 0.5 x (1 - EER)."""
     _, submitted = read_table(path)
@@ -174,8 +177,8 @@ def score_unified(path: str | Path, solution: str | Path) -> dict:
     eer = compute_eer(scores, np.array([label for _, label in pairs]))[0] if pairs else None
     accuracy = (float(np.mean([_same_class(submitted[key][0], truth) for key, truth in images]))
                 if images else None)
-    return {"eer": eer, "accuracy": accuracy, "score": combined_score(accuracy, eer),
-            "pairs": len(pairs), "images": len(images)}
+    return LeaderboardScore(eer=eer, accuracy=accuracy, score=combined_score(accuracy, eer), pairs=len(pairs),
+                            images=len(images))
 
 
 def _same_class(predicted: str, truth: str) -> bool:
@@ -185,13 +188,13 @@ def _same_class(predicted: str, truth: str) -> bool:
     return predicted == truth
 
 
-def score_file(path: str | Path, answers: str | Path) -> dict:
+def score_file(path: str | Path, answers: str | Path) -> LeaderboardScore:
     """Score a submission against either answer key: one 0/1 per test pair (the EER), or a unified solution."""
     with open(answers, encoding="utf-8-sig", errors="replace") as handle:
         first = handle.readline()
     if first.strip().startswith("ID,"):
         return score_unified(path, answers)
-    return {"eer": score_submission(path, answers), "accuracy": None, "score": None}
+    return LeaderboardScore(eer=score_submission(path, answers))
 
 
 def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", data_root: str | Path | None = None,
@@ -202,18 +205,18 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     """Score the test data with a checkpoint and write the submission: in the shape of the competition's
     ``sample_submission.csv`` when there is one, else one row per test pair (and the class predictions of a test
     split beside it). ``kaggle`` submits it to the term's competition (``slack``: the slack one), or
-    ``kaggle_competition`` names another; ``weights`` (raw or ema) overrides the weights the checkpoint grades.
+    ``kaggle_competition`` names another; ``weights`` (raw or ema) overrides the weights the checkpoint holds.
     """
-    from helpers.eval.evaluation import open_checkpoint
+    from helpers.eval.inference import load_trained
 
     out = output_file(out)  # refused before the scoring, not after it
-    model, opened, data, settings = open_checkpoint(checkpoint, data_root, device, tta, progress=progress,
-                                                    weights=weights, score_norm=score_norm)
+    trained = load_trained(checkpoint, device, weights, tta=tta, progress=progress, score_norm=score_norm)
+    scorer = _Scorer(trained, trained.open_data(data_root))
+    opened = trained.checkpoint
     chosen = get_term(term or opened.config.course.term)
     competition = _competition(chosen, kaggle, slack, kaggle_competition)
-    description = kaggle_description(opened, Path(checkpoint).parent, chosen, message) if competition else None
-    sample_path = find_sample(data.root, sample)
-    scorer = _Scorer(model, opened, data, settings)
+    description = kaggle_description(opened, trained.run_dir, chosen, message) if competition else None
+    sample_path = find_sample(scorer.data.root, sample)
     if sample_path is not None:
         result = _from_sample(scorer, sample_path, out, fmt, score_norm)
     else:
@@ -223,26 +226,25 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
         result.messages.append(kaggle_tool.submit(out, competition, description))
         if chosen.provenance and opened.config.tracking.wandb.mode == "offline":
             result.messages.append(f"the W&B run {opened.wandb_run_id} logged offline: upload it with `wandb "
-                                   f"sync {Path(checkpoint).parent}/wandb/offline-run-*` before handing in, since "
+                                   f"sync {trained.run_dir}/wandb/offline-run-*` before handing in, since "
                                    f"{chosen.title}'s hand-in exports it from W&B")
     return result
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Scorer:
-    """A checkpoint's model with its data and settings: test-pair scores and test-image classes, made once."""
+    """A trained model and the data root it submits on: test-pair scores and test-image classes."""
 
-    model: object
-    checkpoint: Checkpoint
-    data: object
-    settings: object
+    trained: TrainedModel
+    data: FaceData
 
     def pair_scores(self) -> np.ndarray:
         from helpers.eval.evaluation import score_pairs
 
         if not self.data.test_pairs:
             raise UserError(f"{self.data.root} has no test_pairs.txt to submit on")
-        scores, skipped = score_pairs(self.model, self.data, self.data.test_pairs, self.settings, desc="test pairs")
+        scores, skipped = score_pairs(self.trained.model, self.data, self.data.test_pairs, self.trained.settings,
+                                      desc="test pairs")
         if skipped:
             raise UserError(f"cannot score every test pair: {skipped[0].path}: {skipped[0].reason} "
                             f"({len(skipped)} unreadable image(s)); fix the data and submit again")
@@ -250,11 +252,11 @@ class _Scorer:
 
     def threshold(self) -> float:
         """The decision threshold of binary submissions: the stored val EER one, when it fits how scores are made."""
-        from helpers.eval.evaluation import stored_threshold, verify_pairs
+        from helpers.eval.evaluation import verify_pairs
 
-        stored = stored_threshold(self.checkpoint, self.settings)
+        stored = self.trained.stored_threshold()
         if stored is None:  # the threshold must match how the scores are made: find it again on the val pairs
-            stored = verify_pairs(self.model, self.data, self.settings)["threshold"]
+            stored = verify_pairs(self.trained.model, self.data, self.trained.settings).threshold
         return float(stored)
 
     def classes(self) -> list[str]:
@@ -263,19 +265,20 @@ class _Scorer:
 
         from helpers.eval.evaluation import embed_images
 
-        embeddings, skipped = embed_images(self.model, self.data.test.paths, self.settings, desc="test images",
+        model, settings = self.trained.model, self.trained.settings
+        embeddings, skipped = embed_images(model, self.data.test.paths, settings, desc="test images",
                                            reader=self.data.reader)
         if skipped:
             raise UserError(f"cannot classify every test image: {skipped[0].path}: {skipped[0].reason}")
         with torch.no_grad():
-            predicted = self.model.head.cosine(embeddings.to(self.settings.device)).argmax(dim=1).cpu().tolist()
-        return [self.checkpoint.classes[i] for i in predicted]
+            predicted = model.head.cosine(embeddings.to(settings.device)).argmax(dim=1).cpu().tolist()
+        return [self.trained.checkpoint.classes[i] for i in predicted]
 
 
 def _per_pair(scorer: _Scorer, out, fmt: str, score_norm: ScoreNorm) -> SubmissionResult:
     """One row per test pair in file order (and the test split's class predictions in a second file)."""
     scores = scorer.pair_scores()
-    result = SubmissionResult(Path(out), len(scores), fmt, score_norm=score_norm.describe(scorer.model.head))
+    result = SubmissionResult(Path(out), len(scores), fmt, score_norm=score_norm.describe(scorer.trained.model.head))
     values = scores
     if fmt == "binary":
         result.threshold = scorer.threshold()
@@ -297,7 +300,7 @@ def _from_sample(scorer: _Scorer, sample_path: Path, out, fmt: str | None, score
     shape = read_sample(sample_path, len(data.test_pairs or []), images)
     binary = shape.binary if fmt is None else fmt == "binary"
     result = SubmissionResult(Path(out), len(shape.rows), "binary" if binary else "scores",
-                              score_norm=score_norm.describe(scorer.model.head), sample=sample_path,
+                              score_norm=score_norm.describe(scorer.trained.model.head), sample=sample_path,
                               pair_rows=len(shape.pairs), image_rows=len(shape.images))
     texts: dict[str, str] = {}
     if shape.pairs:
@@ -371,9 +374,9 @@ def _answers_check(result: SubmissionResult, root: Path):
         try:
             if result.image_rows and solution_path(root).is_file():
                 scored = score_unified(written, solution_path(root))
-                result.test_eer, result.test_score = scored["eer"], scored["score"]
-                result.messages.append(f"test score {scored['score']:.4f} (classification accuracy "
-                                       f"{scored['accuracy']:.4f}, test EER {scored['eer']:.4f}; the answers in "
+                result.test_eer, result.test_score = scored.eer, scored.score
+                result.messages.append(f"test score {scored.score:.4f} (classification accuracy "
+                                       f"{scored.accuracy:.4f}, test EER {scored.eer:.4f}; the answers in "
                                        f"{solution_path(root)})")
             elif not result.image_rows and answer_key_path(root).is_file():
                 result.test_eer = score_submission(written, answer_key_path(root))

@@ -29,7 +29,7 @@ from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only 
 from helpers.core.config import Config, load_config
 from helpers.core.errors import UserError, one_line
 from helpers.core.io import atomic_link, atomic_write
-from helpers.core.records import ArmMetrics
+from helpers.core.records import EvalMetrics
 from helpers.model.resnet import FaceModel, build_face_model
 
 FORMAT = "hw2p2-checkpoint"
@@ -77,11 +77,11 @@ class Checkpoint:
     mapping (training class i is ``classes[i]``) and the configuration as plain values; the selection of best.pt
     (its state, and the best val EER and epoch); the W&B run; the fast path the run trained with; the time
     budget's clock; the skipped steps and images; when it was saved; the run's id (its metrics.jsonl lines hold
-    it too). Each file adds which weights it grades
-    (``graded``: raw or ema) and their val metrics when it was saved (``val``).
+    it too). Each file adds which weights it holds
+    (``weights``: raw or ema; stored under the key ``graded``) and their val metrics when it was saved (``val``).
 
     Loaded checkpoints are never changed: what another choice of weights means is asked of them
-    (:meth:`grading`, :meth:`model_weights`).
+    (:meth:`holding`, :meth:`model_weights`).
     """
 
     __pydantic_config__ = ConfigDict(strict=True, revalidate_instances="always")  # for :meth:`from_dict`
@@ -110,8 +110,8 @@ class Checkpoint:
     skipped_images: int = 0
     saved_at: str | None = None
     run_id: str | None = None  # the run's own id, kept across resumes; None in files written before it
-    graded: str = "raw"
-    val: ArmMetrics = field(default_factory=ArmMetrics)
+    weights: str = "raw"  # stored as "graded", the key files have always had
+    val: EvalMetrics = field(default_factory=EvalMetrics)
 
     @cached_property
     def config(self) -> Config:
@@ -120,8 +120,7 @@ class Checkpoint:
 
     def to_dict(self) -> dict:
         """The plain dict a file holds, keys in the order files have always had."""
-        values = {"config" if item.name == "config_values" else item.name: getattr(self, item.name)
-                  for item in dataclasses.fields(self)}
+        values = {_STORED.get(item.name, item.name): getattr(self, item.name) for item in dataclasses.fields(self)}
         values["val"] = self.val.as_dict()
         return values
 
@@ -129,12 +128,13 @@ class Checkpoint:
     def from_dict(cls, values: dict, source: str | Path = "the checkpoint") -> Checkpoint:
         """A file's dict typed, each field checked against its type; its keys this version does not know are
         left out. A field of another type is refused in one sentence naming ``source`` and the field."""
-        known = {item.name for item in dataclasses.fields(cls)} - {"config_values", "val"}
+        known = {item.name for item in dataclasses.fields(cls)} - {*_STORED, "val"}
         val = values.get("val") or {}
         if not isinstance(val, dict):
             raise UserError(_wrong(source, "val", "input should be a valid dictionary", val))
         unchecked = cls(**{key: value for key, value in values.items() if key in known},
-                        config_values=values["config"], val=ArmMetrics.from_dict(val))
+                        **{name: values[key] for name, key in _STORED.items() if key in values},
+                        val=EvalMetrics.from_dict(val))
         try:
             return _CHECKED.validate_python(unchecked)
         except ValidationError as error:
@@ -153,11 +153,11 @@ class Checkpoint:
         save_checkpoint(self.to_dict(), path)
 
     def model_weights(self, which: str | None = None, source: str | Path = "the checkpoint") -> dict:
-        """The model weights this file grades, or ``which`` of them: ``raw`` (trained) or ``ema`` (averaged).
+        """The model weights this file holds, or ``which`` of them: ``raw`` (trained) or ``ema`` (averaged).
 
         Checkpoints written before weight averaging hold the trained weights only.
         """
-        which = which or self.graded
+        which = which or self.weights
         if which == "raw":
             return self.model
         if which != "ema":
@@ -166,17 +166,17 @@ class Checkpoint:
             raise UserError(f"{source} holds no averaged weights (it was trained with train.ema 0); use --weights raw")
         return self.ema["weights"]
 
-    def grading(self, weights: str | None = None) -> Checkpoint:
-        """This checkpoint as one that grades ``weights`` (raw, ema; None: the ones it grades), a new object: its
+    def holding(self, weights: str | None = None) -> Checkpoint:
+        """This checkpoint as one that holds ``weights`` (raw, ema; None: the ones it holds), a new object: its
         stored val metrics go with the weights they were measured on, so choosing the other weights leaves it
         none. Asking for averaged weights a file lacks is refused in one sentence (:meth:`model_weights`)."""
-        if weights is None or weights == self.graded:
+        if weights is None or weights == self.weights:
             return self
         self.model_weights(weights)
-        return replace(self, graded=weights, val=ArmMetrics())
+        return replace(self, weights=weights, val=EvalMetrics())
 
     def restore_model(self, weights: str | None = None, source: str | Path = "the checkpoint") -> FaceModel:
-        """The FaceModel its configuration and classes describe, holding the weights it grades (or ``weights``:
+        """The FaceModel its configuration and classes describe, with the weights it holds (or ``weights``:
         raw, ema), on the CPU in eval mode; weights that do not fit are refused in one sentence."""
         model = build_face_model(self.config, len(self.classes))
         chosen = self.model_weights(weights, source)
@@ -190,12 +190,13 @@ class Checkpoint:
 
 
 _CHECKED = TypeAdapter(Checkpoint)
+_STORED = {"config_values": "config", "weights": "graded"}  # field -> its key in the file, where they differ
 
 
 def _field_sentence(error: ValidationError, source: str | Path) -> str:
-    """The first wrong field of a checkpoint, in one sentence (``config`` is the file's key of config_values)."""
+    """The first wrong field of a checkpoint, in one sentence, named by its key in the file (:data:`_STORED`)."""
     first = error.errors()[0]
-    name = ".".join("config" if part == "config_values" else str(part) for part in first["loc"])
+    name = ".".join(_STORED.get(str(part), str(part)) for part in first["loc"])
     what = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"].lower()
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return _wrong(source, name, what + more, None if first["type"] == "missing" else first["input"])
@@ -213,17 +214,17 @@ def save_checkpoint(values: dict, path: str | Path) -> None:
     atomic_write(path, lambda handle: torch.save(values, handle))
 
 
-def save_checkpoints(checkpoint: Checkpoint, files: dict[str, tuple[str, ArmMetrics]], folder: str | Path) -> None:
-    """Save ``checkpoint`` as each of ``files`` (name -> the weights that file grades and their val metrics), in
-    order, serialising each distinct content once: a file graded as an earlier one is a link to it
+def save_checkpoints(checkpoint: Checkpoint, files: dict[str, tuple[str, EvalMetrics]], folder: str | Path) -> None:
+    """Save ``checkpoint`` as each of ``files`` (name -> the weights that file holds and their val metrics), in
+    order, serialising each distinct content once: a file holding what an earlier one holds is a link to it
     (:func:`atomic_link`)."""
-    written: list[tuple[tuple[str, ArmMetrics], Path]] = []
-    for name, graded in files.items():
+    written: list[tuple[tuple[str, EvalMetrics], Path]] = []
+    for name, held in files.items():
         path = Path(folder) / name
-        same = next((earlier for content, earlier in written if content == graded), None)
+        same = next((earlier for content, earlier in written if content == held), None)
         if same is None:
-            replace(checkpoint, graded=graded[0], val=graded[1]).save(path)
-            written.append((graded, path))
+            replace(checkpoint, weights=held[0], val=held[1]).save(path)
+            written.append((held, path))
         else:
             atomic_link(same, path)
 

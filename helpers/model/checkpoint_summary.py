@@ -12,7 +12,7 @@ from helpers.model.checkpoint import Checkpoint
 @dataclass(frozen=True)
 class CheckpointSummary:
     """A checkpoint's selection: the val EER of the evaluation it holds and that evaluation's epoch (None when no
-    val pairs were scored), the combined score of dev top-1 and val EER of the weights it grades (None when not
+    val pairs were scored), the combined score of dev top-1 and val EER of the weights it holds (None when not
     measured), and the leaderboard of the term it is judged under."""
 
     path: Path

@@ -15,6 +15,11 @@ target class's logit by a margin before scaling by ``s``. The numeric guards:
 
 A label of -1 marks a sample with no class (used only as a negative): its row
 gets no margin.
+
+The heads are found by ``loss.type`` in helpers/core/registry.py's MARGIN_HEADS,
+each through a function below. A head also receives each embedding's norm before
+normalisation, for a norm-aware margin (AdaFace, MagFace), and says its own loss
+(:meth:`MarginHead.loss`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from helpers.core.config import LossConfig
+from helpers.core.registry import MARGIN_HEADS
 
 _EPS = 1e-7
 
@@ -59,11 +67,14 @@ class MarginHead(nn.Module):
             cos = cos.view(-1, self.out_features, self.rows_per_class).amax(dim=2)
         return cos
 
-    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
-        """The unscaled target-class logit for target cosines ``cos`` (no margin here)."""
+    def target_logit(self, cos: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """The unscaled target-class logit for target cosines ``cos`` (no margin here); ``norms``: each sample's
+        embedding norm before normalisation, shaped like ``cos`` (None when the caller has none)."""
         return cos
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None,
+                norms: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled logits, the target's with its margin; ``norms`` (batch, 1) go to :meth:`target_logit`."""
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             cos = self.cosine(embeddings)
             if labels is None:
@@ -72,8 +83,12 @@ class MarginHead(nn.Module):
             has_class = labels >= 0
             index = labels.clamp_min(0)
             target = cos.gather(1, index)
-            target = torch.where(has_class, self.target_logit(target), target)
+            target = torch.where(has_class, self.target_logit(target, norms), target)
             return self.s * cos.scatter(1, index, target)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss over this head's logits: :func:`margin_loss`, unless a head needs another."""
+        return margin_loss(logits, labels)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, s={self.s}"
@@ -92,7 +107,7 @@ class ArcMarginProduct(MarginHead):
         self.m = m
         self.easy_margin = easy_margin
 
-    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
+    def target_logit(self, cos: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
         m = self.m * self.margin_scale  # a 0-d tensor: see MarginHead
         sin = torch.sqrt((1.0 - cos * cos).clamp_min(_EPS))
         shifted = cos * torch.cos(m) - sin * torch.sin(m)  # cos(θ + m)
@@ -112,7 +127,7 @@ class CosMarginProduct(MarginHead):
         super().__init__(in_features, out_features, s)
         self.m = m
 
-    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
+    def target_logit(self, cos: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
         return cos - self.m * self.margin_scale
 
     def extra_repr(self) -> str:
@@ -133,7 +148,7 @@ class CombinedMarginProduct(MarginHead):
         super().__init__(in_features, out_features, s)
         self.m1, self.m2, self.m3 = m1, m2, m3
 
-    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
+    def target_logit(self, cos: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
         scale = self.margin_scale
         m1 = 1.0 + (self.m1 - 1.0) * scale
         m2, m3 = self.m2 * scale, self.m3 * scale
@@ -147,18 +162,27 @@ class CombinedMarginProduct(MarginHead):
         return f"{super().extra_repr()}, m1={self.m1}, m2={self.m2}, m3={self.m3}"
 
 
-def build_head(kind: str, in_features: int, classes: int, s: float, m: float, easy_margin: bool = False,
-               m1: float = 1.0, m2: float = 0.3, m3: float = 0.2, subcenters: int = 3) -> MarginHead:
-    """The margin head named by ``loss.type``: arcface, cosface, combined or subcenter (ArcFace over k sub-centres)."""
-    if kind == "arcface":
-        return ArcMarginProduct(in_features, classes, s=s, m=m, easy_margin=easy_margin)
-    if kind == "subcenter":
-        return ArcMarginProduct(in_features, classes, s=s, m=m, easy_margin=easy_margin, subcenters=subcenters)
-    if kind == "cosface":
-        return CosMarginProduct(in_features, classes, s=s, m=m)
-    if kind == "combined":
-        return CombinedMarginProduct(in_features, classes, s=s, m1=m1, m2=m2, m3=m3)
-    raise ValueError(f"unknown margin head {kind!r}")
+def arcface(loss: LossConfig, in_features: int, classes: int) -> MarginHead:
+    return ArcMarginProduct(in_features, classes, s=loss.s, m=loss.m, easy_margin=loss.easy_margin)
+
+
+def subcenter(loss: LossConfig, in_features: int, classes: int) -> MarginHead:
+    """ArcFace over ``loss.subcenters`` sub-centres per class."""
+    return ArcMarginProduct(in_features, classes, s=loss.s, m=loss.m, easy_margin=loss.easy_margin,
+                            subcenters=loss.subcenters)
+
+
+def cosface(loss: LossConfig, in_features: int, classes: int) -> MarginHead:
+    return CosMarginProduct(in_features, classes, s=loss.s, m=loss.m)
+
+
+def combined(loss: LossConfig, in_features: int, classes: int) -> MarginHead:
+    return CombinedMarginProduct(in_features, classes, s=loss.s, m1=loss.m1, m2=loss.m2, m3=loss.m3)
+
+
+def build_head(loss: LossConfig, in_features: int, classes: int) -> MarginHead:
+    """The margin head ``loss.type`` names in MARGIN_HEADS, with ``loss``'s settings."""
+    return MARGIN_HEADS.get(loss.type)(loss, in_features, classes)
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

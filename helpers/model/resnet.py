@@ -2,7 +2,7 @@
 
 The assignment forbids ``torchvision.models`` and pretrained weights: every
 layer here is built from ``torch.nn``. ``resnet34()`` with its defaults is the
-seed architecture: a 7x7 stride-2 stem with max-pool, [3, 4, 6, 3] BasicBlocks
+starter architecture: a 7x7 stride-2 stem with max-pool, [3, 4, 6, 3] BasicBlocks
 of widths 64/128/256/512, global average pooling, a 512-D feature.
 """
 
@@ -50,7 +50,8 @@ class BasicBlock(nn.Module):
         skip = x if self.downsample is None else self.downsample(x)
         return F.relu(out + skip, inplace=True)
 
-    def last_norm(self) -> nn.BatchNorm2d:
+    def residual_end(self) -> nn.BatchNorm2d:
+        """The residual branch's last layer, whose weight zero_init_residual zeroes: its last BN."""
         return self.bn2
 
 
@@ -79,7 +80,8 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(F.relu(self.bn2(out), inplace=True))
         return out + skip
 
-    def last_norm(self) -> nn.Module:
+    def residual_end(self) -> nn.Conv2d:
+        """The residual branch's last layer, whose weight zero_init_residual zeroes: its conv (no BN follows)."""
         return self.conv2
 
 
@@ -106,7 +108,8 @@ class Bottleneck(nn.Module):
         skip = x if self.downsample is None else self.downsample(x)
         return F.relu(out + skip, inplace=True)
 
-    def last_norm(self) -> nn.BatchNorm2d:
+    def residual_end(self) -> nn.BatchNorm2d:
+        """The residual branch's last layer, whose weight zero_init_residual zeroes: its last BN."""
         return self.bn3
 
 
@@ -135,7 +138,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(F.relu(self.bn3(out), inplace=True))
         return out + skip
 
-    def last_norm(self) -> nn.Module:
+    def residual_end(self) -> nn.Conv2d:
+        """The residual branch's last layer, whose weight zero_init_residual zeroes: its conv (no BN follows)."""
         return self.conv3
 
 
@@ -147,21 +151,21 @@ DEPTHS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottle
 class ResNet(nn.Module):
     """A ResNet trunk that maps images to a pooled feature vector of ``out_features`` values.
 
-    ``stem="seed"``: 7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool (the
+    ``stem="imagenet"``: 7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool (the
     ImageNet stem: a 112x112 face ends as a 4x4 map). ``stem="face"``: 3x3
     stride-1 conv, BN, ReLU and no pool, with the first stage downsampling
     instead, as InsightFace's IResNet does for 112x112 input: a 7x7 final map
     for about 4x the compute. ``width`` scales every stage's channels.
     """
 
-    def __init__(self, block: type[nn.Module], layers: list[int], width: float = 1.0, stem: str = "seed",
+    def __init__(self, block: type[nn.Module], layers: list[int], width: float = 1.0, stem: str = "imagenet",
                  zero_init_residual: bool = False, dropout: float = 0.0, in_channels: int = 3):
         super().__init__()
-        if stem not in ("seed", "face"):
-            raise ValueError(f"stem must be 'seed' or 'face', not {stem!r}")
+        if stem not in ("imagenet", "face"):
+            raise ValueError(f"stem must be 'imagenet' or 'face', not {stem!r}")
         widths = [max(1, int(round(base * width))) for base in (64, 128, 256, 512)]
         self.preact = block in (PreActBasicBlock, PreActBottleneck)
-        if stem == "seed":
+        if stem == "imagenet":
             self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
                                       nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
                                       nn.MaxPool2d(3, stride=2, padding=1))
@@ -195,8 +199,8 @@ class ResNet(nn.Module):
         if zero_init_residual:
             # Each residual branch starts as zero, so every block starts as the identity.
             for module in self.modules():
-                if hasattr(module, "last_norm"):
-                    nn.init.zeros_(module.last_norm().weight)
+                if hasattr(module, "residual_end"):
+                    nn.init.zeros_(module.residual_end().weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling."""
@@ -221,7 +225,7 @@ def resnet18(**kwargs) -> ResNet:
 
 
 def resnet34(**kwargs) -> ResNet:
-    """The seed backbone: 21,284,672 parameters at the default width and stem."""
+    """The starter backbone: 21,284,672 parameters at the default width and stem."""
     return resnet(34, **kwargs)
 
 
@@ -230,7 +234,7 @@ def resnet50(**kwargs) -> ResNet:
 
 
 class LinearEmbedding(nn.Sequential):
-    """The seed's embedding: ``Linear(features -> dim)``; the FaceModel L2-normalises its output."""
+    """The starter's embedding: ``Linear(features -> dim)``; the FaceModel L2-normalises its output."""
 
     def __init__(self, in_features: int, dim: int = 512):
         super().__init__(nn.Linear(in_features, dim))
@@ -248,8 +252,9 @@ class FaceModel(nn.Module):
     """Backbone, embedding head and margin head.
 
     ``embed(images)`` gives unit-norm embeddings (what verification compares);
-    ``forward(images, labels)`` gives the margin head's scaled logits for
-    ``CrossEntropyLoss`` (plain scaled cosines when ``labels`` is None).
+    ``forward(images, labels)`` gives the margin head's scaled logits for its
+    loss (plain scaled cosines when ``labels`` is None), the head receiving the
+    unit-norm embeddings and each one's norm before normalisation.
     """
 
     def __init__(self, backbone: ResNet, embedding: nn.Module, head: MarginHead):
@@ -262,21 +267,20 @@ class FaceModel(nn.Module):
         return F.normalize(self.embedding(self.backbone(images)).float(), dim=1)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.embed(images), labels)
+        unnormalised = self.embedding(self.backbone(images)).float()
+        norms = unnormalised.norm(dim=1, keepdim=True)
+        return self.head(F.normalize(unnormalised, dim=1), labels, norms)
 
 
 def build_face_model(cfg: Config, num_classes: int) -> FaceModel:
     """The FaceModel a configuration describes (``model.*`` and ``loss.*`` keys) for ``num_classes`` identities."""
     m, loss = cfg.model, cfg.loss
     bn_head = m.head == "bn"
-    # The BN head carries its own dropout; the seed head takes it on the pooled feature.
+    # The BN head carries its own dropout; the starter's head takes it on the pooled feature.
     backbone = resnet(m.depth, preact=m.block == "preact", width=m.width, stem=m.stem,
                       zero_init_residual=m.zero_init_residual, dropout=0.0 if bn_head else m.dropout)
     if bn_head:
         embedding = BNEmbedding(backbone.out_features, m.embedding_dim, m.dropout)
     else:
         embedding = LinearEmbedding(backbone.out_features, m.embedding_dim)
-    head = build_head(loss.type, m.embedding_dim, num_classes, s=loss.s, m=loss.m,
-                      easy_margin=loss.easy_margin, m1=loss.m1, m2=loss.m2, m3=loss.m3,
-                      subcenters=loss.subcenters)
-    return FaceModel(backbone, embedding, head)
+    return FaceModel(backbone, embedding, build_head(loss, m.embedding_dim, num_classes))

@@ -28,16 +28,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.config import AugmentConfig, load_config
 from helpers.core.course import COURSE_CLASSES
-from helpers.core.device import pick_device, synchronize
-from helpers.data.augment import BatchAugment, normalize, seed_train_transform
+from helpers.data.augment import BatchAugment, normalize, starter_train_transform
 from helpers.data.codec import DECODERS, decode_image, decoder_problem, image_decoder
 from helpers.data.datasets import FaceImages, collate, decode_batch
 from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
 from helpers.eval.evaluation import embed_images, eval_settings, pair_images, score_pairs
-from helpers.eval.runtime import resolve_runtime
-from helpers.model.probe import probe_summary
 from helpers.model.resnet import build_face_model
+from helpers.runtime.device import pick_device, synchronize
+from helpers.runtime.probe import probe_summary
+from helpers.runtime.resolve import resolve_runtime
 from helpers.training.step import build_step, make_optimizer
 
 
@@ -218,7 +218,7 @@ class _NaiveImages(torch.utils.data.Dataset):
 
     def __init__(self, paths, size: int):
         self.paths = paths
-        self.transform = seed_train_transform(size)
+        self.transform = starter_train_transform(size)
 
     def __len__(self):
         return len(self.paths)
@@ -352,11 +352,11 @@ def _eval_model(config, overrides, checkpoint, data_root, device: str, batch_siz
                 scratch: Path):
     """The model, data and eval settings a bench of evaluation runs: a checkpoint's, or an untrained model of the
     config on ``data_root`` (default: demo faces generated in ``scratch``)."""
-    from helpers.eval.evaluation import open_checkpoint
+    from helpers.eval.inference import load_trained
 
     if checkpoint is not None:
-        model, _, data, settings = open_checkpoint(checkpoint, data_root, device, tta, batch_size=batch_size)
-        return model, data, settings
+        trained = load_trained(checkpoint, device, tta=tta, batch_size=batch_size)
+        return trained.model, trained.open_data(data_root), trained.settings
     cfg = load_config(config, overrides)
     runtime = resolve_runtime(cfg, device)
     model = runtime.place(build_face_model(cfg, 100)).eval()

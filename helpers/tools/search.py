@@ -1,4 +1,4 @@
-"""``search``: hyperparameter search on Optuna, on the graded metric, within a budget, resumable.
+"""``search``: hyperparameter search on Optuna, on the term's leaderboard metric, within a budget, resumable.
 
 A seeded TPE sampler draws each trial's values from the space (search_space.py);
 a pruner (Hyperband, or successive halving) hears every evaluation of every

@@ -166,26 +166,26 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
                            resume="auto")
             runs.append(result.run_dir)
         pairs.append(runs)
-    report = compare_runs(pairs, base_config or "seed")
+    report = compare_runs(pairs, base_config or "starter")
     atomic_write_text(folder / "confirm.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
-def graded_scores(run_dir: Path) -> tuple[np.ndarray, float, Path]:
+def chosen_scores(run_dir: Path) -> tuple[np.ndarray, float, Path]:
     """The val pair scores and EER of the weights a run's best.pt holds, and its data root."""
-    from helpers.eval.selection import Selection
     from helpers.model.checkpoint import Checkpoint
+    from helpers.training.selection import Selection
 
     checkpoint = Checkpoint.load(run_dir / "best.pt")
     state = checkpoint.selection
-    graded = None
+    chosen = None
     if state:
         selection = Selection(state["rule"], tuple(state["best"]) or ("raw",))
         selection.load_state_dict(state)
-        graded = selection.graded
-    if graded is None or graded.scores is None:
+        chosen = selection.chosen
+    if chosen is None or chosen.scores is None:
         raise UserError(f"{run_dir / 'best.pt'} holds no val pair scores to compare (the data root has no val pairs)")
-    return graded.scores, graded.eer, Path(checkpoint.config.data.root)
+    return chosen.scores, chosen.eer, Path(checkpoint.config.data.root)
 
 
 def compare_runs(pairs: list[list[Path]], baseline: str | None, rounds: int = 1000) -> dict:
@@ -196,14 +196,14 @@ def compare_runs(pairs: list[list[Path]], baseline: str | None, rounds: int = 10
 
     seeds = []
     for seed, (winner_dir, baseline_dir) in enumerate(pairs):
-        winner, winner_eer, root = graded_scores(winner_dir)
-        other, other_eer, _ = graded_scores(baseline_dir)
+        winner, winner_eer, root = chosen_scores(winner_dir)
+        other, other_eer, _ = chosen_scores(baseline_dir)
         labels = np.array([pair.label for pair in open_data(root).val_pairs])
         usable = np.isfinite(winner) & np.isfinite(other)
         (test,) = paired_bootstrap_eers(winner[usable], [other[usable]], labels[usable], rounds)
         seeds.append({"seed": seed, "winner": str(winner_dir), "baseline": str(baseline_dir),
-                      "winner_eer": winner_eer, "baseline_eer": other_eer, "difference": test["difference"],
-                      "difference_ci95": test["ci95"]})
+                      "winner_eer": winner_eer, "baseline_eer": other_eer, "difference": test.difference,
+                      "difference_ci95": test.ci95.as_list()})
     verdict = "within noise"
     if all(s["difference_ci95"][1] < 0 for s in seeds):
         verdict = "better"

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.core.errors import UserError
-from helpers.core.records import ArmMetrics, RunRecord
+from helpers.core.records import EvalMetrics, RunRecord
 from helpers.core.terms import get_term
-from helpers.eval.selection import RULES, resolve_select
 from helpers.tools.search_space import Dimension, override
+from helpers.training.selection import RULES, resolve_select
 
-# ArmMetrics fields a search may optimise, and which way is better.
+# EvalMetrics fields a search may optimise, and which way is better.
 METRICS = {"val_eer": "minimize", "val_score": "maximize", "val_auc": "maximize", "val_accuracy": "maximize",
            "dev_top1": "maximize", "dev_top5": "maximize"}
 TRIALS_FOLDER = "trials"
@@ -35,7 +35,7 @@ def term_metric(term: str) -> str:
     return "val_eer" if get_term(term).leaderboard.metric == "eer" else "val_score"
 
 
-def value_and_interval(metrics: ArmMetrics, metric: str) -> tuple[float | None, float | None, float | None]:
+def value_and_interval(metrics: EvalMetrics, metric: str) -> tuple[float | None, float | None, float | None]:
     """The metric and its 95 % bootstrap interval over the val pairs (None where not measured). The combined
     score's interval is the EER's, carried through 0.5 x (1 - EER) with dev top-1 as measured."""
     value = getattr(metrics, metric)
@@ -89,7 +89,7 @@ def run_trial(trial, plan: TrialPlan) -> float:
 
     def hear(trainer, record: RunRecord) -> None:
         heard.trainer = trainer
-        value = getattr(record.metrics(_graded_arm(trainer)), plan.metric)
+        value = getattr(record.metrics(_chosen_weights(trainer)), plan.metric)
         step = math.ceil(record.epoch - 1e-9)
         if record.epoch == 0 or value is None or step in heard.steps or not math.isfinite(value):
             return
@@ -125,16 +125,16 @@ def run_trial(trial, plan: TrialPlan) -> float:
     return value
 
 
-def _graded_arm(trainer) -> str:
+def _chosen_weights(trainer) -> str:
     return RULES[resolve_select(trainer.cfg.train)][0]
 
 
 def _record(trial, heard: _Heard, result, seconds: float, metric: str) -> None:
     """The trial's numbers as user attributes: value and interval of what best.pt holds, epochs, minutes,
     images/s."""
-    graded = heard.trainer.selection.graded if heard.trainer is not None else None
-    if graded is not None:
-        for key, number in zip(("value", "value_low", "value_high"), value_and_interval(graded.measured, metric)):
+    chosen = heard.trainer.selection.chosen if heard.trainer is not None else None
+    if chosen is not None:
+        for key, number in zip(("value", "value_low", "value_high"), value_and_interval(chosen.measured, metric)):
             if number is not None and math.isfinite(number):
                 trial.set_user_attr(key, float(number))
     trial.set_user_attr("epochs", float(result.epochs))

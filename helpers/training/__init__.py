@@ -1,4 +1,5 @@
-"""Training: the Trainer, the learning-rate schedule, weight averaging and run tracking.
+"""Training: the Trainer, the learning-rate schedule, weight averaging, the noise-aware choice of the weights
+``best.pt`` holds, and run tracking.
 
-Imports the layers below it (core, data, model, eval).
+Imports the layers below it (core, data, model, runtime, eval).
 """

@@ -7,7 +7,7 @@ choices are ours:
 * **Warmup.** The decay after ``n`` averaged steps is ``min(decay, (1 + n) / (10 + n))``:
   early on the average follows the recent weights (a plain 0.999 would keep
   most of the random initialisation for the first thousand steps, and every
-  evaluation of a short run would grade it), and it settles to ``decay`` after
+  evaluation of a short run would measure it), and it settles to ``decay`` after
   about ``9 / (1 - decay)`` steps. Until then it spans roughly the last tenth
   of the steps taken.
 * **BatchNorm statistics are averaged with the weights** (AveragedModel's ``use_buffers=True``).

@@ -11,16 +11,16 @@ import torch.distributed as dist
 from helpers.core.config import TrainConfig
 from helpers.model.checkpoint import Checkpoint
 
-# The seed recipe's length: what a run trains when neither train.epochs nor a time budget says.
-SEED_EPOCHS = 100
+# The starter recipe's length: what a run trains when neither train.epochs nor a time budget says.
+STARTER_EPOCHS = 100
 
 
 def epoch_limit(train: TrainConfig) -> float:
     """The most epochs a run trains: ``train.epochs`` when set; unset, none under ``train.max_minutes`` (the
-    budget ends the run) and the seed's 100 without a budget."""
+    budget ends the run) and the starter's 100 without a budget."""
     if train.epochs is not None:
         return float(train.epochs)
-    return math.inf if train.max_minutes else float(SEED_EPOCHS)
+    return math.inf if train.max_minutes else float(STARTER_EPOCHS)
 
 
 def budget_epochs(limit: float, position: float, elapsed: float, usable: float) -> float:
@@ -42,7 +42,7 @@ class TimeBudget:
         self.limit = epoch_limit(train)
         self.spent_before = 0.0  # seconds of the runs this one resumes
         self.eval_seconds = 0.0  # the slowest evaluation so far: what the last one will cost
-        self.planned_epochs = float(train.epochs or SEED_EPOCHS)  # until the pace is known
+        self.planned_epochs = float(train.epochs or STARTER_EPOCHS)  # until the pace is known
         self.steps = 0  # optimiser steps in this process, before which the pace is not trusted
         self._world, self._device = world, device
         self._started: float | None = None

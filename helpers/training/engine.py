@@ -3,7 +3,7 @@
 What it guarantees:
 
 * the margin head's weights are in the optimiser (checked, not assumed);
-* checkpoints are written atomically; ``best.pt`` is chosen by val EER, the grade
+* checkpoints are written atomically; ``best.pt`` is chosen by a ranking value, val EER or the term's metric
   (``train.select``), from the trained weights or, with ``train.ema``, their moving average;
 * resume is exact: data order and augmentation are functions of (seed, epoch,
   batch), every other state is in the checkpoint, and a run resumed mid-epoch
@@ -43,21 +43,21 @@ import torch
 import torch.distributed as dist
 
 from helpers.core.config import Config
-from helpers.core.device import kernel_errors_explained
 from helpers.core.errors import Stopped, UserError, one_line
 from helpers.core.io import atomic_write_text
 from helpers.core.progress import progress
-from helpers.core.records import ArmMetrics, EpochStats, RunRecord
+from helpers.core.records import EvalMetrics, EpochStats, RunRecord
 from helpers.data.datasets import Batch, refill
-from helpers.eval.evaluation import EvalSettings, arm_metrics, eval_settings, unscored_note
-from helpers.eval.runtime import Runtime
-from helpers.eval.selection import Evaluation, Selection, report_lines
+from helpers.eval.evaluation import EvalSettings, eval_metrics, eval_settings, unscored_note
 from helpers.model.checkpoint import Checkpoint, rng_state, save_checkpoints, set_rng_state
 from helpers.model.resnet import FaceModel
+from helpers.runtime.device import kernel_errors_explained
+from helpers.runtime.resolve import Runtime
 from helpers.training.budget import TimeBudget
 from helpers.training.guard import StopSignals, stopped
 from helpers.training.resume import folder_note, resume_position
 from helpers.training.run import RunParts, build_run, prepare_run, run_context, run_directory, run_folder
+from helpers.training.selection import Evaluation, Selection, report_lines
 from helpers.training.step import step_seed, usable_batch
 from helpers.training.tracking import Tracker
 
@@ -79,7 +79,7 @@ class TrainResult:
     best_eer: float | None
     epochs: float
     last: RunRecord | None  # the run's last metrics.jsonl line (None when it wrote none)
-    graded: str = "raw"  # the weights best.pt grades: raw (trained) or ema (averaged)
+    weights: str = "raw"  # the weights best.pt holds: raw (trained) or ema (averaged)
     main: bool = True  # whether this process reports the run (under torchrun, rank 0 alone)
 
 
@@ -147,9 +147,9 @@ class Trainer:
 
     def checkpoint(self) -> Checkpoint:
         """Everything a resume needs: ``model`` holds the trained weights and ``ema`` the averaged ones (or None).
-        Each file sets its own ``graded`` (which of them it stands for) and ``val`` (their val metrics when it
+        Each file sets its own ``weights`` (which of them it holds) and ``val`` (their val metrics when it
         was saved): :meth:`save`."""
-        graded = self.selection.graded
+        chosen = self.selection.chosen
         return Checkpoint(
             model=self.model.state_dict(), optimizer=self.stepper.optimizer.state_dict(),
             ema=self.average.state_dict() if self.average is not None else None,
@@ -158,26 +158,26 @@ class Trainer:
             data_order={"seed": self.cfg.train.seed, "epoch": self.epoch, "batch": self.batch,
                         "world": self.runtime.dist.world},
             rng=rng_state(), classes=self.classes, config_values=self.cfg.as_dict(),
-            best_eer=None if graded is None else graded.eer, best_epoch=None if graded is None else graded.epoch,
+            best_eer=None if chosen is None else chosen.eer, best_epoch=None if chosen is None else chosen.epoch,
             selection=self.selection.state_dict(), wandb_run_id=self.tracker.run_id if self.tracker else None,
             # a resume keeps these choices
             fast_path={"device": self.runtime.device.type, **self.runtime.fast_path.describe()},
             **self.budget.state_dict(), nonfinite_steps=self.nonfinite_total, skipped_images=self.skipped_total,
             saved_at=datetime.datetime.now().isoformat(timespec="seconds"), run_id=self.run_id)
 
-    def _graded(self, name: str) -> tuple[str, ArmMetrics]:
-        """The weights file ``name`` grades, and their val metrics (none before their first evaluation)."""
-        graded, evaluation = self.selection.holds(name)
-        return graded, ArmMetrics.from_dict(evaluation.metrics) if evaluation is not None else ArmMetrics()
+    def _held(self, name: str) -> tuple[str, EvalMetrics]:
+        """The weights file ``name`` holds, and their val metrics (none before their first evaluation)."""
+        weights, evaluation = self.selection.holds(name)
+        return weights, evaluation.measured if evaluation is not None else EvalMetrics()
 
     def save(self, best: tuple[str, ...] | list[str] = ()) -> None:
         """Write last.pt, and the best files (best.pt, best_raw.pt, best_ema.pt) named in ``best``."""
         if not self.runtime.dist.main:
             return
         # The best files first: if the disk fills between them, last.pt still predates the new best, and a
-        # resume redoes that stretch instead of believing in a best.pt that was never written. A best file is
+        # resume redoes that span instead of believing in a best.pt that was never written. A best file is
         # written when its weights were just evaluated, so it mostly holds what last.pt holds: one serialisation.
-        files = {name: self._graded(name) for name in [*best, "last.pt"]}
+        files = {name: self._held(name) for name in [*best, "last.pt"]}
         save_checkpoints(self.checkpoint(), files, self.run_dir)
 
     def request_stop(self) -> None:
@@ -198,7 +198,7 @@ class Trainer:
         last_record = None
         try:
             if self.position() == 0 and not self.resumed:  # a resumed run's last.pt already holds this evaluation
-                last_record = self._end_of_stretch(None, evaluate=True)
+                last_record = self._end_of_span(None, evaluate=True)
             while self.epoch < self.budget.limit and not self.stop_requested:
                 if self.budget.out_of_time():
                     if last_record is not None:
@@ -210,7 +210,7 @@ class Trainer:
                 # Decided before evaluating and saving, so that last.pt holds at least the elapsed time that
                 # ended the run: resuming a finished run then finds its budget spent, not a step's worth left.
                 done = self._stopped or self.epoch >= self.budget.limit or self.budget.out_of_time()
-                last_record = self._end_of_stretch(trained, done or self.epoch % self.cfg.train.eval_every == 0)
+                last_record = self._end_of_span(trained, done or self.epoch % self.cfg.train.eval_every == 0)
                 if done or self.stop_requested:
                     break
             if last_record is not None and self.runtime.dist.main:
@@ -221,10 +221,10 @@ class Trainer:
                       f"{self.budget.elapsed() / 60:.1f} of {self.cfg.train.max_minutes or '-'} minutes)")
         finally:
             if self.tracker is not None:
-                self.tracker.summarise(self.selection.graded)
-        graded = self.selection.graded
-        return TrainResult(self.run_dir, None if graded is None else graded.eer, self.position(),
-                           last_record, self.selection.arm, self.runtime.dist.main)
+                self.tracker.summarise(self.selection.chosen)
+        chosen = self.selection.chosen
+        return TrainResult(self.run_dir, None if chosen is None else chosen.eer, self.position(),
+                           last_record, self.selection.weights, self.runtime.dist.main)
 
     def _report_selection(self) -> None:
         """Print, and write to selection.json, how best.pt compares with the other candidates on the val pairs."""
@@ -365,19 +365,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate(self) -> tuple[dict[str, ArmMetrics], dict[str, Evaluation]]:
-        """Val verification of each arm and dev top-1 on rank 0; the results, and what they cost, are shared with
-        every rank. Returns each arm's metrics and its evaluation (for the selection of best.pt)."""
-        measured: dict[str, ArmMetrics] = {}
+    def _evaluate(self) -> tuple[dict[str, EvalMetrics], dict[str, Evaluation]]:
+        """Val verification of each set of weights and dev top-1 on rank 0; the results, and what they cost, are
+        shared with every rank. Returns the metrics of each and its evaluation (for the selection of best.pt)."""
+        measured: dict[str, EvalMetrics] = {}
         evaluations: dict[str, Evaluation] = {}
         started = self.budget.elapsed()  # the budget's own clock: what the evaluation costs it
         if self.runtime.dist.main:
             settings = eval_settings(self.cfg, self.runtime, progress=not self.quiet_progress)
-            arms = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
-            for arm, model in arms.items():
-                measured[arm], evaluation = self._evaluate_arm(arm, model, settings)
+            models = {"raw": self.model, **({"ema": self.average.module} if self.average is not None else {})}
+            for weights, model in models.items():
+                measured[weights], evaluation = self._evaluate_weights(weights, model, settings)
                 if evaluation is not None:
-                    evaluations[arm] = evaluation
+                    evaluations[weights] = evaluation
         seconds = self.budget.elapsed() - started
         if self.runtime.dist.world > 1:
             shared = [(measured, evaluations, seconds)]
@@ -386,20 +386,21 @@ class Trainer:
         self.budget.eval_seconds = max(self.budget.eval_seconds, seconds)
         return measured, evaluations
 
-    def _evaluate_arm(self, arm: str, model: FaceModel, settings: EvalSettings) -> tuple[ArmMetrics, Evaluation | None]:
-        """One arm's metrics (val verification, dev top-1/5, the combined score) and its evaluation (None without
-        val pairs)."""
-        metrics, verification = arm_metrics(model, self.data, self.classes, settings,
-                                            bootstrap=self.cfg.train.eval_bootstrap)
+    def _evaluate_weights(self, weights: str, model: FaceModel,
+                          settings: EvalSettings) -> tuple[EvalMetrics, Evaluation | None]:
+        """The metrics of one set of weights (val verification, dev top-1/5, the combined score) and its evaluation
+        (None without val pairs)."""
+        metrics, verification = eval_metrics(model, self.data, self.classes, settings,
+                                             bootstrap=self.cfg.train.eval_bootstrap)
         if verification is None:
             return metrics, None
         if unscored_note(verification):
             print(f"warning: {unscored_note(verification)}", file=sys.stderr)
-        return metrics, Evaluation(arm, round(self.position(), 4), verification["eer"], metrics.as_dict(),
-                                   verification["scores"], metrics.dev_top1)
+        return metrics, Evaluation(weights, round(self.position(), 4), verification.eer, metrics, verification.scores,
+                                   metrics.dev_top1)
 
-    def _end_of_stretch(self, trained: EpochStats | None, evaluate: bool) -> RunRecord:
-        """The record of where the run stands after a stretch of training (``trained``; None before the first),
+    def _end_of_span(self, trained: EpochStats | None, evaluate: bool) -> RunRecord:
+        """The record of where the run stands after a span of training (``trained``; None before the first),
         evaluated when ``evaluate`` is set; logged, printed and saved on rank 0."""
         measured, best = {}, []
         if evaluate:
@@ -409,7 +410,7 @@ class Trainer:
             best = self.selection.observe(evaluations)
         record = RunRecord(epoch=round(self.position(), 4), step=self.step, trained=trained,
                            nonfinite_steps=self.nonfinite_total, skipped_images=self.skipped_total,
-                           arms={arm: metrics for arm, metrics in measured.items() if metrics.measured},
+                           by_weights={weights: metrics for weights, metrics in measured.items() if metrics.measured},
                            evaluated=evaluate, elapsed_s=round(self.budget.elapsed(), 2),
                            time=datetime.datetime.now().isoformat(timespec="seconds"), run_id=self.run_id)
         if self.runtime.dist.main:
@@ -431,8 +432,8 @@ def format_record(record: RunRecord, total: str) -> str:
                   f"{trained.images_per_s:.0f} img/s", f"data-wait {100 * trained.data_wait:.0f}%"]
     else:
         parts.append("before training")
-    for arm, name in (("raw", "val EER"), ("ema", "EMA val EER")):
-        metrics = record.metrics(arm)
+    for weights, name in (("raw", "val EER"), ("ema", "EMA val EER")):
+        metrics = record.metrics(weights)
         if metrics.val_eer is not None:
             low = metrics.val_eer_low
             interval = f" [{low:.3f}, {metrics.val_eer_high:.3f}]" if low is not None else ""

@@ -103,4 +103,4 @@ def finished_run(run_dir: Path) -> TrainResult:
     saved = Checkpoint.load(run_dir / "last.pt")
     records = run_records(run_dir)
     last = records[-1] if records else None
-    return TrainResult(run_dir, saved.best_eer, saved.epoch if last is None else last.epoch, last, saved.graded)
+    return TrainResult(run_dir, saved.best_eer, saved.epoch if last is None else last.epoch, last, saved.weights)

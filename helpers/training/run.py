@@ -16,7 +16,6 @@ import torch
 import torch.distributed as dist
 
 from helpers.core.config import Config, changed, dump_config, load_config
-from helpers.core.device import init_distributed
 from helpers.core.errors import UserError
 from helpers.core.course import PARAMETER_BUDGET
 from helpers.core.io import atomic_write_text, remove_stale_temporaries, size_words
@@ -26,15 +25,16 @@ from helpers.data.datasets import FaceImages, TrainingSet, collate, training_set
 from helpers.data.layout import FaceData, open_data
 from helpers.data.stage import training_root
 from helpers.eval.evaluation import known_dev_images
-from helpers.eval.runtime import Runtime, resolve_runtime
-from helpers.eval.selection import Selection, resolve_select
 from helpers.model.checkpoint import Checkpoint, weights_misfit
 from helpers.model.resnet import FaceModel, build_face_model
+from helpers.runtime.device import init_distributed
+from helpers.runtime.resolve import Runtime, resolve_runtime
 from helpers.training.averaging import WeightAverage
-from helpers.training.budget import SEED_EPOCHS
+from helpers.training.budget import STARTER_EPOCHS
 from helpers.training.guard import run_lock
 from helpers.training.resume import adopt_paths, folder_note, refuse_other_run, refuse_unresumable, run_directory
 from helpers.training.schedule import LRSchedule
+from helpers.training.selection import Selection, resolve_select
 from helpers.training.step import EpochSampler, TrainStep, training_step
 from helpers.training.tracking import Tracker
 
@@ -205,8 +205,8 @@ def build_run(cfg: Config, runtime: Runtime, checkpoint: Checkpoint | None = Non
     if sampler.batches < cfg.train.accumulate:
         raise UserError(f"{len(train_set.paths)} training images make fewer than {cfg.train.accumulate} batch(es) "
                         f"of {cfg.train.batch_size} per process; lower train.batch_size")
-    # step and multistep count epochs of a train.epochs-long run (the seed's when unset), stretched to a budget
-    schedule = LRSchedule(cfg.sched, cfg.optim.lr, cfg.train.epochs or SEED_EPOCHS)
+    # step and multistep count epochs of a train.epochs-long run (the starter's when unset), scaled to a budget
+    schedule = LRSchedule(cfg.sched, cfg.optim.lr, cfg.train.epochs or STARTER_EPOCHS)
     return RunParts(data, train_set, model, average, selection, training_step(cfg, runtime, model, cfg.train.accumulate), sampler,
                     _loader(cfg, runtime, data, train_set, sampler), schedule)
 

@@ -6,7 +6,7 @@ three ways a run is bounded: a fixed number of epochs, a time budget (where
 the engine passes its running estimate of how many epochs fit), and resume
 (where the position comes back from the checkpoint). Warmup is linear from
 zero to the base lr over ``sched.warmup_epochs``; cosine decays from there to
-``sched.min_lr`` at the end; step and multistep count epochs, stretched with
+``sched.min_lr`` at the end; step and multistep count epochs, scaled with
 the run when a time budget changes its length.
 """
 
@@ -37,7 +37,7 @@ class LRSchedule:
     def lr(self, epoch: float, total_epochs: float | None = None) -> float:
         """The lr at fractional ``epoch`` of a run ``total_epochs`` long (the planned length by default)."""
         total = self.planned_epochs if total_epochs is None else total_epochs
-        stretch = total / self.planned_epochs
+        scale = total / self.planned_epochs
         if self.warmup > 0 and epoch < self.warmup:
             return self.base_lr * max(epoch, 0.0) / self.warmup
         if self.name == "cosine":
@@ -45,9 +45,9 @@ class LRSchedule:
             t = min(max((epoch - self.warmup) / span, 0.0), 1.0)
             return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
         if self.name == "step":
-            return self.base_lr * self.gamma ** math.floor(epoch / (self.step_size * stretch))
+            return self.base_lr * self.gamma ** math.floor(epoch / (self.step_size * scale))
         if self.name == "multistep":
-            passed = sum(epoch >= milestone * stretch for milestone in self.milestones)
+            passed = sum(epoch >= milestone * scale for milestone in self.milestones)
             return self.base_lr * self.gamma ** passed
         if self.name == "plateau":
             return max(self.base_lr * self.plateau_factor, self.min_lr)

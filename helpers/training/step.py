@@ -17,10 +17,9 @@ from helpers.core.config import Config, OptimConfig, optimizer_class
 from helpers.core.errors import UserError
 from helpers.data.augment import BatchAugment
 from helpers.data.datasets import Batch, decode_batch
-from helpers.eval.runtime import Runtime
-from helpers.model.fast_path import FastPath
-from helpers.model.margins import margin_loss
 from helpers.model.resnet import FaceModel, build_face_model
+from helpers.runtime.fast_path import FastPath
+from helpers.runtime.resolve import Runtime
 
 
 def make_optimizer(optim: OptimConfig, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
@@ -124,7 +123,7 @@ class TrainStep:
         with context:
             with torch.autocast(self.device.type, dtype=self.fast.amp, enabled=self.fast.amp is not None):
                 logits = self.forward(x, labels)
-            loss = margin_loss(logits, labels)
+            loss = self.model.head.loss(logits, labels)
             self.scaler.scale(loss / self.accumulate).backward()
         with torch.no_grad():
             correct = (logits.argmax(dim=1) == labels).sum()

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from helpers.core.config import Config
 from helpers.core.io import append_text, atomic_write_text
-from helpers.core.records import ArmMetrics, EpochStats, RunRecord, field_keys, jsonable, read_records, record_lines
+from helpers.core.records import EvalMetrics, EpochStats, RunRecord, field_keys, jsonable, read_records, record_lines
 from helpers.core.terms import get_term
 
-METRICS_FILE = "metrics.jsonl"  # one line per evaluation (and per stretch of training), in the run folder
+METRICS_FILE = "metrics.jsonl"  # one line per evaluation (and per span of training), in the run folder
 REPLACED_FILE = "metrics.replaced.jsonl"  # another run's lines, set aside by a resume told to take its folder over
 
 
@@ -89,11 +89,11 @@ class Tracker:
         keys = {"EER": eer, self.leaderboard.wandb_key: self.leaderboard.value(eer, top1)}
         return {key: value for key, value in keys.items() if value is not None}
 
-    def summarise(self, graded) -> None:
-        """Put the graded evaluation (what best.pt holds; None before any) into the W&B run's summary."""
-        if self.run is None or graded is None:
+    def summarise(self, chosen) -> None:
+        """Put the chosen evaluation (what best.pt holds; None before any) into the W&B run's summary."""
+        if self.run is None or chosen is None:
             return
-        values = {**self._course_keys(graded.eer, graded.top1), "best_epoch": graded.epoch}
+        values = {**self._course_keys(chosen.eer, chosen.top1), "best_epoch": chosen.epoch}
         self._safely(lambda: self.run.summary.update(jsonable(values)))
 
     def finish(self) -> None:
@@ -121,7 +121,7 @@ def run_summary(run_dir: str | Path) -> dict:
     records = run_records(run_dir)
     evaluated = [r for r in records if r.metrics().val_eer is not None]
     speeds = [r.trained.images_per_s for r in records if r.trained is not None and r.trained.images_per_s is not None]
-    raw, averaged, stats = field_keys(ArmMetrics), field_keys(ArmMetrics, "ema"), field_keys(EpochStats)
+    raw, averaged, stats = field_keys(EvalMetrics), field_keys(EvalMetrics, "ema"), field_keys(EpochStats)
     if not evaluated:
         return {f"best_{raw.val_eer}": None, f"final_{raw.val_eer}": None, raw.val_auc: None, stats.images_per_s: None,
                 "epochs": None, "minutes": None}

@@ -28,9 +28,9 @@ train.compile train.grad_clip train.accumulate train.seed train.deterministic tr
 tracking.wandb.mode""".split()
 
 
-def test_the_seed_is_the_defaults_and_every_key_is_explained():
-    assert load_config("seed") == defaults() == Config()
-    assert yaml.safe_load((PACKAGED / "seed.yaml").read_text()) is None  # it overrides nothing
+def test_the_starter_is_the_defaults_and_every_key_is_explained():
+    assert load_config("starter") == defaults() == Config()
+    assert yaml.safe_load((PACKAGED / "starter.yaml").read_text()) is None  # it overrides nothing
     dumped = dump_config(defaults()).splitlines()
     for key in all_keys():
         leaf = key.split(".")[-1]
@@ -40,7 +40,7 @@ def test_the_seed_is_the_defaults_and_every_key_is_explained():
 
 def test_no_packaged_config_restates_a_default():
     # A default is written once, as a field default in helpers/core/config.py; configs only override.
-    seed = defaults().as_dict()
+    starter = defaults().as_dict()
 
     def restated(values, defaults_, prefix=""):
         for name, value in values.items():
@@ -51,7 +51,7 @@ def test_no_packaged_config_restates_a_default():
 
     for name in packaged_configs():
         values = yaml.safe_load((PACKAGED / f"{name}.yaml").read_text()) or {}
-        assert list(restated(values, seed)) == [], name
+        assert list(restated(values, starter)) == [], name
 
 
 def test_the_configuration_is_read_only_and_typed():
@@ -74,7 +74,7 @@ def test_the_config_command_prints_every_key_with_its_meaning(capsys):
 def test_one_copy_of_each_config_and_it_ships_in_the_package():
     # Configs live only in helpers/configs/: a second copy at the top would drift from the packaged one.
     assert not (ROOT / "config.yaml").exists() and not (ROOT / "configs").exists()
-    assert {"seed", "fast", "gpu", "demo", "phase1_sgd", "phase2_finetune", "phase3_adam_cosine"} <= set(packaged_configs())
+    assert {"starter", "fast", "gpu", "demo", "phase1_sgd", "phase2_finetune", "phase3_adam_cosine"} <= set(packaged_configs())
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"configs/*.yaml"' in pyproject
 
@@ -87,11 +87,21 @@ def test_configs_are_chosen_by_name_or_path(tmp_path, monkeypatch):
     own.write_text("optim:\n  lr: 0.5\n")
     assert load_config("fast.yaml").optim.lr == 0.5 and load_config("fast").optim.lr == 0.002
     # the checkout paths of before the configs moved into the package still name the same recipes
-    assert load_config("configs/fast.yaml") == load_config("fast") and load_config("config.yaml") == load_config("seed")
+    assert load_config("configs/fast.yaml") == load_config("fast") and load_config("config.yaml") == load_config("starter")
     with pytest.raises(UserError, match=r"cannot read config file other/fast.yaml.*chosen by name: .*fast"):
         load_config("other/fast.yaml")
     with pytest.raises(UserError, match=r"cannot read config file fastt.*demo, fast, gpu"):
         load_config("fastt")
+
+
+def test_the_starter_recipe_and_the_imagenet_stem_still_answer_to_their_old_name_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("seed") == load_config("seed.yaml") == load_config("configs/seed.yaml") == defaults()
+    assert "seed" not in packaged_configs() and defaults().model.stem == "imagenet"
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  stem: seed\n")
+    assert load_config(old).model.stem == "imagenet" == load_config(overrides=["model.stem=seed"]).model.stem
+    assert load_config(base={"model": {"stem": "seed"}}).model.stem == "imagenet"  # an old checkpoint's config
 
 
 def test_train_with_a_packaged_config_from_any_folder(demo_root, tmp_path, monkeypatch, capsys):
@@ -103,13 +113,13 @@ def test_train_with_a_packaged_config_from_any_folder(demo_root, tmp_path, monke
     assert (tmp_path / "runs" / "fast" / "best.pt").is_file() and "done: runs/fast" in out
 
 
-def test_seed_values():
+def test_starter_values():
     cfg = defaults()
     assert cfg.model.depth == 34 and cfg.model.embedding_dim == 512
     assert (cfg.loss.type, cfg.loss.s, cfg.loss.m, cfg.loss.easy_margin) == ("arcface", 30.0, 0.35, False)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay,
             cfg.optim.nesterov) == ("sgd", 0.001, 0.9, 1e-4, True)
-    # The seed trains 100 epochs; train.epochs is unset so that a time budget is not cut short by default.
+    # The starter trains 100 epochs; train.epochs is unset so that a time budget is not cut short by default.
     assert cfg.train.batch_size == 64 and cfg.train.epochs is None and epoch_limit(cfg.train) == 100
     assert cfg.augment.crop_scale == (0.9, 1.0) and cfg.augment.flip == 0.5
 

@@ -9,9 +9,10 @@ import types
 import pytest
 from conftest import ROOT
 
-from helpers.core import credentials, kaggle, host
+from helpers.core import credentials, host
 from helpers.core.errors import UserError
 from helpers.data.sources import obtain_data
+from helpers.handin import kaggle
 
 FAKE_COLAB = ROOT / "tests" / "fake_colab"
 KGAT = "KGAT_" + "0f1e2d3c4b5a6978" * 2

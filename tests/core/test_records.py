@@ -9,14 +9,14 @@ import json
 import pytest
 from conftest import ROOT, TINY
 
-from helpers.core.records import ARMS, ArmMetrics, EpochStats, RunRecord, field_keys, read_records, record_lines
+from helpers.core.records import WEIGHTS, EvalMetrics, EpochStats, RunRecord, field_keys, read_records, record_lines
 
 OLD_METRICS = ROOT / "tests" / "fixtures" / "metrics_097e354.jsonl"  # written before EMA, intervals and scores
 
 
 @pytest.fixture(scope="module")
 def trainer_lines(tmp_path_factory) -> list[str]:
-    """The metrics.jsonl lines of a real tiny run measuring everything a line can hold: train stats, both arms
+    """The metrics.jsonl lines of a real tiny run measuring everything a line can hold: train stats, both weights
     (train.ema), bootstrap intervals, dev top-1/5 and the combined score (a root with dev images)."""
     from helpers.data.demo import make_demo_data
     from helpers.training.engine import train
@@ -42,13 +42,13 @@ def test_a_trainer_line_reads_as_attributes(trainer_lines):
     before, after = (RunRecord.from_line(json.loads(text)) for text in trainer_lines)
     assert before.trained is None and before.evaluated and before.step == 0
     assert after.epoch == 1.0 and after.step > 0 and after.trained.images_per_s > 0
-    for arm in ARMS:
-        measured = after.metrics(arm)
+    for weights in WEIGHTS:
+        measured = after.metrics(weights)
         assert 0.0 <= measured.val_eer <= 1.0 and measured.val_eer_low <= measured.val_eer_high
         assert measured.dev_top1 is not None and measured.val_score is not None
     line = json.loads(trainer_lines[1])
-    assert after.metrics("ema") == ArmMetrics(**{item.name: line.get(item.name + "_ema")
-                                                 for item in dataclasses.fields(ArmMetrics)})
+    assert after.metrics("ema") == EvalMetrics(**{item.name: line.get(item.name + "_ema")
+                                                 for item in dataclasses.fields(EvalMetrics)})
     assert after.metrics("ema").val_eer == line["val_eer_ema"] and after.metrics().val_eer == line["val_eer"]
 
 
@@ -58,7 +58,7 @@ def test_old_lines_read_with_the_fields_they_lack_none():
     for record in records:
         assert record.metrics().val_eer is not None and record.metrics().val_score is None
         assert record.metrics().val_eer_low is None and record.metrics().dev_top1 is None
-        assert not record.metrics("ema").measured and set(record.arms) == {"raw"}
+        assert not record.metrics("ema").measured and set(record.by_weights) == {"raw"}
     assert records[1].trained.train_loss == pytest.approx(12.8262, abs=1e-4)
     # a line older still, before step and the skip counters
     oldest = RunRecord.from_line({"epoch": 2.0, "train_loss": 3.0, "val_eer": 0.3, "elapsed_s": 9.0})
@@ -81,28 +81,28 @@ def test_a_half_written_last_line_and_lines_that_are_not_records_are_ignored(tmp
 
 def test_numbers_that_are_not_finite_are_written_as_null():
     stats = EpochStats(train_loss=float("nan"), train_acc=float("nan"), grad_norm=float("nan"),
-                       images_per_s=float("inf"), data_wait=0.1, lr=0.01)  # a stretch without batches
+                       images_per_s=float("inf"), data_wait=0.1, lr=0.01)  # a span without batches
     record = RunRecord(epoch=1.0, step=0, trained=stats, nonfinite_steps=0, skipped_images=0,
-                       arms={"raw": ArmMetrics(val_eer=0.2, val_tar_at_far={"0.001": float("nan")})}, evaluated=True)
+                       by_weights={"raw": EvalMetrics(val_eer=0.2, val_tar_at_far={"0.001": float("nan")})}, evaluated=True)
     line = json.loads(record.to_json())
     assert line == {"epoch": 1.0, "step": 0, "train_loss": None, "train_acc": None, "grad_norm": None,
                     "images_per_s": None, "data_wait": 0.1, "lr": 0.01, "nonfinite_steps": 0, "skipped_images": 0,
                     "val_eer": 0.2, "val_tar_at_far": {"0.001": None}, "evaluated": True}
-    assert RunRecord.from_line(line).as_line() == line  # the stretch keeps its keys though it measured nothing
+    assert RunRecord.from_line(line).as_line() == line  # the span keeps its keys though it measured nothing
 
 
-def test_the_ema_arm_is_read_from_its_suffixed_keys():
+def test_the_ema_weights_are_read_from_their_suffixed_keys():
     line = {"epoch": 3.0, "step": 30, "val_eer": 0.2, "dev_top1": 0.7, "val_eer_ema": 0.15, "val_auc_ema": 0.9,
             "val_score_ema": 0.8, "evaluated": True}
     record = RunRecord.from_line(line)
-    assert record.metrics("ema") == ArmMetrics(val_eer=0.15, val_auc=0.9, val_score=0.8)
-    assert record.metrics() == ArmMetrics(val_eer=0.2, dev_top1=0.7)
+    assert record.metrics("ema") == EvalMetrics(val_eer=0.15, val_auc=0.9, val_score=0.8)
+    assert record.metrics() == EvalMetrics(val_eer=0.2, dev_top1=0.7)
     assert record.as_line() == line
 
 
 def test_field_keys_spell_each_key_once():
-    assert field_keys(ArmMetrics).val_eer == "val_eer" and field_keys(ArmMetrics, "ema").val_score == "val_score_ema"
+    assert field_keys(EvalMetrics).val_eer == "val_eer" and field_keys(EvalMetrics, "ema").val_score == "val_score_ema"
     assert field_keys(EpochStats).images_per_s == "images_per_s"
-    assert ArmMetrics(val_eer=0.1).as_dict("_ema") == {field_keys(ArmMetrics, "ema").val_eer: 0.1}
+    assert EvalMetrics(val_eer=0.1).as_dict("_ema") == {field_keys(EvalMetrics, "ema").val_eer: 0.1}
     with pytest.raises(AttributeError):
-        field_keys(ArmMetrics).val_err  # noqa: B018 - a mistyped key fails loudly
+        field_keys(EvalMetrics).val_err  # noqa: B018 - a mistyped key fails loudly

@@ -17,7 +17,7 @@ from helpers.data.augment import (
     denormalize,
     eval_transform,
     normalize,
-    seed_train_transform,
+    starter_train_transform,
 )
 
 
@@ -105,8 +105,8 @@ def test_output_size_follows_the_setting():
     assert out.shape == (2, 3, 24, 24)
 
 
-def test_seed_transforms_match_the_assignment():
-    train = seed_train_transform(112)
+def test_starter_transforms_match_the_assignment():
+    train = starter_train_transform(112)
     crop = next(t for t in train.transforms if isinstance(t, v2.RandomResizedCrop))
     assert crop.scale == (0.9, 1.0) and crop.ratio == (0.98, 1.02) and tuple(crop.size) == (112, 112)
     flip = next(t for t in train.transforms if isinstance(t, v2.RandomHorizontalFlip))
@@ -121,7 +121,7 @@ def test_seed_transforms_match_the_assignment():
 
 
 def test_strong_options_extend_the_torchvision_pipeline():
-    kinds = [type(t).__name__ for t in seed_train_transform(
+    kinds = [type(t).__name__ for t in starter_train_transform(
         112, AugmentConfig(color_jitter=0.2, grayscale=0.1, rotation=5, erasing=0.2)).transforms]
     assert {"ColorJitter", "RandomGrayscale", "RandomAffine", "RandomErasing"} <= set(kinds)
 

@@ -10,7 +10,8 @@ import torch
 from conftest import call_cli
 
 from helpers.data.layout import Pair
-from helpers.eval.evaluation import open_checkpoint, pair_images, score_pairs
+from helpers.eval.evaluation import pair_images, score_pairs
+from helpers.eval.inference import load_trained
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -42,12 +43,13 @@ def test_bf16_embeddings_give_the_fp32_eer_within_0_005(trained_run, tmp_path):
     many = tmp_path / "many_pairs"
     make_demo_data(many, identities=12, images_per_identity=6, verification_identities=100, seed=1, size=32,
                    difficulty=0.5, val_pairs=2000, test_pairs=10)
-    model, _, data, settings = open_checkpoint(trained_run / "best.pt", many)
+    trained = load_trained(trained_run / "best.pt")
+    model, data, settings = trained.model, trained.open_data(many), trained.settings
     assert len(data.val_pairs) == 2000
     fp32 = verify_pairs(model, data, replace(settings, amp=None))
     bf16 = verify_pairs(model, data, replace(settings, amp=torch.bfloat16))
-    assert fp32["eer"] < 0.3  # trained: the comparison is between working models
-    assert abs(bf16["eer"] - fp32["eer"]) <= 0.005, (bf16["eer"], fp32["eer"])
+    assert fp32.eer < 0.3  # trained: the comparison is between working models
+    assert abs(bf16.eer - fp32.eer) <= 0.005, (bf16.eer, fp32.eer)
     embeddings, _ = embed_images(model, sorted((data.root / "ver_data").iterdir())[:8],
                                  replace(settings, amp=torch.bfloat16, tta=True))
     assert embeddings.dtype == torch.float32  # normalised and compared in fp32
@@ -80,7 +82,8 @@ def test_evaluate_reports_dev_accuracy_and_identification(tmp_path, capsys):
 
 
 def test_each_unique_image_is_embedded_once(trained_run, demo_root):
-    model, _, data, settings = open_checkpoint(trained_run / "best.pt")
+    trained = load_trained(trained_run / "best.pt")
+    model, data, settings = trained.model, trained.open_data(), trained.settings
     names = sorted(p.name for p in (demo_root / "ver_data").iterdir())[:3]
     pairs = [Pair(names[0], names[1], 1, 1), Pair(names[0], names[2], 0, 2), Pair(names[1], names[0], 1, 3),
              Pair(names[2], names[2], 1, 4)]
@@ -98,7 +101,8 @@ def test_flip_tta_is_symmetric(trained_run, demo_root):
     from helpers.data.images import load_image
     from helpers.eval.evaluation import embed_images
 
-    model, _, _, settings = open_checkpoint(trained_run / "best.pt", tta=True)
+    trained = load_trained(trained_run / "best.pt", tta=True)
+    model, settings = trained.model, trained.settings
     path = sorted((demo_root / "ver_data").iterdir())[0]
     mirrored = path.with_name("mirror.png")
     from PIL import Image
@@ -131,16 +135,16 @@ def test_the_stored_threshold_is_used_only_for_scores_made_as_it_was_found():
     import torch
 
     from helpers.core.config import load_config
-    from helpers.core.records import ArmMetrics
+    from helpers.core.records import EvalMetrics
     from helpers.eval.evaluation import EvalSettings, stored_threshold
     from helpers.eval.score_norm import ScoreNorm
     from helpers.model.checkpoint import Checkpoint
 
     saved = Checkpoint(model={"w": torch.ones(1)}, ema={"weights": {"w": torch.zeros(1)}, "updates": 1},
                        classes=["a"], config_values=load_config(overrides=["train.eval_tta=true"]).as_dict(),
-                       val=ArmMetrics(val_threshold=0.31))
+                       val=EvalMetrics(val_threshold=0.31))
     same = EvalSettings(tta=True)
     assert stored_threshold(saved, same) == 0.31
     assert stored_threshold(saved, replace(same, tta=False)) is None  # other scores: flips averaged or not
     assert stored_threshold(saved, replace(same, score_norm=ScoreNorm("as-norm", 10))) is None
-    assert stored_threshold(saved.grading("ema"), same) is None  # the other weights' threshold is not theirs
+    assert stored_threshold(saved.holding("ema"), same) is None  # the other weights' threshold is not theirs

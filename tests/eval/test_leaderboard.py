@@ -13,7 +13,7 @@ from helpers.core.config import load_config
 from helpers.core.errors import UserError
 from helpers.core.io import read_metrics
 from helpers.core.terms import combined_score, get_term
-from helpers.eval.selection import Evaluation, Selection
+from helpers.training.selection import Evaluation, Selection
 
 
 def test_the_combined_score_is_half_accuracy_half_one_minus_eer():
@@ -35,10 +35,10 @@ def test_select_leaderboard_grades_by_the_terms_metric_and_best_by_the_eer():
     by_s26 = Selection("leaderboard", leaderboard=get_term("s26").leaderboard)
     for step in history:
         by_eer.observe(step), by_score.observe(step), by_s26.observe(step)
-    assert by_eer.graded.epoch == 2 and by_score.graded.epoch == 3 and by_s26.graded.epoch == 2
+    assert by_eer.chosen.epoch == 2 and by_score.chosen.epoch == 3 and by_s26.chosen.epoch == 2
     restored = Selection("leaderboard", leaderboard=get_term("f26").leaderboard)
     restored.load_state_dict(by_score.state_dict())
-    assert restored.graded.top1 == 0.60  # the dev top-1 survives a resume
+    assert restored.chosen.top1 == 0.60  # the dev top-1 survives a resume
 
 
 def test_course_term_is_checked_like_any_key(tmp_path):

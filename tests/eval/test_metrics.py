@@ -90,17 +90,17 @@ def test_verification_metrics_against_brute_force():
     pos, neg = scores[labels == 1], scores[labels == 0]
     thresholds = np.unique(scores)
     accuracy = max(np.mean((scores >= t) == labels) for t in thresholds)
-    assert metrics["accuracy"] == pytest.approx(accuracy)
-    for far, tar in metrics["tar_at_far"].items():
+    assert metrics.accuracy == pytest.approx(accuracy)
+    for far, tar in metrics.tar_at_far.items():
         if float(far) * neg.size < 1:
             continue  # not measurable with these pairs (see the next test)
         best = max([np.mean(pos >= t) for t in list(thresholds) + [np.inf] if np.mean(neg >= t) <= float(far)])
         assert tar == pytest.approx(best), far
     auc = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
-    assert metrics["auc"] == pytest.approx(auc)
-    low, high = metrics["eer_ci95"]
-    assert low <= metrics["eer"] <= high and high - low < 0.2
-    assert metrics["positives"] + metrics["negatives"] == 600
+    assert metrics.auc == pytest.approx(auc)
+    low, high = metrics.eer_ci95.low, metrics.eer_ci95.high
+    assert low <= metrics.eer <= high and high - low < 0.2
+    assert metrics.positives + metrics.negatives == 600
 
 
 def test_weighted_eers_equal_the_eer_of_the_repeated_pairs():
@@ -125,10 +125,10 @@ def test_paired_bootstrap_tells_a_real_difference_from_noise():
     better = base + 1.5 * labels  # the same pairs, better separated
     jittered = base + rng.normal(scale=0.05, size=1000)  # no real difference
     same, test, noise = paired_bootstrap_eers(base, [base, better, jittered], labels, rounds=300)
-    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
-    assert test["difference"] == pytest.approx(compute_eer(base, labels)[0] - compute_eer(better, labels)[0])
-    assert 0 < test["ci95"][0] <= test["difference"] <= test["ci95"][1]
-    low, high = noise["ci95"]
+    assert same.difference == 0 and same.ci95.as_list() == [0.0, 0.0]
+    assert test.difference == pytest.approx(compute_eer(base, labels)[0] - compute_eer(better, labels)[0])
+    assert 0 < test.ci95.low <= test.difference <= test.ci95.high
+    low, high = noise.ci95.low, noise.ci95.high
     assert low < 0 < high and high - low < 0.03  # pairing removes the noise both share
 
 
@@ -141,7 +141,7 @@ def test_tar_is_reported_only_at_a_far_the_pairs_can_resolve(negatives, measurab
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(300, dtype=int), np.zeros(negatives, dtype=int)]
     scores = rng.normal(size=labels.size) + 2.0 * labels
-    tar = verification_metrics(scores, labels)["tar_at_far"]
+    tar = verification_metrics(scores, labels).tar_at_far
     assert {far: value is not None for far, value in tar.items()} == measurable
     assert all(0.0 <= value <= 1.0 for value in tar.values() if value is not None)
     assert json.loads(json.dumps(tar)) == tar  # None is JSON null

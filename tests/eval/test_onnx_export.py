@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 from helpers.data.augment import normalize
 from helpers.data.images import load_image
 from helpers.eval import onnx_export
-from helpers.eval.evaluation import open_checkpoint
+from helpers.eval.inference import load_trained
 from helpers.model import resnet
 
 ONE_SENTENCE = re.compile(r"^error: [^\n]+\n$")
@@ -77,14 +77,14 @@ def test_a_run_that_evaluated_under_bf16_exports_against_its_fp32_model(trained_
     state = torch.load(trained_run / "best.pt", weights_only=True)
     state["fast_path"] = {**state["fast_path"], "amp": "bf16"}
     torch.save(state, tmp_path / "bf16.pt")
-    model, *_ = open_checkpoint(tmp_path / "bf16.pt", device="cpu")
+    model = load_trained(tmp_path / "bf16.pt", device="cpu").model
     report = onnx_export.export_checkpoint(tmp_path / "bf16.pt", tmp_path / "model.onnx")
     assert report.lowest_cosine >= 0.9999 and round(report.onnx_eer, 4) == round(report.torch_eer, 4)
 
 
 def test_the_exported_file_runs_on_onnxruntime_with_any_batch_size(exported, trained_run, demo_root):
     """An oracle apart from the export's own check: raw onnxruntime on raw pixels, against FaceModel.embed."""
-    model, *_ = open_checkpoint(trained_run / "best.pt", device="cpu")
+    model = load_trained(trained_run / "best.pt", device="cpu").model
     pixels = torch.stack([load_image(path, 32) for path in val_images(demo_root, 7)])
     with torch.no_grad():
         expected = model.embed(normalize(pixels)).numpy()

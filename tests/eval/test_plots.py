@@ -24,7 +24,7 @@ def _curves(axes) -> list[tuple[str, list, list]]:
     return [(line.get_label(), list(line.get_xdata()), list(line.get_ydata())) for line in axes.get_lines()]
 
 
-def test_training_curves_show_loss_lr_both_arms_and_the_combined_score(tmp_path):
+def test_training_curves_show_loss_lr_both_weights_and_the_combined_score(tmp_path):
     figure = training_curves_figure(LINES, path=tmp_path / "curves.png")
     loss_ax, lr_ax, eer_ax, score_ax = figure.axes
     assert _curves(loss_ax) == [("_child0", [1.0, 2.0, 3.0], [3.0, 2.0, 1.0])]

@@ -13,7 +13,8 @@ from conftest import call_cli
 from helpers.core.errors import UserError
 from helpers.data.layout import open_data
 from helpers.eval import score_norm
-from helpers.eval.evaluation import embed_images, open_checkpoint, pair_images, score_pairs
+from helpers.eval.evaluation import embed_images, pair_images, score_pairs
+from helpers.eval.inference import load_trained
 from helpers.eval.score_norm import DEFAULT_COHORT_SIZE, ScoreNorm, pair_scores
 from helpers.handin.submission import read_submission
 from helpers.model.margins import ArcMarginProduct
@@ -115,10 +116,11 @@ def test_submit_with_as_norm_writes_the_normalised_scores(trained_run, demo_root
     # the tiny run trained 12 identities: the default 300 covers all of them
     assert reported["score_norm"] == {"method": "as-norm", "cohort_size": 12, "cohort_classes": 12}
     assert 0 <= reported["test_eer"] <= 1
-    model, _, _, settings = open_checkpoint(trained_run / "best.pt", score_norm=ScoreNorm("as-norm"))
+    trained = load_trained(trained_run / "best.pt", score_norm=ScoreNorm("as-norm"))
+    model, settings = trained.model, trained.settings
     expected, _ = score_pairs(model, data, data.test_pairs, settings)
     assert np.allclose(values, expected, atol=1e-7)
-    raw, _ = score_pairs(model, data, data.test_pairs, open_checkpoint(trained_run / "best.pt")[3])
+    raw, _ = score_pairs(model, data, data.test_pairs, load_trained(trained_run / "best.pt").settings)
     assert not np.allclose(values, raw, atol=1e-3)
     code, stdout, _ = call_cli(capsys, "submit", "--checkpoint", trained_run / "best.pt", "--out", out,
                                "--score-norm", "as-norm", "--cohort-size", "5")
@@ -130,7 +132,8 @@ def test_as_norm_with_flip_tta_normalises_the_tta_embeddings(trained_run, demo_r
     code, _, err = call_cli(capsys, "submit", "--checkpoint", trained_run / "best.pt", "--out", out,
                             "--score-norm", "as-norm", "--cohort-size", "6", "--tta")
     assert code == 0, err
-    model, _, data, settings = open_checkpoint(trained_run / "best.pt", tta=True)
+    trained = load_trained(trained_run / "best.pt", tta=True)
+    model, data, settings = trained.model, trained.open_data(), trained.settings
     paths, index = pair_images(data, data.test_pairs)
     embeddings, _ = embed_images(model, paths, settings, reader=data.reader)
     expected = pair_scores(embeddings, [index[p.a] for p in data.test_pairs], [index[p.b] for p in data.test_pairs],
@@ -143,10 +146,11 @@ def test_submit_binary_with_as_norm_thresholds_the_normalised_scores(trained_run
     code, stdout, err = call_cli(capsys, "submit", "--checkpoint", trained_run / "best.pt", "--out", out,
                                  "--format", "binary", "--score-norm", "as-norm", "--json")
     assert code == 0, err
-    model, _, data, settings = open_checkpoint(trained_run / "best.pt", score_norm=ScoreNorm("as-norm"))
+    trained = load_trained(trained_run / "best.pt", score_norm=ScoreNorm("as-norm"))
+    model, data, settings = trained.model, trained.open_data(), trained.settings
     from helpers.eval.evaluation import verify_pairs
 
-    threshold = verify_pairs(model, data, settings)["threshold"]  # the val EER threshold of AS-norm scores
+    threshold = verify_pairs(model, data, settings).threshold  # the val EER threshold of AS-norm scores
     assert json.loads(stdout)["threshold"] == pytest.approx(threshold)
     assert set(pd.read_csv(out)["predicted"]) <= {0, 1}
 
@@ -167,7 +171,8 @@ def test_evaluate_and_verify_with_as_norm(trained_run, demo_root, capsys):
                             "--score-norm", "as-norm")
     lines = out.splitlines()
     assert code == 0 and len(lines) == 3 and "same person" not in out and "no decision" in lines[2]
-    model, _, _, settings = open_checkpoint(trained_run / "best.pt", need_data=False)
+    trained = load_trained(trained_run / "best.pt")
+    model, settings = trained.model, trained.settings
     mean, spread = score_norm.cohort_statistics(embed_images(model, [a], settings)[0], model.head, 12)
     # an image against itself: cosine 1, the same statistics on both sides
     assert float(lines[1].split()[0]) == pytest.approx(float((1 - mean[0]) / spread[0]), abs=1e-3)

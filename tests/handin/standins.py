@@ -3,7 +3,7 @@
 Kaggle 2.x returns kagglesdk ``ApiSubmission`` objects (``ref`` an int, ``date`` a
 datetime, scores as text, ``status`` an enum) in pages with a
 ``next_page_token``; the stand-in serves them to the toolkit's own
-:class:`helpers.core.kaggle.KaggleAccount`, so its paging is what runs. W&B's
+:class:`helpers.handin.kaggle.KaggleAccount`, so its paging is what runs. W&B's
 public API returns ``Run`` objects whose ``summary`` holds nested sub-dicts and
 whose ``history(pandas=True)`` is a DataFrame.
 """
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from helpers.core.kaggle import KaggleAccount
+from helpers.handin.kaggle import KaggleAccount
 
 
 class SubmissionStatus(enum.Enum):  # kagglesdk.competitions.types.submission_status

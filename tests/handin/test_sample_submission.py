@@ -61,8 +61,8 @@ def test_submit_fills_the_samples_header_and_ids_in_order_and_score_grades_it(f2
     assert code == 0 and stdout.startswith("score ") and "classification accuracy" in stdout and "EER" in stdout
 
 
-def test_a_sample_of_zeros_and_ones_gets_decisions_and_a_seed_shaped_sample_gets_todays_file(f26_run, tmp_path,
-                                                                                           capsys):
+def test_a_sample_of_zeros_and_ones_gets_decisions_and_a_first_term_shaped_sample_gets_todays_file(f26_run, tmp_path,
+                                                                                                 capsys):
     root, run = f26_run
     pairs = len(open_data(root).test_pairs)
     binary = tmp_path / "binary_sample.csv"
@@ -72,10 +72,10 @@ def test_a_sample_of_zeros_and_ones_gets_decisions_and_a_seed_shaped_sample_gets
     assert code == 0, err
     rows = _rows(out)
     assert rows[0] == ["pair_id", "same"] and rows[1][0] == str(pairs - 1) and {r[1] for r in rows[1:]} <= {"0", "1"}
-    seed = tmp_path / "seed_sample.csv"
-    seed.write_text("ID,Label\n" + "".join(f"{i},0.5\n" for i in range(pairs)))
+    first_term = tmp_path / "first_term_sample.csv"
+    first_term.write_text("ID,Label\n" + "".join(f"{i},0.5\n" for i in range(pairs)))
     code, stdout, err = call_cli(capsys, "submit", "--checkpoint", run / "best.pt", "--out", tmp_path / "s.csv",
-                                 "--sample", seed)
+                                 "--sample", first_term)
     assert code == 0 and "test EER" in stdout, err
 
 
@@ -160,7 +160,7 @@ def test_a_class_id_only_python_takes_for_a_digit_is_compared_as_text_not_a_trac
     submission = tmp_path / "submission.csv"
     submission.write_text("ID,Label\n0,0.9\n1,0.1\na.jpg,\u00b2\nb.jpg,07\n")  # a superscript two, and 07 for 7
     result = score_unified(submission, solution)
-    assert result["accuracy"] == 0.5 and result["eer"] == 0.0 and result["images"] == 2
+    assert result.accuracy == 0.5 and result.eer == 0.0 and result.images == 2
 
 
 @pytest.mark.parametrize("sample,refusal", [

@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import call_cli
 
-from helpers.core import kaggle
+from helpers.core import kaggle_command
 from helpers.core.errors import UserError
 from helpers.data.layout import answer_key_path, open_data
+from helpers.handin import kaggle
 from helpers.handin.submission import read_submission, score_submission, submission_frame
 
 
@@ -76,7 +77,7 @@ def test_kaggle_explains_why_not_and_never_shows_the_key(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     assert "no Kaggle credentials" in kaggle.submit(tmp_path / "s.csv", "comp", "msg")
     with pytest.raises(UserError, match="no Kaggle credentials"):
-        kaggle.download("comp", tmp_path / "data")
+        kaggle_command.download("comp", tmp_path / "data")
     monkeypatch.setenv("KAGGLE_USERNAME", "me")
     monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef0123456789abcdef")
     said = kaggle.submit(tmp_path / "s.csv", "comp", "msg")

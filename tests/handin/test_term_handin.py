@@ -213,7 +213,7 @@ def test_every_term_declares_what_its_hand_in_needs():
 def test_the_kaggle_api_is_refused_in_one_sentence_when_missing_or_too_old(monkeypatch):
     import importlib.metadata
 
-    from helpers.core import kaggle
+    from helpers.handin import kaggle
 
     versions = {"kaggle": "1.7.4"}
     monkeypatch.setattr(importlib.metadata, "version",

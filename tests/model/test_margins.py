@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.core.config import LossConfig
 from helpers.model.margins import ArcMarginProduct, CombinedMarginProduct, CosMarginProduct, build_head, margin_loss
 
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
@@ -96,7 +97,7 @@ def test_cosface_agrees_with_pytorch_metric_learning(dtype):
 @pytest.mark.parametrize("kind", ["arcface", "cosface", "combined", "subcenter"])
 def test_gradients_stay_finite_at_cos_plus_and_minus_one(kind):
     torch.manual_seed(4)
-    head = build_head(kind, DIM, CLASSES, s=30.0, m=0.5, m1=1.2, m2=0.3, m3=0.1, subcenters=2)
+    head = build_head(LossConfig(type=kind, s=30.0, m=0.5, m1=1.2, m2=0.3, m3=0.1, subcenters=2), DIM, CLASSES)
     rows = head.weight.detach()[[0, 2]]
     emb = torch.stack([rows[0], -rows[1]]).clone().requires_grad_(True)  # cos = +1 and cos = -1 exactly
     labels = torch.tensor([0, 2 // head.rows_per_class])
@@ -109,7 +110,7 @@ def test_gradients_stay_finite_at_cos_plus_and_minus_one(kind):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("kind", ["arcface", "cosface", "combined", "subcenter"])
 def test_logits_are_fp32_and_finite_under_autocast(dtype, kind):
-    head = build_head(kind, DIM, CLASSES, s=64.0, m=0.5)
+    head = build_head(LossConfig(type=kind, s=64.0, m=0.5), DIM, CLASSES)
     emb = torch.randn(8, DIM) * 1e3
     labels = torch.arange(8) % CLASSES
     with torch.autocast("cpu", dtype=dtype):
@@ -206,7 +207,7 @@ def test_a_compiled_step_does_not_recompile_as_the_margin_warms_up(kind):
     from helpers.core.config import load_config
     from helpers.model.resnet import build_face_model
 
-    cfg = load_config("seed", [f"loss.type={kind}", "model.depth=18", "model.width=0.125", "model.embedding_dim=16"])
+    cfg = load_config("starter", [f"loss.type={kind}", "model.depth=18", "model.width=0.125", "model.embedding_dim=16"])
     model = build_face_model(cfg, CLASSES)
     graphs = []
 

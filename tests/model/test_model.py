@@ -25,12 +25,12 @@ def test_resnet34_has_the_standard_parameter_count():
     assert _params(helpers.resnet34()) == 21_284_672
 
 
-def test_seed_model_parts_add_up_to_the_issue_numbers():
-    model = build_face_model(load_config("seed"), COURSE_CLASSES)
+def test_starter_model_parts_add_up_to_the_issue_numbers():
+    model = build_face_model(load_config("starter"), COURSE_CLASSES)
     assert (_params(model.backbone), _params(model.embedding), _params(model.head)) == (21_284_672, 262_656, 4_419_072)
 
 
-def test_seed_architecture_layout():
+def test_starter_architecture_layout():
     net = helpers.resnet34()
     conv, bn, relu, pool = net.stem
     assert (conv.kernel_size, conv.stride, conv.in_channels, conv.out_channels) == ((7, 7), (2, 2), 3, 64)
@@ -43,7 +43,7 @@ def test_seed_architecture_layout():
         assert first.conv1.stride == (2, 2) and first.downsample[0].kernel_size == (1, 1)
 
 
-@pytest.mark.parametrize("size,stem,grid", [(112, "seed", 4), (112, "face", 7), (64, "seed", 2), (96, "face", 6)])
+@pytest.mark.parametrize("size,stem,grid", [(112, "imagenet", 4), (112, "face", 7), (64, "imagenet", 2), (96, "face", 6)])
 def test_feature_map_sizes(size, stem, grid):
     net = resnet(18, width=0.125, stem=stem).eval()
     with torch.no_grad():
@@ -127,8 +127,8 @@ def test_tiny_model_overfits_a_tiny_batch(kind):
     assert loss.item() < 0.1 * first
 
 
-def test_model_summary_json_for_the_seed_config(capsys):
-    code, out, _ = call_cli(capsys, "model-summary", "--config", "seed", "--json")
+def test_model_summary_json_for_the_starter_config(capsys):
+    code, out, _ = call_cli(capsys, "model-summary", "--config", "starter", "--json")
     summary = json.loads(out)
     assert code == 0 and summary["total_params"] == 25_966_400 and summary["within_budget"] is True
     assert summary["feature_map"] == [512, 4, 4] and 1.8 < summary["forward_gflops"] < 2.0
@@ -145,6 +145,6 @@ def test_model_summary_flags_a_model_over_budget(tmp_path, capsys):
 
 
 def test_face_stem_costs_more_compute():
-    seed = model_summary(load_config(overrides=["model.depth=18", "model.width=0.25"]), 10)
+    imagenet = model_summary(load_config(overrides=["model.depth=18", "model.width=0.25"]), 10)
     face = model_summary(load_config(overrides=["model.depth=18", "model.width=0.25", "model.stem=face"]), 10)
-    assert face["feature_map"][1:] == [7, 7] and face["forward_gflops"] > 3 * seed["forward_gflops"]
+    assert face["feature_map"][1:] == [7, 7] and face["forward_gflops"] > 3 * imagenet["forward_gflops"]

@@ -11,9 +11,9 @@ from conftest import FAST_BF16, SLOW_BF16, call_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.core.config import AugmentConfig, load_config
-from helpers.model.fast_path import FastPath
 from helpers.data.augment import BatchAugment, normalize
 from helpers.model.resnet import build_face_model
+from helpers.runtime.fast_path import FastPath
 from helpers.tools.bench import training_flops_per_image
 from helpers.training.step import TrainStep, make_optimizer
 

@@ -8,35 +8,21 @@ import sys
 import pytest
 import torch
 import torchvision
-from conftest import CU126_ARCHS, FAST_BF16, SLOW_BF16, TINY, call_cli
 
+from conftest import CU126_ARCHS, FAST_BF16, SLOW_BF16, TINY, call_cli
 from helpers.core.config import load_config
 from helpers.core.course import COURSE_TRAIN_IMAGES
-from helpers.core.device import distributed_backend, init_distributed
 from helpers.data import codec
 from helpers.data.datasets import training_set
 from helpers.data.images import decode_rgb
 from helpers.data.layout import open_data
-from helpers.tools.selftest import (
-    AMP_LABELS,
-    FAILED,
-    NOT_HERE,
-    OK,
-    SKIPPED,
-    PathCheck,
-    SelfTestReport,
-    ddp_check,
-    decoder_checks,
-    epoch_estimate,
-    gpu_kernels_check,
-    largest_batch,
-    print_epoch_estimate,
-    quick_selftest,
-    speed_checks,
-)
-from helpers.eval.runtime import Runtime
-from helpers.model import probe as probe_module
-from helpers.model.fast_path import fast_path
+from helpers.runtime import probe as probe_module
+from helpers.runtime.device import distributed_backend, init_distributed
+from helpers.runtime.fast_path import fast_path
+from helpers.runtime.resolve import Runtime
+from helpers.tools.cost_estimate import epoch_estimate, largest_batch, print_epoch_estimate
+from helpers.tools.selftest import (AMP_LABELS, FAILED, NOT_HERE, OK, SKIPPED, PathCheck, SelfTestReport, ddp_check,
+                                    decoder_checks, gpu_kernels_check, quick_selftest, speed_checks)
 from helpers.training.run import run_context
 
 CUDA = torch.device("cuda", 0)

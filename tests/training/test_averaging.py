@@ -6,15 +6,15 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, call_cli
 
+from conftest import TINY, call_cli
 from helpers.core.errors import UserError
 from helpers.core.io import read_metrics
-from helpers.eval.evaluation import evaluate_checkpoint
-from helpers.eval.selection import resolve_select
+from helpers.eval.inference import evaluate_checkpoint
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
 from helpers.training.averaging import WeightAverage
 from helpers.training.engine import Trainer, train
+from helpers.training.selection import resolve_select
 
 DECAY = 0.9
 
@@ -99,17 +99,17 @@ def test_each_evaluation_measures_both_and_best_pt_holds_the_average(ema_run, ca
     assert all({"val_eer", "val_eer_ema", "val_threshold_ema"} <= set(r) for r in records)
     best_ema = min(records, key=lambda r: r["val_eer_ema"])
     best_raw = min(records, key=lambda r: r["val_eer"])
-    assert result.graded == "ema" and result.best_eer == best_ema["val_eer_ema"]
+    assert result.weights == "ema" and result.best_eer == best_ema["val_eer_ema"]
 
     best = load_checkpoint(run / "best.pt")
     assert best["graded"] == "ema" and best["best_eer"] == best_ema["val_eer_ema"]
     assert best["val"]["val_threshold"] == best_ema["val_threshold_ema"]
     assert load_checkpoint(run / "best_ema.pt")["graded"] == "ema"
     assert load_checkpoint(run / "best_raw.pt")["graded"] == "raw"
-    # evaluate grades what each file stands for, and --weights picks the other arm of the same file.
-    assert evaluate_checkpoint(run / "best.pt")["eer"] == pytest.approx(best_ema["val_eer_ema"], abs=1e-9)
-    assert evaluate_checkpoint(run / "best.pt", weights="raw")["eer"] == pytest.approx(best_ema["val_eer"], abs=1e-9)
-    assert evaluate_checkpoint(run / "best_raw.pt")["eer"] == pytest.approx(best_raw["val_eer"], abs=1e-9)
+    # evaluate uses the weights each file holds, and --weights picks the other ones of the same file.
+    assert evaluate_checkpoint(run / "best.pt").eer == pytest.approx(best_ema["val_eer_ema"], abs=1e-9)
+    assert evaluate_checkpoint(run / "best.pt", weights="raw").eer == pytest.approx(best_ema["val_eer"], abs=1e-9)
+    assert evaluate_checkpoint(run / "best_raw.pt").eer == pytest.approx(best_raw["val_eer"], abs=1e-9)
     code, out, err = call_cli(capsys, "evaluate", "--checkpoint", run / "last.pt", "--weights", "raw", "--json")
     assert code == 0, err
     assert json.loads(out)["eer"] == pytest.approx(records[-1]["val_eer"], abs=1e-9)
@@ -126,12 +126,12 @@ def test_a_checkpoint_from_before_averaging_still_evaluates_and_resumes(ema_run,
     state["config"]["run"]["out_dir"] = str(tmp_path)
     old = tmp_path / "ema" / "last.pt"
     save_checkpoint(state, old)
-    assert evaluate_checkpoint(old)["eer"] == pytest.approx(state["best_eer"], abs=1e-9)
+    assert evaluate_checkpoint(old).eer == pytest.approx(state["best_eer"], abs=1e-9)
     code, _, err = call_cli(capsys, "evaluate", "--checkpoint", old, "--weights", "ema")
     assert code == 1 and "holds no averaged weights" in err
     one_more = state["epoch"] + 1
     resumed = train(None, [f"run.out_dir={tmp_path}", f"train.epochs={one_more}"], resume=str(old))
-    assert resumed.epochs == one_more and resumed.graded == "raw"  # the old run's configuration had no EMA
+    assert resumed.epochs == one_more and resumed.weights == "raw"  # the old run's configuration had no EMA
 
 
 def test_resume_after_a_crash_keeps_the_average_exact(demo_root, tmp_path, monkeypatch):
@@ -166,7 +166,7 @@ def test_resume_after_a_crash_keeps_the_average_exact(demo_root, tmp_path, monke
     curve = [(r["val_eer"], r["val_eer_ema"]) for r in read_metrics(straight.run_dir / "metrics.jsonl")]
     assert curve == [(r["val_eer"], r["val_eer_ema"]) for r in read_metrics(resumed.run_dir / "metrics.jsonl")]
 
-    # Averaging only reads the weights: the trained arm is the run one gets without it, so one run measures both.
+    # Averaging only reads the weights: the trained weights are the run one gets without it, so one run measures both.
     plain = train(None, _run_args(demo_root, tmp_path, "plain", *common, "train.ema=0"))
     c = load_checkpoint(plain.run_dir / "last.pt")
     assert c["ema"] is None and all(torch.equal(a["model"][key], c["model"][key]) for key in a["model"])

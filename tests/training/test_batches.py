@@ -13,7 +13,7 @@ from helpers.core.errors import UserError
 from helpers.core.io import read_metrics
 from helpers.data.datasets import Batch, Skipped, refill
 from helpers.model.resnet import build_face_model
-from helpers.model.fast_path import channels_last_crash, training_fast_path
+from helpers.runtime.fast_path import channels_last_crash, training_fast_path
 
 # At 64 pixels a width-0.125 ResNet's first strided shortcut sees 16x16 maps of 8 channels: the shape whose
 # channels-last CPU backward crashes torch 2.14.1 natively on an odd batch (at 32 pixels it does not).

@@ -18,9 +18,9 @@ from helpers.core.config import TrainConfig, load_config
 from helpers.core.errors import UserError
 from helpers.core.io import WriteFailed, read_metrics
 from helpers.eval import evaluation
+from helpers.model import margins as margins_module
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
 from helpers.training import engine
-from helpers.training import step as step_module
 from helpers.training.budget import TimeBudget, budget_epochs, epoch_limit
 from helpers.training.engine import Trainer, TrainingStopped, train
 from helpers.training.run import build_run, run_context
@@ -39,7 +39,7 @@ def _run_args(demo_root, out, name, *extra):
 def test_training_writes_its_files_and_learns(demo_root, tmp_path, capsys):
     args = _run_args(demo_root, tmp_path, "learn", "train.epochs=4", "optim.name=adam", "optim.lr=0.005",
                      "tracking.wandb.mode=offline")
-    code, out, err = call_cli(capsys, "train", "--config", "seed", *_sets(args))
+    code, out, err = call_cli(capsys, "train", "--config", "starter", *_sets(args))
     assert code == 0, err
     run = tmp_path / "learn"
     assert {"last.pt", "best.pt", "metrics.jsonl", "config.yaml"} <= {p.name for p in run.iterdir()}
@@ -221,7 +221,7 @@ def test_a_run_leaves_torch_and_the_environment_as_it_found_them(demo_root, tmp_
 
 
 def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monkeypatch):
-    real = step_module.margin_loss
+    real = margins_module.margin_loss
     calls = {"n": 0}
 
     def poisoned(logits, labels):
@@ -229,7 +229,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(demo_root, tmp_path, monk
         loss = real(logits, labels)
         return loss * float("nan") if calls["n"] == 2 or calls["n"] > 11 else loss
 
-    monkeypatch.setattr(step_module, "margin_loss", poisoned)
+    monkeypatch.setattr(margins_module, "margin_loss", poisoned)
     with pytest.raises(TrainingStopped, match="3 steps in a row had a non-finite"):
         train(None, _run_args(demo_root, tmp_path, "nan", "train.epochs=3", "train.max_nonfinite_steps=3"))
     records = read_metrics(tmp_path / "nan" / "metrics.jsonl")
@@ -306,7 +306,7 @@ def test_time_budget_ends_in_time_with_valid_checkpoints(demo_root, tmp_path, mo
 def test_epochs_follow_the_budget_unless_train_epochs_caps_them():
     assert epoch_limit(TrainConfig(epochs=None, max_minutes=40.0)) == math.inf  # the budget decides
     assert epoch_limit(TrainConfig(epochs=30, max_minutes=40.0)) == 30  # a cap set on purpose
-    assert epoch_limit(TrainConfig(epochs=None, max_minutes=0.0)) == 100  # the seed's length
+    assert epoch_limit(TrainConfig(epochs=None, max_minutes=0.0)) == 100  # the starter's length
     assert epoch_limit(TrainConfig(epochs=7, max_minutes=0.0)) == 7
     # 2 epochs took 60 s, 600 s are usable: the run will be 20 epochs long, unless capped.
     assert budget_epochs(math.inf, 2.0, 60.0, 600.0) == 20.0 and budget_epochs(12, 2.0, 60.0, 600.0) == 12
@@ -381,7 +381,7 @@ def test_run_folder_is_named_after_the_config_file_unless_named(demo_root, tmp_p
 
 def test_data_stage_to_trains_from_a_local_copy_and_keeps_checkpoints_in_out_dir(demo_root, tmp_path, monkeypatch,
                                                                                  capsys):
-    from helpers.eval.evaluation import evaluate_checkpoint
+    from helpers.eval.inference import evaluate_checkpoint
 
     monkeypatch.setenv("LOCAL", str(tmp_path / "node1"))  # PSC's node-local disk of this job
     args = _sets(_run_args(demo_root, tmp_path / "home", "staged", "train.epochs=1", "data.stage_to=$LOCAL"))
@@ -394,10 +394,10 @@ def test_data_stage_to_trains_from_a_local_copy_and_keeps_checkpoints_in_out_dir
     assert not [p for p in (tmp_path / "node1").rglob("*") if p.suffix in (".pt", ".jsonl", ".yaml")]
     data_cfg = load_checkpoint(run / "last.pt")["config"]["data"]
     assert (data_cfg["root"], data_cfg["stage_to"]) == (str(demo_root), "$LOCAL")  # as written, for the next node
-    assert evaluate_checkpoint(run / "best.pt")["data_root"] == str(copy)  # the same job reads the copy
+    assert evaluate_checkpoint(run / "best.pt").data_root == str(copy)  # the same job reads the copy
 
     monkeypatch.setenv("LOCAL", str(tmp_path / "node2"))  # the next job runs on another node
-    assert evaluate_checkpoint(run / "best.pt")["data_root"] == str(demo_root)  # no copy there: the source
+    assert evaluate_checkpoint(run / "best.pt").data_root == str(demo_root)  # no copy there: the source
     code, out, err = call_cli(capsys, "train", *args, "--set", "train.epochs=2", "--resume", "auto")
     assert code == 0, err
     assert f"staged {source} to {tmp_path / 'node2' / demo_root.name}" in out
@@ -408,8 +408,8 @@ def test_a_missing_gpu_kernel_met_at_start_up_names_the_wheel_to_install(demo_ro
                                                                          fake_gpu, capsys):
     from contextlib import contextmanager
 
-    from helpers.eval.runtime import Runtime
-    from helpers.model.fast_path import FastPath
+    from helpers.runtime.fast_path import FastPath
+    from helpers.runtime.resolve import Runtime
 
     fake_gpu()
 

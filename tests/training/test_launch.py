@@ -39,7 +39,7 @@ def test_two_visible_gpus_train_under_torchrun_and_the_result_is_read_from_the_r
     state = load_checkpoint(trained_run / "last.pt")
     assert result.run_dir == trained_run and result.best_eer == state["best_eer"] is not None
     assert result.epochs == 6 and result.last.as_line() == read_metrics(trained_run / "metrics.jsonl")[-1]
-    assert result.graded == "raw"
+    assert result.weights == "raw"
 
 
 def test_one_gpu_or_a_named_device_trains_in_this_process(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: warmup, cosine, step, multistep, plateau, and stretching over a time budget."""
+"""Learning-rate schedules: warmup, cosine, step, multistep, plateau, and scaling over a time budget."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_step_and_multistep():
     assert [multi.lr(e) for e in (3.9, 4, 7.5)] == pytest.approx([0.1, 0.01, 0.001])
 
 
-def test_a_longer_budgeted_run_stretches_the_schedule():
+def test_a_longer_budgeted_run_scales_the_schedule():
     multi = _schedule(name="multistep", milestones=[4, 7], gamma=0.1)
     assert multi.lr(5, total_epochs=20) == pytest.approx(0.1)  # milestone 4 of 10 becomes 8 of 20
     cosine = _schedule(name="cosine")

@@ -10,7 +10,7 @@ import pytest
 from helpers.core.config import load_config
 from helpers.core.io import read_metrics
 from helpers.core.records import RunRecord
-from helpers.eval.selection import Evaluation
+from helpers.training.selection import Evaluation
 from helpers.training.tracking import Tracker, offline_runs, run_summary
 
 

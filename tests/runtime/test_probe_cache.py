@@ -11,9 +11,9 @@ import torch
 from conftest import FAST_BF16, SLOW_BF16
 
 from helpers.core.config import load_config
-from helpers.model import probe_cache
-from helpers.model.fast_path import fast_path
-from helpers.model.probe import amp_name
+from helpers.runtime import probe_cache
+from helpers.runtime.fast_path import fast_path
+from helpers.runtime.probe import amp_name
 
 CPU = torch.device("cpu")
 TINY_MODEL = ["model.depth=18", "model.width=0.125", "data.image_size=32", "train.batch_size=8"]

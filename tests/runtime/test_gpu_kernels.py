@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import CU126_ARCHS, CU130_ARCHS
 
-from helpers.core.device import kernel_errors_explained, kernels_for, missing_kernels_sentence, pick_device
 from helpers.core.errors import UserError
+from helpers.runtime.device import kernel_errors_explained, kernels_for, missing_kernels_sentence, pick_device
 
 V100_FIX = ("the Tesla V100-SXM2-32GB GPU is sm_70, for which the installed torch 2.9.1+cu130 (CUDA 13.0) has no "
             "kernels (it is built for sm_75, sm_80, sm_86, sm_90, sm_100, sm_120); install the same release built "

@@ -2,7 +2,7 @@
 evaluation, the benchmarks and the self-test are handed.
 
 A Runtime is the device, the fast path on it (autocast, memory format, compilation, fused optimiser kernels:
-:mod:`helpers.model.fast_path`), the loader's worker processes, whether JPEGs are decoded on the device, and
+:mod:`helpers.runtime.fast_path`), the loader's worker processes, whether JPEGs are decoded on the device, and
 this process's place in a torchrun job. :func:`resolve_runtime` makes the decisions the engine makes, so that a
 self-test or a benchmark reports what a run will do.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from helpers.core.config import Config
-from helpers.core.device import Distributed, default_workers, pick_device
 from helpers.data.datasets import decodes_on_device
-from helpers.model.fast_path import FastPath, fast_path, training_fast_path
-from helpers.model.probe import ProbeTiming, speed_probe
+from helpers.runtime.device import Distributed, default_workers, pick_device
+from helpers.runtime.fast_path import FastPath, fast_path, inference_fast_path, training_fast_path
+from helpers.runtime.probe import ProbeTiming, speed_probe
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,20 @@ class Runtime:
 
 
 def resolve_runtime(cfg: Config, device: str | torch.device | None = None, *, training: bool = False,
-                    previous: dict | None = None, batch_size: int | None = None, announce: bool = True,
-                    dist: Distributed = Distributed()) -> Runtime:
+                    inference: bool = False, previous: dict | None = None, batch_size: int | None = None,
+                    announce: bool = True, dist: Distributed = Distributed()) -> Runtime:
     """The Runtime of ``cfg`` on ``device`` (a name as ``train.device`` takes, or a device; default:
     ``train.device``, this process's GPU under torchrun). ``training``: the fast path a training step at
     ``batch_size`` (default ``train.batch_size``) takes, with channels-last off where torch would crash
-    (``announce``: say so); else the one evaluation takes. ``previous``: a checkpoint's ``fast_path`` record,
-    whose choice a resume and an evaluation keep."""
+    (``announce``: say so); ``inference``: the one a trained checkpoint's model embeds with, never timed
+    (:func:`inference_fast_path`); else the one evaluating ``cfg``'s model takes. ``previous``: a checkpoint's
+    ``fast_path`` record, whose choice a resume and an inference keep."""
     if not isinstance(device, torch.device):
         device = pick_device(cfg.train.device if device is None else device, dist.local_rank)
     if training:
         fast = training_fast_path(cfg, device, batch_size, announce=announce, previous=previous)
+    elif inference:
+        fast = inference_fast_path(cfg, device, previous)
     else:
         fast = fast_path(cfg, device, previous)
     return Runtime(device, fast, default_workers(cfg.data.num_workers, device), decodes_on_device(cfg.data.decode),

@@ -7,10 +7,10 @@ import torch
 from conftest import SLOW_BF16
 
 from helpers.core.config import load_config
-from helpers.core.device import Distributed
 from helpers.eval.evaluation import eval_settings
-from helpers.eval.runtime import resolve_runtime
-from helpers.model.probe import amp_name
+from helpers.runtime.device import Distributed
+from helpers.runtime.probe import amp_name
+from helpers.runtime.resolve import resolve_runtime
 
 TINY_MODEL = ["model.depth=18", "model.width=0.125", "data.image_size=32", "train.batch_size=8"]
 

@@ -1,19 +1,19 @@
-"""Which weights a run grades: the checkpoint choice behind best.pt.
+"""Which weights a run chooses: the checkpoint choice behind best.pt.
 
-Each evaluation measures one or two *arms*: the trained weights (``raw``)
+Each evaluation measures one or two sets of *weights*: the trained weights (``raw``)
 and, with ``train.ema``, their moving average (``ema``). ``train.select``
-names what best.pt holds: the evaluation with the lowest val EER of one arm
+names what best.pt holds: the evaluation with the lowest val EER of one set
 (``best``, ``ema_best``), the best by the course term's leaderboard metric
 (``leaderboard``, ``ema_leaderboard``: val EER, or Fall 2026's combined score
-of dev top-1 and val EER) or that arm's latest evaluation (``last``,
+of dev top-1 and val EER) or their latest evaluation (``last``,
 ``ema_last``); ``auto`` is ``ema_leaderboard`` when the EMA is on and
-``leaderboard`` otherwise: what the term grades (by val EER where the data
-cannot measure the combined score). With two arms the run also keeps ``best_raw.pt`` and
+``leaderboard`` otherwise: the term's leaderboard metric (by val EER where the data
+cannot measure the combined score). With both weights the run also keeps ``best_raw.pt`` and
 ``best_ema.pt``, so that every candidate can be scored on the test pairs.
 
 The lowest of dozens of evaluations on one set of val pairs is partly luck.
 At the end of a run :meth:`Selection.report` compares best.pt's weights with
-every other candidate (each arm's latest and best evaluation) by a paired
+every other candidate (the latest and best evaluation of each set) by a paired
 bootstrap on the same val pairs: a 95 % interval of the EER difference that
 holds 0 means the val pairs cannot tell the two apart.
 """
@@ -26,15 +26,15 @@ import numpy as np
 import torch
 
 from helpers.core.config import TrainConfig
-from helpers.core.records import KEYS, ArmMetrics
+from helpers.core.records import KEYS, EvalMetrics
 from helpers.core.terms import Leaderboard
 from helpers.eval.metrics import paired_bootstrap_eers
 
-# train.select -> (arm, which evaluation of it)
+# train.select -> (weights, which evaluation of them)
 RULES = {"best": ("raw", "best"), "ema_best": ("ema", "best"), "last": ("raw", "last"), "ema_last": ("ema", "last"),
          "leaderboard": ("raw", "leaderboard"), "ema_leaderboard": ("ema", "leaderboard")}
 BY_EER = Leaderboard(metric="eer", better="lower", wandb_key="EER")  # what best and ema_best rank by
-ARM_NAMES = {"raw": "trained weights", "ema": "EMA weights"}
+WEIGHTS_NAMES = {"raw": "trained weights", "ema": "EMA weights"}
 EER_INTERVAL = f"{KEYS.val_eer}_ci95"
 
 
@@ -49,27 +49,28 @@ def resolve_select(train: TrainConfig, leaderboard: Leaderboard = BY_EER, combin
 
 @dataclass
 class Evaluation:
-    """One arm at one evaluation: its val EER and dev top-1, its measured fields as a checkpoint stores them
-    (``metrics``, plain values; :attr:`measured` reads them), the scores of the val pairs."""
+    """One set of weights at one evaluation: its val EER and dev top-1, the fields it measured (``metrics``; a
+    checkpoint stores them as plain values), the scores of the val pairs."""
 
-    arm: str
+    weights: str  # stored as "arm", the key checkpoints have always had
     epoch: float
     eer: float
-    metrics: dict  # an ArmMetrics given here is kept as its dict: checkpoints hold plain values
+    metrics: EvalMetrics  # plain values given here (a checkpoint's) are read into their fields
     scores: np.ndarray | None = None  # in val_pairs.txt order; NaN where a pair could not be scored
     top1: float | None = None  # dev top-1 of these weights, for the combined score
 
     def __post_init__(self):
-        if isinstance(self.metrics, ArmMetrics):
-            self.metrics = self.metrics.as_dict()
+        if isinstance(self.metrics, dict):
+            self.metrics = EvalMetrics.from_dict(self.metrics)
 
     @property
-    def measured(self) -> ArmMetrics:
+    def measured(self) -> EvalMetrics:
         """The fields this evaluation measured."""
-        return ArmMetrics.from_dict(self.metrics)
+        return self.metrics
 
     def state_dict(self) -> dict:
-        return {"arm": self.arm, "epoch": self.epoch, "eer": self.eer, "metrics": self.metrics, "top1": self.top1,
+        return {"arm": self.weights, "epoch": self.epoch, "eer": self.eer, "metrics": self.metrics.as_dict(),
+                "top1": self.top1,
                 "scores": None if self.scores is None else torch.from_numpy(np.asarray(self.scores, np.float64))}
 
     @classmethod
@@ -80,100 +81,101 @@ class Evaluation:
 
 
 class Selection:
-    """The best and latest evaluation of each arm, and which of them best.pt holds."""
+    """The best and latest evaluation of each set of weights evaluated, and which of them best.pt holds."""
 
-    def __init__(self, rule: str, arms: tuple[str, ...] = ("raw",), leaderboard: Leaderboard = BY_EER):
+    def __init__(self, rule: str, evaluated: tuple[str, ...] = ("raw",), leaderboard: Leaderboard = BY_EER):
         self.rule = rule
-        self.arm, self.mode = RULES[rule]
-        self.arms = arms
+        self.weights, self.mode = RULES[rule]
+        self.evaluated = evaluated
         self.leaderboard = leaderboard  # the term's: what reports of the best lead with
         # what "best" means: the lowest val EER, or for the leaderboard rules the term's metric
         self.ranking = leaderboard if self.mode == "leaderboard" else BY_EER
         self.best: dict[str, Evaluation] = {}
         self.latest: dict[str, Evaluation] = {}
 
-    def grade(self, evaluation: Evaluation) -> float | None:
+    def rank_value(self, evaluation: Evaluation) -> float | None:
         """The value ``evaluation`` is ranked by (val EER, or the term's leaderboard metric)."""
         return self.ranking.value(evaluation.eer, evaluation.top1)
 
     @property
-    def graded(self) -> Evaluation | None:
+    def chosen(self) -> Evaluation | None:
         """The evaluation whose weights best.pt holds (None before the first, or without val pairs)."""
-        return (self.latest if self.mode == "last" else self.best).get(self.arm)
+        return (self.latest if self.mode == "last" else self.best).get(self.weights)
 
     def observe(self, evaluations: dict[str, Evaluation]) -> list[str]:
-        """Record one evaluation of every arm; returns the best files whose weights it replaces.
+        """Record one evaluation of every set of weights; returns the best files whose weights it replaces.
 
         Without val pairs (no evaluations) the latest weights are the best one can tell.
         """
         self.latest.update(evaluations)
-        improved = [arm for arm in self.arms if arm not in evaluations or arm not in self.best
-                    or self._improves(evaluations[arm], self.best[arm])]
-        for arm in improved:
-            if arm in evaluations:
-                self.best[arm] = evaluations[arm]
-        files = ["best.pt"] if self.mode == "last" or self.arm in improved else []
-        if len(self.arms) > 1:
-            files += [f"best_{arm}.pt" for arm in improved]
+        improved = [weights for weights in self.evaluated
+                    if weights not in evaluations or weights not in self.best
+                    or self._improves(evaluations[weights], self.best[weights])]
+        for weights in improved:
+            if weights in evaluations:
+                self.best[weights] = evaluations[weights]
+        files = ["best.pt"] if self.mode == "last" or self.weights in improved else []
+        if len(self.evaluated) > 1:
+            files += [f"best_{weights}.pt" for weights in improved]
         return files
 
     def _improves(self, new: Evaluation, old: Evaluation) -> bool:
-        new_grade, old_grade = self.grade(new), self.grade(old)
-        if new_grade is None or old_grade is None:  # the combined score needs dev images; fall back to the EER
+        new_value, old_value = self.rank_value(new), self.rank_value(old)
+        if new_value is None or old_value is None:  # the combined score needs dev images; fall back to the EER
             return new.eer < old.eer
-        return self.ranking.better_than(new_grade, old_grade)
+        return self.ranking.better_than(new_value, old_value)
 
     def report(self, labels: np.ndarray, rounds: int) -> dict | None:
         """best.pt's evaluation against each other candidate, by a paired bootstrap of ``rounds`` resamplings.
 
         None when nothing can be compared (no val pairs, or no resamplings asked for).
         """
-        graded = self.graded
-        if graded is None or graded.scores is None or not rounds:
+        chosen = self.chosen
+        if chosen is None or chosen.scores is None or not rounds:
             return None
         roles: dict[tuple, list] = {}
         for role, table in (("last", self.latest), ("best", self.best)):
-            for arm in self.arms:
-                candidate = table.get(arm)
+            for weights in self.evaluated:
+                candidate = table.get(weights)
                 if candidate is not None and candidate.scores is not None:
-                    roles.setdefault((candidate.arm, candidate.epoch), [candidate, []])[1].append(role)
+                    roles.setdefault((candidate.weights, candidate.epoch), [candidate, []])[1].append(role)
         # Not the weights of best.pt themselves (before its first update the average is the trained model).
-        others = [(candidate, role) for (arm, epoch), (candidate, role) in roles.items()
-                  if (arm, epoch) != (graded.arm, graded.epoch)
-                  and not np.array_equal(candidate.scores, graded.scores, equal_nan=True)]
-        usable = np.isfinite(graded.scores)  # pairs every set scored: unreadable images fail every set alike
+        others = [(candidate, role) for (weights, epoch), (candidate, role) in roles.items()
+                  if (weights, epoch) != (chosen.weights, chosen.epoch)
+                  and not np.array_equal(candidate.scores, chosen.scores, equal_nan=True)]
+        usable = np.isfinite(chosen.scores)  # pairs every set scored: unreadable images fail every set alike
         for candidate, _ in others:
             usable &= np.isfinite(candidate.scores)
-        tests = paired_bootstrap_eers(graded.scores[usable], [c.scores[usable] for c, _ in others], labels[usable],
+        tests = paired_bootstrap_eers(chosen.scores[usable], [c.scores[usable] for c, _ in others], labels[usable],
                                       rounds) if others else []
         comparisons = []
         for (candidate, role), test in zip(others, tests):
-            low, high = test["ci95"]
-            comparisons.append({"weights": candidate.arm, "role": " and ".join(role), "epoch": candidate.epoch,
+            comparisons.append({"weights": candidate.weights, "role": " and ".join(role), "epoch": candidate.epoch,
                                 KEYS.val_eer: candidate.eer, KEYS.val_score: candidate.measured.val_score,
-                                "difference": test["difference"],
-                                "difference_ci95": test["ci95"], "distinguishable": not low <= 0.0 <= high})
-        measured = graded.measured
-        return {"select": self.rule, "ranked_by": self.ranking.label, "weights": graded.arm, "epoch": graded.epoch, KEYS.val_eer: graded.eer,
+                                "difference": test.difference, "difference_ci95": test.ci95.as_list(),
+                                "distinguishable": not test.ci95.low <= 0.0 <= test.ci95.high})
+        measured = chosen.measured
+        return {"select": self.rule, "ranked_by": self.ranking.label, "weights": chosen.weights, "epoch": chosen.epoch, KEYS.val_eer: chosen.eer,
                 EER_INTERVAL: [measured.val_eer_low, measured.val_eer_high],
                 KEYS.val_score: measured.val_score, "bootstrap_rounds": rounds, "comparisons": comparisons}
 
     def holds(self, name: str) -> tuple[str, Evaluation | None]:
-        """The arm a checkpoint file grades, and the evaluation its weights had: last.pt, best.pt, best_ARM.pt."""
+        """The weights a checkpoint file holds, and the evaluation they had: last.pt, best.pt, best_raw.pt,
+        best_ema.pt."""
         if name == "best.pt":
-            return self.arm, self.graded
+            return self.weights, self.chosen
         if name == "last.pt":
-            return self.arm, self.latest.get(self.arm)
-        arm = name[len("best_"):-len(".pt")]
-        return arm, self.best.get(arm)
+            return self.weights, self.latest.get(self.weights)
+        weights = name[len("best_"):-len(".pt")]
+        return weights, self.best.get(weights)
 
     def state_dict(self) -> dict:
-        return {"rule": self.rule, "best": {arm: e.state_dict() for arm, e in self.best.items()},
-                "latest": {arm: e.state_dict() for arm, e in self.latest.items()}}
+        return {"rule": self.rule, "best": {weights: e.state_dict() for weights, e in self.best.items()},
+                "latest": {weights: e.state_dict() for weights, e in self.latest.items()}}
 
     def load_state_dict(self, saved: dict) -> None:
-        self.best = {arm: Evaluation.from_state(s) for arm, s in saved["best"].items()}
-        self.latest = {arm: Evaluation.from_state(s) for arm, s in saved["latest"].items()}
+        self.best = {weights: Evaluation.from_state(s) for weights, s in saved["best"].items()}
+        self.latest = {weights: Evaluation.from_state(s) for weights, s in saved["latest"].items()}
 
     @staticmethod
     def legacy_state(best_eer: float | None, best_epoch: float | None) -> dict:
@@ -191,12 +193,12 @@ def report_lines(report: dict, leaderboard: Leaderboard = BY_EER) -> list[str]:
     low, high = report[EER_INTERVAL]
     interval = f"; val EER 95 % CI {low:.4f}-{high:.4f}" if low is not None else ""
     ranked = f", by {report['ranked_by']}" if report.get("ranked_by") else ""
-    lines = [f"best.pt ({report['select']}{ranked}): {ARM_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
+    lines = [f"best.pt ({report['select']}{ranked}): {WEIGHTS_NAMES[report['weights']]} of epoch {report['epoch']:g}, "
              f"{leaderboard.lead(report[KEYS.val_eer], report.get(KEYS.val_score))}{interval}"]
     for item in report["comparisons"]:
         low, high = item["difference_ci95"]
         verdict = "distinguishable" if item["distinguishable"] else "within the noise of the val pairs"
-        lines.append(f"  against the {item['role']} {ARM_NAMES[item['weights']]} of epoch {item['epoch']:g}, "
+        lines.append(f"  against the {item['role']} {WEIGHTS_NAMES[item['weights']]} of epoch {item['epoch']:g}, "
                      f"{leaderboard.lead(item[KEYS.val_eer], item.get(KEYS.val_score))}: val EER difference "
                      f"{item['difference']:+.4f}, paired 95 % CI {low:+.4f} to {high:+.4f}: {verdict}")
     return lines

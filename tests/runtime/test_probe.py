@@ -6,7 +6,7 @@ import torch
 from conftest import FAST_BF16
 
 from helpers.core.config import load_config
-from helpers.model.probe import Measured, choose_timed, probe_shape, timed_probe
+from helpers.runtime.probe import Measured, choose_timed, probe_shape, timed_probe
 
 CPU = torch.device("cpu")
 TINY_MODEL = ["model.depth=18", "model.width=0.125", "data.image_size=32", "train.batch_size=8"]
@@ -23,11 +23,11 @@ def test_choose_timed_uses_the_screen_for_candidates_dropped_early():
 
 
 def test_the_stand_in_follows_the_configured_model_and_its_batch_shrinks_with_its_cost():
-    seed = probe_shape(load_config())
+    starter = probe_shape(load_config())
     fast = probe_shape(load_config("fast"))
-    assert seed.widths == (64, 128, 256, 512) and fast.widths == (32, 64, 128, 256)
-    assert (seed.stem, seed.image_size, seed.optimizer, fast.optimizer) == ("seed", 112, "sgd", "adamw")
-    assert 2 <= seed.batch < fast.batch <= 64  # a wider model gets fewer images per probe step
+    assert starter.widths == (64, 128, 256, 512) and fast.widths == (32, 64, 128, 256)
+    assert (starter.stem, starter.image_size, starter.optimizer, fast.optimizer) == ("imagenet", 112, "sgd", "adamw")
+    assert 2 <= starter.batch < fast.batch <= 64  # a wider model gets fewer images per probe step
     assert probe_shape(load_config(overrides=["model.depth=50"])).bottleneck
     assert probe_shape(load_config(overrides=TINY_MODEL)).batch == 8  # never more than train.batch_size
 

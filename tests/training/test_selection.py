@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from helpers.core.config import TrainConfig
-from helpers.core.records import ArmMetrics
+from helpers.core.records import EvalMetrics
 from helpers.core.terms import get_term
 from helpers.eval.metrics import paired_bootstrap_eers
-from helpers.eval.selection import Evaluation, Selection, report_lines, resolve_select
+from helpers.training.selection import Evaluation, Selection, report_lines, resolve_select
 
 F26, F25 = get_term("f26"), get_term("f25")
 
@@ -23,8 +23,8 @@ def _scores(flipped: int) -> np.ndarray:
     return scores
 
 
-def _evaluation(arm, epoch, flipped, **measured) -> Evaluation:
-    return Evaluation(arm, epoch, flipped / 16, ArmMetrics(val_eer=flipped / 16, **measured), _scores(flipped),
+def _evaluation(weights, epoch, flipped, **measured) -> Evaluation:
+    return Evaluation(weights, epoch, flipped / 16, EvalMetrics(val_eer=flipped / 16, **measured), _scores(flipped),
                       measured.get("dev_top1"))
 
 
@@ -40,8 +40,8 @@ def test_the_report_names_its_numbers_as_the_records_do():
         "select": "ema_best", "ranked_by": "EER", "weights": "ema", "epoch": 1.0, "val_eer": 0.125, "val_eer_ci95": [0.05, 0.2],
         "val_score": 0.6875, "bootstrap_rounds": 50,
         "comparisons": [{"weights": weights, "role": role, "epoch": epoch, "val_eer": eer, "val_score": None,
-                         "difference": test["difference"], "difference_ci95": test["ci95"],
-                         "distinguishable": not test["ci95"][0] <= 0.0 <= test["ci95"][1]}
+                         "difference": test.difference, "difference_ci95": test.ci95.as_list(),
+                         "distinguishable": not test.ci95.low <= 0.0 <= test.ci95.high}
                         for (weights, role, epoch, eer), test in zip(
                             [("raw", "last and best", 2.0, 0.1875), ("ema", "last", 2.0, 0.3125)], tests)]}
     lines = report_lines(report)
@@ -54,13 +54,20 @@ def test_the_report_names_its_numbers_as_the_records_do():
         "best.pt (ema_best, by EER): EMA weights of epoch 1, score 0.6875 (val EER 0.1250)")
 
 
-def test_an_evaluation_keeps_plain_values_whether_given_a_dict_or_arm_metrics():
-    measured = ArmMetrics(val_eer=0.25, val_auc=0.8, dev_top1=0.5)
+def test_an_evaluation_keeps_plain_values_whether_given_a_dict_or_eval_metrics():
+    measured = EvalMetrics(val_eer=0.25, val_auc=0.8, dev_top1=0.5)
     from_record = Evaluation("raw", 1.0, 0.25, measured, top1=0.5)
     from_dict = Evaluation("raw", 1.0, 0.25, {"val_eer": 0.25, "val_auc": 0.8, "dev_top1": 0.5}, top1=0.5)
     assert from_record.state_dict() == from_dict.state_dict()
     assert from_record.state_dict()["metrics"] == {"val_eer": 0.25, "val_auc": 0.8, "dev_top1": 0.5}
     assert from_record.measured == measured == Evaluation.from_state(from_dict.state_dict()).measured
+
+
+def test_the_weights_of_an_evaluation_keep_their_stored_key_arm():
+    saved = {"arm": "ema", "epoch": 2.0, "eer": 0.25, "metrics": {"val_eer": 0.25}}  # as checkpoints hold it
+    evaluation = Evaluation.from_state(saved)
+    assert evaluation.weights == "ema" and evaluation.state_dict()["arm"] == "ema"
+    assert "weights" not in evaluation.state_dict()
 
 
 def test_a_report_without_an_interval_or_a_score_says_neither():
@@ -72,11 +79,11 @@ def test_a_report_without_an_interval_or_a_score_says_neither():
     assert selection.report(LABELS, rounds=0) is None
 
 
-@pytest.mark.parametrize("name, arm", [("best.pt", "ema"), ("last.pt", "ema"), ("best_raw.pt", "raw")])
-def test_each_file_holds_the_arm_it_names(name, arm):
+@pytest.mark.parametrize("name, weights", [("best.pt", "ema"), ("last.pt", "ema"), ("best_raw.pt", "raw")])
+def test_each_file_holds_the_weights_it_names(name, weights):
     selection = Selection("ema_best", ("raw", "ema"))
     selection.observe({"raw": _evaluation("raw", 1.0, 4), "ema": _evaluation("ema", 1.0, 2)})
-    assert selection.holds(name)[0] == arm and selection.holds(name)[1].arm == arm
+    assert selection.holds(name)[0] == weights and selection.holds(name)[1].weights == weights
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.999])
@@ -93,7 +100,7 @@ def test_under_fall_2026_auto_keeps_the_best_combined_score_when_the_eer_disagre
     """Epoch 10 has the lower val EER, epoch 15 the higher combined score: Fall 2026 grades the score."""
     def evaluation(epoch, flipped, top1):
         eer = flipped / 16
-        return Evaluation("raw", epoch, eer, ArmMetrics(val_eer=eer, dev_top1=top1,
+        return Evaluation("raw", epoch, eer, EvalMetrics(val_eer=eer, dev_top1=top1,
                                                         val_score=0.5 * top1 + 0.5 * (1 - eer)), _scores(flipped), top1)
 
     lower_eer, higher_score = evaluation(10.0, 2, 0.40), evaluation(15.0, 3, 0.70)
@@ -103,7 +110,7 @@ def test_under_fall_2026_auto_keeps_the_best_combined_score_when_the_eer_disagre
         selection = Selection(resolve_select(TrainConfig(), term.leaderboard), ("raw",), term.leaderboard)
         assert selection.observe({"raw": higher_score}) == ["best.pt"]
         changed = selection.observe({"raw": lower_eer})
-        assert selection.graded is kept and changed == ([] if kept is higher_score else ["best.pt"])
+        assert selection.chosen is kept and changed == ([] if kept is higher_score else ["best.pt"])
     report = Selection("leaderboard", ("raw",), F26.leaderboard)
     report.observe({"raw": lower_eer})
     report.observe({"raw": higher_score})

@@ -9,9 +9,9 @@ import torch
 from conftest import FAST_BF16, SLOW_BF16
 
 from helpers.core.config import load_config
-from helpers.eval.runtime import Runtime
-from helpers.model import probe as probe_module
-from helpers.model.fast_path import fast_path
+from helpers.runtime import probe as probe_module
+from helpers.runtime.fast_path import fast_path
+from helpers.runtime.resolve import Runtime
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)

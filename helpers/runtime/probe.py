@@ -4,7 +4,7 @@
 optimiser kernels) and says why it fails, if it does: a kernel this torch or GPU lacks costs speed, not the
 run. The timed probe (:func:`speed_probe`) then trains a stand-in shaped like the configured model under each
 (autocast, memory format) pair that works and measures images/s; its verdict is cached on disk for the machine
-(:mod:`helpers.model.probe_cache`), and one measured under load is not trusted. :mod:`helpers.model.fast_path`
+(:mod:`helpers.runtime.probe_cache`), and one measured under load is not trusted. :mod:`helpers.runtime.fast_path`
 decides from both; ``selftest`` and ``bench train`` report what they found.
 """
 
@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from helpers.core.config import Config, TrainConfig, optimizer_class
-from helpers.core.device import own_rng, synchronize
 from helpers.core.errors import one_line
-from helpers.model.probe_cache import probe_key, read_verdict, write_verdict
+from helpers.runtime.device import own_rng, synchronize
+from helpers.runtime.probe_cache import probe_key, read_verdict, write_verdict
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 AMP_WORDS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
@@ -161,7 +161,7 @@ class Measured:
 @dataclass(frozen=True)
 class ProbeTiming:
     """What the timed probe measured, and the (amp, channels-last) choice it makes from it; ``cached``: read
-    back from this machine's cache (:mod:`helpers.model.probe_cache`), not measured by this process."""
+    back from this machine's cache (:mod:`helpers.runtime.probe_cache`), not measured by this process."""
 
     measured: tuple[Measured, ...]
     default: tuple[str, bool]
@@ -376,7 +376,7 @@ def _spread(seconds: list[float] | None) -> float:
 
 
 def _stand_in(shape: ProbeShape, device: torch.device | str) -> torch.nn.Sequential:
-    """The stand-in's convolutions (each with BN and ReLU; the seed stem's max-pool), an embedding after the
+    """The stand-in's convolutions (each with BN and ReLU; the ImageNet stem's max-pool), an embedding after the
     mean over the last map, and a class head. No residual sums: they cost little next to the convolutions."""
     layers: list[torch.nn.Module] = []
     channels = 3
@@ -388,7 +388,7 @@ def _stand_in(shape: ProbeShape, device: torch.device | str) -> torch.nn.Sequent
         channels = out
 
     first = shape.widths[0]
-    if shape.stem == "seed":
+    if shape.stem == "imagenet":
         conv(first, 7, 2)
         layers.append(torch.nn.MaxPool2d(3, 2, 1))
     else:

@@ -1,5 +1,5 @@
 """The speed settings a run trains and evaluates with on a device: autocast dtype, memory format, compilation,
-fused optimiser kernels (:class:`FastPath`), decided from the probes of :mod:`helpers.model.probe` and kept by a
+fused optimiser kernels (:class:`FastPath`), decided from the probes of :mod:`helpers.runtime.probe` and kept by a
 checkpoint's record, so that a resume and an evaluation run as their training did.
 """
 
@@ -12,9 +12,9 @@ import torch
 
 from helpers.core.config import Config, changed
 from helpers.core.errors import UserError
-from helpers.model.probe import (AMP_DTYPES, ProbeTiming, amp_name, fused_choices, probe_problem, speed_options,
-                                 speed_probe, untimed_choice, working_options)
 from helpers.model.resnet import build_face_model
+from helpers.runtime.probe import (AMP_DTYPES, ProbeTiming, amp_choices, amp_name, channels_last_choices, fused_choices,
+                                   probe_problem, speed_options, speed_probe, untimed_choice, working_options)
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ def fast_path(cfg: Config, device: torch.device, previous: dict | None = None) -
     then picks among them, except under ``train.deterministic``, which never
     depends on a timer: it takes the probe's default (fp32, channels-last where
     it works). On CUDA the first in order is taken. ``previous`` (a
-    checkpoint's ``fast_path`` record, for its resume or its evaluation) keeps
-    the choice its run trained with, so that a resume changes neither
-    precision nor layout and re-evaluating gives the run's numbers. A set
+    checkpoint's ``fast_path`` record, for its resume) keeps the choice its run
+    trained with, so that a resume changes neither precision nor layout; a
+    trained model's inference takes :func:`inference_fast_path`. A set
     value is never overridden. ``selftest`` and ``bench train`` report from
     the same functions.
     """
@@ -82,10 +82,27 @@ def fast_path(cfg: Config, device: torch.device, previous: dict | None = None) -
     return FastPath(AMP_DTYPES[chosen[0]], chosen[1], cfg.train.compile, fused, timing, untimed)
 
 
+def inference_fast_path(cfg: Config, device: torch.device, recorded: dict | None) -> FastPath:
+    """The fast path a trained checkpoint's model embeds with on ``device``: the autocast and memory format its run
+    recorded (``recorded``, its ``fast_path``) where it trained on this kind of device and the settings still allow
+    them, else fp32 in NCHW (a value set in the configuration kept). Nothing is timed: the timed probe measures
+    training steps, which inference never takes. No compilation, no optimiser."""
+    amp_options, layout_options = speed_options(cfg.train, device) if _same_device(recorded, device) else (
+        amp_choices(cfg.train.amp, device), channels_last_choices(cfg.train.channels_last, device))
+    chosen = _kept_choice(recorded, device, amp_options, layout_options)
+    if chosen is None:  # the plain path unless a value is set: the last of each list is plain, a set value alone
+        chosen = (amp_options[-1], False if False in layout_options else layout_options[-1])
+    return FastPath(AMP_DTYPES[chosen[0]], chosen[1], compile=False, fused=False)
+
+
+def _same_device(previous: dict | None, device: torch.device) -> bool:
+    return bool(previous) and previous.get("device") == device.type
+
+
 def _kept_choice(previous: dict | None, device: torch.device, amp_options: list, layout_options: list):
     """The (amp, channels-last) choice a checkpoint's run trained with, when it ran on the same kind of device and
     the settings still leave that choice open; else None."""
-    if not previous or previous.get("device") != device.type:
+    if not _same_device(previous, device):
         return None
     choice = (previous.get("amp"), previous.get("channels_last"))
     return choice if choice[0] in amp_options and choice[1] in layout_options else None

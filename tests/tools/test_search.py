@@ -255,3 +255,15 @@ def test_the_base_recipe_runs_as_the_first_trial_once_per_study(demo_root, tmp_p
     assert "the base recipe's trial is in the study already" in stdout
     assert [bool(t.user_attrs.get("base")) for t in trials_of(out)] == [True, False]
     assert list(pd.read_csv(out / "results.csv")["base"]) == [True, False]
+
+
+def test_a_study_whose_last_trial_was_interrupted_runs_it_again(demo_root, tmp_path, capsys):
+    out = tmp_path / "search"
+    out.mkdir()
+    study = optuna.create_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}")
+    study.ask({"optim.lr": optuna.distributions.FloatDistribution(0.001, 0.01, log=True)})  # left running: a kill -9
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {low: 0.001, high: 0.01, log: true}\n")
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "1", "--trial-epochs", "1",
+                                                      "--no-base-trial"))
+    assert code == 0, err
+    assert [t.state.name for t in trials_of(out)] == ["FAIL", "COMPLETE"]  # its values queued again, and run

@@ -362,6 +362,8 @@ COMMANDS = (
                 help="trials at once on this machine, one process each (one GPU each when several are visible)"),
             Arg("--storage", metavar="URL", help="an Optuna database URL shared by several machines (e.g. "
                                                  "postgresql://user:pass@host/db); default OUT/study.db"),
+            Arg("--no-base-trial", dest="base_trial", action="store_false",
+                help="do not run the config's own values as a trial (by default they run once per study, first)"),
             Arg("--confirm", type=int, default=0, metavar="N",
                 help="re-train the winner and the baseline on N seeds and compare them by the paired interval"),
             Arg("--baseline", metavar="NAME|FILE", help="the config --confirm compares with (default --config)"),

@@ -58,6 +58,7 @@ class SearchSettings:
     seed: int = 0
     workers: int = 1
     storage: str | None = None
+    base_trial: bool = True  # the base config's own values run as a trial of the study, once
 
     @property
     def folder(self) -> Path:
@@ -176,8 +177,12 @@ def _created_beside(error: Exception) -> bool:
 
 
 def counted(study) -> int:
-    """Trials that count towards --trials: finished, pruned, failed for their own reason, or running now."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted"))
+    """Trials that count towards --trials: finished, pruned, failed for their own reason, or running now; not
+    those queued to run (an interrupted trial's values again, the base recipe), nor the interrupted ones."""
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if not t.user_attrs.get("interrupted") and t.state != TrialState.WAITING)
 
 
 def work(settings: SearchSettings, plan: TrialPlan, worker: int = 0) -> None:
@@ -214,6 +219,8 @@ def run_search(settings: SearchSettings, confirm: int = 0, baseline: str | None 
         atomic_write_text(folder / SETTINGS_FILE, json.dumps(asdict(settings), indent=2) + "\n")
         study, storage = open_study(settings)
         print(resume_sentence(study, storage, shared=settings.storage is not None), flush=True)
+        if settings.base_trial:
+            print(queue_base(study, plan), flush=True)
         plan.deadline = time.time() + settings.hours * 3600 if settings.hours else math.inf
         if settings.workers == 1:
             work(settings, plan)
@@ -221,6 +228,23 @@ def run_search(settings: SearchSettings, confirm: int = 0, baseline: str | None 
             _run_workers(settings, plan.deadline)
         return write_results(study, settings, confirm=confirm_winner(study, settings, confirm, baseline)
                              if confirm else None)
+
+
+def queue_base(study, plan: TrialPlan) -> str:
+    """Queue the base config's own values as the next trial, once per study: the search then measures what it is
+    to beat on this machine, within the same budget, and TPE starts from a known recipe. Keys whose base value the
+    space cannot hold are drawn, and said."""
+    from optuna.trial import TrialState
+
+    if any(t.user_attrs.get("base") and t.state != TrialState.FAIL for t in study.get_trials(deepcopy=False)):
+        return "search: the base recipe's trial is in the study already"
+    values = load_config(plan.config, plan.overrides).as_dict()
+    params = {d.key: d.base_value(values) for d in plan.dimensions}
+    drawn = [key for key, value in params.items() if value is None]
+    study.enqueue_trial({k: v for k, v in params.items() if v is not None}, user_attrs={"base": True},
+                        skip_if_exists=False)
+    return (f"search: the base recipe ({plan.config or 'starter'}) runs as the next trial"
+            + (f"; drawn, since the space cannot hold its value: {', '.join(drawn)}" if drawn else ""))
 
 
 class _sole_search:
@@ -262,7 +286,8 @@ def resume_sentence(study, storage, shared: bool) -> str:
         storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted: the search stopped during it "
                                     "(killed, or its machine lost); its values run again")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
+        study.enqueue_trial(trial.params, user_attrs={"base": True} if trial.user_attrs.get("base") else None,
+                            skip_if_exists=False)
     again = (f"; interrupted trial(s) {', '.join(str(t.number) for t in running)} marked failed and run again"
              if running else "")
     return f"search: resuming {study.study_name}: {finished} finished trials kept{again}"

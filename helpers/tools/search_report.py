@@ -23,7 +23,8 @@ CONFIRM = "confirm"
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial: its number, state, value and interval, parameters, epochs, minutes, images/s, reason."""
+    """One row per trial: its number, state, value and interval, parameters, epochs, minutes, images/s, reason,
+    run folder, and whether it ran the base recipe."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
@@ -31,7 +32,7 @@ def trials_table(study) -> pd.DataFrame:
                      "low": attrs.get("value_low"), "high": attrs.get("value_high"), **trial.params,
                      "epochs": attrs.get("epochs"), "minutes": attrs.get("minutes"),
                      "images_per_s": attrs.get("images_per_s"), "reason": attrs.get("reason", ""),
-                     "run": attrs.get("run", "")})
+                     "run": attrs.get("run", ""), "base": bool(attrs.get("base"))})
     return pd.DataFrame(rows)
 
 
@@ -51,7 +52,8 @@ def progress_line(study, trial) -> str:
     best so far."""
     attrs, metric = trial.user_attrs, study.user_attrs.get("metric", "value")
     value = f"{_number(attrs.get('value'))} [{_number(attrs.get('value_low'))}, {_number(attrs.get('value_high'))}]"
-    parts = [f"trial {trial.number} {trial.state.name.lower()}", value]
+    parts = [f"trial {trial.number}{' (the base recipe)' if attrs.get('base') else ''} {trial.state.name.lower()}",
+             value]
     parts += [f"{attrs.get('epochs', 0):g} epochs", f"{attrs.get('minutes', 0):.1f} min",
               f"{attrs.get('images_per_s', 0):.0f} img/s"]
     if attrs.get("reason"):

@@ -50,6 +50,21 @@ class Dimension:
             return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
 
+    def base_value(self, values: dict) -> Any:
+        """This key's value in a config (``Config.as_dict()``) as a trial of the study holds it, or None where the
+        space cannot hold it (a choice it does not list, a value outside the range). An unset count, train.epochs
+        left to the time budget, is the range's most: the budget, not the cap, then ends the trial."""
+        value = values
+        for part in self.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if self.choices is not None:
+            return _as_choice(value) if value in self.choices else None
+        if value is None and self.integer:
+            return int(self.high)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return None
+        return int(value) if self.integer else float(value)
+
     def probes(self) -> list:
         """The values a check tries: both ends and the middle of a range, or every choice."""
         if self.choices is not None:

@@ -235,3 +235,35 @@ def test_a_study_whose_tables_another_process_was_making_opens_on_the_next_try(t
     (tmp_path / "s").mkdir()
     study, _ = search.open_study(settings)
     assert len(calls) == 2 and study.user_attrs["metric"] == "val_eer"
+
+
+def test_the_base_recipe_runs_as_the_first_trial_once_per_study(demo_root, tmp_path, capsys):
+    space = write_space(tmp_path / "space.yaml", "loss.m: {low: 0.2, high: 0.5}\n"
+                                                 "optim.lr: {choices: [0.00001, 0.005]}\n")
+    out = tmp_path / "search"
+    base = load_config(None, [f"data.root={demo_root}", *TRIAL])
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "1", "--trial-epochs", "1"))
+    assert code == 0, err
+    # the base's lr is not among the space's choices: that key alone is drawn, and the line says so
+    assert "the base recipe (starter) runs as the next trial; drawn, since the space cannot hold its value: optim.lr" \
+        in stdout
+    first, = trials_of(out)
+    assert first.user_attrs["base"] and first.params["loss.m"] == base.loss.m
+    assert "trial 0 (the base recipe) complete" in stdout
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "2", "--trial-epochs", "1"))
+    assert code == 0, err
+    assert "the base recipe's trial is in the study already" in stdout
+    assert [bool(t.user_attrs.get("base")) for t in trials_of(out)] == [True, False]
+    assert list(pd.read_csv(out / "results.csv")["base"]) == [True, False]
+
+
+def test_a_study_whose_last_trial_was_interrupted_runs_it_again(demo_root, tmp_path, capsys):
+    out = tmp_path / "search"
+    out.mkdir()
+    study = optuna.create_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}")
+    study.ask({"optim.lr": optuna.distributions.FloatDistribution(0.001, 0.01, log=True)})  # left running: a kill -9
+    space = write_space(tmp_path / "space.yaml", "optim.lr: {low: 0.001, high: 0.01, log: true}\n")
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "1", "--trial-epochs", "1",
+                                                      "--no-base-trial"))
+    assert code == 0, err
+    assert [t.state.name for t in trials_of(out)] == ["FAIL", "COMPLETE"]  # its values queued again, and run

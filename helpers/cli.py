@@ -357,7 +357,7 @@ COMMANDS = (
                                  "term's leaderboard metric)"),
             Arg("--pruner", choices=("hyperband", "halving"), default="hyperband",
                 help="early stopping: Hyperband or successive halving (default hyperband)"),
-            Arg("--seed", type=int, default=0, help="the TPE sampler's seed (default 0)"),
+            Arg("--seed", type=int, default=0, help="the TPE sampler's seed (default 0), with the trial count of a resumed study"),
             Arg("--workers", type=_positive_int, default=1,
                 help="trials at once on this machine, one process each (one GPU each when several are visible)"),
             Arg("--storage", metavar="URL", help="an Optuna database URL shared by several machines (e.g. "

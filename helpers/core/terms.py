@@ -45,6 +45,11 @@ class Leaderboard(_Frozen):
         return "EER" if self.metric == "eer" else "score"
 
     @property
+    def record_key(self) -> str:
+        """The field of a run's records that holds this metric on val/dev: val_eer, or val_score."""
+        return "val_eer" if self.metric == "eer" else "val_score"
+
+    @property
     def score_mode(self) -> Literal["min", "max"]:
         """``min`` or ``max``, as the course's backends rank Kaggle scores."""
         return "min" if self.better == "lower" else "max"

@@ -24,7 +24,7 @@ class CheckpointSummary:
     @property
     def value(self) -> float | None:
         """The term's leaderboard metric of this checkpoint: its val EER or its combined score."""
-        return self.val_eer if self.leaderboard.metric == "eer" else self.val_score
+        return getattr(self, self.leaderboard.record_key)
 
     def words(self) -> str:
         """The term's metric first, the val EER beside it, and the epoch, as every report of a best reads."""

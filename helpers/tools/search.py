@@ -25,14 +25,18 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
+from typing import Literal
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from helpers.core.config import load_config
-from helpers.core.errors import UserError
+from helpers.core.errors import Stopped, UserError
 from helpers.core.io import atomic_write_text
 from helpers.tools.search_space import read_space, space_file
-from helpers.tools.search_trial import METRICS, TrialFailed, TrialPlan, run_trial, term_metric
+from helpers.tools.search_trial import METRICS, TrialFailed, TrialPlan, run_again, run_trial
 
 STUDY_FILE = "study.db"
 SETTINGS_FILE = "search.json"
@@ -43,7 +47,7 @@ _SAME = ("config", "space", "overrides", "metric")
 
 @dataclass
 class SearchSettings:
-    """A search as its command gave it."""
+    """A search as its command gave it (checked when made: it is also read back from the folder's search.json)."""
 
     config: str | None
     space: str
@@ -54,7 +58,7 @@ class SearchSettings:
     hours: float = 0.0  # this sitting's time; 0: no limit
     trial_minutes: float = 0.0
     trial_epochs: int | None = None
-    pruner: str = "hyperband"
+    pruner: Literal["hyperband", "halving"] = "hyperband"
     seed: int = 0
     workers: int = 1
     storage: str | None = None
@@ -87,21 +91,20 @@ def prepare(settings: SearchSettings) -> tuple[SearchSettings, TrialPlan]:
     dimensions = read_space(settings.space, settings.config, settings.overrides + settings.budget_overrides())
     _same_search(settings)
     plan = TrialPlan(settings.config, settings.overrides + settings.budget_overrides(), dimensions, metric,
-                     settings.folder, group=settings.folder.resolve().name)
+                     settings.folder, group=settings.folder.resolve().name, base=base.as_dict())
     return settings, plan
 
 
 def _default_metric(cfg) -> str:
-    """The term's leaderboard metric; val EER where the data root has no dev split to measure the combined
-    score's top-1 on (said so)."""
-    from helpers.data.layout import open_data
+    """The term's leaderboard metric where a run can measure it on this data; val EER otherwise (said so)."""
+    from helpers.core.terms import get_term
+    from helpers.training.run import measured_board
 
-    metric = term_metric(cfg.course.term)
-    if metric == "val_score" and cfg.data.root is not None and open_data(cfg.data.root, cfg.data.layout).dev is None:
-        print(f"search: {cfg.data.root} has no dev images for the combined score's top-1: optimising val EER",
-              flush=True)
-        return "val_eer"
-    return metric
+    board = measured_board(cfg)
+    if board != get_term(cfg.course.term).leaderboard:
+        print(f"search: {cfg.data.root} has no dev images of the training identities for the combined score's "
+              "top-1: optimising val EER", flush=True)
+    return board.record_key
 
 
 def _same_search(settings: SearchSettings) -> None:
@@ -109,26 +112,39 @@ def _same_search(settings: SearchSettings) -> None:
     path = settings.folder / SETTINGS_FILE
     if not path.is_file():
         return
-    before = json.loads(path.read_text())
+    before = _read_settings(path)
     for key in _SAME:
-        if before.get(key) != getattr(settings, key):
-            raise UserError(f"{settings.folder} holds a search with another {key} ({before.get(key)!r}, now "
+        if getattr(before, key) != getattr(settings, key):
+            raise UserError(f"{settings.folder} holds a search with another {key} ({getattr(before, key)!r}, now "
                             f"{getattr(settings, key)!r}); run it with the same one to resume, or use another --out")
 
 
+def _read_settings(path: Path) -> SearchSettings:
+    """The settings an earlier sitting wrote, or one sentence saying why they cannot be read."""
+    problem = "it is over 1 MB" if path.stat().st_size > 1_000_000 else None
+    if problem is None:
+        try:
+            return TypeAdapter(SearchSettings).validate_json(path.read_bytes())
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            problem = f"{where + ': ' if where else ''}{first['msg']}"
+    raise UserError(f"{path} is not a search's settings file ({problem}); delete it to go on with this folder's "
+                    "study as the command now gives it, or use another --out")
+
+
 def open_study(settings: SearchSettings, worker: int = 0):
-    """The study, created on first use: TPE seeded by --seed (and the worker's number), the chosen pruner."""
+    """The study, created on first use, with the chosen pruner; TPE seeded anew for each sitting and worker."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     pruner = (optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3) if settings.pruner == "hyperband"
               else optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
-    sampler = optuna.samplers.TPESampler(seed=settings.seed + worker, n_startup_trials=5)
     for attempt in range(3):
         try:
             storage = _storage(settings)
-            study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+            study = optuna.create_study(storage=storage, pruner=pruner,
                                         direction=METRICS[settings.metric],
                                         study_name=settings.folder.resolve().name, load_if_exists=True)
             break
@@ -138,8 +154,18 @@ def open_study(settings: SearchSettings, worker: int = 0):
                 continue
             raise UserError(f"cannot open the study at {settings.storage or settings.folder / STUDY_FILE}: "
                             f"{str(error).splitlines()[0]}") from None
+    study.sampler = optuna.samplers.TPESampler(seed=_sitting_seed(settings.seed, worker, study), n_startup_trials=5)
     study.set_user_attr("metric", settings.metric)
     return study, storage
+
+
+def _sitting_seed(seed: int, worker: int, study) -> int:
+    """TPE's seed for one worker of one sitting: --seed, the worker's number and how many trials the study holds
+    already. A resumed study then draws anew (seeded by --seed alone, each sitting would repeat the first one's
+    random draws), and the same study resumed the same way draws the same values."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, worker, len(study.get_trials(deepcopy=False))]).generate_state(1)[0])
 
 
 _SHARED: list = []  # the shared database's storage, for _lost_trial (Optuna's callback gets only the study)
@@ -222,10 +248,14 @@ def run_search(settings: SearchSettings, confirm: int = 0, baseline: str | None 
         if settings.base_trial:
             print(queue_base(study, plan), flush=True)
         plan.deadline = time.time() + settings.hours * 3600 if settings.hours else math.inf
-        if settings.workers == 1:
-            work(settings, plan)
-        else:
-            _run_workers(settings, plan.deadline)
+        try:
+            if settings.workers == 1:
+                work(settings, plan)
+            else:
+                _run_workers(settings, plan.deadline)
+        except (KeyboardInterrupt, Stopped):
+            write_results(study, settings)  # what the finished trials found, before the stop goes on
+            raise
         return write_results(study, settings, confirm=confirm_winner(study, settings, confirm, baseline)
                              if confirm else None)
 
@@ -234,12 +264,11 @@ def queue_base(study, plan: TrialPlan) -> str:
     """Queue the base config's own values as the next trial, once per study: the search then measures what it is
     to beat on this machine, within the same budget, and TPE starts from a known recipe. Keys whose base value the
     space cannot hold are drawn, and said."""
-    from optuna.trial import TrialState
-
-    if any(t.user_attrs.get("base") and t.state != TrialState.FAIL for t in study.get_trials(deepcopy=False)):
+    # An interrupted base trial is queued again by whoever saw it stop (resume_sentence, run_trial), base mark
+    # and all; one that failed for its own reason ran, and runs no more.
+    if any(t.user_attrs.get("base") and not t.user_attrs.get("interrupted") for t in study.get_trials(deepcopy=False)):
         return "search: the base recipe's trial is in the study already"
-    values = load_config(plan.config, plan.overrides).as_dict()
-    params = {d.key: d.base_value(values) for d in plan.dimensions}
+    params = {d.key: d.base_value(plan.base) for d in plan.dimensions}
     drawn = [key for key, value in params.items() if value is None]
     study.enqueue_trial({k: v for k, v in params.items() if v is not None}, user_attrs={"base": True},
                         skip_if_exists=False)
@@ -286,8 +315,7 @@ def resume_sentence(study, storage, shared: bool) -> str:
         storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted: the search stopped during it "
                                     "(killed, or its machine lost); its values run again")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"base": True} if trial.user_attrs.get("base") else None,
-                            skip_if_exists=False)
+        run_again(study, trial)
     again = (f"; interrupted trial(s) {', '.join(str(t.number) for t in running)} marked failed and run again"
              if running else "")
     return f"search: resuming {study.study_name}: {finished} finished trials kept{again}"
@@ -328,7 +356,7 @@ def _die_with_parent() -> None:
 
 def worker_main(settings_json: str, index: str, deadline: str) -> int:
     """One worker process of ``--workers N`` (started by :func:`_run_workers`, not by hand)."""
-    settings = SearchSettings(**json.loads(settings_json))
+    settings = TypeAdapter(SearchSettings).validate_json(settings_json)
     settings, plan = prepare(settings)
     plan.deadline = float(deadline)
     try:

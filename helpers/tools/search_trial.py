@@ -10,13 +10,13 @@ fails or whose metric is not finite is recorded as failed, with its reason.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.core.errors import UserError
+from helpers.core.errors import Stopped, UserError
 from helpers.core.records import EvalMetrics, RunRecord
-from helpers.core.terms import get_term
 from helpers.tools.search_space import Dimension, override
 from helpers.training.selection import RULES, resolve_select
 
@@ -28,11 +28,6 @@ TRIALS_FOLDER = "trials"
 
 class TrialFailed(Exception):
     """A trial that could not give a value; its reason is in the trial's ``reason`` attribute."""
-
-
-def term_metric(term: str) -> str:
-    """The field of the term's leaderboard metric: val_eer, or val_score (Fall 2026's combined score)."""
-    return "val_eer" if get_term(term).leaderboard.metric == "eer" else "val_score"
 
 
 def value_and_interval(metrics: EvalMetrics, metric: str) -> tuple[float | None, float | None, float | None]:
@@ -50,7 +45,8 @@ def value_and_interval(metrics: EvalMetrics, metric: str) -> tuple[float | None,
 @dataclass
 class TrialPlan:
     """What every trial of a search shares: the config, the --set overrides (with the trial budget), the space,
-    the metric and the folder; the search's deadline (epoch seconds; stop after the evaluation past it)."""
+    the metric and the folder; the base config's values (``base``); the search's deadline (epoch seconds; stop
+    after the evaluation past it)."""
 
     config: str | None
     overrides: list[str]
@@ -58,6 +54,7 @@ class TrialPlan:
     metric: str
     folder: Path
     group: str
+    base: dict = field(default_factory=dict)
     deadline: float = math.inf
 
 
@@ -106,10 +103,13 @@ def run_trial(trial, plan: TrialPlan) -> float:
     try:
         result = train(plan.config, trial_overrides(plan, params, name), on_evaluation=hear)
     except KeyboardInterrupt:  # the user stops the search: this trial's values run again when it resumes
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("reason", "interrupted by the user; its values run again")
-        trial.study.enqueue_trial(trial.params, skip_if_exists=False)
+        _interrupted(trial, "interrupted by the user; its values run again")
         raise
+    except Stopped as stop:  # SIGTERM or SIGUSR1 (Slurm's warning, a VM going away) stops the search, not a trial
+        name = signal.Signals(stop.status - 128).name
+        _interrupted(trial, f"interrupted by {name}; its values run again")
+        raise Stopped(f"search stopped by {name} during trial {trial.number}; the same command resumes the study "
+                      "and runs that trial's values again", stop.status) from None
     except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure of one trial leaves the search going
         reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
         _fail(trial, reason.splitlines()[0] if reason else type(error).__name__)
@@ -123,6 +123,18 @@ def run_trial(trial, plan: TrialPlan) -> float:
     if value is None or not math.isfinite(value):
         _fail(trial, f"its val {plan.metric} is not finite (the training diverged or measured nothing)")
     return value
+
+
+def _interrupted(trial, reason: str) -> None:
+    trial.set_user_attr("interrupted", True)
+    trial.set_user_attr("reason", reason)
+    run_again(trial.study, trial)
+
+
+def run_again(study, trial) -> None:
+    """Queue an interrupted trial's values to run again, the base recipe's mark with them."""
+    study.enqueue_trial(trial.params, user_attrs={"base": True} if trial.user_attrs.get("base") else None,
+                        skip_if_exists=False)
 
 
 def _chosen_weights(trainer) -> str:

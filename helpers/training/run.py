@@ -20,7 +20,7 @@ from helpers.core.errors import UserError
 from helpers.core.course import PARAMETER_BUDGET
 from helpers.core.io import atomic_write_text, remove_stale_temporaries, size_words
 from helpers.core.signals import ignore_stop_signals
-from helpers.core.terms import get_term
+from helpers.core.terms import Leaderboard, get_term
 from helpers.data.datasets import FaceImages, TrainingSet, collate, training_set
 from helpers.data.layout import FaceData, open_data
 from helpers.data.stage import training_root
@@ -34,7 +34,7 @@ from helpers.training.budget import STARTER_EPOCHS
 from helpers.training.guard import run_lock
 from helpers.training.resume import adopt_paths, folder_note, refuse_other_run, refuse_unresumable, run_directory
 from helpers.training.schedule import LRSchedule
-from helpers.training.selection import Selection, resolve_select
+from helpers.training.selection import BY_EER, Selection, resolve_select
 from helpers.training.step import EpochSampler, TrainStep, training_step
 from helpers.training.tracking import Tracker
 
@@ -226,10 +226,26 @@ def _open_training_data(cfg: Config, main: bool) -> FaceData:
     return data
 
 
+def measured_board(cfg: Config) -> Leaderboard:
+    """The term's leaderboard where a run of ``cfg`` can measure it on val/dev; val EER's where the combined
+    score's top-1 has no dev images of the training identities (the data is opened to see)."""
+    leaderboard = get_term(cfg.course.term).leaderboard
+    if leaderboard.metric == "eer" or cfg.data.root is None:
+        return leaderboard
+    data = open_data(cfg.data.root, cfg.data.layout, cfg.data.max_image_pixels, cfg.data.follow_links)
+    train_set = training_set(data, cfg.data.singletons, cfg.data.max_train_images, cfg.train.seed)
+    return leaderboard if _combined_measurable(data, train_set) else BY_EER
+
+
+def _combined_measurable(data: FaceData, train_set: TrainingSet) -> bool:
+    """Whether the combined score can be measured: val pairs, and dev images of identities the head knows."""
+    return bool(data.val_pairs and known_dev_images(data, train_set.classes)[0])
+
+
 def _selection(cfg: Config, data: FaceData, train_set: TrainingSet, main: bool) -> Selection:
     """What best.pt holds (``train.select``), refused where its ranking cannot be measured on this data."""
     leaderboard = get_term(cfg.course.term).leaderboard
-    measurable = bool(data.val_pairs and known_dev_images(data, train_set.classes)[0])
+    measurable = _combined_measurable(data, train_set)
     selection = Selection(resolve_select(cfg.train, leaderboard, measurable),
                           ("raw", "ema") if cfg.train.ema else ("raw",), leaderboard)
     if main and leaderboard.metric == "combined" and data.val_pairs and not measurable and cfg.train.select == "auto":

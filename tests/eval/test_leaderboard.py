@@ -73,3 +73,18 @@ def test_a_run_records_scores_and_evaluate_prints_the_combined_score(demo_root, 
     value = json.loads(out)
     assert value["leaderboard"]["metric"] == "EER" and value["leaderboard"]["value"] == value["eer"]
     assert np.isclose(value["score"], combined_score(value["top1"], value["eer"]))
+
+
+def test_the_metric_a_run_can_measure_is_the_terms_where_the_data_has_dev_images(demo_root, tmp_path):
+    from helpers.data.demo import make_demo_data
+    from helpers.training.run import measured_board
+
+    with_dev = make_demo_data(tmp_path / "dev", identities=12, images_per_identity=10, verification_identities=20,
+                              size=32, val_pairs=100, test_pairs=100).root
+    newest = get_term("newest").leaderboard
+    assert measured_board(load_config(overrides=[f"data.root={with_dev}"])) == newest
+    assert newest.record_key == "val_score"
+    # the demo root has 6 images a person: no dev split, so the combined score's top-1 cannot be measured
+    assert measured_board(load_config(overrides=[f"data.root={demo_root}"])).record_key == "val_eer"
+    s26 = load_config(overrides=[f"data.root={demo_root}", "course.term=s26"])
+    assert measured_board(s26) == get_term("s26").leaderboard and get_term("s26").leaderboard.record_key == "val_eer"

@@ -17,7 +17,7 @@ import sqlalchemy.exc
 from conftest import ROOT, TINY, call_cli
 
 from helpers.core.config import load_config
-from helpers.core.errors import UserError
+from helpers.core.errors import Stopped, UserError
 from helpers.tools.search_report import compare_runs
 from helpers.tools.search_space import read_space
 
@@ -267,3 +267,88 @@ def test_a_study_whose_last_trial_was_interrupted_runs_it_again(demo_root, tmp_p
                                                       "--no-base-trial"))
     assert code == 0, err
     assert [t.state.name for t in trials_of(out)] == ["FAIL", "COMPLETE"]  # its values queued again, and run
+
+
+def _plan(tmp_path, demo_root):
+    from helpers.tools.search_trial import TrialPlan
+
+    space = write_space(tmp_path / "space.yaml", "loss.m: {low: 0.2, high: 0.5}\n")
+    overrides = [f"data.root={demo_root}", *TRIAL, "train.epochs=1"]
+    return TrialPlan(None, overrides, read_space(space, None, overrides), "val_eer", tmp_path / "s", group="s",
+                     base=load_config(None, overrides).as_dict())
+
+
+def test_a_base_trial_that_failed_for_its_own_reason_is_not_queued_again(demo_root, tmp_path):
+    from helpers.tools.search import queue_base
+
+    plan = _plan(tmp_path, demo_root)
+    study = optuna.create_study()
+    assert queue_base(study, plan).startswith("search: the base recipe (starter) runs as the next trial")
+    failed = study.ask()  # the queued base trial, say diverged: failed, and not interrupted
+    assert failed.user_attrs["base"] and failed.suggest_float("loss.m", 0.2, 0.5) == load_config(None, plan.overrides).loss.m
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    assert queue_base(study, plan) == "search: the base recipe's trial is in the study already"
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), Stopped("stopped by SIGTERM: last.pt holds epoch 1", 143)])
+def test_a_stopped_search_runs_its_trial_again_the_base_as_the_base(demo_root, tmp_path, monkeypatch, stop):
+    """Ctrl-C, or a SIGTERM from Slurm or a VM going away, stops the search; the trial it stopped is not a failure
+    of its values, which run again on resuming (and the base recipe's, once, with its mark)."""
+    from helpers.tools.search import counted, queue_base
+    from helpers.tools.search_trial import run_trial
+    from helpers.training import engine
+
+    plan = _plan(tmp_path, demo_root)
+    study = optuna.create_study()
+    queue_base(study, plan)
+
+    def stopped(*args, **kwargs):
+        raise stop
+
+    monkeypatch.setattr(engine, "train", stopped)
+    with pytest.raises(type(stop)) as raised:
+        study.optimize(lambda trial: run_trial(trial, plan), n_trials=1)
+    if isinstance(stop, Stopped):
+        assert str(raised.value).startswith("search stopped by SIGTERM during trial 0; the same command resumes")
+        assert raised.value.status == 143
+    first, again = study.trials
+    assert first.user_attrs["interrupted"] and counted(study) == 0  # not one of --trials
+    assert again.state.name == "WAITING" and again.user_attrs.get("base")
+    assert again.system_attrs["fixed_params"] == first.params  # the same values
+    assert queue_base(study, plan) == "search: the base recipe's trial is in the study already"
+
+
+def test_a_resumed_study_draws_anew_and_the_same_way_each_time(tmp_path):
+    from helpers.tools import search
+
+    lr = {"optim.lr": optuna.distributions.FloatDistribution(0.0001, 0.1, log=True)}
+
+    def sittings():
+        out = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
+        out.mkdir()
+        settings = search.SearchSettings(config=None, space="cpu", out=str(out), metric="val_eer")
+        drawn = []
+        for _ in range(2):  # two sittings of one trial each: the study opened afresh, as a resumed search does
+            study, _ = search.open_study(settings)
+            trial = study.ask(lr)
+            drawn.append(trial.params["optim.lr"])
+            study.tell(trial, 0.1)
+        return drawn
+
+    first = sittings()
+    assert first[0] != first[1]  # seeded by --seed alone, the second sitting repeated the first one's draw
+    assert sittings() == first  # and reproducible
+
+
+@pytest.mark.parametrize("text, problem", [("{not json", "Invalid JSON"),
+                                           ('{"config": null, "space": "cpu", "out": "s", "trials": "many"}',
+                                            "trials: Input should be a valid integer")])
+def test_a_damaged_search_json_is_one_sentence_and_no_trial_runs(demo_root, tmp_path, capsys, text, problem):
+    out = tmp_path / "search"
+    out.mkdir()
+    (out / "search.json").write_text(text)
+    code, _, err = call_cli(capsys, *search_args(demo_root, out, "cpu", "--trials", "1", "--trial-epochs", "1"))
+    assert code != 0 and problem in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and f"{out / 'search.json'} is not a search's settings file" in err
+    assert not (out / "study.db").exists() and (out / "search.json").read_text() == text  # kept as it was

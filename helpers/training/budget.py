@@ -68,8 +68,8 @@ class TimeBudget:
         values = torch.tensor([self.elapsed() if self._place.main else 0.0, float(signal)], dtype=torch.float64,
                               device=self._device if self._device.type == "cuda" else "cpu")
         dist.all_reduce(values, op=dist.ReduceOp.MAX)  # the others' 0.0 leave rank 0's clock (>= 0) as it is
-        self._shared = float(values[0].item())
-        return int(values[1].item())
+        self._shared, largest = values.tolist()
+        return int(largest)
 
     def clock(self, refresh: bool = True) -> float:
         """Elapsed seconds as every rank agrees on them (rank 0's, shared when ``refresh`` is set)."""

@@ -164,9 +164,11 @@ class LossConfig(Section):
     """raise the margin from 0 over this many epochs"""
 
     @model_validator(mode="after")
-    def _easy_margin_is_arcface_only(self) -> LossConfig:
-        if self.easy_margin and self.type not in ("arcface", "subcenter"):
-            raise UserError("config key 'loss.easy_margin' applies to arcface and subcenter only")
+    def _easy_margin_only_where_the_head_takes_it(self) -> LossConfig:
+        heads = MARGIN_HEADS.names("easy_margin")
+        if self.easy_margin and self.type not in heads:
+            raise UserError(f"config key 'loss.easy_margin' applies only to the heads {', '.join(heads)}, "
+                            f"not to '{self.type}'")
         return self
 
 

@@ -90,12 +90,13 @@ LAYOUTS.register("f25", "helpers.data.layout:F25", "read", "write")
 LAYOUTS.register("f24", "helpers.data.layout:F24", "read", "write")
 LAYOUTS.register("f26", "helpers.data.layout:F26", "write")
 
-# The margin heads of loss.type: each a function (loss settings, embedding size, classes) -> MarginHead.
+# The margin heads of loss.type: each a function (loss settings, embedding size, classes) -> MarginHead, tagged
+# "easy_margin" where it takes loss.easy_margin.
 MARGIN_HEADS: Registry = Registry("loss.type")
-MARGIN_HEADS.register("arcface", "helpers.model.margins:arcface")
+MARGIN_HEADS.register("arcface", "helpers.model.margins:arcface", "easy_margin")
 MARGIN_HEADS.register("cosface", "helpers.model.margins:cosface")
 MARGIN_HEADS.register("combined", "helpers.model.margins:combined")
-MARGIN_HEADS.register("subcenter", "helpers.model.margins:subcenter")
+MARGIN_HEADS.register("subcenter", "helpers.model.margins:subcenter", "easy_margin")
 
 # The hand-in members a term's terms.yaml names by content: each a function (HandinSources, Member) -> its value.
 HANDIN_MEMBERS: Registry = Registry("a hand-in member's content")

@@ -215,7 +215,7 @@ def make_submission(checkpoint: str | Path, out: str | Path = "submission.csv", 
     opened = trained.checkpoint
     chosen = get_term(term or opened.config.course.term)
     competition = _competition(chosen, kaggle, slack, kaggle_competition)
-    description = kaggle_description(opened, trained.run_dir, chosen, message) if competition else None
+    description = kaggle_description(opened, chosen, message) if competition else None
     sample_path = find_sample(scorer.data.root, sample)
     if sample_path is not None:
         result = _from_sample(scorer, sample_path, out, fmt, score_norm)
@@ -334,7 +334,7 @@ def _competition(term: Term, kaggle: bool, slack: bool, named: str | None) -> st
     return competition
 
 
-def kaggle_description(checkpoint: Checkpoint, run_dir: Path, term: Term, message: str | None) -> str:
+def kaggle_description(checkpoint: Checkpoint, term: Term, message: str | None) -> str:
     """The description a Kaggle submission gets: free text, or the term's tie to the checkpoint's W&B run."""
     if not term.provenance:
         return message or "hw2p2 helpers submission"

@@ -19,7 +19,7 @@ gets no margin.
 The heads are found by ``loss.type`` in helpers/core/registry.py's MARGIN_HEADS,
 each through a function below. A head also receives each embedding's norm before
 normalisation, for a norm-aware margin (AdaFace, MagFace), and says its own loss
-(:meth:`MarginHead.loss`).
+(:meth:`MarginHead.loss`), which receives the norms too.
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ class MarginHead(nn.Module):
             target = torch.where(has_class, self.target_logit(target, norms), target)
             return self.s * cos.scatter(1, index, target)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The training loss over this head's logits: :func:`margin_loss`, unless a head needs another."""
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss over this head's logits: :func:`margin_loss`, unless a head needs another; ``norms``
+        (batch, 1), the embeddings' norms as :meth:`forward` had them, are for a loss term on them (MagFace)."""
         return margin_loss(logits, labels)
 
     def extra_repr(self) -> str:

@@ -254,7 +254,8 @@ class FaceModel(nn.Module):
     ``embed(images)`` gives unit-norm embeddings (what verification compares);
     ``forward(images, labels)`` gives the margin head's scaled logits for its
     loss (plain scaled cosines when ``labels`` is None), the head receiving the
-    unit-norm embeddings and each one's norm before normalisation.
+    unit-norm embeddings and each one's norm before normalisation; with
+    ``with_norms`` it returns those norms too, for the head's loss.
     """
 
     def __init__(self, backbone: ResNet, embedding: nn.Module, head: MarginHead):
@@ -266,10 +267,12 @@ class FaceModel(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.embedding(self.backbone(images)).float(), dim=1)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                with_norms: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         unnormalised = self.embedding(self.backbone(images)).float()
         norms = unnormalised.norm(dim=1, keepdim=True)
-        return self.head(F.normalize(unnormalised, dim=1), labels, norms)
+        logits = self.head(F.normalize(unnormalised, dim=1), labels, norms)
+        return (logits, norms) if with_norms else logits
 
 
 def build_face_model(cfg: Config, num_classes: int) -> FaceModel:

@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from helpers.core.config import TrainConfig
 from helpers.model.checkpoint import Checkpoint
+from helpers.runtime.device import Distributed
 
 # The starter recipe's length: what a run trains when neither train.epochs nor a time budget says.
 STARTER_EPOCHS = 100
@@ -34,17 +35,18 @@ class TimeBudget:
     the lr schedule is laid over.
 
     Under torchrun every rank must take the same decisions (the same lr, the same last step), so the clock
-    they read is rank 0's, broadcast when asked to refresh.
+    they read is rank 0's, shared when asked to refresh.
     """
 
-    def __init__(self, train: TrainConfig, world: int = 1, device: torch.device = torch.device("cpu")):
+    def __init__(self, train: TrainConfig, place: Distributed = Distributed(),
+                 device: torch.device = torch.device("cpu")):
         self.seconds = train.max_minutes * 60.0
         self.limit = epoch_limit(train)
         self.spent_before = 0.0  # seconds of the runs this one resumes
         self.eval_seconds = 0.0  # the slowest evaluation so far: what the last one will cost
         self.planned_epochs = float(train.epochs or STARTER_EPOCHS)  # until the pace is known
         self.steps = 0  # optimiser steps in this process, before which the pace is not trusted
-        self._world, self._device = world, device
+        self._place, self._device = place, device
         self._started: float | None = None
         self._shared: float | None = None
 
@@ -58,15 +60,23 @@ class TimeBudget:
         """Seconds kept back for the final evaluation and checkpoint: the slowest evaluation seen, with margin."""
         return 1.25 * self.eval_seconds + min(5.0, 0.05 * self.seconds)
 
+    def share(self, signal: int = 0) -> int:
+        """Under torchrun, one collective for rank 0's clock (read by ``clock(refresh=False)``) and the largest
+        stop signal any rank received, which it returns; without torchrun, ``signal`` and no collective."""
+        if self._place.world == 1:
+            return signal
+        values = torch.tensor([self.elapsed() if self._place.main else 0.0, float(signal)], dtype=torch.float64,
+                              device=self._device if self._device.type == "cuda" else "cpu")
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)  # the others' 0.0 leave rank 0's clock (>= 0) as it is
+        self._shared, largest = values.tolist()
+        return int(largest)
+
     def clock(self, refresh: bool = True) -> float:
-        """Elapsed seconds as every rank agrees on them (rank 0's, broadcast when ``refresh`` is set)."""
-        if self._world == 1:
+        """Elapsed seconds as every rank agrees on them (rank 0's, shared when ``refresh`` is set)."""
+        if self._place.world == 1:
             return self.elapsed()
         if refresh or self._shared is None:
-            value = torch.tensor([self.elapsed()], dtype=torch.float64,
-                                 device=self._device if self._device.type == "cuda" else "cpu")
-            dist.broadcast(value, src=0)
-            self._shared = float(value.item())
+            self.share()
         return self._shared
 
     def out_of_time(self, refresh: bool = True) -> bool:

@@ -63,7 +63,7 @@ from helpers.training.tracking import Tracker
 
 # On the CPU a host sync costs nothing; on a GPU the non-finite counter is read every few steps instead.
 _SYNC_EVERY_CUDA = 16
-# Under torchrun with a time budget, rank 0's clock is shared every this many optimiser steps.
+# Under torchrun, rank 0's clock and the ranks' stop signals are shared every this many optimiser steps.
 _SHARE_CLOCK_EVERY = 8
 
 
@@ -95,7 +95,7 @@ class Trainer:
         self.model: FaceModel = parts.model  # the plain module: what checkpoints and evaluation use
         self.average, self.selection, self.schedule = parts.average, parts.selection, parts.schedule
         self.stepper, self.sampler, self.loader = parts.stepper, parts.sampler, parts.loader
-        self.budget = TimeBudget(cfg.train, runtime.dist.world, runtime.device)
+        self.budget = TimeBudget(cfg.train, runtime.dist, runtime.device)
         # Position and bookkeeping; a resumed run takes them from the checkpoint.
         self.epoch, self.batch, self.step = 0, 0, 0
         self.nonfinite_total = 0
@@ -252,10 +252,7 @@ class Trainer:
                        enabled=not self.quiet_progress and self.runtime.dist.main)
         batches = iter(self.loader)
         while self.batch < self.sampler.batches:
-            if self.batch % accumulate == 0 and self.budget.out_of_time(refresh=self.step % _SHARE_CLOCK_EVERY == 0):
-                self._stopped = True
-                break
-            if self.batch % accumulate == 0 and self._signalled():
+            if self.batch % accumulate == 0 and self._stops_here():
                 break
             fetched = time.perf_counter()
             loaded = next(batches)  # the host waits here when the loader falls behind
@@ -284,17 +281,18 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
         return self._epoch_stats(sums, steps, images, wait, seconds)
 
-    def _signalled(self) -> bool:
-        """Whether a stop signal stops the run at this step boundary. Under torchrun the ranks agree on it every
-        few steps, so that all of them stop at the same step."""
+    def _stops_here(self) -> bool:
+        """Whether the run stops at this step boundary: its budget spent (``_stopped``) or a stop signal. Under
+        torchrun the ranks share rank 0's clock and the largest signal every few steps, in one collective, so
+        that all of them stop at the same step."""
         received = self.signals.received or 0
-        if self.runtime.dist.world > 1:
-            if self.step % _SHARE_CLOCK_EVERY:
-                return False
-            shared = torch.tensor([received], device=self.runtime.device if self.runtime.device.type == "cuda"
-                                  else "cpu")
-            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
-            received = int(shared.item())
+        if self.step % _SHARE_CLOCK_EVERY == 0:
+            received = self.budget.share(received)
+        elif self.runtime.dist.world > 1:
+            received = 0  # the ranks agree on a signal only where they share the clock
+        if self.budget.out_of_time(refresh=False):
+            self._stopped = True
+            return True
         self._signal = received
         return bool(received)
 

@@ -122,8 +122,8 @@ class TrainStep:
         context = self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") else nullcontext()
         with context:
             with torch.autocast(self.device.type, dtype=self.fast.amp, enabled=self.fast.amp is not None):
-                logits = self.forward(x, labels)
-            loss = self.model.head.loss(logits, labels)
+                logits, norms = self.forward(x, labels, with_norms=True)
+            loss = self.model.head.loss(logits, labels, norms)
             self.scaler.scale(loss / self.accumulate).backward()
         with torch.no_grad():
             correct = (logits.argmax(dim=1) == labels).sum()

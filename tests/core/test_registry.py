@@ -42,6 +42,18 @@ def test_a_registered_head_and_layout_are_accepted_by_the_config(monkeypatch):
     assert (cfg.loss.type, cfg.data.layout) == ("toy", "toy")
 
 
+def test_easy_margin_is_taken_by_the_heads_the_registry_tags_for_it(monkeypatch):
+    monkeypatch.setattr(MARGIN_HEADS, "entries", dict(MARGIN_HEADS.entries))  # undone after the test
+    with pytest.raises(UserError, match=r"^config key 'loss.easy_margin' applies only to the heads arcface, "
+                                        r"subcenter, not to 'cosface'$"):
+        load_config(overrides=["loss.type=cosface", "loss.easy_margin=true"])
+    MARGIN_HEADS.register("toy", lambda loss, in_features, classes: None, "easy_margin")  # its one line says so
+    assert load_config(overrides=["loss.type=toy", "loss.easy_margin=true"]).loss.easy_margin
+    with pytest.raises(UserError, match=r"^config key 'loss.easy_margin' applies only to the heads arcface, "
+                                        r"subcenter, toy, not to 'combined'$"):
+        load_config(overrides=["loss.type=combined", "loss.easy_margin=true"])
+
+
 def test_a_layout_that_is_only_written_is_refused_as_data_layout():
     with pytest.raises(UserError, match="'data.layout' must be one of auto, packed, f25, f24, not 'f26'"):
         load_config(overrides=["data.layout=f26"])

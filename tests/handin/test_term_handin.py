@@ -269,7 +269,7 @@ def test_submission_and_export_resolve_the_wandb_entity_alike(handin, trained_ru
     project = saved.config.tracking.wandb.project
     assert saved.config.tracking.wandb.entity is None
     monkeypatch.setenv("WANDB_ENTITY", "team-x")
-    assert kaggle_description(saved, trained_run, F26, None) == f"|WB=team-x/{project}/abc123"
+    assert kaggle_description(saved, F26, None) == f"|WB=team-x/{project}/abc123"
     api = WandbApi({f"team-x/{project}/r{i}": Run(f"r{i}", 0.1 + i / 100) for i in range(3)})  # default entity "me"
     monkeypatch.setitem(members.OPENERS, "wandb", lambda: api)
     monkeypatch.setitem(members.OPENERS, "kaggle", lambda: kaggle_account("student", {

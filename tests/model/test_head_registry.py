@@ -1,4 +1,5 @@
-"""Margin heads by name: one registry entry adds a head, a head sees the embeddings' norms and says its loss."""
+"""Margin heads by name: one registry entry adds a head, a head sees the embeddings' norms and says its loss,
+which sees them too."""
 
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ class NormAware(MarginHead):
     def __init__(self, in_features: int, out_features: int, s: float):
         super().__init__(in_features, out_features, s)
         self.received: list[torch.Tensor | None] = []
+        self.loss_received: list[torch.Tensor | None] = []
 
     def target_logit(self, cos: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
         self.received.append(norms)
         return cos - 0.01 * norms.detach()
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        self.loss_received.append(norms)
         return 2.0 * margin_loss(logits, labels)
 
 
@@ -58,6 +61,9 @@ def test_the_training_step_trains_with_the_heads_own_loss(norm_aware):
     plain = FastPath(amp=None, channels_last=False, compile=False, fused=False)
     step = TrainStep(model, model, make_optimizer(cfg.optim, model), plain, identity, torch.device("cpu"))
     loss, _ = step.forward_backward(images, labels)
+    # the loss received the norms the forward pass gave the margin, graph and all (for a MagFace-style term)
+    assert len(model.head.loss_received) == 1 and model.head.loss_received[0] is model.head.received[0]
+    assert model.head.loss_received[0].shape == (6, 1) and model.head.loss_received[0].grad_fn is not None
     with torch.no_grad():
         expected = 2.0 * margin_loss(model(identity(images), labels), labels)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,7 +21,9 @@ from helpers.core.io import WriteFailed, read_metrics
 from helpers.eval import evaluation
 from helpers.model import margins as margins_module
 from helpers.model.checkpoint import load_checkpoint, save_checkpoint
+from helpers.runtime.device import Distributed
 from helpers.training import engine
+from helpers.training import budget as budget_module
 from helpers.training.budget import TimeBudget, budget_epochs, epoch_limit
 from helpers.training.engine import Trainer, TrainingStopped, train
 from helpers.training.run import build_run, run_context
@@ -310,6 +313,31 @@ def test_epochs_follow_the_budget_unless_train_epochs_caps_them():
     assert epoch_limit(TrainConfig(epochs=7, max_minutes=0.0)) == 7
     # 2 epochs took 60 s, 600 s are usable: the run will be 20 epochs long, unless capped.
     assert budget_epochs(math.inf, 2.0, 60.0, 600.0) == 20.0 and budget_epochs(12, 2.0, 60.0, 600.0) == 12
+
+
+def test_under_torchrun_one_collective_shares_rank_0s_clock_and_the_largest_signal(monkeypatch):
+    calls, rank_0 = [], {"clock": 30.0}
+
+    def all_reduce(values, op):  # the other rank: rank 0, which caught SIGTERM
+        calls.append(values.tolist())
+        values.copy_(torch.maximum(values, torch.tensor([rank_0["clock"], signal.SIGTERM], dtype=values.dtype)))
+
+    assert engine.dist is budget_module.dist  # torch.distributed: every collective of the two is counted here
+    monkeypatch.setattr(budget_module.dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(budget_module.dist, "broadcast", lambda *args, **kwargs: calls.append("broadcast"))
+    monkeypatch.setattr(TimeBudget, "elapsed", lambda self: 5.0)
+    budget = TimeBudget(TrainConfig(max_minutes=1.0), Distributed(rank=1, world=2))
+    trainer = SimpleNamespace(budget=budget, signals=SimpleNamespace(received=None), step=8, _stopped=False,
+                              _signal=0, runtime=SimpleNamespace(dist=Distributed(rank=1, world=2)))
+    assert Trainer._stops_here(trainer) and trainer._signal == signal.SIGTERM and not trainer._stopped
+    assert calls == [[0.0, 0.0]] and budget.clock(refresh=False) == 30.0  # one collective carried both
+    trainer.step, trainer._signal = 9, 0
+    assert not Trainer._stops_here(trainer) and len(calls) == 1  # shared only every few steps
+    rank_0["clock"] = 58.0  # an epoch's end: every rank reads rank 0's clock, spent with the reserve kept back
+    assert budget.out_of_time() and calls[1:] == [[0.0, 0.0]]
+    TimeBudget(TrainConfig(), Distributed(rank=0, world=2)).share(2)
+    assert calls[2:] == [[5.0, 2.0]]  # rank 0 sends its clock
+    assert TimeBudget(TrainConfig(max_minutes=1.0)).share(3) == 3 and len(calls) == 3  # alone: no collective
 
 
 def test_a_budgeted_run_fills_its_budget_and_ends_its_schedule_there(demo_root, tmp_path, monkeypatch):

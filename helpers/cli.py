@@ -357,6 +357,9 @@ COMMANDS = (
                                  "term's leaderboard metric)"),
             Arg("--pruner", choices=("hyperband", "halving"), default="hyperband",
                 help="early stopping: Hyperband or successive halving (default hyperband)"),
+            Arg("--prune-from", type=_positive_int, default=1, metavar="EPOCHS",
+                help="the epoch from which the pruner judges a trial (default 1); its first evaluations may not yet "
+                     "tell recipes apart"),
             Arg("--seed", type=int, default=0, help="the TPE sampler's seed (default 0), with the trial count of a resumed study"),
             Arg("--workers", type=_positive_int, default=1,
                 help="trials at once on this machine, one process each (one GPU each when several are visible)"),

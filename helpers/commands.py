@@ -257,7 +257,7 @@ def do_search(args) -> int:
 
     settings = SearchSettings(args.config, args.space, args.out, args.set or [], args.metric, args.trials, args.hours,
                               args.trial_minutes, args.trial_epochs, args.pruner, args.seed, args.workers,
-                              args.storage, args.base_trial)
+                              args.storage, args.base_trial, args.prune_from)
     written = run_search(settings, confirm=args.confirm, baseline=args.baseline)
     if written["confirm"] is not None:
         print("\n".join(confirm_lines(written["confirm"])))

@@ -63,6 +63,7 @@ class SearchSettings:
     workers: int = 1
     storage: str | None = None
     base_trial: bool = True  # the base config's own values run as a trial of the study, once
+    prune_from: int = 1  # the pruner's first rung, in epochs: it judges no trial before this
 
     @property
     def folder(self) -> Path:
@@ -80,8 +81,10 @@ class SearchSettings:
 def prepare(settings: SearchSettings) -> tuple[SearchSettings, TrialPlan]:
     """Check everything a trial needs before any runs: the config, the space, the metric, the folder's earlier
     search. Returns the settings (metric resolved) and what every trial shares."""
-    if settings.trials < 0 or settings.hours < 0 or settings.trial_minutes < 0 or settings.workers < 1:
-        raise UserError("--trials, --hours and --trial-minutes must be 0 or more, and --workers at least 1")
+    if min(settings.trials, settings.hours, settings.trial_minutes) < 0 or min(settings.workers,
+                                                                                 settings.prune_from) < 1:
+        raise UserError("--trials, --hours and --trial-minutes must be 0 or more, --workers and --prune-from at "
+                        "least 1")
     base = load_config(settings.config, settings.overrides + settings.budget_overrides())
     metric = settings.metric or _default_metric(base)
     if metric not in METRICS:
@@ -139,8 +142,9 @@ def open_study(settings: SearchSettings, worker: int = 0):
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    pruner = (optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3) if settings.pruner == "hyperband"
-              else optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    first = settings.prune_from
+    pruner = (optuna.pruners.HyperbandPruner(min_resource=first, reduction_factor=3) if settings.pruner == "hyperband"
+              else optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3))
     for attempt in range(3):
         try:
             storage = _storage(settings)

@@ -352,3 +352,27 @@ def test_a_damaged_search_json_is_one_sentence_and_no_trial_runs(demo_root, tmp_
     assert code != 0 and problem in err and "Traceback" not in err
     assert err.strip().count("\n") == 0 and f"{out / 'search.json'} is not a search's settings file" in err
     assert not (out / "study.db").exists() and (out / "search.json").read_text() == text  # kept as it was
+
+
+@pytest.mark.parametrize("prune_from, first_judged", [(1, 1), (3, 3)])
+def test_the_pruner_judges_no_trial_before_prune_from(tmp_path, prune_from, first_judged):
+    """The first evaluations of a trial may not yet tell recipes apart: --prune-from is where judging starts."""
+    from helpers.tools import search
+
+    (tmp_path / "s").mkdir()
+    settings = search.SearchSettings(config=None, space="cpu", out=str(tmp_path / "s"), metric="val_eer",
+                                     pruner="halving", prune_from=prune_from)
+    study, _ = search.open_study(settings)
+    good = study.ask()
+    for step in range(1, 10):
+        good.report(0.1, step)
+        assert not good.should_prune()  # the pruner notes each rung's values as it is asked
+    study.tell(good, 0.1)
+    worse = study.ask()
+    judged = []
+    for step in range(1, 10):
+        worse.report(0.3, step)
+        if worse.should_prune():
+            judged.append(step)
+            break
+    assert judged == [first_judged]

@@ -360,7 +360,8 @@ COMMANDS = (
             Arg("--prune-from", type=_positive_int, default=1, metavar="EPOCHS",
                 help="the epoch from which the pruner judges a trial (default 1); its first evaluations may not yet "
                      "tell recipes apart"),
-            Arg("--seed", type=int, default=0, help="the TPE sampler's seed (default 0), with the trial count of a resumed study"),
+            Arg("--seed", type=int, default=0,
+                help="the TPE sampler's seed (default 0), with the trial count of a resumed study"),
             Arg("--workers", type=_positive_int, default=1,
                 help="trials at once on this machine, one process each (one GPU each when several are visible)"),
             Arg("--storage", metavar="URL", help="an Optuna database URL shared by several machines (e.g. "

@@ -255,9 +255,11 @@ def do_search(args) -> int:
     from helpers.tools.search import SearchSettings, run_search
     from helpers.tools.search_report import confirm_lines
 
-    settings = SearchSettings(args.config, args.space, args.out, args.set or [], args.metric, args.trials, args.hours,
-                              args.trial_minutes, args.trial_epochs, args.pruner, args.seed, args.workers,
-                              args.storage, args.base_trial, args.prune_from)
+    settings = SearchSettings(
+        config=args.config, space=args.space, out=args.out, overrides=args.set or [], metric=args.metric,
+        trials=args.trials, hours=args.hours, trial_minutes=args.trial_minutes, trial_epochs=args.trial_epochs,
+        pruner=args.pruner, seed=args.seed, workers=args.workers, storage=args.storage, base_trial=args.base_trial,
+        prune_from=args.prune_from)
     written = run_search(settings, confirm=args.confirm, baseline=args.baseline)
     if written["confirm"] is not None:
         print("\n".join(confirm_lines(written["confirm"])))

@@ -16,6 +16,7 @@ from helpers.core.config import dump_config, load_config
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.tools.report import markdown_table
+from helpers.tools.search_trial import interrupted
 
 PLOTS = "plots"
 BEST = "best.yaml"
@@ -23,15 +24,17 @@ CONFIRM = "confirm"
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial: its number, state, value and interval, parameters, epochs, minutes, images/s, reason,
-    run folder, and whether it ran the base recipe."""
-    rows = []
+    """One row per trial: its number, state ("interrupted" for one that counts for nothing), value and interval,
+    parameters, epochs, minutes, images/s, reason, run folder, and whether it ran the base recipe."""
+    rows, lost = [], interrupted(study)
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": attrs.get("value"),
+        state = "interrupted" if trial.number in lost else trial.state.name.lower()
+        rows.append({"trial": trial.number, "state": state, "value": attrs.get("value"),
                      "low": attrs.get("value_low"), "high": attrs.get("value_high"), **trial.params,
                      "epochs": attrs.get("epochs"), "minutes": attrs.get("minutes"),
-                     "images_per_s": attrs.get("images_per_s"), "reason": attrs.get("reason", ""),
+                     "images_per_s": attrs.get("images_per_s"),
+                     "reason": lost.get(trial.number, attrs.get("reason", "")),
                      "run": attrs.get("run", ""), "base": bool(attrs.get("base"))})
     return pd.DataFrame(rows)
 

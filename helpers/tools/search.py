@@ -41,8 +41,10 @@ from helpers.tools.search_trial import METRICS, TrialFailed, TrialPlan, interrup
 STUDY_FILE = "study.db"
 SETTINGS_FILE = "search.json"
 LOCK_FILE = "search.lock"
-# What a resumed search must share with the one it continues; the budgets may change between sittings.
-_SAME = ("config", "space", "overrides", "metric")
+# What a resumed search must share with the one it continues; the budgets may change between sittings. The
+# pruner keeps each trial's rung values by the rung's number, so another pruner or first rung would judge new
+# trials against values measured at other epochs.
+_SAME = ("config", "space", "overrides", "metric", "pruner", "prune_from")
 
 
 @dataclass

@@ -409,3 +409,18 @@ def test_the_pruner_judges_no_trial_before_prune_from(tmp_path, prune_from, firs
             break
     assert judged == [first_judged]
 
+
+@pytest.mark.parametrize("change, said", [(["--prune-from", "3"], "another prune_from (1, now 3)"),
+                                          (["--pruner", "halving"], "another pruner ('hyperband', now 'halving')"),
+                                          (["--metric", "val_auc"], "another metric ('val_eer', now 'val_auc')")])
+def test_resuming_with_another_pruner_or_metric_is_refused_and_nothing_runs(demo_root, tmp_path, capsys, change,
+                                                                             said):
+    """A study's trials are judged and ranked one way: a sitting that would judge them another way is refused."""
+    out = tmp_path / "search"
+    first = search_args(demo_root, out, "cpu", "--metric", "val_eer", "--trials", "0", "--trial-epochs", "1")
+    code, _, err = call_cli(capsys, *first)
+    assert code == 0, err
+    before, trials = (out / "search.json").read_text(), len(trials_of(out))
+    code, _, err = call_cli(capsys, *first, *change)
+    assert code != 0 and f"{out} holds a search with {said}" in err and "Traceback" not in err
+    assert (out / "search.json").read_text() == before and len(trials_of(out)) == trials

@@ -153,7 +153,8 @@ def write_best(study, settings) -> Path | None:
 
 def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
     """Train best.yaml and the baseline config on ``seeds`` seeds each (at the trials' budget, never pruned) and
-    compare each pair by the paired bootstrap of the val EER difference."""
+    compare each pair by the paired bootstrap of the val EER difference. The seeds follow the trials' own: the
+    winner was picked on its trial's seed, and that run again would carry the luck of the pick."""
     from helpers.training.engine import train
 
     winner = write_best(study, settings)
@@ -161,8 +162,9 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
         raise UserError("--confirm needs a finished trial to confirm; none finished yet")
     folder = settings.folder / CONFIRM
     base_config = baseline or settings.config
-    pairs = []
-    for seed in range(seeds):
+    first = load_config(str(winner)).train.seed + 1
+    pairs = {}
+    for seed in range(first, first + seeds):
         runs = []
         for role, config, extra in (("winner", str(winner), []),
                                     ("baseline", base_config, settings.overrides + settings.budget_overrides())):
@@ -170,7 +172,7 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
                                             f"run.name={role}_seed{seed}", "tracking.wandb.group=" + study.study_name],
                            resume="auto")
             runs.append(result.run_dir)
-        pairs.append(runs)
+        pairs[seed] = tuple(runs)
     report = compare_runs(pairs, base_config or "starter")
     atomic_write_text(folder / "confirm.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -193,14 +195,14 @@ def chosen_scores(run_dir: Path) -> tuple[np.ndarray, float, Path]:
     return chosen.scores, chosen.eer, Path(checkpoint.config.data.root)
 
 
-def compare_runs(pairs: list[list[Path]], baseline: str | None, rounds: int = 1000) -> dict:
-    """Each (winner, baseline) pair of runs compared on their val pairs: EER difference (winner minus baseline)
-    and its paired 95 % interval; the verdict is better or worse when every seed's interval says so."""
+def compare_runs(pairs: dict[int, tuple[Path, Path]], baseline: str | None, rounds: int = 1000) -> dict:
+    """Each seed's (winner, baseline) pair of runs compared on their val pairs: EER difference (winner minus
+    baseline) and its paired 95 % interval; the verdict is better or worse when every seed's interval says so."""
     from helpers.data.layout import open_data
     from helpers.eval.metrics import paired_bootstrap_eers
 
     seeds = []
-    for seed, (winner_dir, baseline_dir) in enumerate(pairs):
+    for seed, (winner_dir, baseline_dir) in pairs.items():
         winner, winner_eer, root = chosen_scores(winner_dir)
         other, other_eer, _ = chosen_scores(baseline_dir)
         labels = np.array([pair.label for pair in open_data(root).val_pairs])

@@ -187,13 +187,15 @@ def test_confirm_retrains_the_winner_and_the_baseline_per_seed_and_gives_a_verdi
                                                       "--confirm", "1"))
     assert code == 0, err
     report = json.loads((out / "confirm" / "confirm.json").read_text())
-    assert report["verdict"] in ("better", "worse", "within noise") and len(report["seeds"]) == 1
-    assert {"winner_seed0", "baseline_seed0"} <= {p.name for p in (out / "confirm").iterdir()}
+    assert report["verdict"] in ("better", "worse", "within noise") and [s["seed"] for s in report["seeds"]] == [1]
+    assert {"winner_seed1", "baseline_seed1"} <= {p.name for p in (out / "confirm").iterdir()}
+    trial_seed = load_config(str(out / "trials" / "trial_0000" / "config.yaml")).train.seed
+    assert load_config(str(out / "confirm" / "winner_seed1" / "config.yaml")).train.seed == trial_seed + 1 == 1
     assert "Verdict: the winner is" in stdout and "Verdict: the winner is" in (out / "results.md").read_text()
 
 
 def test_confirmation_of_a_run_against_itself_is_within_noise(trained_run):
-    report = compare_runs([[trained_run, trained_run]], "itself", rounds=100)
+    report = compare_runs({0: (trained_run, trained_run)}, "itself", rounds=100)
     assert report["verdict"] == "within noise" and report["seeds"][0]["difference"] == 0
 
 

@@ -192,6 +192,12 @@ def test_confirm_retrains_the_winner_and_the_baseline_per_seed_and_gives_a_verdi
     trial_seed = load_config(str(out / "trials" / "trial_0000" / "config.yaml")).train.seed
     assert load_config(str(out / "confirm" / "winner_seed1" / "config.yaml")).train.seed == trial_seed + 1 == 1
     assert "Verdict: the winner is" in stdout and "Verdict: the winner is" in (out / "results.md").read_text()
+    trained = {run: (out / "confirm" / run / "metrics.jsonl").read_text() for run in ("winner_seed1", "baseline_seed1")}
+    code, _, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "1", "--trial-epochs", "2",
+                                                 "--confirm", "1"))  # the same command again: nothing trains again
+    assert code == 0, err
+    assert {run: (out / "confirm" / run / "metrics.jsonl").read_text() for run in trained} == trained
+    assert json.loads((out / "confirm" / "confirm.json").read_text()) == report
 
 
 def test_confirmation_of_a_run_against_itself_is_within_noise(trained_run):
@@ -255,7 +261,7 @@ def test_a_shared_study_runs_a_lost_machines_trial_again_and_does_not_count_it(d
     lost = study.ask()  # the base recipe, on a machine that then went silent
     lost.suggest_float("loss.m", 0.2, 0.5)
     storage.record_heartbeat(lost._trial_id)
-    time.sleep(1.5)
+    time.sleep(2.5)  # SQLite's clock counts whole seconds: over 1 s silent, whatever the fraction
     optuna.storages.fail_stale_trials(study)  # what each machine's next trial does first
     first, again = study.get_trials()
     assert first.state.name == "FAIL" and again.state.name == "WAITING"

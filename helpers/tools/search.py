@@ -187,10 +187,30 @@ def _storage(settings: SearchSettings):
     import optuna
 
     if settings.storage is None:  # this folder's own database: resume_sentence finds the interrupted trials
-        return optuna.storages.RDBStorage(settings.storage_url(), engine_kwargs={"connect_args": {"timeout": 60}})
-    # Shared: a trial beats three times within LOST_AFTER_S; one silent that long is failed, its values run again.
-    return optuna.storages.RDBStorage(settings.storage_url(), heartbeat_interval=max(1, LOST_AFTER_S // 3),
-                                      grace_period=LOST_AFTER_S, heartbeat_stale_trial_callback=_lost_trial)
+        storage = optuna.storages.RDBStorage(settings.storage_url(), engine_kwargs={"connect_args": {"timeout": 60}})
+    else:  # shared: a trial beats three times within LOST_AFTER_S; one silent that long is failed and run again
+        storage = optuna.storages.RDBStorage(settings.storage_url(), heartbeat_interval=max(1, LOST_AFTER_S // 3),
+                                             grace_period=LOST_AFTER_S, heartbeat_stale_trial_callback=_lost_trial)
+    if storage.engine.dialect.name == "sqlite":
+        _one_writer(storage)
+    return storage
+
+
+def _one_writer(storage) -> None:
+    """Make each of SQLite's transactions take the write lock when it begins. Python's sqlite3 begins one only at
+    the first write, so two workers could both read a queued trial as waiting and both mark it running (seen: the
+    base recipe trained twice at once in one folder, one run failing on the other's lock)."""
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _driver_begins_nothing(connection, record):
+        connection.isolation_level = None
+
+    @event.listens_for(storage.engine, "begin")
+    def _begin_with_the_lock(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # connections opened before the listeners go
 
 
 def _created_beside(error: Exception) -> bool:

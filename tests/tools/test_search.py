@@ -432,3 +432,33 @@ def test_resuming_with_another_pruner_or_metric_is_refused_and_nothing_runs(demo
     code, _, err = call_cli(capsys, *first, *change)
     assert code != 0 and f"{out} holds a search with {said}" in err and "Traceback" not in err
     assert (out / "search.json").read_text() == before and len(trials_of(out)) == trials
+
+
+_POP = """
+import sys, time
+from helpers.tools import search
+settings = search.SearchSettings(config=None, space="cpu", out=sys.argv[1], metric="val_eer")
+study, _ = search.open_study(settings)
+while time.time() < float(sys.argv[2]):
+    pass
+taken = []
+while (trial := study._pop_waiting_trial_id()) is not None:  # what study.optimize does first in each worker
+    taken.append(trial)
+print(*taken)
+"""
+
+
+def test_two_workers_never_take_the_same_queued_trial(tmp_path):
+    """Queued trials (the base recipe, an interrupted one's values) are each run by one worker only."""
+    from helpers.tools import search
+
+    settings = search.SearchSettings(config=None, space="cpu", out=str(tmp_path), metric="val_eer")
+    study, _ = search.open_study(settings)
+    for value in range(40):
+        study.enqueue_trial({"loss.m": 0.2 + value / 100}, skip_if_exists=False)
+    start = str(time.time() + 5)  # both take from the queue at once, past their imports
+    workers = [subprocess.Popen([sys.executable, "-c", _POP, str(tmp_path), start], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE) for _ in range(2)]
+    taken = [int(n) for worker in workers for n in worker.communicate(timeout=120)[0].split()]
+    assert all(worker.returncode == 0 for worker in workers)
+    assert sorted(taken) == sorted(t._trial_id for t in study.get_trials())  # each once, none twice

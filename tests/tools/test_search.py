@@ -246,6 +246,7 @@ def test_a_study_whose_tables_another_process_was_making_opens_on_the_next_try(t
     assert len(calls) == 2 and study.user_attrs["metric"] == "val_eer"
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test plays the machine that beat once
 def test_a_shared_study_runs_a_lost_machines_trial_again_and_does_not_count_it(demo_root, tmp_path, monkeypatch):
     """On a shared --storage, a trial whose machine stopped beating is failed by Optuna, which then calls the
     search: its values are queued again (the base mark with them), it counts for nothing, and the table says so."""

@@ -36,13 +36,15 @@ from helpers.core.config import load_config
 from helpers.core.errors import Stopped, UserError
 from helpers.core.io import atomic_write_text
 from helpers.tools.search_space import read_space, space_file
-from helpers.tools.search_trial import METRICS, TrialFailed, TrialPlan, run_again, run_trial
+from helpers.tools.search_trial import METRICS, TrialFailed, TrialPlan, interrupt, interrupted, run_trial
 
 STUDY_FILE = "study.db"
 SETTINGS_FILE = "search.json"
 LOCK_FILE = "search.lock"
-# What a resumed search must share with the one it continues; the budgets may change between sittings.
-_SAME = ("config", "space", "overrides", "metric")
+# What a resumed search must share with the one it continues; the budgets may change between sittings. The
+# pruner keeps each trial's rung values by the rung's number, so another pruner or first rung would judge new
+# trials against values measured at other epochs.
+_SAME = ("config", "space", "overrides", "metric", "pruner", "prune_from")
 
 
 @dataclass
@@ -172,17 +174,12 @@ def _sitting_seed(seed: int, worker: int, study) -> int:
     return int(np.random.SeedSequence([seed, worker, len(study.get_trials(deepcopy=False))]).generate_state(1)[0])
 
 
-_SHARED: list = []  # the shared database's storage, for _lost_trial (Optuna's callback gets only the study)
+LOST_AFTER_S = 180  # a shared study's trial whose machine has not beaten for this long is lost
 
 
 def _lost_trial(study, trial) -> None:
-    """A shared study's trial whose machine went silent: said so, and its values queued again."""
-    import optuna
-
-    storage = _SHARED[0]
-    storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-    storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted: its machine stopped answering")
-    optuna.storages.RetryFailedTrialCallback(max_retry=1)(study, trial)
+    """A shared study's trial whose machine went silent (Optuna has failed it already): its values run again."""
+    interrupt(study, trial, f"interrupted: its machine stopped answering for {LOST_AFTER_S} s; its values run again")
 
 
 def _storage(settings: SearchSettings):
@@ -190,12 +187,30 @@ def _storage(settings: SearchSettings):
     import optuna
 
     if settings.storage is None:  # this folder's own database: resume_sentence finds the interrupted trials
-        return optuna.storages.RDBStorage(settings.storage_url(), engine_kwargs={"connect_args": {"timeout": 60}})
-    # Shared: a trial whose machine stopped beating for 3 minutes is failed and its values run again.
-    storage = optuna.storages.RDBStorage(settings.storage_url(), heartbeat_interval=60, grace_period=180,
-                                         heartbeat_stale_trial_callback=_lost_trial)
-    _SHARED[:] = [storage]
+        storage = optuna.storages.RDBStorage(settings.storage_url(), engine_kwargs={"connect_args": {"timeout": 60}})
+    else:  # shared: a trial beats three times within LOST_AFTER_S; one silent that long is failed and run again
+        storage = optuna.storages.RDBStorage(settings.storage_url(), heartbeat_interval=max(1, LOST_AFTER_S // 3),
+                                             grace_period=LOST_AFTER_S, heartbeat_stale_trial_callback=_lost_trial)
+    if storage.engine.dialect.name == "sqlite":
+        _one_writer(storage)
     return storage
+
+
+def _one_writer(storage) -> None:
+    """Make each of SQLite's transactions take the write lock when it begins. Python's sqlite3 begins one only at
+    the first write, so two workers could both read a queued trial as waiting and both mark it running (seen: the
+    base recipe trained twice at once in one folder, one run failing on the other's lock)."""
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _driver_begins_nothing(connection, record):
+        connection.isolation_level = None
+
+    @event.listens_for(storage.engine, "begin")
+    def _begin_with_the_lock(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # connections opened before the listeners go
 
 
 def _created_beside(error: Exception) -> bool:
@@ -211,8 +226,8 @@ def counted(study) -> int:
     those queued to run (an interrupted trial's values again, the base recipe), nor the interrupted ones."""
     from optuna.trial import TrialState
 
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if not t.user_attrs.get("interrupted") and t.state != TrialState.WAITING)
+    lost = interrupted(study)
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number not in lost and t.state != TrialState.WAITING)
 
 
 def work(settings: SearchSettings, plan: TrialPlan, worker: int = 0) -> None:
@@ -268,9 +283,10 @@ def queue_base(study, plan: TrialPlan) -> str:
     """Queue the base config's own values as the next trial, once per study: the search then measures what it is
     to beat on this machine, within the same budget, and TPE starts from a known recipe. Keys whose base value the
     space cannot hold are drawn, and said."""
-    # An interrupted base trial is queued again by whoever saw it stop (resume_sentence, run_trial), base mark
-    # and all; one that failed for its own reason ran, and runs no more.
-    if any(t.user_attrs.get("base") and not t.user_attrs.get("interrupted") for t in study.get_trials(deepcopy=False)):
+    # An interrupted base trial was queued again with its mark (search_trial.interrupt); one that failed for its
+    # own reason ran, and runs no more.
+    lost = interrupted(study)
+    if any(t.user_attrs.get("base") and t.number not in lost for t in study.get_trials(deepcopy=False)):
         return "search: the base recipe's trial is in the study already"
     params = {d.key: d.base_value(plan.base) for d in plan.dimensions}
     drawn = [key for key, value in params.items() if value is None]
@@ -310,19 +326,18 @@ def resume_sentence(study, storage, shared: bool) -> str:
     if not trials:
         return f"search: a new study in {study.study_name}"
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    finished = sum(1 for t in trials if t.state.is_finished())
+    lost = interrupted(study)
+    finished = sum(1 for t in trials if t.state.is_finished() and t.number not in lost)
+    kept = f"{finished} finished trials kept" + (f" ({len(lost)} interrupted, not counted)" if lost else "")
     if shared:
-        return (f"search: resuming study {study.study_name}: {finished} finished trials kept, {len(running)} "
-                "running (here or on other machines)")
+        return f"search: resuming study {study.study_name}: {kept}, {len(running)} running (here or on other machines)"
     for trial in running:
-        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted: the search stopped during it "
-                                    "(killed, or its machine lost); its values run again")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        run_again(study, trial)
+        interrupt(study, trial, "interrupted: the search stopped during it (killed, or its machine lost); its values "
+                                "run again")
     again = (f"; interrupted trial(s) {', '.join(str(t.number) for t in running)} marked failed and run again"
              if running else "")
-    return f"search: resuming {study.study_name}: {finished} finished trials kept{again}"
+    return f"search: resuming {study.study_name}: {kept}{again}"
 
 
 def _run_workers(settings: SearchSettings, deadline: float) -> None:

@@ -16,6 +16,7 @@ from helpers.core.config import dump_config, load_config
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.tools.report import markdown_table
+from helpers.tools.search_trial import interrupted
 
 PLOTS = "plots"
 BEST = "best.yaml"
@@ -23,15 +24,17 @@ CONFIRM = "confirm"
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial: its number, state, value and interval, parameters, epochs, minutes, images/s, reason,
-    run folder, and whether it ran the base recipe."""
-    rows = []
+    """One row per trial: its number, state ("interrupted" for one that counts for nothing), value and interval,
+    parameters, epochs, minutes, images/s, reason, run folder, and whether it ran the base recipe."""
+    rows, lost = [], interrupted(study)
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": attrs.get("value"),
+        state = "interrupted" if trial.number in lost else trial.state.name.lower()
+        rows.append({"trial": trial.number, "state": state, "value": attrs.get("value"),
                      "low": attrs.get("value_low"), "high": attrs.get("value_high"), **trial.params,
                      "epochs": attrs.get("epochs"), "minutes": attrs.get("minutes"),
-                     "images_per_s": attrs.get("images_per_s"), "reason": attrs.get("reason", ""),
+                     "images_per_s": attrs.get("images_per_s"),
+                     "reason": lost.get(trial.number, attrs.get("reason", "")),
                      "run": attrs.get("run", ""), "base": bool(attrs.get("base"))})
     return pd.DataFrame(rows)
 
@@ -150,7 +153,8 @@ def write_best(study, settings) -> Path | None:
 
 def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
     """Train best.yaml and the baseline config on ``seeds`` seeds each (at the trials' budget, never pruned) and
-    compare each pair by the paired bootstrap of the val EER difference."""
+    compare each pair by the paired bootstrap of the val EER difference. The seeds follow the trials' own: the
+    winner was picked on its trial's seed, and that run again would carry the luck of the pick."""
     from helpers.training.engine import train
 
     winner = write_best(study, settings)
@@ -158,8 +162,9 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
         raise UserError("--confirm needs a finished trial to confirm; none finished yet")
     folder = settings.folder / CONFIRM
     base_config = baseline or settings.config
-    pairs = []
-    for seed in range(seeds):
+    first = load_config(str(winner)).train.seed + 1
+    pairs = {}
+    for seed in range(first, first + seeds):
         runs = []
         for role, config, extra in (("winner", str(winner), []),
                                     ("baseline", base_config, settings.overrides + settings.budget_overrides())):
@@ -167,7 +172,7 @@ def confirm_winner(study, settings, seeds: int, baseline: str | None) -> dict:
                                             f"run.name={role}_seed{seed}", "tracking.wandb.group=" + study.study_name],
                            resume="auto")
             runs.append(result.run_dir)
-        pairs.append(runs)
+        pairs[seed] = tuple(runs)
     report = compare_runs(pairs, base_config or "starter")
     atomic_write_text(folder / "confirm.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -190,14 +195,14 @@ def chosen_scores(run_dir: Path) -> tuple[np.ndarray, float, Path]:
     return chosen.scores, chosen.eer, Path(checkpoint.config.data.root)
 
 
-def compare_runs(pairs: list[list[Path]], baseline: str | None, rounds: int = 1000) -> dict:
-    """Each (winner, baseline) pair of runs compared on their val pairs: EER difference (winner minus baseline)
-    and its paired 95 % interval; the verdict is better or worse when every seed's interval says so."""
+def compare_runs(pairs: dict[int, tuple[Path, Path]], baseline: str | None, rounds: int = 1000) -> dict:
+    """Each seed's (winner, baseline) pair of runs compared on their val pairs: EER difference (winner minus
+    baseline) and its paired 95 % interval; the verdict is better or worse when every seed's interval says so."""
     from helpers.data.layout import open_data
     from helpers.eval.metrics import paired_bootstrap_eers
 
     seeds = []
-    for seed, (winner_dir, baseline_dir) in enumerate(pairs):
+    for seed, (winner_dir, baseline_dir) in pairs.items():
         winner, winner_eer, root = chosen_scores(winner_dir)
         other, other_eer, _ = chosen_scores(baseline_dir)
         labels = np.array([pair.label for pair in open_data(root).val_pairs])

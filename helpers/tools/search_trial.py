@@ -103,11 +103,11 @@ def run_trial(trial, plan: TrialPlan) -> float:
     try:
         result = train(plan.config, trial_overrides(plan, params, name), on_evaluation=hear)
     except KeyboardInterrupt:  # the user stops the search: this trial's values run again when it resumes
-        _interrupted(trial, "interrupted by the user; its values run again")
+        interrupt(trial.study, trial, "interrupted by the user; its values run again")
         raise
     except Stopped as stop:  # SIGTERM or SIGUSR1 (Slurm's warning, a VM going away) stops the search, not a trial
         name = signal.Signals(stop.status - 128).name
-        _interrupted(trial, f"interrupted by {name}; its values run again")
+        interrupt(trial.study, trial, f"interrupted by {name}; its values run again")
         raise Stopped(f"search stopped by {name} during trial {trial.number}; the same command resumes the study "
                       "and runs that trial's values again", stop.status) from None
     except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure of one trial leaves the search going
@@ -125,16 +125,24 @@ def run_trial(trial, plan: TrialPlan) -> float:
     return value
 
 
-def _interrupted(trial, reason: str) -> None:
-    trial.set_user_attr("interrupted", True)
-    trial.set_user_attr("reason", reason)
-    run_again(trial.study, trial)
+def interrupt(study, trial, reason: str) -> None:
+    """The one way a trial is marked interrupted (Ctrl-C or a stop signal, a search killed, a machine gone
+    silent): its values, the base recipe's mark with them, are queued to run again, and the queued trial names
+    it and why. The mark lives on the queued trial because a lost machine's trial is already failed when Optuna
+    reports it, and a finished trial takes no more attributes."""
+    attrs = {"rerun_of": trial.number, "rerun_reason": reason}
+    if trial.user_attrs.get("base"):
+        attrs["base"] = True
+    study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
 
 
-def run_again(study, trial) -> None:
-    """Queue an interrupted trial's values to run again, the base recipe's mark with them."""
-    study.enqueue_trial(trial.params, user_attrs={"base": True} if trial.user_attrs.get("base") else None,
-                        skip_if_exists=False)
+def interrupted(study) -> dict[int, str]:
+    """The study's interrupted trials, by number, with the reason: they count for nothing (their values ran again).
+    Studies written before the mark moved to the queued trial carry it on the trial itself."""
+    trials = study.get_trials(deepcopy=False)
+    marked = {t.number: t.user_attrs.get("reason", "interrupted") for t in trials if t.user_attrs.get("interrupted")}
+    return marked | {t.user_attrs["rerun_of"]: t.user_attrs.get("rerun_reason", "interrupted") for t in trials
+                     if isinstance(t.user_attrs.get("rerun_of"), int)}
 
 
 def _chosen_weights(trainer) -> str:

@@ -100,10 +100,11 @@ def test_kill_9_mid_search_then_the_same_command_keeps_the_finished_trials_and_f
     assert f"interrupted trial(s) {interrupted} marked failed and run again" in again.stdout
     trials = trials_of(out)
     assert {t.number: t.value for t in trials if t.number in before} == before  # kept as they were
-    assert trials[interrupted].state.name == "FAIL" and "interrupted" in trials[interrupted].user_attrs["reason"]
     rerun = [t for t in trials if t.number > interrupted]
     assert rerun[0].params == trials[interrupted].params  # its values run again
-    assert sum(t.state.is_finished() and not t.user_attrs.get("interrupted") for t in trials) == 3
+    table = pd.read_csv(out / "results.csv").set_index("trial")
+    assert table.loc[interrupted, "state"] == "interrupted" and "killed" in table.loc[interrupted, "reason"]
+    assert (table["state"] != "interrupted").sum() == 3
 
 
 def test_two_workers_run_two_trials_at_once_on_one_study(demo_root, tmp_path, capsys):
@@ -186,13 +187,21 @@ def test_confirm_retrains_the_winner_and_the_baseline_per_seed_and_gives_a_verdi
                                                       "--confirm", "1"))
     assert code == 0, err
     report = json.loads((out / "confirm" / "confirm.json").read_text())
-    assert report["verdict"] in ("better", "worse", "within noise") and len(report["seeds"]) == 1
-    assert {"winner_seed0", "baseline_seed0"} <= {p.name for p in (out / "confirm").iterdir()}
+    assert report["verdict"] in ("better", "worse", "within noise") and [s["seed"] for s in report["seeds"]] == [1]
+    assert {"winner_seed1", "baseline_seed1"} <= {p.name for p in (out / "confirm").iterdir()}
+    trial_seed = load_config(str(out / "trials" / "trial_0000" / "config.yaml")).train.seed
+    assert load_config(str(out / "confirm" / "winner_seed1" / "config.yaml")).train.seed == trial_seed + 1 == 1
     assert "Verdict: the winner is" in stdout and "Verdict: the winner is" in (out / "results.md").read_text()
+    trained = {run: (out / "confirm" / run / "metrics.jsonl").read_text() for run in ("winner_seed1", "baseline_seed1")}
+    code, _, err = call_cli(capsys, *search_args(demo_root, out, space, "--trials", "1", "--trial-epochs", "2",
+                                                 "--confirm", "1"))  # the same command again: nothing trains again
+    assert code == 0, err
+    assert {run: (out / "confirm" / run / "metrics.jsonl").read_text() for run in trained} == trained
+    assert json.loads((out / "confirm" / "confirm.json").read_text()) == report
 
 
 def test_confirmation_of_a_run_against_itself_is_within_noise(trained_run):
-    report = compare_runs([[trained_run, trained_run]], "itself", rounds=100)
+    report = compare_runs({0: (trained_run, trained_run)}, "itself", rounds=100)
     assert report["verdict"] == "within noise" and report["seeds"][0]["difference"] == 0
 
 
@@ -235,6 +244,35 @@ def test_a_study_whose_tables_another_process_was_making_opens_on_the_next_try(t
     (tmp_path / "s").mkdir()
     study, _ = search.open_study(settings)
     assert len(calls) == 2 and study.user_attrs["metric"] == "val_eer"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test plays the machine that beat once
+def test_a_shared_study_runs_a_lost_machines_trial_again_and_does_not_count_it(demo_root, tmp_path, monkeypatch):
+    """On a shared --storage, a trial whose machine stopped beating is failed by Optuna, which then calls the
+    search: its values are queued again (the base mark with them), it counts for nothing, and the table says so."""
+    from helpers.tools import search
+    from helpers.tools.search_report import trials_table
+
+    monkeypatch.setattr(search, "LOST_AFTER_S", 1)
+    plan = _plan(tmp_path, demo_root)
+    settings = search.SearchSettings(config=None, space="cpu", out=str(tmp_path / "s"), metric="val_eer",
+                                     storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    study, storage = search.open_study(settings)
+    search.queue_base(study, plan)
+    lost = study.ask()  # the base recipe, on a machine that then went silent
+    lost.suggest_float("loss.m", 0.2, 0.5)
+    storage.record_heartbeat(lost._trial_id)
+    time.sleep(2.5)  # SQLite's clock counts whole seconds: over 1 s silent, whatever the fraction
+    optuna.storages.fail_stale_trials(study)  # what each machine's next trial does first
+    first, again = study.get_trials()
+    assert first.state.name == "FAIL" and again.state.name == "WAITING"
+    assert again.system_attrs["fixed_params"] == first.params and again.user_attrs["base"]
+    assert search.counted(study) == 0
+    assert search.queue_base(study, plan) == "search: the base recipe's trial is in the study already"
+    row = trials_table(study).iloc[0]
+    assert row["state"] == "interrupted" and "its machine stopped answering" in row["reason"]
+    assert "0 finished trials kept (1 interrupted, not counted), 0 running" in search.resume_sentence(
+        study, storage, shared=True)
 
 
 def test_the_base_recipe_runs_as_the_first_trial_once_per_study(demo_root, tmp_path, capsys):
@@ -285,7 +323,8 @@ def test_a_base_trial_that_failed_for_its_own_reason_is_not_queued_again(demo_ro
     study = optuna.create_study()
     assert queue_base(study, plan).startswith("search: the base recipe (starter) runs as the next trial")
     failed = study.ask()  # the queued base trial, say diverged: failed, and not interrupted
-    assert failed.user_attrs["base"] and failed.suggest_float("loss.m", 0.2, 0.5) == load_config(None, plan.overrides).loss.m
+    base_m = load_config(None, plan.overrides).loss.m
+    assert failed.user_attrs["base"] and failed.suggest_float("loss.m", 0.2, 0.5) == base_m
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     assert queue_base(study, plan) == "search: the base recipe's trial is in the study already"
     assert [t.state.name for t in study.trials] == ["FAIL"]
@@ -296,7 +335,7 @@ def test_a_stopped_search_runs_its_trial_again_the_base_as_the_base(demo_root, t
     """Ctrl-C, or a SIGTERM from Slurm or a VM going away, stops the search; the trial it stopped is not a failure
     of its values, which run again on resuming (and the base recipe's, once, with its mark)."""
     from helpers.tools.search import counted, queue_base
-    from helpers.tools.search_trial import run_trial
+    from helpers.tools.search_trial import interrupted, run_trial
     from helpers.training import engine
 
     plan = _plan(tmp_path, demo_root)
@@ -313,7 +352,9 @@ def test_a_stopped_search_runs_its_trial_again_the_base_as_the_base(demo_root, t
         assert str(raised.value).startswith("search stopped by SIGTERM during trial 0; the same command resumes")
         assert raised.value.status == 143
     first, again = study.trials
-    assert first.user_attrs["interrupted"] and counted(study) == 0  # not one of --trials
+    assert interrupted(study) == {0: f"interrupted by {'SIGTERM' if isinstance(stop, Stopped) else 'the user'}; "
+                                     "its values run again"}
+    assert counted(study) == 0  # not one of --trials
     assert again.state.name == "WAITING" and again.user_attrs.get("base")
     assert again.system_attrs["fixed_params"] == first.params  # the same values
     assert queue_base(study, plan) == "search: the base recipe's trial is in the study already"
@@ -376,3 +417,49 @@ def test_the_pruner_judges_no_trial_before_prune_from(tmp_path, prune_from, firs
             judged.append(step)
             break
     assert judged == [first_judged]
+
+
+@pytest.mark.parametrize("change, said", [(["--prune-from", "3"], "another prune_from (1, now 3)"),
+                                          (["--pruner", "halving"], "another pruner ('hyperband', now 'halving')"),
+                                          (["--metric", "val_auc"], "another metric ('val_eer', now 'val_auc')")])
+def test_resuming_with_another_pruner_or_metric_is_refused_and_nothing_runs(demo_root, tmp_path, capsys, change,
+                                                                             said):
+    """A study's trials are judged and ranked one way: a sitting that would judge them another way is refused."""
+    out = tmp_path / "search"
+    first = search_args(demo_root, out, "cpu", "--metric", "val_eer", "--trials", "0", "--trial-epochs", "1")
+    code, _, err = call_cli(capsys, *first)
+    assert code == 0, err
+    before, trials = (out / "search.json").read_text(), len(trials_of(out))
+    code, _, err = call_cli(capsys, *first, *change)
+    assert code != 0 and f"{out} holds a search with {said}" in err and "Traceback" not in err
+    assert (out / "search.json").read_text() == before and len(trials_of(out)) == trials
+
+
+_POP = """
+import sys, time
+from helpers.tools import search
+settings = search.SearchSettings(config=None, space="cpu", out=sys.argv[1], metric="val_eer")
+study, _ = search.open_study(settings)
+while time.time() < float(sys.argv[2]):
+    pass
+taken = []
+while (trial := study._pop_waiting_trial_id()) is not None:  # what study.optimize does first in each worker
+    taken.append(trial)
+print(*taken)
+"""
+
+
+def test_two_workers_never_take_the_same_queued_trial(tmp_path):
+    """Queued trials (the base recipe, an interrupted one's values) are each run by one worker only."""
+    from helpers.tools import search
+
+    settings = search.SearchSettings(config=None, space="cpu", out=str(tmp_path), metric="val_eer")
+    study, _ = search.open_study(settings)
+    for value in range(40):
+        study.enqueue_trial({"loss.m": 0.2 + value / 100}, skip_if_exists=False)
+    start = str(time.time() + 5)  # both take from the queue at once, past their imports
+    workers = [subprocess.Popen([sys.executable, "-c", _POP, str(tmp_path), start], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE) for _ in range(2)]
+    taken = [int(n) for worker in workers for n in worker.communicate(timeout=120)[0].split()]
+    assert all(worker.returncode == 0 for worker in workers)
+    assert sorted(taken) == sorted(t._trial_id for t in study.get_trials())  # each once, none twice

@@ -9,7 +9,7 @@ names, shared by several machines.
 
 Running the same command on the same folder resumes: finished trials are kept,
 a trial interrupted by ``kill -9`` or a lost VM is marked failed and its values
-run again. ``--workers N`` runs N trials at once (one process each, one GPU
+run again (once: values killed twice are not). ``--workers N`` runs N trials at once (one process each, one GPU
 each when several are visible). The outputs (search_report.py) are rewritten
 as each sitting ends.
 """
@@ -179,7 +179,8 @@ LOST_AFTER_S = 180  # a shared study's trial whose machine has not beaten for th
 
 def _lost_trial(study, trial) -> None:
     """A shared study's trial whose machine went silent (Optuna has failed it already): its values run again."""
-    interrupt(study, trial, f"interrupted: its machine stopped answering for {LOST_AFTER_S} s; its values run again")
+    interrupt(study, trial, f"interrupted: its machine stopped answering for {LOST_AFTER_S} s; its values run again",
+              killed=True)
 
 
 def _storage(settings: SearchSettings):
@@ -319,7 +320,8 @@ class _sole_search:
 
 def resume_sentence(study, storage, shared: bool) -> str:
     """Resume the study: on a folder's own database, a trial still marked running was interrupted (this
-    command holds the folder's lock): it is marked failed and its values are queued to run again."""
+    command holds the folder's lock): it is marked failed and its values are queued to run again (unless they
+    were killed before: search_trial.interrupt)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -331,13 +333,15 @@ def resume_sentence(study, storage, shared: bool) -> str:
     kept = f"{finished} finished trials kept" + (f" ({len(lost)} interrupted, not counted)" if lost else "")
     if shared:
         return f"search: resuming study {study.study_name}: {kept}, {len(running)} running (here or on other machines)"
+    rerun, dropped = [], []
     for trial in running:
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        interrupt(study, trial, "interrupted: the search stopped during it (killed, or its machine lost); its values "
-                                "run again")
-    again = (f"; interrupted trial(s) {', '.join(str(t.number) for t in running)} marked failed and run again"
-             if running else "")
-    return f"search: resuming {study.study_name}: {kept}{again}"
+        queued = interrupt(study, trial, "interrupted: the search stopped during it (killed, or its machine lost); its "
+                                         "values run again", killed=True)
+        (rerun if queued else dropped).append(str(trial.number))
+    said = [f"interrupted trial(s) {', '.join(rerun)} marked failed and run again"] if rerun else []
+    said += [f"trial(s) {', '.join(dropped)} failed: killed again on the same values, not run again"] if dropped else []
+    return f"search: resuming {study.study_name}: {kept}" + "".join(f"; {part}" for part in said)
 
 
 def _run_workers(settings: SearchSettings, deadline: float) -> None:

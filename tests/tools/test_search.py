@@ -307,6 +307,32 @@ def test_a_study_whose_last_trial_was_interrupted_runs_it_again(demo_root, tmp_p
     assert [t.state.name for t in trials_of(out)] == ["FAIL", "COMPLETE"]  # its values queued again, and run
 
 
+def test_values_killed_twice_are_failed_with_why_and_not_run_a_third_time(tmp_path):
+    """Values that get the process killed (out of memory on a Colab VM) would otherwise run first in every sitting
+    and kill it each time. A stop the user asked for (Ctrl-C, SIGTERM) is not a kill."""
+    from helpers.tools import search
+    from helpers.tools.search_report import trials_table
+    from helpers.tools.search_trial import interrupt
+
+    settings = search.SearchSettings(config=None, space="cpu", out=str(tmp_path), metric="val_eer")
+    margin = {"loss.m": optuna.distributions.FloatDistribution(0.2, 0.5)}
+    study, storage = search.open_study(settings)
+    stopped = study.ask(margin)
+    assert interrupt(study, stopped, "interrupted by the user; its values run again")
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    study.ask(margin)  # the same values, then kill -9
+    assert "interrupted trial(s) 1 marked failed and run again" in search.resume_sentence(study, storage, False)
+    study.ask(margin)  # the same values again, killed again
+    said = search.resume_sentence(study, storage, False)
+    assert "0 finished trials kept (2 interrupted, not counted); trial(s) 2 failed: killed again on the same " \
+           "values, not run again" in said
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL"] * 3 and len({t.params["loss.m"] for t in trials}) == 1
+    assert search.counted(study) == 1  # the last counts: a failure of its own
+    table = trials_table(study)
+    assert list(table["state"]) == ["interrupted", "interrupted", "fail"]
+    assert "killed 2 times while training these values" in table["reason"][2]
+
 def _plan(tmp_path, demo_root):
     from helpers.tools.search_trial import TrialPlan
 

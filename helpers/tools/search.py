@@ -44,7 +44,8 @@ LOCK_FILE = "search.lock"
 # What a resumed search must share with the one it continues; the budgets may change between sittings. The
 # pruner keeps each trial's rung values by the rung's number, so another pruner or first rung would judge new
 # trials against values measured at other epochs.
-_SAME = ("config", "space", "overrides", "metric", "pruner", "prune_from")
+_SAME = {"config": "--config", "space": "--space", "overrides": "--set", "metric": "--metric", "pruner": "--pruner",
+         "prune_from": "--prune-from"}  # setting: its flag
 
 
 @dataclass
@@ -118,9 +119,9 @@ def _same_search(settings: SearchSettings) -> None:
     if not path.is_file():
         return
     before = _read_settings(path)
-    for key in _SAME:
+    for key, flag in _SAME.items():
         if getattr(before, key) != getattr(settings, key):
-            raise UserError(f"{settings.folder} holds a search with another {key} ({getattr(before, key)!r}, now "
+            raise UserError(f"{settings.folder} holds a search with another {flag} ({getattr(before, key)!r}, now "
                             f"{getattr(settings, key)!r}); run it with the same one to resume, or use another --out")
 
 

@@ -445,9 +445,9 @@ def test_the_pruner_judges_no_trial_before_prune_from(tmp_path, prune_from, firs
     assert judged == [first_judged]
 
 
-@pytest.mark.parametrize("change, said", [(["--prune-from", "3"], "another prune_from (1, now 3)"),
-                                          (["--pruner", "halving"], "another pruner ('hyperband', now 'halving')"),
-                                          (["--metric", "val_auc"], "another metric ('val_eer', now 'val_auc')")])
+@pytest.mark.parametrize("change, said", [(["--prune-from", "3"], "another --prune-from (1, now 3)"),
+                                          (["--pruner", "halving"], "another --pruner ('hyperband', now 'halving')"),
+                                          (["--metric", "val_auc"], "another --metric ('val_eer', now 'val_auc')")])
 def test_resuming_with_another_pruner_or_metric_is_refused_and_nothing_runs(demo_root, tmp_path, capsys, change,
                                                                              said):
     """A study's trials are judged and ranked one way: a sitting that would judge them another way is refused."""

@@ -119,9 +119,22 @@ def _plots(study, folder: Path) -> tuple[list[str], list[str]]:
             figure.savefig(folder / name, dpi=100, bbox_inches="tight")
             plt.close(figure)
             written.append(name)
+            notes += [importance_note(study)] if name == "importances.png" else []
         except Exception as error:  # noqa: BLE001 - a view that cannot be drawn must not cost the results
             notes.append(f"{name}: not drawn yet ({str(error).splitlines()[0]})")
     return written, notes
+
+
+def importance_note(study) -> str:
+    """How far to trust importances.png: Optuna weighs the parameters over the complete trials alone, and a few
+    trials over many parameters cannot tell them apart."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+    params = len({key for t in trials for key in t.params})
+    return (f"importances.png is weighed over the {complete} complete trials alone (pruned and failed ones are left "
+            "out)" + (f"; fewer than the space's {params} parameters: read it as noise" if complete < params else ""))
 
 
 def best_config(study, settings):

@@ -333,6 +333,22 @@ def test_values_killed_twice_are_failed_with_why_and_not_run_a_third_time(tmp_pa
     assert list(table["state"]) == ["interrupted", "interrupted", "fail"]
     assert "killed 2 times while training these values" in table["reason"][2]
 
+def test_the_importances_say_how_many_trials_they_come_from():
+    """Importances over a handful of complete trials look as sure as over hundreds: the report says which it is."""
+    from helpers.tools.search_report import importance_note
+
+    study = optuna.create_study()
+    space = {key: optuna.distributions.FloatDistribution(0.0, 1.0) for key in ("a", "b", "c")}
+    for value in (0.1, 0.2):
+        study.add_trial(optuna.trial.create_trial(params={k: value for k in space}, distributions=space, value=value))
+    study.add_trial(optuna.trial.create_trial(params={k: 0.3 for k in space}, distributions=space,
+                                              state=optuna.trial.TrialState.PRUNED))
+    assert importance_note(study) == ("importances.png is weighed over the 2 complete trials alone (pruned and "
+                                      "failed ones are left out); fewer than the space's 3 parameters: read it as "
+                                      "noise")
+    study.add_trial(optuna.trial.create_trial(params={k: 0.4 for k in space}, distributions=space, value=0.4))
+    assert importance_note(study).endswith("(pruned and failed ones are left out)")
+
 def _plan(tmp_path, demo_root):
     from helpers.tools.search_trial import TrialPlan
 

@@ -9,7 +9,7 @@ names, shared by several machines.
 
 Running the same command on the same folder resumes: finished trials are kept,
 a trial interrupted by ``kill -9`` or a lost VM is marked failed and its values
-run again. ``--workers N`` runs N trials at once (one process each, one GPU
+run again (once: values killed twice are not). ``--workers N`` runs N trials at once (one process each, one GPU
 each when several are visible). The outputs (search_report.py) are rewritten
 as each sitting ends.
 """
@@ -44,7 +44,8 @@ LOCK_FILE = "search.lock"
 # What a resumed search must share with the one it continues; the budgets may change between sittings. The
 # pruner keeps each trial's rung values by the rung's number, so another pruner or first rung would judge new
 # trials against values measured at other epochs.
-_SAME = ("config", "space", "overrides", "metric", "pruner", "prune_from")
+_SAME = {"config": "--config", "space": "--space", "overrides": "--set", "metric": "--metric", "pruner": "--pruner",
+         "prune_from": "--prune-from"}  # setting: its flag
 
 
 @dataclass
@@ -118,9 +119,9 @@ def _same_search(settings: SearchSettings) -> None:
     if not path.is_file():
         return
     before = _read_settings(path)
-    for key in _SAME:
+    for key, flag in _SAME.items():
         if getattr(before, key) != getattr(settings, key):
-            raise UserError(f"{settings.folder} holds a search with another {key} ({getattr(before, key)!r}, now "
+            raise UserError(f"{settings.folder} holds a search with another {flag} ({getattr(before, key)!r}, now "
                             f"{getattr(settings, key)!r}); run it with the same one to resume, or use another --out")
 
 
@@ -179,7 +180,8 @@ LOST_AFTER_S = 180  # a shared study's trial whose machine has not beaten for th
 
 def _lost_trial(study, trial) -> None:
     """A shared study's trial whose machine went silent (Optuna has failed it already): its values run again."""
-    interrupt(study, trial, f"interrupted: its machine stopped answering for {LOST_AFTER_S} s; its values run again")
+    interrupt(study, trial, f"interrupted: its machine stopped answering for {LOST_AFTER_S} s; its values run again",
+              killed=True)
 
 
 def _storage(settings: SearchSettings):
@@ -319,7 +321,8 @@ class _sole_search:
 
 def resume_sentence(study, storage, shared: bool) -> str:
     """Resume the study: on a folder's own database, a trial still marked running was interrupted (this
-    command holds the folder's lock): it is marked failed and its values are queued to run again."""
+    command holds the folder's lock): it is marked failed and its values are queued to run again (unless they
+    were killed before: search_trial.interrupt)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -331,13 +334,15 @@ def resume_sentence(study, storage, shared: bool) -> str:
     kept = f"{finished} finished trials kept" + (f" ({len(lost)} interrupted, not counted)" if lost else "")
     if shared:
         return f"search: resuming study {study.study_name}: {kept}, {len(running)} running (here or on other machines)"
+    rerun, dropped = [], []
     for trial in running:
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        interrupt(study, trial, "interrupted: the search stopped during it (killed, or its machine lost); its values "
-                                "run again")
-    again = (f"; interrupted trial(s) {', '.join(str(t.number) for t in running)} marked failed and run again"
-             if running else "")
-    return f"search: resuming {study.study_name}: {kept}{again}"
+        queued = interrupt(study, trial, "interrupted: the search stopped during it (killed, or its machine lost); its "
+                                         "values run again", killed=True)
+        (rerun if queued else dropped).append(str(trial.number))
+    said = [f"interrupted trial(s) {', '.join(rerun)} marked failed and run again"] if rerun else []
+    said += [f"trial(s) {', '.join(dropped)} failed: killed again on the same values, not run again"] if dropped else []
+    return f"search: resuming {study.study_name}: {kept}" + "".join(f"; {part}" for part in said)
 
 
 def _run_workers(settings: SearchSettings, deadline: float) -> None:

@@ -16,7 +16,7 @@ from helpers.core.config import dump_config, load_config
 from helpers.core.errors import UserError
 from helpers.core.io import atomic_write_text
 from helpers.tools.report import markdown_table
-from helpers.tools.search_trial import interrupted
+from helpers.tools.search_trial import given_up, interrupted
 
 PLOTS = "plots"
 BEST = "best.yaml"
@@ -26,7 +26,7 @@ CONFIRM = "confirm"
 def trials_table(study) -> pd.DataFrame:
     """One row per trial: its number, state ("interrupted" for one that counts for nothing), value and interval,
     parameters, epochs, minutes, images/s, reason, run folder, and whether it ran the base recipe."""
-    rows, lost = [], interrupted(study)
+    rows, lost, dropped = [], interrupted(study), given_up(study)
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
         state = "interrupted" if trial.number in lost else trial.state.name.lower()
@@ -34,7 +34,7 @@ def trials_table(study) -> pd.DataFrame:
                      "low": attrs.get("value_low"), "high": attrs.get("value_high"), **trial.params,
                      "epochs": attrs.get("epochs"), "minutes": attrs.get("minutes"),
                      "images_per_s": attrs.get("images_per_s"),
-                     "reason": lost.get(trial.number, attrs.get("reason", "")),
+                     "reason": lost.get(trial.number, dropped.get(trial.number, attrs.get("reason", ""))),
                      "run": attrs.get("run", ""), "base": bool(attrs.get("base"))})
     return pd.DataFrame(rows)
 
@@ -119,9 +119,22 @@ def _plots(study, folder: Path) -> tuple[list[str], list[str]]:
             figure.savefig(folder / name, dpi=100, bbox_inches="tight")
             plt.close(figure)
             written.append(name)
+            notes += [importance_note(study)] if name == "importances.png" else []
         except Exception as error:  # noqa: BLE001 - a view that cannot be drawn must not cost the results
             notes.append(f"{name}: not drawn yet ({str(error).splitlines()[0]})")
     return written, notes
+
+
+def importance_note(study) -> str:
+    """How far to trust importances.png: Optuna weighs the parameters over the complete trials alone, and a few
+    trials over many parameters cannot tell them apart."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+    params = len({key for t in trials for key in t.params})
+    return (f"importances.png is weighed over the {complete} complete trials alone (pruned and failed ones are left "
+            "out)" + (f"; fewer than the space's {params} parameters: read it as noise" if complete < params else ""))
 
 
 def best_config(study, settings):

@@ -125,15 +125,28 @@ def run_trial(trial, plan: TrialPlan) -> float:
     return value
 
 
-def interrupt(study, trial, reason: str) -> None:
+KILLS_ALLOWED = 1  # values whose trial was killed without a word (kill -9, out of memory, a machine lost) once run
+# again; killed a second time, they are failed: a space value that gets the process killed would otherwise be
+# run first by every sitting, and kill it every time.
+_GIVEN_UP = "given up: trial "  # the study's user attribute naming such a trial, with why
+
+
+def interrupt(study, trial, reason: str, killed: bool = False) -> bool:
     """The one way a trial is marked interrupted (Ctrl-C or a stop signal, a search killed, a machine gone
     silent): its values, the base recipe's mark with them, are queued to run again, and the queued trial names
     it and why. The mark lives on the queued trial because a lost machine's trial is already failed when Optuna
-    reports it, and a finished trial takes no more attributes."""
-    attrs = {"rerun_of": trial.number, "rerun_reason": reason}
+    reports it, and a finished trial takes no more attributes. Values killed more than KILLS_ALLOWED times are
+    not queued again; the study keeps why (False is returned)."""
+    kills = trial.user_attrs.get("kills", 0) + killed
+    if kills > KILLS_ALLOWED:
+        study.set_user_attr(f"{_GIVEN_UP}{trial.number}", f"killed {kills} times while training these values (out "
+                            "of memory? the process or its machine was lost each time); not run again")
+        return False
+    attrs = {"rerun_of": trial.number, "rerun_reason": reason} | ({"kills": kills} if kills else {})
     if trial.user_attrs.get("base"):
         attrs["base"] = True
     study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+    return True
 
 
 def interrupted(study) -> dict[int, str]:
@@ -143,6 +156,12 @@ def interrupted(study) -> dict[int, str]:
     marked = {t.number: t.user_attrs.get("reason", "interrupted") for t in trials if t.user_attrs.get("interrupted")}
     return marked | {t.user_attrs["rerun_of"]: t.user_attrs.get("rerun_reason", "interrupted") for t in trials
                      if isinstance(t.user_attrs.get("rerun_of"), int)}
+
+
+def given_up(study) -> dict[int, str]:
+    """Trials failed because their values were killed too often (see interrupt), by number, with the reason."""
+    return {int(key.removeprefix(_GIVEN_UP)): reason for key, reason in study.user_attrs.items()
+            if key.startswith(_GIVEN_UP) and key.removeprefix(_GIVEN_UP).isdigit()}
 
 
 def _chosen_weights(trainer) -> str:

@@ -307,6 +307,48 @@ def test_a_study_whose_last_trial_was_interrupted_runs_it_again(demo_root, tmp_p
     assert [t.state.name for t in trials_of(out)] == ["FAIL", "COMPLETE"]  # its values queued again, and run
 
 
+def test_values_killed_twice_are_failed_with_why_and_not_run_a_third_time(tmp_path):
+    """Values that get the process killed (out of memory on a Colab VM) would otherwise run first in every sitting
+    and kill it each time. A stop the user asked for (Ctrl-C, SIGTERM) is not a kill."""
+    from helpers.tools import search
+    from helpers.tools.search_report import trials_table
+    from helpers.tools.search_trial import interrupt
+
+    settings = search.SearchSettings(config=None, space="cpu", out=str(tmp_path), metric="val_eer")
+    margin = {"loss.m": optuna.distributions.FloatDistribution(0.2, 0.5)}
+    study, storage = search.open_study(settings)
+    stopped = study.ask(margin)
+    assert interrupt(study, stopped, "interrupted by the user; its values run again")
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    study.ask(margin)  # the same values, then kill -9
+    assert "interrupted trial(s) 1 marked failed and run again" in search.resume_sentence(study, storage, False)
+    study.ask(margin)  # the same values again, killed again
+    said = search.resume_sentence(study, storage, False)
+    assert "0 finished trials kept (2 interrupted, not counted); trial(s) 2 failed: killed again on the same " \
+           "values, not run again" in said
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL"] * 3 and len({t.params["loss.m"] for t in trials}) == 1
+    assert search.counted(study) == 1  # the last counts: a failure of its own
+    table = trials_table(study)
+    assert list(table["state"]) == ["interrupted", "interrupted", "fail"]
+    assert "killed 2 times while training these values" in table["reason"][2]
+
+def test_the_importances_say_how_many_trials_they_come_from():
+    """Importances over a handful of complete trials look as sure as over hundreds: the report says which it is."""
+    from helpers.tools.search_report import importance_note
+
+    study = optuna.create_study()
+    space = {key: optuna.distributions.FloatDistribution(0.0, 1.0) for key in ("a", "b", "c")}
+    for value in (0.1, 0.2):
+        study.add_trial(optuna.trial.create_trial(params={k: value for k in space}, distributions=space, value=value))
+    study.add_trial(optuna.trial.create_trial(params={k: 0.3 for k in space}, distributions=space,
+                                              state=optuna.trial.TrialState.PRUNED))
+    assert importance_note(study) == ("importances.png is weighed over the 2 complete trials alone (pruned and "
+                                      "failed ones are left out); fewer than the space's 3 parameters: read it as "
+                                      "noise")
+    study.add_trial(optuna.trial.create_trial(params={k: 0.4 for k in space}, distributions=space, value=0.4))
+    assert importance_note(study).endswith("(pruned and failed ones are left out)")
+
 def _plan(tmp_path, demo_root):
     from helpers.tools.search_trial import TrialPlan
 
@@ -419,9 +461,9 @@ def test_the_pruner_judges_no_trial_before_prune_from(tmp_path, prune_from, firs
     assert judged == [first_judged]
 
 
-@pytest.mark.parametrize("change, said", [(["--prune-from", "3"], "another prune_from (1, now 3)"),
-                                          (["--pruner", "halving"], "another pruner ('hyperband', now 'halving')"),
-                                          (["--metric", "val_auc"], "another metric ('val_eer', now 'val_auc')")])
+@pytest.mark.parametrize("change, said", [(["--prune-from", "3"], "another --prune-from (1, now 3)"),
+                                          (["--pruner", "halving"], "another --pruner ('hyperband', now 'halving')"),
+                                          (["--metric", "val_auc"], "another --metric ('val_eer', now 'val_auc')")])
 def test_resuming_with_another_pruner_or_metric_is_refused_and_nothing_runs(demo_root, tmp_path, capsys, change,
                                                                              said):
     """A study's trials are judged and ranked one way: a sitting that would judge them another way is refused."""

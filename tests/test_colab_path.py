@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import optuna
 import pytest
 import yaml
 from conftest import ROOT, TINY
@@ -154,6 +155,22 @@ def test_starter_notebook_installs_itself_keeps_its_run_on_drive_and_resumes_on_
     assert (run / "submission.csv").stat().st_size > 0 and (run / "plots" / "roc.png").is_file()
     assert (package / "__init__.py").stat().st_mtime_ns == stamp  # importable already: not installed again
 
+
+def test_the_notebooks_search_keeps_its_study_on_drive_and_trains_its_winner(vm, demo_root, tmp_path):
+    """Section 5 as a Colab user runs it: the study on Drive (what a new VM resumes), its results shown, the
+    winner trained."""
+    space = tmp_path / "space.yaml"
+    space.write_text("loss.m: {low: 0.2, high: 0.5}\n")
+    work = tmp_path / "content"
+    parameters = _parameters(vm, work, demo_root, epochs=1, tta=False, search_trials=2, search_space=str(space),
+                             max_minutes=0.1)
+    process, executed = vm.run("HW2P2_Starter_Notebook.ipynb", work, parameters)
+    assert process.returncode == 0, process.stderr[-3000:]
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{vm.drive / 'hw2p2' / 'search' / 'study.db'}")
+    assert len(study.get_trials()) == 2
+    text = executed.read_text()
+    assert "| trial | state |" in text and "the search's winner trained in" in text
+    assert (vm.drive / "hw2p2" / "search-winner" / "best.pt").is_file()
 
 def test_checkpoint_notebook_on_a_fresh_colab_vm(vm, demo_root, tmp_path):
     work = tmp_path / "content"

@@ -76,7 +76,8 @@ class SearchSettings:
         return self.storage or f"sqlite:///{(self.folder / STUDY_FILE).resolve()}"
 
     def budget_overrides(self) -> list[str]:
-        """The per-trial budget, before the space's values (a space's train.epochs wins over --trial-epochs)."""
+        """The per-trial budget, before the space's values (--trial-epochs only with a space without
+        train.epochs: prepare refuses the two together)."""
         return ([f"train.max_minutes={self.trial_minutes}"] if self.trial_minutes else []) + (
             [f"train.epochs={self.trial_epochs}"] if self.trial_epochs else [])
 
@@ -95,6 +96,11 @@ def prepare(settings: SearchSettings) -> tuple[SearchSettings, TrialPlan]:
     settings.metric = metric
     settings.space = str(space_file(settings.space).resolve())
     dimensions = read_space(settings.space, settings.config, settings.overrides + settings.budget_overrides())
+    drawn = [d for d in dimensions if d.key == "train.epochs"]
+    if settings.trial_epochs and drawn:  # the trial's drawn value would replace the budget the user gave
+        raise UserError(f"--trial-epochs {settings.trial_epochs} cannot bound these trials: "
+                        f"{settings.space}:{drawn[0].line} draws train.epochs; give --trial-minutes instead, or a "
+                        "space without it")
     _same_search(settings)
     plan = TrialPlan(settings.config, settings.overrides + settings.budget_overrides(), dimensions, metric,
                      settings.folder, group=settings.folder.resolve().name, base=base.as_dict())

@@ -149,12 +149,14 @@ def test_a_sitting_out_of_hours_stops_after_an_evaluation_with_a_complete_report
     ("train.epochs: {low: 2, high: 7}\n", "space.yaml:1: the config refuses train.epochs = 2.0"),
     ("optim.lr: {low: 0, high: 0.01, log: true}\n", "space.yaml:1: 'optim.lr' is log-scaled"),
     ("run.name: {choices: [a, b]}\n", "space.yaml:1: 'run.name' is set by the search"),
+    ("loss.m: {low: 0.2, high: 0.5}\ntrain.epochs: {low: 2, high: 6, type: int}\n",
+     "space.yaml:2 draws train.epochs; give --trial-minutes instead"),
 ])
 def test_a_bad_space_is_one_sentence_naming_file_and_line_and_no_trial_runs(demo_root, tmp_path, capsys, text,
                                                                               words):
     space = write_space(tmp_path / "space.yaml", text)
     out = tmp_path / "search"
-    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space))
+    code, stdout, err = call_cli(capsys, *search_args(demo_root, out, space, "--trial-epochs", "1"))
     assert code == 1 and words in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
@@ -431,7 +433,7 @@ def test_a_damaged_search_json_is_one_sentence_and_no_trial_runs(demo_root, tmp_
     out = tmp_path / "search"
     out.mkdir()
     (out / "search.json").write_text(text)
-    code, _, err = call_cli(capsys, *search_args(demo_root, out, "cpu", "--trials", "1", "--trial-epochs", "1"))
+    code, _, err = call_cli(capsys, *search_args(demo_root, out, "cpu", "--trials", "1", "--trial-minutes", "1"))
     assert code != 0 and problem in err and "Traceback" not in err
     assert err.strip().count("\n") == 0 and f"{out / 'search.json'} is not a search's settings file" in err
     assert not (out / "study.db").exists() and (out / "search.json").read_text() == text  # kept as it was
@@ -468,7 +470,7 @@ def test_resuming_with_another_pruner_or_metric_is_refused_and_nothing_runs(demo
                                                                              said):
     """A study's trials are judged and ranked one way: a sitting that would judge them another way is refused."""
     out = tmp_path / "search"
-    first = search_args(demo_root, out, "cpu", "--metric", "val_eer", "--trials", "0", "--trial-epochs", "1")
+    first = search_args(demo_root, out, "cpu", "--metric", "val_eer", "--trials", "0", "--trial-minutes", "1")
     code, _, err = call_cli(capsys, *first)
     assert code == 0, err
     before, trials = (out / "search.json").read_text(), len(trials_of(out))

@@ -352,7 +352,8 @@ COMMANDS = (
             Arg("--hours", type=float, default=0.0, help="time for this sitting; it stops after an evaluation, "
                                                          "leaving a complete study and report (0: no limit)"),
             Arg("--trial-minutes", type=float, default=0.0, help="each trial's train.max_minutes"),
-            Arg("--trial-epochs", type=_positive_int, help="each trial's train.epochs (refused with a space that draws train.epochs)"),
+            Arg("--trial-epochs", type=_positive_int,
+                help="each trial's train.epochs (refused with a space that draws train.epochs)"),
             Arg("--metric", help="val_eer, val_score, val_auc, val_accuracy, dev_top1 or dev_top5 (default: the "
                                  "term's leaderboard metric)"),
             Arg("--pruner", choices=("hyperband", "halving"), default="hyperband",

@@ -9,9 +9,9 @@ names, shared by several machines.
 
 Running the same command on the same folder resumes: finished trials are kept,
 a trial interrupted by ``kill -9`` or a lost VM is marked failed and its values
-run again (once: values killed twice are not). ``--workers N`` runs N trials at once (one process each, one GPU
-each when several are visible). The outputs (search_report.py) are rewritten
-as each sitting ends.
+run again (once: values killed twice are not). ``--workers N`` runs N trials at
+once (one process each, one GPU each when several are visible). The outputs
+(search_report.py) are rewritten as each sitting ends.
 """
 
 from __future__ import annotations
